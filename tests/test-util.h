@@ -1,0 +1,26 @@
+// Shared helpers for tests: locating test data under LLMT_DATA.
+#pragma once
+
+#include <string>
+
+namespace llmt::test {
+
+// LLMT_DATA (the CMake cache variable), overridable by the LLMT_DATA environment variable.
+std::string data_dir();
+// data_dir() + "/" + rel.
+std::string data_path(const std::string& rel);
+// True when the data folder exists at all. Tests that need data call LLMT_REQUIRE_DATA(): they
+// skip (with a message) only when the whole folder is absent, and fail when one file is missing.
+bool data_available();
+std::string read_file(const std::string& path);
+
+}  // namespace llmt::test
+
+#define LLMT_REQUIRE_DATA(rel)                                                          \
+  do {                                                                                  \
+    if (!::llmt::test::data_available())                                                \
+      GTEST_SKIP() << "test data folder " << ::llmt::test::data_dir()                   \
+                   << " is absent (configure with -DLLMT_DATA=...)";                    \
+    ASSERT_TRUE(std::filesystem::exists(::llmt::test::data_path(rel)))                  \
+        << "missing test data file " << ::llmt::test::data_path(rel);                   \
+  } while (0)

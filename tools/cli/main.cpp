@@ -1,0 +1,75 @@
+// llmthreads: one executable, subcommands dispatched on argv[1].
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "commands.h"
+
+namespace llmt::cli {
+
+std::string resolve_model_path(const std::string& explicit_path, const std::string& default_file) {
+  std::string path = explicit_path;
+  const char* how = "-m";
+  if (path.empty()) {
+    if (const char* env = std::getenv("LLMT_MODEL"); env && *env) {
+      path = env;
+      how = "$LLMT_MODEL";
+    } else {
+      const char* data = std::getenv("LLMT_DATA");
+      std::string dir = (data && *data) ? data : LLMT_DATA_DEFAULT;
+      path = dir + "/models/" + default_file;
+      how = "the default (LLMT_DATA)";
+    }
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    std::fprintf(stderr,
+                 "error: model file '%s' (from %s) not found; pass one with -m MODEL.gguf or set "
+                 "LLMT_MODEL (or LLMT_DATA to the folder holding models/)\n",
+                 path.c_str(), how);
+    return "";
+  }
+  return path;
+}
+
+}  // namespace llmt::cli
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: llmthreads <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  info      show a GGUF model's metadata, hyperparameters and tensors\n"
+               "  tokenize  tokenize text with a model's tokenizer\n"
+               "  generate  generate text from a prompt\n"
+               "\n"
+               "Run 'llmthreads <command> --help' for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    usage(stdout);
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::printf("llmthreads 0.1.0\n");
+    return 0;
+  }
+  if (cmd == "info") return llmt::cli::cmd_info(argc - 1, argv + 1);
+  if (cmd == "tokenize") return llmt::cli::cmd_tokenize(argc - 1, argv + 1);
+  if (cmd == "generate") return llmt::cli::cmd_generate(argc - 1, argv + 1);
+  std::fprintf(stderr, "error: unknown command '%s'\n", cmd.c_str());
+  usage(stderr);
+  return 2;
+}
