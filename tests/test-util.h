@@ -14,6 +14,17 @@ std::string data_path(const std::string& rel);
 bool data_available();
 std::string read_file(const std::string& path);
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout (stderr too when merge_stderr)
+};
+// Runs a shell command line and captures its output.
+CommandResult run_command(const std::string& command_line, bool merge_stderr = false);
+// Quotes one argument for /bin/sh.
+std::string shell_quote(const std::string& arg);
+// The built `llmthreads` executable (CLI tests run it as a user would).
+inline std::string cli_path() { return LLMT_CLI; }
+
 }  // namespace llmt::test
 
 #define LLMT_REQUIRE_DATA(rel)                                                          \
