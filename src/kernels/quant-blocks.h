@@ -1,0 +1,291 @@
+// Block layouts of the quantized formats, byte-exact with the GGUF/ggml on-disk definitions, and
+// the internal per-format kernel entry points that dispatch.cpp assembles into TypeKernels tables.
+// Internal header: only src/kernels and its tests include it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "kernels/kernels.h"
+
+namespace llmt::kernels {
+
+inline constexpr int kQK = 32;    // elements per block of the 32-element formats
+inline constexpr int kQKK = 256;  // elements per k-quant super-block
+
+// Q4_0: x = d * (q - 8), q a 4-bit code; element j in low nibble of qs[j], element j+16 in high.
+struct BlockQ4_0 {
+  uint16_t d;  // fp16
+  uint8_t qs[kQK / 2];
+};
+// Q4_1: x = d * q + m.
+struct BlockQ4_1 {
+  uint16_t d;  // fp16
+  uint16_t m;  // fp16
+  uint8_t qs[kQK / 2];
+};
+// Q5_0: x = d * (q - 16), q = nibble | (bit j of qh) << 4 (element j, j+16 use bits j, j+16).
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];  // little-endian uint32
+  uint8_t qs[kQK / 2];
+};
+// Q5_1: x = d * q + m with the Q5_0 code layout.
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+// Q8_0: x = d * q.
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[kQK];
+};
+// Q8_1 (activations only): x = d * q, s = d * sum(q).
+struct BlockQ8_1 {
+  uint16_t d;
+  uint16_t s;
+  int8_t qs[kQK];
+};
+// IQ4_NL: x = d * kIq4nlValues[code], codes laid out as Q4_0.
+struct BlockIq4Nl {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+
+// Q2_K: 16 groups of 16; scales[g] low nibble = scale, high nibble = min; x = d*sc*q - dmin*m.
+struct BlockQ2K {
+  uint8_t scales[kQKK / 16];
+  uint8_t qs[kQKK / 4];
+  uint16_t d;
+  uint16_t dmin;
+};
+// Q3_K: 16 groups of 16 with 6-bit signed (biased by 32) scales packed in 12 bytes; 2 low bits
+// in qs, the third bit in hmask (bit clear means subtract 4).
+struct BlockQ3K {
+  uint8_t hmask[kQKK / 8];
+  uint8_t qs[kQKK / 4];
+  uint8_t scales[12];
+  uint16_t d;
+};
+// Q4_K: 8 groups of 32 with 6-bit scales and mins packed in 12 bytes; x = d*sc*q - dmin*m.
+struct BlockQ4K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[kQKK / 2];
+};
+// Q5_K: as Q4_K plus a fifth bit per element in qh.
+struct BlockQ5K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQKK / 8];
+  uint8_t qs[kQKK / 2];
+};
+// Q6_K: 16 groups of 16 with int8 scales; x = d * sc * (q - 32), q 6-bit (4 in ql, 2 in qh).
+struct BlockQ6K {
+  uint8_t ql[kQKK / 2];
+  uint8_t qh[kQKK / 4];
+  int8_t scales[kQKK / 16];
+  uint16_t d;
+};
+// Q8_K (activations only): x = d * q; bsums[g] = sum of q over group g of 16.
+struct BlockQ8K {
+  float d;
+  int8_t qs[kQKK];
+  int16_t bsums[kQKK / 16];
+};
+
+static_assert(sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22);
+static_assert(sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ8_0) == 34);
+static_assert(sizeof(BlockQ8_1) == 36);
+static_assert(sizeof(BlockIq4Nl) == 18);
+static_assert(sizeof(BlockQ2K) == 84);
+static_assert(sizeof(BlockQ3K) == 110);
+static_assert(sizeof(BlockQ4K) == 144);
+static_assert(sizeof(BlockQ5K) == 176);
+static_assert(sizeof(BlockQ6K) == 210);
+static_assert(sizeof(BlockQ8K) == 292);
+
+// The IQ4_NL non-linear code book.
+inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
+
+// Scale j (0..7) and min of a Q4_K/Q5_K 12-byte packed scale field.
+inline void k4_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+// All 8 scales and mins of a Q4_K/Q5_K 12-byte packed field at once (same values as
+// k4_scale_min), using 32-bit word operations.
+inline void k4_scales_mins(const uint8_t* q, uint8_t sc[8], uint8_t mn[8]) {
+  uint32_t w[3];
+  std::memcpy(w, q, 12);
+  const uint32_t s0 = w[0] & 0x3F3F3F3Fu;
+  const uint32_t s1 = (w[2] & 0x0F0F0F0Fu) | (((w[0] >> 6) & 0x03030303u) << 4);
+  const uint32_t m0 = w[1] & 0x3F3F3F3Fu;
+  const uint32_t m1 = ((w[2] >> 4) & 0x0F0F0F0Fu) | (((w[1] >> 6) & 0x03030303u) << 4);
+  std::memcpy(sc, &s0, 4);
+  std::memcpy(sc + 4, &s1, 4);
+  std::memcpy(mn, &m0, 4);
+  std::memcpy(mn + 4, &m1, 4);
+}
+// The 16 signed scales (-32..31) of a Q3_K 12-byte packed field: scale i has its low 4 bits in
+// byte i (i < 8, low nibble) or byte i - 8 (high nibble), and its high 2 bits in byte 8 + i % 4
+// at bit 2 * (i / 4).
+inline void k3_scales(const uint8_t* s, int8_t out[16]) {
+  uint32_t w[3];
+  std::memcpy(w, s, 12);
+  uint32_t v[4];
+  v[0] = (w[0] & 0x0F0F0F0Fu) | ((w[2] & 0x03030303u) << 4);
+  v[1] = (w[1] & 0x0F0F0F0Fu) | (((w[2] >> 2) & 0x03030303u) << 4);
+  v[2] = ((w[0] >> 4) & 0x0F0F0F0Fu) | (((w[2] >> 4) & 0x03030303u) << 4);
+  v[3] = ((w[1] >> 4) & 0x0F0F0F0Fu) | (((w[2] >> 6) & 0x03030303u) << 4);
+  uint8_t u[16];
+  std::memcpy(u, v, 16);
+  for (int i = 0; i < 16; ++i) out[i] = static_cast<int8_t>(u[i] - 32);
+}
+
+// Multi-row dot: out[t * out_stride] = dot(w, x_t) for t in [0, nx), nx in [1, kMaxDotRows],
+// x_t at byte offset t * x_stride from x. Bitwise equal to vec_dot for each pair.
+using VecDotRowsFn = void (*)(int64_t n, float* out, int64_t out_stride, const void* w,
+                              const void* x, size_t x_stride, int nx);
+inline constexpr int kMaxDotRows = 4;
+
+// Scalar reference kernels (quants-scalar*.cpp). Names: dequant_<fmt>, quantize_<fmt>,
+// dot_<wfmt> (weights x the format's vec_dot_type).
+namespace scalar {
+void dequant_f32(const void* src, float* dst, int64_t n);
+void dequant_f16(const void* src, float* dst, int64_t n);
+void dequant_bf16(const void* src, float* dst, int64_t n);
+void dequant_q8_0(const void* src, float* dst, int64_t n);
+void dequant_q8_1(const void* src, float* dst, int64_t n);
+void dequant_q8_k(const void* src, float* dst, int64_t n);
+void dequant_q4_0(const void* src, float* dst, int64_t n);
+void dequant_q4_1(const void* src, float* dst, int64_t n);
+void dequant_q5_0(const void* src, float* dst, int64_t n);
+void dequant_q5_1(const void* src, float* dst, int64_t n);
+void dequant_iq4_nl(const void* src, float* dst, int64_t n);
+void dequant_q2_k(const void* src, float* dst, int64_t n);
+void dequant_q3_k(const void* src, float* dst, int64_t n);
+void dequant_q4_k(const void* src, float* dst, int64_t n);
+void dequant_q5_k(const void* src, float* dst, int64_t n);
+void dequant_q6_k(const void* src, float* dst, int64_t n);
+
+void quantize_f32(const float* src, void* dst, int64_t n);  // plain copy
+void quantize_q8_0(const float* src, void* dst, int64_t n);
+void quantize_q8_1(const float* src, void* dst, int64_t n);
+void quantize_q8_k(const float* src, void* dst, int64_t n);
+
+void dot_f32(int64_t n, float* out, const void* w, const void* x);
+void dot_f16(int64_t n, float* out, const void* w, const void* x);
+void dot_bf16(int64_t n, float* out, const void* w, const void* x);
+void dot_q8_0(int64_t n, float* out, const void* w, const void* x);
+void dot_q4_0(int64_t n, float* out, const void* w, const void* x);
+void dot_q4_1(int64_t n, float* out, const void* w, const void* x);
+void dot_q5_0(int64_t n, float* out, const void* w, const void* x);
+void dot_q5_1(int64_t n, float* out, const void* w, const void* x);
+void dot_iq4_nl(int64_t n, float* out, const void* w, const void* x);
+void dot_q2_k(int64_t n, float* out, const void* w, const void* x);
+void dot_q3_k(int64_t n, float* out, const void* w, const void* x);
+void dot_q4_k(int64_t n, float* out, const void* w, const void* x);
+void dot_q5_k(int64_t n, float* out, const void* w, const void* x);
+void dot_q6_k(int64_t n, float* out, const void* w, const void* x);
+}  // namespace scalar
+
+// AVX2 kernels (quants-avx2*.cpp); only called when detect_isa() reported kAvx2. Each format's
+// table entry fields are nullptr where there is no AVX2 variant (dispatch falls back to scalar).
+struct Avx2Entry {
+  void (*dequantize_row)(const void* src, float* dst, int64_t n);
+  void (*quantize_row_vec)(const float* src, void* dst, int64_t n);
+  void (*vec_dot)(int64_t n, float* out, const void* w, const void* x);
+  VecDotRowsFn vec_dot_rows;
+};
+// Returns the AVX2 entries for a weight format (all nullptr when none, or when the library was
+// built without AVX2 sources).
+Avx2Entry avx2_entry(TensorType t);
+// The k-quant part of avx2_entry (quants-k-avx2.cpp).
+Avx2Entry avx2_entry_k(TensorType t);
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+// Helpers shared by the *-avx2.cpp files (visible only where those flags are on).
+namespace avx2 {
+
+inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Horizontal sum of 8 floats in a fixed order.
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Pairwise sums of u8 x s8 products widened to 8 int32 (needs u*s pair sums below 2^15).
+inline __m256i dot_u8_s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+// Same for s8 x s8 via the sign trick.
+inline __m256i dot_s8_s8(__m256i a, __m256i b) {
+  return dot_u8_s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+// 32 nibbles: low nibbles of qs[0..15] then high nibbles of qs[0..15].
+inline __m256i nibbles_32(const uint8_t* qs) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Byte i = 0xFF when bit i of the little-endian 32-bit word at p is set, else 0.
+inline __m256i bits_to_bytes_32(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                         0x0101010101010101, 0x0000000000000000);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(w)), shuf);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+}
+
+// Adapters from a kernel K with `template <int NX> static void run(n, out, out_stride, w, x,
+// x_stride)` to the table's function types. Every NX instantiation runs the same per-pair
+// arithmetic, so vec_dot and vec_dot_rows agree bitwise.
+template <class K>
+void dot_one(int64_t n, float* out, const void* w, const void* x) {
+  K::template run<1>(n, out, 1, w, x, 0);
+}
+template <class K>
+void dot_rows(int64_t n, float* out, int64_t out_stride, const void* w, const void* x,
+              size_t x_stride, int nx) {
+  switch (nx) {
+    case 1: K::template run<1>(n, out, out_stride, w, x, x_stride); break;
+    case 2: K::template run<2>(n, out, out_stride, w, x, x_stride); break;
+    case 3: K::template run<3>(n, out, out_stride, w, x, x_stride); break;
+    default: K::template run<4>(n, out, out_stride, w, x, x_stride); break;
+  }
+}
+template <class K>
+Avx2Entry entry_of(void (*dequant)(const void*, float*, int64_t),
+                   void (*quant)(const float*, void*, int64_t)) {
+  return {dequant, quant, dot_one<K>, dot_rows<K>};
+}
+
+}  // namespace avx2
+#endif
+
+}  // namespace llmt::kernels

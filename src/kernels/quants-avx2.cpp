@@ -1,0 +1,274 @@
+// AVX2 + FMA + F16C kernels for the float formats and the 32-element block formats, plus the
+// Q8_0/Q8_1 activation quantizers (byte-identical to the scalar ones). Compiled with those flags
+// and only called when detect_isa() reported them.
+//
+// Dot kernels are templates over NX (activation rows sharing one pass over the weight row); the
+// per-pair arithmetic (accumulator layout, order, explicit fma) is the same for every NX, which
+// is what makes matmul batch-invariant. Scalar tails use std::fma explicitly so that no
+// compiler contraction choice can differ between instantiations.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/quant-blocks.h"
+
+namespace llmt::kernels {
+
+namespace {
+
+using avx2::dot_s8_s8;
+using avx2::dot_u8_s8;
+using avx2::fp16;
+using avx2::hsum;
+
+template <class T>
+const T* row_at(const void* x, size_t x_stride, int t) {
+  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) + static_cast<size_t>(t) * x_stride);
+}
+
+// ---------------------------------------------------------------- float formats
+
+struct LoadF32 {
+  static __m256 load8(const void* w, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(w) + i); }
+  static float at(const void* w, int64_t i) { return static_cast<const float*>(w)[i]; }
+};
+struct LoadF16 {
+  static __m256 load8(const void* w, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i)));
+  }
+  static float at(const void* w, int64_t i) { return fp16(static_cast<const uint16_t*>(w)[i]); }
+};
+struct LoadBF16 {
+  static __m256 load8(const void* w, int64_t i) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static float at(const void* w, int64_t i) { return bf16_to_fp32(static_cast<const uint16_t*>(w)[i]); }
+};
+
+// Float weights x float activations: two 8-lane accumulators over 16-element steps, then a
+// scalar tail, then a fixed horizontal sum.
+template <class L>
+struct FloatDot {
+  template <int NX>
+  static void run(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs) {
+    const float* xr[NX];
+    __m256 a0[NX], a1[NX];
+    float tail[NX];
+    for (int t = 0; t < NX; ++t) {
+      xr[t] = row_at<float>(x, xs, t);
+      a0[t] = _mm256_setzero_ps();
+      a1[t] = _mm256_setzero_ps();
+      tail[t] = 0.0f;
+    }
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m256 w0 = L::load8(w, i);
+      const __m256 w1 = L::load8(w, i + 8);
+      for (int t = 0; t < NX; ++t) {
+        a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[t] + i), a0[t]);
+        a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[t] + i + 8), a1[t]);
+      }
+    }
+    for (; i < n; ++i) {
+      const float wi = L::at(w, i);
+      for (int t = 0; t < NX; ++t) tail[t] = std::fma(wi, xr[t][i], tail[t]);
+    }
+    for (int t = 0; t < NX; ++t) out[t * os] = hsum(_mm256_add_ps(a0[t], a1[t])) + tail[t];
+  }
+};
+
+void dequant_f16(const void* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadF16::load8(src, i));
+  for (; i < n; ++i) dst[i] = LoadF16::at(src, i);
+}
+
+void dequant_bf16(const void* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, LoadBF16::load8(src, i));
+  for (; i < n; ++i) dst[i] = LoadBF16::at(src, i);
+}
+
+// ---------------------------------------------------------------- 32-element block formats
+
+// Policies: Block type, activation block type, whether codes are signed, whether the format has
+// an additive min (Q4_1/Q5_1), and codes(): the 32 codes in element order.
+struct PolicyQ8_0 {
+  using Block = BlockQ8_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kSigned = true, kHasMin = false;
+  static __m256i codes(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+struct PolicyQ4_0 {
+  using Block = BlockQ4_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kSigned = true, kHasMin = false;
+  static __m256i codes(const Block& b) { return _mm256_sub_epi8(avx2::nibbles_32(b.qs), _mm256_set1_epi8(8)); }
+};
+struct PolicyQ4_1 {
+  using Block = BlockQ4_1;
+  using Act = BlockQ8_1;
+  static constexpr bool kSigned = false, kHasMin = true;
+  static __m256i codes(const Block& b) { return avx2::nibbles_32(b.qs); }
+};
+struct PolicyQ5_0 {
+  using Block = BlockQ5_0;
+  using Act = BlockQ8_0;
+  static constexpr bool kSigned = true, kHasMin = false;
+  static __m256i codes(const Block& b) {
+    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_sub_epi8(_mm256_or_si256(avx2::nibbles_32(b.qs), hi), _mm256_set1_epi8(16));
+  }
+};
+struct PolicyQ5_1 {
+  using Block = BlockQ5_1;
+  using Act = BlockQ8_1;
+  static constexpr bool kSigned = false, kHasMin = true;
+  static __m256i codes(const Block& b) {
+    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(avx2::nibbles_32(b.qs), hi);
+  }
+};
+struct PolicyIq4Nl {
+  using Block = BlockIq4Nl;
+  using Act = BlockQ8_0;
+  static constexpr bool kSigned = true, kHasMin = false;
+  static __m256i codes(const Block& b) {
+    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues));
+    return _mm256_shuffle_epi8(_mm256_set_m128i(table, table), avx2::nibbles_32(b.qs));
+  }
+};
+
+// Weight blocks x Q8_0/Q8_1 blocks: per block an exact int32x8 dot, scaled by d_w * d_x into
+// one of two float accumulators (even / odd blocks); the min term of Q4_1/Q5_1 accumulates in
+// a scalar via fma.
+template <class P>
+struct Block32Dot {
+  template <int NX>
+  static void run(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs) {
+    using Act = typename P::Act;
+    const auto* wb = static_cast<const typename P::Block*>(w);
+    const Act* xb[NX];
+    __m256 acc[NX][2];
+    float accm[NX];
+    for (int t = 0; t < NX; ++t) {
+      xb[t] = row_at<Act>(x, xs, t);
+      acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+      accm[t] = 0.0f;
+    }
+    const int64_t nb = n / kQK;
+    for (int64_t i = 0; i < nb; ++i) {
+      const __m256i q = P::codes(wb[i]);
+      const float dw = fp16(wb[i].d);
+      for (int t = 0; t < NX; ++t) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][i].qs));
+        const __m256i p = P::kSigned ? dot_s8_s8(q, y) : dot_u8_s8(q, y);
+        __m256& a = acc[t][i & 1];
+        a = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(xb[t][i].d)), _mm256_cvtepi32_ps(p), a);
+        if constexpr (P::kHasMin) accm[t] = std::fma(fp16(wb[i].m), fp16(xb[t][i].s), accm[t]);
+      }
+    }
+    for (int t = 0; t < NX; ++t) out[t * os] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + accm[t];
+  }
+};
+
+// Dequantize: codes to floats, times d (then + m), in the scalar kernels' operation order.
+template <class P>
+void dequant_block32(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const typename P::Block*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i, dst += kQK) {
+    const __m256i q = P::codes(b[i]);
+    const __m256 d = _mm256_set1_ps(fp16(b[i].d));
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = P::kSigned ? _mm256_cvtepi8_epi32(parts[j]) : _mm256_cvtepu8_epi32(parts[j]);
+      __m256 f = _mm256_mul_ps(d, _mm256_cvtepi32_ps(v));
+      if constexpr (P::kHasMin) f = _mm256_add_ps(f, _mm256_set1_ps(fp16(b[i].m)));
+      _mm256_storeu_ps(dst + 8 * j, f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- activation quantizers
+
+// Quantizes 32 floats with multiplier id (round half to even) into qs; returns sum of codes.
+inline int quantize32(const float* src, float id, int8_t* qs) {
+  const __m256 m = _mm256_set1_ps(id);
+  __m256i v[4];
+  for (int j = 0; j < 4; ++j) {
+    const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(src + 8 * j), m),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v[j] = _mm256_cvtps_epi32(r);
+  }
+  const __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+  const __m256i p16a = _mm256_packs_epi32(v[0], v[1]);
+  const __m256i p16b = _mm256_packs_epi32(v[2], v[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+  const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), ordered);
+  return _mm_cvtsi128_si32(s4);
+}
+
+inline float amax32(const float* src) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 m = _mm256_and_ps(_mm256_loadu_ps(src), abs_mask);
+  for (int j = 1; j < 4; ++j) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(src + 8 * j), abs_mask));
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+void quantize_q8_0(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i, src += kQK) {
+    const float d = amax32(src) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = fp32_to_fp16(d);
+    quantize32(src, id, b[i].qs);
+  }
+}
+
+void quantize_q8_1(const float* src, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i, src += kQK) {
+    const float d = amax32(src) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int sum = quantize32(src, id, b[i].qs);
+    b[i].d = fp32_to_fp16(d);
+    b[i].s = fp32_to_fp16(d * static_cast<float>(sum));
+  }
+}
+
+}  // namespace
+
+Avx2Entry avx2_entry(TensorType t) {
+  using avx2::entry_of;
+  switch (t) {
+    case TensorType::F32: return entry_of<FloatDot<LoadF32>>(nullptr, nullptr);
+    case TensorType::F16: return entry_of<FloatDot<LoadF16>>(dequant_f16, nullptr);
+    case TensorType::BF16: return entry_of<FloatDot<LoadBF16>>(dequant_bf16, nullptr);
+    case TensorType::Q8_0:
+      return entry_of<Block32Dot<PolicyQ8_0>>(dequant_block32<PolicyQ8_0>, quantize_q8_0);
+    case TensorType::Q4_0:
+      return entry_of<Block32Dot<PolicyQ4_0>>(dequant_block32<PolicyQ4_0>, quantize_q8_0);
+    case TensorType::Q4_1:
+      return entry_of<Block32Dot<PolicyQ4_1>>(dequant_block32<PolicyQ4_1>, quantize_q8_1);
+    case TensorType::Q5_0:
+      return entry_of<Block32Dot<PolicyQ5_0>>(dequant_block32<PolicyQ5_0>, quantize_q8_0);
+    case TensorType::Q5_1:
+      return entry_of<Block32Dot<PolicyQ5_1>>(dequant_block32<PolicyQ5_1>, quantize_q8_1);
+    case TensorType::IQ4_NL:
+      return entry_of<Block32Dot<PolicyIq4Nl>>(dequant_block32<PolicyIq4Nl>, quantize_q8_0);
+    default: break;
+  }
+  return avx2_entry_k(t);
+}
+
+}  // namespace llmt::kernels

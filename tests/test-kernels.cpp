@@ -1,0 +1,475 @@
+// Tests of the weight-format kernels (src/kernels): table-driven over every format.
+//  (a) AVX2 dequantize == scalar dequantize (bit-exact)
+//  (b) AVX2 vec_dot vs scalar vec_dot within a relative bound
+//  (c) vec_dot vs an fp64 dot of the dequantized weights and quantized-then-dequantized
+//      activations, within a relative bound
+//  (d) matmul batch invariance: rows bitwise equal for M in {1,3,16,33,70} and nth in {1,2,3}
+//  (e) activation quantization round trip, and AVX2 quantize == scalar quantize (bytes)
+//  plus fp16/bf16 conversions and, when real GGUF files are present, a cross-format check that
+//  the same tensor decodes to nearly the same values from every format's file.
+// Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
+// Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M.
+#include <gtest/gtest.h>
+#include <immintrin.h>
+
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "llmthreads/gguf.h"
+#include "kernels/quant-blocks.h"
+#include "test-util.h"
+
+namespace llmt::kernels {
+namespace {
+
+using test::data_path;
+
+struct FormatCase {
+  TensorType type;
+  // Byte offsets of fp16 scale fields inside a block, set to sane positive values.
+  std::vector<int> fp16_fields;
+  double tol_isa;  // (b) AVX2 vs scalar
+  double tol_ref;  // (c) vs fp64
+};
+
+const std::vector<FormatCase>& format_cases() {
+  static const std::vector<FormatCase> cases = {
+      {TensorType::F32, {}, 1e-5, 1e-5},       {TensorType::F16, {}, 1e-5, 1e-5},
+      {TensorType::BF16, {}, 1e-5, 1e-5},      {TensorType::Q8_0, {0}, 1e-5, 1e-5},
+      {TensorType::Q4_0, {0}, 1e-5, 1e-5},     {TensorType::Q4_1, {0, 2}, 1e-5, 1e-4},
+      {TensorType::Q5_0, {0}, 1e-5, 1e-5},     {TensorType::Q5_1, {0, 2}, 1e-5, 1e-4},
+      {TensorType::IQ4_NL, {0}, 1e-5, 1e-5},   {TensorType::Q2_K, {80, 82}, 1e-5, 1e-5},
+      {TensorType::Q3_K, {108}, 1e-5, 1e-5},   {TensorType::Q4_K, {0, 2}, 1e-5, 1e-5},
+      {TensorType::Q5_K, {0, 2}, 1e-5, 1e-5},  {TensorType::Q6_K, {208}, 1e-5, 1e-5},
+  };
+  return cases;
+}
+
+std::string case_name(const testing::TestParamInfo<FormatCase>& info) {
+  return tensor_type_name(info.param.type);
+}
+
+bool have_avx2() { return detect_isa() == Isa::kAvx2; }
+
+size_t row_bytes(TensorType t, int64_t k) { return *tensor_row_bytes(t, k); }
+
+// n_rows random rows of k elements in format c.type.
+std::vector<uint8_t> random_weights(const FormatCase& c, int64_t n_rows, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const size_t rb = row_bytes(c.type, k);
+  std::vector<uint8_t> w(rb * static_cast<size_t>(n_rows));
+  if (c.type == TensorType::F32 || c.type == TensorType::F16 || c.type == TensorType::BF16) {
+    for (int64_t i = 0; i < n_rows * k; ++i) {
+      const float v = uni(rng);
+      if (c.type == TensorType::F32) {
+        std::memcpy(&w[4 * i], &v, 4);
+      } else {
+        const uint16_t h = c.type == TensorType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+        std::memcpy(&w[2 * i], &h, 2);
+      }
+    }
+    return w;
+  }
+  for (auto& b : w) b = static_cast<uint8_t>(rng());
+  const auto info = *tensor_type_info(c.type);
+  std::uniform_real_distribution<float> scale(0.001f, 0.02f);
+  for (size_t blk = 0; blk < w.size() / info.block_bytes; ++blk) {
+    for (int off : c.fp16_fields) {
+      const uint16_t h = fp32_to_fp16(scale(rng));
+      std::memcpy(&w[blk * info.block_bytes + off], &h, 2);
+    }
+  }
+  return w;
+}
+
+std::vector<float> random_floats(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// Activation row in the format's vec_dot_type.
+std::vector<uint8_t> quantize_act(const TypeKernels& tk, const std::vector<float>& x) {
+  const int64_t k = static_cast<int64_t>(x.size());
+  std::vector<uint8_t> q(row_bytes(tk.vec_dot_type, k));
+  tk.quantize_row_vec(x.data(), q.data(), k);
+  return q;
+}
+
+std::vector<float> dequant_act(TensorType t, const std::vector<uint8_t>& q, int64_t k) {
+  std::vector<float> out(static_cast<size_t>(k));
+  switch (t) {
+    case TensorType::F32: std::memcpy(out.data(), q.data(), k * 4); break;
+    case TensorType::Q8_0: scalar::dequant_q8_0(q.data(), out.data(), k); break;
+    case TensorType::Q8_1: scalar::dequant_q8_1(q.data(), out.data(), k); break;
+    case TensorType::Q8_K: scalar::dequant_q8_k(q.data(), out.data(), k); break;
+    default: ADD_FAILURE() << "unexpected activation type";
+  }
+  return out;
+}
+
+class KernelFormat : public testing::TestWithParam<FormatCase> {};
+
+constexpr int64_t kK = 1024;  // multiple of 256
+constexpr int64_t kRows = 8;
+
+TEST_P(KernelFormat, Avx2DequantizeMatchesScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  const FormatCase& c = GetParam();
+  const auto* s = type_kernels(c.type, Isa::kScalar);
+  const auto* v = type_kernels(c.type, Isa::kAvx2);
+  ASSERT_TRUE(s && v);
+  const auto w = random_weights(c, kRows, kK, 1);
+  std::vector<float> a(kRows * kK), b(kRows * kK);
+  s->dequantize_row(w.data(), a.data(), kRows * kK);
+  v->dequantize_row(w.data(), b.data(), kRows * kK);
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(a[i]), std::bit_cast<uint32_t>(b[i])) << "element " << i;
+  }
+}
+
+TEST_P(KernelFormat, QuantizeRowVecRoundTrip) {
+  const FormatCase& c = GetParam();
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
+    if (isa == Isa::kAvx2 && !have_avx2()) continue;
+    const auto* tk = type_kernels(c.type, isa);
+    ASSERT_TRUE(tk);
+    auto x = random_floats(kK, 7);
+    x[5] = 0.0f;
+    std::fill(x.begin() + 256, x.begin() + 512, 0.0f);  // an all-zero block of every size
+    const auto q = quantize_act(*tk, x);
+    const auto y = dequant_act(tk->vec_dot_type, q, kK);
+    const int bs = tk->vec_dot_type == TensorType::Q8_K ? 256 : (tk->vec_dot_type == TensorType::F32 ? 1 : 32);
+    for (int64_t b0 = 0; b0 < kK; b0 += bs) {
+      float amax = 0.0f;
+      for (int j = 0; j < bs; ++j) amax = std::max(amax, std::fabs(x[b0 + j]));
+      // Half a step of amax/127, plus the fp16 rounding of the scale (2^-11 relative, times 127).
+      const float bound = bs == 1 ? 0.0f : amax / 127.0f * (0.5f + 127.0f * 0x1p-11f) * 1.0001f;
+      for (int j = 0; j < bs; ++j) {
+        ASSERT_LE(std::fabs(y[b0 + j] - x[b0 + j]), bound) << isa_name(isa) << " element " << b0 + j;
+      }
+    }
+    if (tk->vec_dot_type == TensorType::Q8_1) {
+      const auto* blocks = reinterpret_cast<const BlockQ8_1*>(q.data());
+      for (int64_t b = 0; b < kK / 32; ++b) {
+        int sum = 0;
+        for (int j = 0; j < 32; ++j) sum += blocks[b].qs[j];
+        EXPECT_NEAR(fp16_to_fp32(blocks[b].s), fp16_to_fp32(blocks[b].d) * sum,
+                    std::fabs(fp16_to_fp32(blocks[b].d) * sum) * 2e-3 + 1e-6);
+      }
+    }
+    if (tk->vec_dot_type == TensorType::Q8_K) {
+      const auto* blocks = reinterpret_cast<const BlockQ8K*>(q.data());
+      for (int64_t b = 0; b < kK / 256; ++b) {
+        for (int g = 0; g < 16; ++g) {
+          int sum = 0;
+          for (int j = 0; j < 16; ++j) sum += blocks[b].qs[16 * g + j];
+          ASSERT_EQ(blocks[b].bsums[g], sum);
+        }
+      }
+    }
+  }
+  if (have_avx2()) {
+    const auto x = random_floats(kK, 8);
+    const auto qs = quantize_act(*type_kernels(c.type, Isa::kScalar), x);
+    const auto qv = quantize_act(*type_kernels(c.type, Isa::kAvx2), x);
+    EXPECT_EQ(qs, qv) << "AVX2 activation quantization differs from scalar";
+  }
+}
+
+// Sum of |w_i * x_i| and the fp64 dot.
+std::pair<double, double> ref_dot(const std::vector<float>& w, const std::vector<float>& x, size_t off) {
+  double dot = 0.0, mag = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    dot += static_cast<double>(w[off + i]) * x[i];
+    mag += std::fabs(static_cast<double>(w[off + i]) * x[i]);
+  }
+  return {dot, mag};
+}
+
+TEST_P(KernelFormat, VecDotAgainstReferenceAndScalar) {
+  const FormatCase& c = GetParam();
+  const auto w = random_weights(c, kRows, kK, 3);
+  const auto* s = type_kernels(c.type, Isa::kScalar);
+  std::vector<float> wf(kRows * kK);
+  s->dequantize_row(w.data(), wf.data(), kRows * kK);
+  const size_t rb = row_bytes(c.type, kK);
+  for (uint32_t seed = 10; seed < 14; ++seed) {
+    const auto x = random_floats(kK, seed);
+    const auto q = quantize_act(*s, x);
+    const auto xd = dequant_act(s->vec_dot_type, q, kK);
+    for (int64_t r = 0; r < kRows; ++r) {
+      const auto [ref, mag] = ref_dot(wf, xd, r * kK);
+      float got_s = 0.0f;
+      s->vec_dot(kK, &got_s, w.data() + r * rb, q.data());
+      EXPECT_LE(std::fabs(got_s - ref), c.tol_ref * mag) << "scalar row " << r << " ref " << ref;
+      if (have_avx2()) {
+        const auto* v = type_kernels(c.type, Isa::kAvx2);
+        float got_v = 0.0f;
+        v->vec_dot(kK, &got_v, w.data() + r * rb, q.data());
+        EXPECT_LE(std::fabs(got_v - got_s), c.tol_isa * mag) << "avx2 row " << r;
+        EXPECT_LE(std::fabs(got_v - ref), c.tol_ref * mag) << "avx2 row " << r << " ref " << ref;
+      }
+    }
+  }
+}
+
+// Runs the two matmul phases for nth simulated threads (sequentially, phase by phase).
+std::vector<float> run_matmul(TensorType t, Isa isa, const std::vector<uint8_t>& w, int64_t n,
+                              int64_t k, const std::vector<float>& x, int64_t m, int nth) {
+  std::vector<float> y(static_cast<size_t>(m * n), std::nanf(""));
+  const size_t wb = matmul_work_bytes(t, m, k);
+  std::vector<uint8_t> storage(wb + 64);
+  void* work = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+  MatmulArgs a{t, w.data(), n, k, x.data(), m, y.data(), work, isa};
+  for (int i = 0; i < nth; ++i) matmul_prepare(a, i, nth);
+  for (int i = 0; i < nth; ++i) matmul_compute(a, i, nth);
+  return y;
+}
+
+TEST_P(KernelFormat, MatmulBatchInvariance) {
+  const FormatCase& c = GetParam();
+  constexpr int64_t kN = 37;  // not a multiple of the tile
+  constexpr int64_t kKm = 512;
+  const auto w = random_weights(c, kN, kKm, 5);
+  constexpr int64_t kMaxM = 70;  // crosses matmul's 64-token block
+  const auto x = random_floats(kMaxM * kKm, 6);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
+    if (isa == Isa::kAvx2 && !have_avx2()) continue;
+    const auto* tk = type_kernels(c.type, isa);
+    // Per-token reference: M = 1 on each row separately, checked against vec_dot.
+    std::vector<float> ref(kMaxM * kN);
+    for (int64_t t = 0; t < kMaxM; ++t) {
+      std::vector<float> xt(x.begin() + t * kKm, x.begin() + (t + 1) * kKm);
+      const auto y1 = run_matmul(c.type, isa, w, kN, kKm, xt, 1, 1);
+      std::copy(y1.begin(), y1.end(), ref.begin() + t * kN);
+      const auto q = quantize_act(*tk, xt);
+      for (int64_t r = 0; r < kN; ++r) {
+        float v = 0.0f;
+        tk->vec_dot(kKm, &v, w.data() + r * row_bytes(c.type, kKm), q.data());
+        ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(y1[r])) << "vec_dot vs matmul";
+      }
+    }
+    for (int64_t m : {1, 3, 16, 33, 70}) {
+      for (int nth : {1, 2, 3}) {
+        const auto y = run_matmul(c.type, isa, w, kN, kKm, x, m, nth);
+        for (int64_t i = 0; i < m * kN; ++i) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(ref[i]))
+              << isa_name(isa) << " m=" << m << " nth=" << nth << " token " << i / kN << " row "
+              << i % kN;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
+
+TEST(KernelDispatch, TablesAndIsa) {
+  EXPECT_NE(isa_name(detect_isa()), nullptr);
+  for (const auto& c : format_cases()) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
+      const auto* tk = type_kernels(c.type, isa);
+      ASSERT_TRUE(tk) << tensor_type_name(c.type);
+      EXPECT_EQ(tk->type, c.type);
+      EXPECT_TRUE(tk->dequantize_row && tk->quantize_row_vec && tk->vec_dot);
+    }
+  }
+  EXPECT_EQ(type_kernels(TensorType::IQ2_XXS, Isa::kScalar), nullptr);
+  EXPECT_EQ(type_kernels(TensorType::Q8_K, Isa::kAvx2), nullptr);
+}
+
+TEST(KernelDispatch, InvalidShapesDoNotCrash) {
+  std::vector<float> x(100, 1.0f), y(4, -1.0f);
+  std::vector<uint8_t> w(1000);
+  MatmulArgs a{TensorType::Q4_K, w.data(), 4, 100, x.data(), 1, y.data(), nullptr, Isa::kScalar};
+  EXPECT_EQ(matmul_work_bytes(TensorType::Q4_K, 1, 100), 0u);
+  matmul(a);  // K not a multiple of 256: no-op
+  EXPECT_EQ(y[0], -1.0f);
+}
+
+// ---- real GGUF files: every format's file decodes to nearly the f16 file's values ----
+
+std::vector<float> dequant_tensor(const GgufTensor& t, Isa isa) {
+  std::vector<float> out(t.n_elements);
+  const auto* tk = type_kernels(t.type, isa);
+  if (!tk) return {};
+  tk->dequantize_row(t.data, out.data(), static_cast<int64_t>(t.n_elements));
+  return out;
+}
+
+TEST(KernelGguf, FormatsAgreeWithF16File) {
+  LLMT_REQUIRE_DATA("models/synth/synth-tiny-f16.gguf");
+  auto base = GgufFile::open(data_path("models/synth/synth-tiny-f16.gguf"));
+  ASSERT_TRUE(base.is_ok());
+  struct FileCase {
+    const char* stem;
+    double max_rel_rms;  // bound on ||q - f16|| / ||f16|| per tensor
+  };
+  const FileCase files[] = {{"bf16", 0.01}, {"q8_0", 0.02}, {"q6_k", 0.05}, {"q5_k_m", 0.1},
+                            {"q5_0", 0.1},  {"q5_1", 0.1},  {"q4_k_m", 0.2}, {"q4_0", 0.2},
+                            {"q4_1", 0.2},  {"iq4_nl", 0.2}, {"q3_k_m", 0.35}, {"q2_k", 0.6}};
+  for (const auto& fc : files) {
+    const std::string rel = std::string("models/synth/synth-tiny-") + fc.stem + ".gguf";
+    ASSERT_TRUE(std::filesystem::exists(data_path(rel))) << rel;
+    auto f = GgufFile::open(data_path(rel));
+    ASSERT_TRUE(f.is_ok()) << rel;
+    for (const auto& t : (*f)->tensors()) {
+      const GgufTensor* b = (*base)->find_tensor(t.name);
+      if (!b || b->n_elements != t.n_elements || t.type == b->type) continue;
+      const auto* tk = type_kernels(t.type, Isa::kScalar);
+      ASSERT_TRUE(tk) << rel << " " << t.name << " type " << tensor_type_name(t.type);
+      const auto q = dequant_tensor(t, Isa::kScalar);
+      const auto r = dequant_tensor(*b, Isa::kScalar);
+      double err = 0.0, norm = 0.0;
+      for (size_t i = 0; i < q.size(); ++i) {
+        err += (static_cast<double>(q[i]) - r[i]) * (static_cast<double>(q[i]) - r[i]);
+        norm += static_cast<double>(r[i]) * r[i];
+      }
+      const double rel_rms = std::sqrt(err / std::max(norm, 1e-30));
+      EXPECT_LE(rel_rms, fc.max_rel_rms) << fc.stem << " " << t.name << " ("
+                                         << tensor_type_name(t.type) << ")";
+      if (std::getenv("LLMT_KERNEL_VERBOSE")) {
+        std::printf("%-8s %-28s %-7s rel_rms %.5f\n", fc.stem, std::string(t.name).c_str(),
+                    tensor_type_name(t.type), rel_rms);
+      }
+      if (have_avx2()) {
+        const auto v = dequant_tensor(t, Isa::kAvx2);
+        ASSERT_EQ(0, std::memcmp(v.data(), q.data(), q.size() * sizeof(float))) << t.name;
+      }
+    }
+  }
+}
+
+// ---- fp16 / bf16 ----
+
+__attribute__((target("f16c"))) uint16_t hw_fp32_to_fp16(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+__attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) { return _cvtsh_ss(h); }
+
+TEST(Fp16, SpecialValues) {
+  EXPECT_EQ(fp32_to_fp16(0.0f), 0x0000);
+  EXPECT_EQ(fp32_to_fp16(-0.0f), 0x8000);
+  EXPECT_EQ(fp32_to_fp16(1.0f), 0x3C00);
+  EXPECT_EQ(fp32_to_fp16(-2.0f), 0xC000);
+  EXPECT_EQ(fp32_to_fp16(65504.0f), 0x7BFF);
+  EXPECT_EQ(fp32_to_fp16(65519.0f), 0x7BFF);
+  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);
+  EXPECT_EQ(fp32_to_fp16(INFINITY), 0x7C00);
+  EXPECT_EQ(fp32_to_fp16(-INFINITY), 0xFC00);
+  EXPECT_EQ(fp32_to_fp16(1e-8f), 0x0000);          // below half the smallest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1p-24f), 0x0001);       // smallest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);       // tie rounds to even (zero)
+  EXPECT_EQ(fp32_to_fp16(0x1.8p-24f), 0x0002);     // tie rounds to even (2)
+  EXPECT_EQ(fp32_to_fp16(0x1p-14f), 0x0400);       // smallest normal
+  EXPECT_EQ(fp32_to_fp16(0x1.ff8p-15f), 0x03FF);   // largest subnormal
+  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3C00);  // tie to even
+  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1.8p-10f), 0x3C02);
+  EXPECT_TRUE(std::isnan(fp16_to_fp32(fp32_to_fp16(NAN))));
+  EXPECT_EQ(fp16_to_fp32(0x7C00), INFINITY);
+  EXPECT_EQ(fp16_to_fp32(0x0001), 0x1p-24f);
+  EXPECT_EQ(fp16_to_fp32(0x3555), 0x1.554p-2f);
+  // Every finite fp16 survives a round trip.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7C00) == 0x7C00 && (h & 0x3FF)) continue;  // NaN
+    ASSERT_EQ(fp32_to_fp16(fp16_to_fp32(static_cast<uint16_t>(h))), h) << std::hex << h;
+  }
+}
+
+TEST(Fp16, MatchesF16cHardware) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C";
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = hw_fp16_to_fp32(static_cast<uint16_t>(h));
+    if (std::isnan(b)) {
+      ASSERT_TRUE(std::isnan(a));
+    } else {
+      ASSERT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(b)) << std::hex << h;
+    }
+  }
+  std::mt19937 rng(42);
+  for (int i = 0; i < 2000000; ++i) {
+    // Random bit patterns concentrated on the fp16 range (exponents 100..150).
+    uint32_t bits = rng();
+    bits = (bits & 0x807FFFFFu) | ((100u + (rng() % 51)) << 23);
+    const float f = std::bit_cast<float>(bits);
+    ASSERT_EQ(fp32_to_fp16(f), hw_fp32_to_fp16(f)) << f;
+  }
+}
+
+TEST(Bf16, SpecialValues) {
+  EXPECT_EQ(fp32_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(fp32_to_bf16(-0.0f), 0x8000);
+  EXPECT_EQ(fp32_to_bf16(INFINITY), 0x7F80);
+  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1p-8f), 0x3F80);        // tie to even
+  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1.8p-7f), 0x3F82);      // tie to even (up)
+  EXPECT_EQ(fp32_to_bf16(3.4028235e38f), 0x7F80);         // rounds up to inf
+  EXPECT_TRUE(std::isnan(bf16_to_fp32(fp32_to_bf16(NAN))));
+  EXPECT_EQ(bf16_to_fp32(0x4049), 3.140625f);
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7F80) == 0x7F80 && (h & 0x7F)) continue;
+    ASSERT_EQ(fp32_to_bf16(bf16_to_fp32(static_cast<uint16_t>(h))), h);
+  }
+}
+
+// ---- perf mode ----
+
+bool perf_mode() {
+  const char* env = std::getenv("LLMT_KERNEL_PERF");
+  return env && *env && std::strcmp(env, "0") != 0;
+}
+
+TEST(KernelPerf, MatmulThroughput) {
+  if (!perf_mode()) GTEST_SKIP() << "set LLMT_KERNEL_PERF=1 (or pass --perf) to run";
+  int64_t n = 2048, k = 768;
+  if (const char* nk = std::getenv("LLMT_KERNEL_PERF_NK")) std::sscanf(nk, "%ldx%ld", &n, &k);
+  const Isa isa = detect_isa();
+  std::printf("matmul %ldx%ld, isa %s, 1 thread\n", static_cast<long>(n), static_cast<long>(k), isa_name(isa));
+  std::printf("%-8s %4s %10s %10s %10s\n", "format", "M", "ms", "GB/s(W)", "GOP/s");
+  for (const auto& c : format_cases()) {
+    const auto w = random_weights(c, n, k, 9);
+    for (int64_t m : {1, 16, 64}) {
+      const auto x = random_floats(m * k, 10);
+      std::vector<float> y(m * n);
+      std::vector<uint8_t> work(matmul_work_bytes(c.type, m, k) + 64);
+      MatmulArgs a{c.type, w.data(), n, k, x.data(), m, y.data(), work.data(), isa};
+      matmul(a);  // warm up
+      // Best of repeated runs (robust to other load on the machine).
+      double per = 1e30, total = 0.0;
+      do {
+        const auto t0 = std::chrono::steady_clock::now();
+        matmul(a);
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        per = std::min(per, sec);
+        total += sec;
+      } while (total < 0.3);
+      std::printf("%-8s %4ld %10.3f %10.2f %10.2f\n", tensor_type_name(c.type), static_cast<long>(m),
+                  per * 1e3, static_cast<double>(w.size()) / per / 1e9, 2.0 * m * n * k / per / 1e9);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmt::kernels
+
+// --perf (before gtest's own flags) turns on perf mode.
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--perf") == 0) setenv("LLMT_KERNEL_PERF", "1", 1);
+  }
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
