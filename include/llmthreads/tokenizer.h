@@ -60,7 +60,8 @@ class Tokenizer {
   virtual int32_t unk_id() const = 0;  // -1 when none
   virtual bool add_bos() const = 0;
   virtual bool add_eos() const = 0;
-  // End of generation: EOS, EOT and other end-of-turn tokens.
+  // End of generation: EOS, EOT, EOM and the tokens llama.cpp recognizes by text ("<|im_end|>",
+  // "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", ...); those become control tokens.
   virtual bool is_eog(int32_t id) const = 0;
   virtual TokenType token_type(int32_t id) const = 0;
 
@@ -69,7 +70,8 @@ class Tokenizer {
   // The raw vocabulary string of a token ("▁the", "Ġthe", "<0x0A>").
   virtual std::string_view token_text(int32_t id) const = 0;
   // The bytes a token stands for in generated text ("▁the" -> " the", "<0x0A>" -> "\n").
-  // Control tokens give "" unless render_special. Out-of-range ids give "".
+  // Control and unknown tokens give "" unless render_special; user-defined tokens give their
+  // text; unused / undefined tokens and out-of-range ids give "" (as llama.cpp).
   virtual std::string token_to_piece(int32_t id, bool render_special = false) const = 0;
   // Concatenated pieces (raw bytes; may be invalid UTF-8 when ids split a character). For SPM
   // vocabularies with a space prefix, the one space that tokenization adds before the text at
