@@ -1,0 +1,98 @@
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace llmt::ops {
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+void softmax(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = x[i] > max ? x[i] : max;
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = std::exp(x[i] - max);
+    x[i] = e;
+    sum += e;
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = g[i];
+    g[i] = v / (1.0f + std::exp(-v)) * u[i];
+  }
+}
+
+void add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float* cs, bool neox) {
+  const int32_t half = n_rot / 2;
+  for (int32_t h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<int64_t>(h) * head_dim;
+    for (int32_t i = 0; i < half; ++i) {
+      const float c = cs[2 * i];
+      const float s = cs[2 * i + 1];
+      const int32_t i0 = neox ? i : 2 * i;
+      const int32_t i1 = neox ? i + half : 2 * i + 1;
+      const float a = v[i0];
+      const float b = v[i1];
+      v[i0] = a * c - b * s;
+      v[i1] = a * s + b * c;
+    }
+  }
+}
+
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  // Four partial sums so the compiler can keep them in registers; fixed order.
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                   int32_t hd, float scale, float* scores, float* out) {
+  for (int32_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<int64_t>(h) * hd;
+    float* sc = scores + static_cast<int64_t>(h) * n_kv;
+    float* oh = out + static_cast<int64_t>(h) * hd;
+    for (int32_t j = 0; j < n_kv; ++j) {
+      sc[j] = dot_scalar(qh, k + static_cast<int64_t>(j) * hd, hd) * scale;
+    }
+    softmax(sc, n_kv);
+    std::fill(oh, oh + hd, 0.0f);
+    for (int32_t j = 0; j < n_kv; ++j) axpy_scalar(sc[j], v + static_cast<int64_t>(j) * hd, oh, hd);
+  }
+}
+
+const OpsTable& ops_table(kernels::Isa isa) {
+  static const OpsTable kScalar = {dot_scalar, axpy_scalar, attend_scalar};
+#if defined(__x86_64__) || defined(_M_X64)
+  static const OpsTable kAvx2 = {dot_avx2, axpy_avx2, attend_avx2};
+  if (isa == kernels::Isa::kAvx2) return kAvx2;
+#endif
+  return kScalar;
+}
+
+}  // namespace llmt::ops

@@ -1,0 +1,58 @@
+// Float32 elementwise and attention helpers used by the model's forward pass. Vectors are plain
+// contiguous float arrays; n is their length. Scalar code plus AVX2 variants of the inner
+// products (ops-avx2.cpp), chosen through ops_table().
+//
+// Thread-safety: all functions are pure or write only to their output arguments.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace llmt::ops {
+
+// y[i] = x[i] * w[i] / sqrt(mean(x^2) + eps). x and y may alias. Sum accumulated in double.
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+
+// In-place softmax of x[0..n). Returns nothing; x sums to 1 afterwards (n >= 1).
+void softmax(float* x, int64_t n);
+
+// g[i] = silu(g[i]) * u[i], silu(v) = v / (1 + exp(-v)).
+void silu_mul(float* g, const float* u, int64_t n);
+
+// y[i] += x[i].
+void add(float* y, const float* x, int64_t n);
+
+// Rotary embedding of one token's n_heads heads, x [n_heads, head_dim], in place.
+// cs holds n_rot/2 (cos, sin) pairs for this token's position: cs[2i] = cos(theta_i),
+// cs[2i+1] = sin(theta_i). neox false: pairs (2i, 2i+1); neox true: pairs (i, i + n_rot/2).
+// Dimensions >= n_rot are left unchanged.
+void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float* cs, bool neox);
+
+// Inner-product kernels for attention, per ISA.
+struct OpsTable {
+  float (*dot)(const float* a, const float* b, int64_t n);      // sum a[i]*b[i]
+  void (*axpy)(float alpha, const float* x, float* y, int64_t n);  // y[i] += alpha * x[i]
+  // n_q query heads sharing one KV head, over n_kv cached positions (n_kv >= 1):
+  //   out[h][hd] = sum_j softmax_j(scale * q[h] . k[j]) v[j]
+  // q [n_q, hd]; k, v [n_kv, hd] (row stride hd); scores: scratch of n_q * n_kv floats;
+  // out [n_q, hd]. Each head's result depends only on its own inputs: not on n_q, threads or
+  // batching (grouping heads only lets them share the K/V reads).
+  void (*attend)(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                 int32_t hd, float scale, float* scores, float* out);
+};
+const OpsTable& ops_table(kernels::Isa isa);
+
+// Scalar versions (reference).
+float dot_scalar(const float* a, const float* b, int64_t n);
+void axpy_scalar(float alpha, const float* x, float* y, int64_t n);
+void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                   int32_t hd, float scale, float* scores, float* out);
+#if defined(__x86_64__) || defined(_M_X64)
+float dot_avx2(const float* a, const float* b, int64_t n);
+void axpy_avx2(float alpha, const float* x, float* y, int64_t n);
+void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                 int32_t hd, float scale, float* scores, float* out);
+#endif
+
+}  // namespace llmt::ops

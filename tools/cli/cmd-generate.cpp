@@ -1,0 +1,211 @@
+// llmthreads generate -m MODEL -p PROMPT [-n N] [sampling options] [--chat] [--json]
+//
+// Streams the generated text to stdout as tokens arrive; timings go to stderr (or into the JSON
+// object with --json, which prints nothing else on stdout).
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "llmthreads/chat-template.h"
+#include "llmthreads/model.h"
+#include "llmthreads/sampling.h"
+#include "llmthreads/tokenizer.h"
+
+namespace llmt::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "error: %s\n", msg.c_str());
+  return 1;
+}
+
+void write_out(const std::string& s) {
+  if (s.empty()) return;
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  CLI::App app{"Generate text from a prompt", "generate"};
+  std::string model_arg, prompt, prompt_file, system_prompt, template_name;
+  int32_t n_predict = 64;
+  int32_t n_threads = 0;
+  int32_t n_ctx = 0;
+  bool chat = false, no_bos = false, ignore_eos = false, json_out = false;
+  SamplingParams sp;
+  sp.seed = SamplingParams::kDefaultSeed;
+  app.add_option("-m,--model", model_arg, "GGUF model (default: $LLMT_MODEL or stories260K.gguf)");
+  app.add_option("-p,--prompt", prompt, "prompt text (default: empty, i.e. only BOS)");
+  app.add_option("-f,--file", prompt_file, "read the prompt from a file");
+  app.add_option("-n,--n-predict", n_predict, "tokens to generate (default 64)")
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--temp", sp.temperature, "temperature; 0 = greedy (default 0.8)");
+  app.add_option("--top-k", sp.top_k, "top-k, 0 = off (default 40)");
+  app.add_option("--top-p", sp.top_p, "top-p, 1 = off (default 0.95)");
+  app.add_option("--min-p", sp.min_p, "min-p, 0 = off (default 0.05)");
+  app.add_option("--repeat-penalty", sp.repeat_penalty, "repeat penalty, 1 = off (default 1)");
+  app.add_option("--repeat-last-n", sp.repeat_last_n, "penalty window in tokens (default 64)");
+  app.add_option("--frequency-penalty", sp.frequency_penalty, "frequency penalty (default 0)");
+  app.add_option("--presence-penalty", sp.presence_penalty, "presence penalty (default 0)");
+  app.add_option("-s,--seed", sp.seed, "RNG seed (default fixed, so runs repeat)");
+  app.add_option("-t,--threads", n_threads, "compute threads (default: physical cores)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("-c,--ctx-size", n_ctx, "context length (default: min(model, 4096))")
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_flag("--chat", chat, "wrap the prompt as one user turn with the model's chat template");
+  app.add_option("--system", system_prompt, "system message for --chat");
+  app.add_option("--chat-template", template_name,
+                 "chat format name for --chat instead of the model's template (" +
+                     chat_format_names() + ")");
+  app.add_flag("--no-bos", no_bos, "do not add BOS/EOS tokens to the prompt");
+  app.add_flag("--ignore-eos", ignore_eos, "keep generating after end-of-generation tokens");
+  app.add_flag("--json", json_out, "print one JSON object (ids, text, timings) instead of text");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (Status st = sp.validate(); !st.is_ok()) return fail(st.message());
+  if (!prompt_file.empty()) {
+    if (!prompt.empty()) return fail("pass either -p or -f, not both");
+    std::ifstream in(prompt_file, std::ios::binary);
+    if (!in) return fail("cannot read prompt file '" + prompt_file + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    prompt = ss.str();
+  }
+
+  const std::string path = resolve_model_path(model_arg, "stories260K.gguf");
+  if (path.empty()) return 1;
+
+  const auto t_load = Clock::now();
+  auto model_r = Model::load(path);
+  if (!model_r.is_ok()) return fail(model_r.status().to_string());
+  std::shared_ptr<const Model> model = *model_r;
+  const Tokenizer& tok = model->tokenizer();
+
+  // Prompt tokens.
+  std::vector<int32_t> prompt_ids;
+  if (chat) {
+    Result<ChatFormat> fmt = template_name.empty()
+                                 ? (model->chat_template().empty()
+                                        ? Result<ChatFormat>(invalid_argument(
+                                              "model has no tokenizer.chat_template; pass "
+                                              "--chat-template NAME (" +
+                                              chat_format_names() + ")"))
+                                        : detect_chat_format(model->chat_template()))
+                                 : chat_format_from_name(template_name);
+    if (!fmt.is_ok()) return fail(fmt.status().message());
+    std::vector<ChatMessage> msgs;
+    if (!system_prompt.empty()) msgs.push_back({"system", system_prompt});
+    msgs.push_back({"user", prompt});
+    const std::string text = render_chat(*fmt, msgs, /*add_generation_prompt=*/true);
+    prompt_ids = tok.encode(text, {.add_special = !no_bos, .parse_special = true});
+  } else {
+    if (!system_prompt.empty() || !template_name.empty()) {
+      return fail("--system and --chat-template need --chat");
+    }
+    prompt_ids = tok.encode(prompt, {.add_special = !no_bos, .parse_special = false});
+  }
+  if (prompt_ids.empty()) return fail("the prompt is empty (no tokens to start from)");
+
+  ContextOptions copt;
+  copt.n_ctx = n_ctx;
+  copt.n_threads = n_threads;
+  auto ctx_r = Context::create(model, copt);
+  if (!ctx_r.is_ok()) return fail(ctx_r.status().to_string());
+  Context& ctx = **ctx_r;
+  if (static_cast<int64_t>(prompt_ids.size()) >= ctx.n_ctx()) {
+    return fail("the prompt has " + std::to_string(prompt_ids.size()) +
+                " tokens, which does not fit the context of " + std::to_string(ctx.n_ctx()) +
+                " (use -c to raise it)");
+  }
+  auto sampler_r = Sampler::create(sp, model->hparams().n_vocab);
+  if (!sampler_r.is_ok()) return fail(sampler_r.status().message());
+  Sampler& sampler = *sampler_r;
+  const double load_ms = ms_since(t_load);
+
+  // Prompt.
+  const auto t_prompt = Clock::now();
+  if (Status st = ctx.eval(prompt_ids); !st.is_ok()) return fail(st.to_string());
+  const double prompt_ms = ms_since(t_prompt);
+  for (int32_t id : prompt_ids) sampler.accept(id);
+
+  // Generation.
+  std::vector<int32_t> out_ids;
+  out_ids.reserve(static_cast<size_t>(n_predict));
+  StreamDecoder decoder(tok);
+  std::string text;
+  std::string stop_reason = "length";
+  const auto t_gen = Clock::now();
+  for (int32_t i = 0; i < n_predict; ++i) {
+    const int32_t id = sampler.sample(ctx.logits());
+    if (id < 0) return fail("sampling produced no token");
+    sampler.accept(id);
+    if (!ignore_eos && tok.is_eog(id)) {
+      stop_reason = "eog";
+      break;
+    }
+    out_ids.push_back(id);
+    std::string piece = decoder.push(id);
+    if (json_out) {
+      text += piece;
+    } else {
+      write_out(piece);
+    }
+    if (i + 1 == n_predict) break;
+    if (ctx.n_past() >= ctx.n_ctx()) {
+      stop_reason = "context_full";
+      break;
+    }
+    if (Status st = ctx.eval(std::span<const int32_t>(&id, 1)); !st.is_ok()) {
+      return fail(st.to_string());
+    }
+  }
+  const double gen_ms = ms_since(t_gen);
+  const std::string rest = decoder.flush();
+
+  const double n_gen = static_cast<double>(out_ids.size());
+  const double prompt_tok_s = prompt_ms > 0 ? prompt_ids.size() * 1000.0 / prompt_ms : 0.0;
+  const double gen_tok_s = gen_ms > 0 ? n_gen * 1000.0 / gen_ms : 0.0;
+  if (json_out) {
+    text += rest;
+    nlohmann::json j;
+    j["prompt_token_ids"] = prompt_ids;
+    j["token_ids"] = out_ids;
+    j["text"] = text;
+    j["stop_reason"] = stop_reason;
+    j["timings"] = {{"load_ms", load_ms},       {"prompt_ms", prompt_ms},
+                    {"prompt_tok_s", prompt_tok_s}, {"gen_ms", gen_ms},
+                    {"gen_tok_s", gen_tok_s},   {"n_prompt", prompt_ids.size()},
+                    {"n_gen", out_ids.size()},  {"threads", ctx.n_threads()}};
+    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("%s\n", s.c_str());
+  } else {
+    write_out(rest);
+    std::printf("\n");
+    std::fprintf(stderr,
+                 "load %.1f ms | prompt %zu tok %.1f ms (%.1f tok/s) | gen %zu tok %.1f ms "
+                 "(%.1f tok/s) | threads %d | stop: %s\n",
+                 load_ms, prompt_ids.size(), prompt_ms, prompt_tok_s, out_ids.size(), gen_ms,
+                 gen_tok_s, ctx.n_threads(), stop_reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace llmt::cli
