@@ -594,7 +594,31 @@ TEST(ContextOptionsTest, BadOptionsAreErrors) {
   auto c = llmt::Context::create(*r, o);
   ASSERT_TRUE(c.is_ok());
   EXPECT_EQ((*c)->n_ctx(), 2048);  // min(context_length 2048, 4096)
+  EXPECT_EQ((*c)->n_seq_max(), 1);
+  EXPECT_EQ((*c)->kv_type(), llmt::KvType::kF32);
   EXPECT_FALSE(llmt::Context::create(nullptr, {}).is_ok());
+  for (int32_t bad : {0, -1, 4097}) {
+    o = {};
+    o.n_seq_max = bad;
+    EXPECT_FALSE(llmt::Context::create(*r, o).is_ok()) << bad;
+  }
+  o = {};
+  o.kv_type = static_cast<llmt::KvType>(7);
+  EXPECT_FALSE(llmt::Context::create(*r, o).is_ok());
+  // Default cells per sequence with many sequences: min(2048, max(256, 16384 / n_seq_max)).
+  for (auto [n_seq, want] : {std::pair{4, 2048}, std::pair{16, 1024}, std::pair{64, 256},
+                             std::pair{128, 256}}) {
+    o = {};
+    o.n_seq_max = n_seq;
+    o.kv_type = llmt::KvType::kF16;
+    auto cs = llmt::Context::create(*r, o);
+    ASSERT_TRUE(cs.is_ok()) << cs.status().to_string();
+    EXPECT_EQ((*cs)->n_ctx(), want) << n_seq;
+    EXPECT_EQ((*cs)->n_seq_max(), n_seq);
+    EXPECT_EQ((*cs)->kv_type(), llmt::KvType::kF16);
+    EXPECT_EQ((*cs)->seq_len(n_seq - 1), 0);
+    EXPECT_EQ((*cs)->seq_len(n_seq), 0);  // out of range
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ContextTest,

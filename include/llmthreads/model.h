@@ -4,12 +4,14 @@
 // A Model is immutable after load(): it owns the GgufFile (the mmap), the Tokenizer, the
 // hyperparameters and pointers to every weight tensor inside the mapping (quantized weights are
 // never copied). One Model is shared, through std::shared_ptr<const Model>, by any number of
-// Contexts. A Context holds what one sequence mutates: the KV cache, scratch buffers, the logits
-// and a ThreadPool.
+// Contexts. A Context holds what its sequences mutate: the KV cache of n_seq_max sequences,
+// scratch buffers, the logits and a ThreadPool. One forward pass (decode()) may carry tokens of
+// many sequences.
 //
 // Thread-safety:
 //   - Model: every method is const and may be called from any number of threads concurrently.
-//   - Context: one thread at a time per Context (eval() drives the Context's own worker threads).
+//   - Context: one thread at a time per Context (eval()/decode() drive the Context's own worker
+//     threads); const methods may run concurrently with each other, not with non-const ones.
 //     Different Contexts over the same Model may run concurrently on different threads.
 #pragma once
 
@@ -141,53 +143,104 @@ class Model {
   void (*embed_dequant_)(const void* src, float* dst, int64_t n) = nullptr;
 };
 
+// Element type of the K/V cache.
+enum class KvType {
+  kF32,  // exact copies of the f32 K/V rows
+  kF16,  // IEEE half: converted (round to nearest even) when stored; half the memory and bandwidth
+};
+
 struct ContextOptions {
-  // KV cache length in tokens. 0 (default): min(model context_length, 4096).
+  // KV cache cells per sequence (tokens one sequence can hold). 0 (default):
+  //   n_seq_max == 1: min(model context_length, 4096);
+  //   n_seq_max  > 1: min(model context_length, 4096, max(256, 16384 / n_seq_max)), i.e. a total
+  //                   of about 16K cells (e.g. 64 sequences x 256, 16 x 1024, 4 x 4096).
   int32_t n_ctx = 0;
+  // Sequences the context holds (ids 0..n_seq_max-1); each gets its own n_ctx cells, allocated
+  // up front (n_seq_max * n_ctx cells per layer; the paged KV cache of a later layer replaces this
+  // fixed split). Default 1. At most 4096.
+  int32_t n_seq_max = 1;
+  // Element type of the K/V cache. Default F32.
+  KvType kv_type = KvType::kF32;
   // Compute threads. 0 (default): the number of physical cores.
   int32_t n_threads = 0;
-  // Most tokens one forward pass processes at once; eval() splits longer inputs into chunks of
-  // this size (scratch buffers are sized for it). Default 512.
+  // Most tokens one forward pass processes at once; eval() and decode() split longer inputs into
+  // chunks of this size (scratch buffers are sized for it). Default 512.
   int32_t n_batch = 512;
   // Keep the logits of every position of the last eval() (needed to score a prompt); default
-  // false: only the last position's logits are computed.
+  // false: only the last position's logits are computed. (decode() ignores it: each entry says.)
   bool all_logits = false;
 };
 
+// Batch invariance: the logits and KV entries of one token depend only on its sequence's tokens
+// (and the model, the ISA and kv_type) — bitwise. Not on the other sequences of a batch, on the
+// order of entries, on how a sequence's prompt is split into eval()/decode() calls or n_batch
+// chunks, on n_threads, or on which tokens want logits. Every per-token step (RMSNorm, RoPE,
+// SwiGLU, attention over the token's own cached positions in a fixed order) is computed
+// independently per token, and the matmul kernels fix each (weight row, token) reduction order.
 class Context {
  public:
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  // Allocates the KV cache (F32 K and V, n_layer * n_ctx * kv_dim floats each, stored
-  // [n_layer][n_head_kv][n_ctx][head_dim]), scratch buffers for n_batch tokens (shared, plus a
-  // private set per thread) and the thread pool. Nothing is allocated per eval() except the
-  // all_logits buffer when a call has more positions than any before. Errors: bad options
-  // (negative sizes, n_threads > 1024), allocation failure (kOutOfMemory).
+  // Allocates the KV cache (K and V, n_layer * n_seq_max * n_ctx * kv_dim elements each of
+  // kv_type, stored [n_layer][n_seq_max][n_head_kv][n_ctx][head_dim]), scratch buffers for
+  // n_batch tokens (shared, plus a private set per thread) and the thread pool. Nothing is
+  // allocated per call except the logits buffer when a call wants more logit rows than any
+  // before. Errors: bad options (negative sizes, n_threads > 1024, n_seq_max outside
+  // [1, 4096]), allocation failure (kOutOfMemory).
   static Result<std::unique_ptr<Context>> create(std::shared_ptr<const Model> model,
                                                  const ContextOptions& options = {});
 
-  // Appends `tokens` at positions n_past().. and computes logits (of the last token, or of all
-  // of them with ContextOptions::all_logits). Errors leave the state unchanged: empty input,
-  // a token id outside [0, n_vocab), or n_past() + tokens.size() > n_ctx() ("context full").
+  // Sequence 0 API. Appends `tokens` to sequence 0 at positions n_past().. and computes logits
+  // (of the last token, or of all of them with ContextOptions::all_logits). Equivalent to
+  // decode() with entries {tokens[i], 0, n_past() + i, last or all_logits} (bitwise the same
+  // logits). Errors leave the state unchanged: empty input, a token id outside [0, n_vocab), or
+  // n_past() + tokens.size() > n_ctx() ("context full").
   Status eval(std::span<const int32_t> tokens);
 
-  // Logits [n_vocab] after token i of the last eval() (i = -1: the last one). With all_logits
-  // false only the last position is kept: n_logits() is 1 and i must be -1 or 0. Out-of-range i,
-  // or a Context with nothing evaluated since reset()/truncate(), give an empty span. The span is
-  // valid until the next non-const call.
+  // Logits [n_vocab] of the i-th row kept by the last eval() or decode() (i = -1: the last one).
+  // After eval(): row i is position n_past_before + i with all_logits, else the single last
+  // position (n_logits() is 1 and i must be -1 or 0). After decode(): row j is batch_logits(j).
+  // Out-of-range i, or nothing evaluated since reset()/truncate()/seq_clear(), give an empty span.
+  // The span is valid until the next non-const call.
   std::span<const float> logits(int32_t i = -1) const;
-  int32_t n_logits() const;  // positions available through logits(i)
+  int32_t n_logits() const;  // rows available through logits(i) / batch_logits(j)
 
-  int32_t n_past() const;  // tokens in the KV cache
-  int32_t n_ctx() const;
+  // One batch entry: `token` appended to sequence `seq_id` at position `pos`.
+  struct BatchEntry {
+    int32_t token = 0;
+    int32_t seq_id = 0;
+    int32_t pos = 0;
+    bool want_logits = false;
+  };
+  // Runs one forward pass over all entries (any mix of sequences, in any order). Each sequence's
+  // entries must continue it: positions seq_len(seq), seq_len(seq) + 1, ... in the order they
+  // appear. Each token attends causally to its own sequence's cache only. Errors leave the state
+  // unchanged: empty batch, token id outside [0, n_vocab), seq_id outside [0, n_seq_max), wrong
+  // pos, sequence full (pos >= n_ctx). Batches larger than n_batch are split into chunks (results
+  // are the same). Afterwards seq_len(s) counts the new entries, and batch_logits(j) holds the
+  // logits of the j-th entry with want_logits.
+  Status decode(std::span<const BatchEntry> batch);
+  // Logits [n_vocab] of the j-th entry (0-based, in batch order) that had want_logits in the last
+  // decode(); an empty span when j is out of range. Valid until the next non-const call.
+  std::span<const float> batch_logits(int32_t j) const;
+
+  // Tokens cached for sequence seq_id (0 for an id outside [0, n_seq_max)).
+  int32_t seq_len(int32_t seq_id) const;
+  // Forgets every cached token of seq_id (no-op for an id out of range); logits are cleared.
+  void seq_clear(int32_t seq_id);
+  int32_t n_seq_max() const;
+  KvType kv_type() const;
+
+  int32_t n_past() const;  // seq_len(0)
+  int32_t n_ctx() const;   // KV cells per sequence
   int32_t n_threads() const;
   const Model& model() const;
 
-  // Forgets every cached token.
+  // Forgets every cached token of every sequence.
   void reset();
-  // Keeps the first n tokens of the cache (0 <= n <= n_past()); logits are cleared.
+  // Keeps the first n tokens of sequence 0 (0 <= n <= n_past()); logits are cleared.
   Status truncate(int32_t n);
 
  private:

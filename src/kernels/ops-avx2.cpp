@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/ops.h"
 
@@ -49,21 +50,28 @@ inline __m256 exp_ps(__m256 x) {
 
 namespace {
 
+// Eight K/V elements as f32: plain loads for the F32 cache, F16C conversion for the F16 cache.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // Scores of one head for key rows [j0, j1): sc[j] = scale * q . k[j]. Rows go four at a time
 // from j0 (a multiple of 4), one at a time in the tail; a row's sum is the same either way.
-inline void head_scores(const float* q, const float* k, int32_t j0, int32_t j1, int32_t hd,
+template <typename T>
+inline void head_scores(const float* q, const T* k, int32_t j0, int32_t j1, int32_t hd,
                         float scale, float* sc) {
   int32_t j = j0;
   for (; j + 4 <= j1; j += 4) {
-    const float* k0 = k + static_cast<int64_t>(j) * hd;
+    const T* k0 = k + static_cast<int64_t>(j) * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (int32_t d = 0; d < hd; d += 8) {
       const __m256 qv = _mm256_loadu_ps(q + d);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd + d), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd + d), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd + d), a3);
+      a0 = _mm256_fmadd_ps(qv, load8(k0 + d), a0);
+      a1 = _mm256_fmadd_ps(qv, load8(k0 + hd + d), a1);
+      a2 = _mm256_fmadd_ps(qv, load8(k0 + 2 * hd + d), a2);
+      a3 = _mm256_fmadd_ps(qv, load8(k0 + 3 * hd + d), a3);
     }
     sc[j] = hsum(a0) * scale;
     sc[j + 1] = hsum(a1) * scale;
@@ -71,10 +79,10 @@ inline void head_scores(const float* q, const float* k, int32_t j0, int32_t j1, 
     sc[j + 3] = hsum(a3) * scale;
   }
   for (; j < j1; ++j) {
-    const float* kj = k + static_cast<int64_t>(j) * hd;
+    const T* kj = k + static_cast<int64_t>(j) * hd;
     __m256 a = _mm256_setzero_ps();
     for (int32_t d = 0; d < hd; d += 8) {
-      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kj + d), a);
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kj + d), a);
     }
     sc[j] = hsum(a) * scale;
   }
@@ -104,19 +112,20 @@ inline float exp_shifted(float* sc, int32_t n) {
 }
 
 // o[0..hd) += sum_{j in [j0, j1)} p[j] v[j], 32 (then 8) dims per pass, j in order.
-inline void head_values(const float* p, const float* v, int32_t j0, int32_t j1, int32_t hd,
+template <typename T>
+inline void head_values(const float* p, const T* v, int32_t j0, int32_t j1, int32_t hd,
                         float* o) {
   int32_t d0 = 0;
   for (; d0 + 32 <= hd; d0 += 32) {
     __m256 o0 = _mm256_loadu_ps(o + d0), o1 = _mm256_loadu_ps(o + d0 + 8);
     __m256 o2 = _mm256_loadu_ps(o + d0 + 16), o3 = _mm256_loadu_ps(o + d0 + 24);
-    const float* vr = v + static_cast<int64_t>(j0) * hd + d0;
+    const T* vr = v + static_cast<int64_t>(j0) * hd + d0;
     for (int32_t j = j0; j < j1; ++j, vr += hd) {
       const __m256 pj = _mm256_broadcast_ss(p + j);
-      o0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr), o0);
-      o1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 8), o1);
-      o2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 16), o2);
-      o3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + 24), o3);
+      o0 = _mm256_fmadd_ps(pj, load8(vr), o0);
+      o1 = _mm256_fmadd_ps(pj, load8(vr + 8), o1);
+      o2 = _mm256_fmadd_ps(pj, load8(vr + 16), o2);
+      o3 = _mm256_fmadd_ps(pj, load8(vr + 24), o3);
     }
     _mm256_storeu_ps(o + d0, o0);
     _mm256_storeu_ps(o + d0 + 8, o1);
@@ -125,11 +134,51 @@ inline void head_values(const float* p, const float* v, int32_t j0, int32_t j1, 
   }
   for (; d0 < hd; d0 += 8) {
     __m256 acc = _mm256_loadu_ps(o + d0);
-    const float* vr = v + static_cast<int64_t>(j0) * hd + d0;
+    const T* vr = v + static_cast<int64_t>(j0) * hd + d0;
     for (int32_t j = j0; j < j1; ++j, vr += hd) {
-      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(vr), acc);
+      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), load8(vr), acc);
     }
     _mm256_storeu_ps(o + d0, acc);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Softmax of each head's scores row (max-shifted, so stable), and zeroed outputs.
+void normalize_scores(int32_t n_q, int32_t n_kv, int32_t hd, float* scores, float* out) {
+  for (int32_t h = 0; h < n_q; ++h) {
+    float* sc = scores + static_cast<int64_t>(h) * n_kv;
+    const __m256 r = _mm256_set1_ps(1.0f / exp_shifted(sc, n_kv));
+    int32_t j = 0;
+    for (; j + 8 <= n_kv; j += 8) _mm256_storeu_ps(sc + j, _mm256_mul_ps(_mm256_loadu_ps(sc + j), r));
+    for (; j < n_kv; ++j) sc[j] *= _mm256_cvtss_f32(r);
+    std::fill(out + static_cast<int64_t>(h) * hd, out + static_cast<int64_t>(h + 1) * hd, 0.0f);
+  }
+}
+
+// attend_avx2 / attend_f16_avx2 body; hd % 8 == 0.
+template <typename T>
+void attend_impl(const float* q, int32_t n_q, const T* k, const T* v, int32_t n_kv, int32_t hd,
+                 float scale, float* scores, float* out) {
+  // Key/value rows are walked in blocks small enough to stay in L1 while every head of the
+  // group uses them, so each row is fetched from memory once per group.
+  constexpr int32_t kBlock = kAttendBlock;
+  for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
+    const int32_t j1 = std::min(j0 + kBlock, n_kv);
+    for (int32_t h = 0; h < n_q; ++h) {
+      head_scores(q + static_cast<int64_t>(h) * hd, k, j0, j1, hd, scale,
+                  scores + static_cast<int64_t>(h) * n_kv);
+    }
+  }
+  normalize_scores(n_q, n_kv, hd, scores, out);
+  for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
+    const int32_t j1 = std::min(j0 + kBlock, n_kv);
+    for (int32_t h = 0; h < n_q; ++h) {
+      head_values(scores + static_cast<int64_t>(h) * n_kv, v, j0, j1, hd,
+                  out + static_cast<int64_t>(h) * hd);
+    }
   }
 }
 
@@ -141,31 +190,40 @@ void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, in
     attend_scalar(q, n_q, k, v, n_kv, hd, scale, scores, out);
     return;
   }
-  // Key/value rows are walked in blocks small enough to stay in L1 while every head of the
-  // group uses them, so each row is fetched from memory once per group.
-  constexpr int32_t kBlock = 32;
-  for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
-    const int32_t j1 = std::min(j0 + kBlock, n_kv);
-    for (int32_t h = 0; h < n_q; ++h) {
-      head_scores(q + static_cast<int64_t>(h) * hd, k, j0, j1, hd, scale,
-                  scores + static_cast<int64_t>(h) * n_kv);
-    }
+  attend_impl(q, n_q, k, v, n_kv, hd, scale, scores, out);
+}
+
+void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                     int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  if (hd % 8 != 0) {
+    attend_f16_scalar(q, n_q, k, v, n_kv, hd, scale, scores, out);
+    return;
   }
-  for (int32_t h = 0; h < n_q; ++h) {
-    float* sc = scores + static_cast<int64_t>(h) * n_kv;
-    const __m256 r = _mm256_set1_ps(1.0f / exp_shifted(sc, n_kv));
-    int32_t j = 0;
-    for (; j + 8 <= n_kv; j += 8) _mm256_storeu_ps(sc + j, _mm256_mul_ps(_mm256_loadu_ps(sc + j), r));
-    for (; j < n_kv; ++j) sc[j] *= _mm256_cvtss_f32(r);
-    std::fill(out + static_cast<int64_t>(h) * hd, out + static_cast<int64_t>(h + 1) * hd, 0.0f);
+  // Rows are converted (F16C) as they are loaded, once per head: measured faster than
+  // converting each block once into a scratch buffer shared by the heads.
+  attend_impl(q, n_q, k, v, n_kv, hd, scale, scores, out);
+}
+
+void silu_mul_avx2(float* g, const float* u, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(g + i);
+    const __m256 e = exp_ps(_mm256_xor_ps(v, sign));  // e^-v
+    const __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
   }
-  for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
-    const int32_t j1 = std::min(j0 + kBlock, n_kv);
-    for (int32_t h = 0; h < n_q; ++h) {
-      head_values(scores + static_cast<int64_t>(h) * n_kv, v, j0, j1, hd,
-                  out + static_cast<int64_t>(h) * hd);
-    }
+  if (i < n) silu_mul(g + i, u + i, n - i);
+}
+
+void to_f16_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
   }
+  for (; i < n; ++i) y[i] = kernels::fp32_to_fp16(x[i]);
 }
 
 float dot_avx2(const float* a, const float* b, int64_t n) {

@@ -86,10 +86,51 @@ void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, 
   }
 }
 
+namespace {
+
+// dot_scalar / axpy_scalar with b (x) read from half precision; the same summation order.
+float dot_f16(const float* a, const uint16_t* b, int64_t n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * kernels::fp16_to_fp32(b[i]);
+    s1 += a[i + 1] * kernels::fp16_to_fp32(b[i + 1]);
+    s2 += a[i + 2] * kernels::fp16_to_fp32(b[i + 2]);
+    s3 += a[i + 3] * kernels::fp16_to_fp32(b[i + 3]);
+  }
+  for (; i < n; ++i) s0 += a[i] * kernels::fp16_to_fp32(b[i]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * kernels::fp16_to_fp32(x[i]);
+}
+
+}  // namespace
+
+void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  for (int32_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<int64_t>(h) * hd;
+    float* sc = scores + static_cast<int64_t>(h) * n_kv;
+    float* oh = out + static_cast<int64_t>(h) * hd;
+    for (int32_t j = 0; j < n_kv; ++j) sc[j] = dot_f16(qh, k + static_cast<int64_t>(j) * hd, hd) * scale;
+    softmax(sc, n_kv);
+    std::fill(oh, oh + hd, 0.0f);
+    for (int32_t j = 0; j < n_kv; ++j) axpy_f16(sc[j], v + static_cast<int64_t>(j) * hd, oh, hd);
+  }
+}
+
+void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = kernels::fp32_to_fp16(x[i]);
+}
+
 const OpsTable& ops_table(kernels::Isa isa) {
-  static const OpsTable kScalar = {dot_scalar, axpy_scalar, attend_scalar};
+  static const OpsTable kScalar = {dot_scalar,        axpy_scalar, attend_scalar,
+                                   attend_f16_scalar, silu_mul,    to_f16_scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-  static const OpsTable kAvx2 = {dot_avx2, axpy_avx2, attend_avx2};
+  static const OpsTable kAvx2 = {dot_avx2,        axpy_avx2,     attend_avx2,
+                                 attend_f16_avx2, silu_mul_avx2, to_f16_avx2};
   if (isa == kernels::Isa::kAvx2) return kAvx2;
 #endif
   return kScalar;

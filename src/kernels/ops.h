@@ -29,6 +29,10 @@ void add(float* y, const float* x, int64_t n);
 // Dimensions >= n_rot are left unchanged.
 void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float* cs, bool neox);
 
+// Key/value rows the AVX2 attention walks per block (kept in L1 while every head of a group
+// uses them).
+constexpr int32_t kAttendBlock = 32;
+
 // Inner-product kernels for attention, per ISA.
 struct OpsTable {
   float (*dot)(const float* a, const float* b, int64_t n);      // sum a[i]*b[i]
@@ -40,6 +44,16 @@ struct OpsTable {
   // batching (grouping heads only lets them share the K/V reads).
   void (*attend)(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
                  int32_t hd, float scale, float* scores, float* out);
+  // The same over an F16 cache (k, v [n_kv, hd] IEEE half); the same reduction order, so the
+  // result equals attend's on the f32 values of the half rows.
+  void (*attend_f16)(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                     int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+  // g[i] = silu(g[i]) * u[i] (see silu_mul; the AVX2 version uses a polynomial e^x with about
+  // 2e-7 relative error). Vector lanes for i < n - n % 8, scalar for the tail: callers that need
+  // batch invariance call it per token row, so a value depends only on its row and index.
+  void (*silu_mul)(float* g, const float* u, int64_t n);
+  // y[i] = half(x[i]), round to nearest even (the F16 cache store).
+  void (*to_f16)(const float* x, uint16_t* y, int64_t n);
 };
 const OpsTable& ops_table(kernels::Isa isa);
 
@@ -48,11 +62,18 @@ float dot_scalar(const float* a, const float* b, int64_t n);
 void axpy_scalar(float alpha, const float* x, float* y, int64_t n);
 void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
                    int32_t hd, float scale, float* scores, float* out);
+void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void to_f16_scalar(const float* x, uint16_t* y, int64_t n);
 #if defined(__x86_64__) || defined(_M_X64)
 float dot_avx2(const float* a, const float* b, int64_t n);
 void axpy_avx2(float alpha, const float* x, float* y, int64_t n);
 void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
                  int32_t hd, float scale, float* scores, float* out);
+void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                     int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
+void silu_mul_avx2(float* g, const float* u, int64_t n);
 #endif
 
 }  // namespace llmt::ops

@@ -1,21 +1,27 @@
 // Context: KV cache, scratch buffers and the forward pass of the llama-family transformer.
 //
-// One forward pass over a chunk of n tokens at positions pos0..pos0+n-1 (activations row-major,
-// one row per token; xb is each thread's private normalized copy):
+// One forward pass over a chunk of n batch entries, token i of sequence seq_i at position pos_i
+// (activations row-major, one row per token; xb is each thread's private normalized copy):
 //   x   [n, n_embd]      = token_embd rows
 //   per layer:
 //     xb  [n, n_embd]    = rms_norm(x) * attn_norm
 //     q   [n, q_dim]     = xb · Wq^T (+ bq), k/v [n, kv_dim] = xb · Wk^T / Wv^T (+ bk / bv)
-//     rope(q), rope(k); k, v -> cache[layer][kv_head][pos][head_dim]
-//     att [n, q_dim]     = causal softmax(q k^T / sqrt(head_dim)) v, per head
+//     rope(q), rope(k); k, v -> cache[layer][seq_i][kv_head][pos_i][head_dim]
+//     att [n, q_dim]     = softmax(q k^T / sqrt(head_dim)) v per head, over seq_i's cached
+//                          positions 0..pos_i
+
 //     x  += att · Wo^T
 //     xb  = rms_norm(x) * ffn_norm
 //     x  += (silu(xb · Wgate^T) * (xb · Wup^T)) · Wdown^T
-//   logits [rows, n_vocab] = (rms_norm(x) * output_norm) · Wout^T for the last row (or all rows)
+//   logits [rows, n_vocab] = (rms_norm(x) * output_norm) · Wout^T for the rows with want_logits
+// Batch invariance: nothing above mixes tokens (no reduction runs across rows; attention reads
+// only the token's own sequence, in position order, whatever the work split), so each token's
+// results are bitwise independent of the rest of the batch, of chunking and of the thread count.
 // Every step is one ThreadPool::run(). Each thread normalizes and quantizes a matmul's whole input
 // privately and computes its share of the output rows, so a layer takes 6 runs when decoding
 // (norm+QKV, rope+cache, attention, Wo, norm+gate/up, SwiGLU+down) and 7 in prefill.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -53,16 +59,27 @@ AlignedBytes aligned_bytes(size_t n) {
 struct Context::Impl {
   std::shared_ptr<const Model> model;
   const ModelHparams* hp = nullptr;
-  int32_t n_ctx = 0;
+  int32_t n_ctx = 0;      // cells per sequence
+  int32_t n_seq_max = 1;
+  KvType kv_type = KvType::kF32;
   int32_t n_batch = 0;
   bool all_logits = false;
   kernels::Isa isa = kernels::Isa::kScalar;
   const ops::OpsTable* ot = nullptr;
   std::unique_ptr<ThreadPool> pool;
 
-  // KV cache, [n_layer][n_head_kv][n_ctx][head_dim] each. Left uninitialized (pages are mapped
-  // on first write): a position is always written before it is read.
-  std::unique_ptr<float[]> k_cache, v_cache;
+  // KV cache, [n_layer][n_seq_max][n_head_kv][n_ctx][head_dim] each, of float (kF32) or IEEE
+  // half (kF16). Left uninitialized (pages are mapped on first write): a position is always
+  // written before it is read.
+  std::unique_ptr<uint8_t[]> k_cache, v_cache;
+  size_t kv_elem_bytes = sizeof(float);
+  std::vector<int32_t> seq_len;   // [n_seq_max] cached tokens per sequence
+  std::vector<int32_t> next_pos;  // [n_seq_max] decode() validation scratch
+  std::vector<BatchEntry> chunk;  // [n_batch] eval()'s entries of one chunk
+  std::vector<int32_t> att_order; // [n_batch] rows of a chunk, longest attention first
+  std::vector<int32_t> out_rows;  // [n_batch] rows of a chunk that want logits
+  // Next attention work item of the current run (threads claim items one at a time).
+  alignas(64) std::atomic<int64_t> att_next{0};
   // Shared activations, sized for n_batch tokens.
   std::vector<float> x;        // [n, n_embd] residual stream
   std::vector<float> q, k, v;  // [n, q_dim], [n, kv_dim], [n, kv_dim]
@@ -72,9 +89,8 @@ struct Context::Impl {
   std::vector<float> gate, up; // [n, n_ff]
   std::vector<float> rope_cs;    // [n_batch][n_rot] (cos, sin) pairs
   std::vector<double> inv_freq;  // [n_rot/2]
-  std::vector<float> logits;     // [n_logits][n_vocab]
+  std::vector<float> logits;     // [n_logits][n_vocab] (capacity: at least one row)
   int32_t n_logits = 0;
-  int32_t n_past = 0;
 
   // Per-thread private scratch. Every thread prepares (normalizes, quantizes) the whole input of
   // a matmul itself and then computes its share of the outputs, so a matmul needs no barrier
@@ -87,14 +103,19 @@ struct Context::Impl {
   };
   std::vector<ThreadScratch> ts;
 
-  size_t kv_offset(int32_t il, int32_t g, int32_t pos) const {
-    return ((static_cast<size_t>(il) * hp->n_head_kv + g) * n_ctx + pos) * hp->head_dim;
+  // Byte offset of the cache row of (layer, sequence, KV head, position).
+  size_t kv_offset(int32_t il, int32_t seq, int32_t g, int32_t pos) const {
+    const size_t cell =
+        ((static_cast<size_t>(il) * n_seq_max + seq) * hp->n_head_kv + g) * n_ctx + pos;
+    return cell * hp->head_dim * kv_elem_bytes;
   }
 
   // Y[m, N] = X[m, K] · W^T: thread ith quantizes all of X into its own work slot, then computes
-  // its share of Y. Must be called by every thread of a pool run.
+  // its share of Y. Must be called by every thread of a pool run. With `prev` (a weight this
+  // thread just multiplied the same X by, through slot prev_slot) the quantized X of that slot is
+  // reused when both weights take the same activation format (e.g. Q, K and V; gate and up).
   void matmul_local(const WeightMatrix& w, const float* xin, int64_t m, float* y, int ith,
-                    int nth, int slot) {
+                    int nth, int slot, const WeightMatrix* prev = nullptr, int prev_slot = 0) {
     kernels::MatmulArgs a;
     a.wtype = w.type;
     a.w = w.data;
@@ -105,7 +126,13 @@ struct Context::Impl {
     a.y = y;
     a.work = ts[ith].work[slot].get();
     a.isa = isa;
-    kernels::matmul_prepare(a, 0, 1);
+    const kernels::TypeKernels* tk_prev = prev ? kernels::type_kernels(prev->type, isa) : nullptr;
+    const kernels::TypeKernels* tk = kernels::type_kernels(w.type, isa);
+    if (tk_prev && tk && prev->row_len == w.row_len && tk_prev->vec_dot_type == tk->vec_dot_type) {
+      a.work = ts[ith].work[prev_slot].get();
+    } else {
+      kernels::matmul_prepare(a, 0, 1);
+    }
     kernels::matmul_compute(a, ith, nth);
   }
 
@@ -122,10 +149,25 @@ struct Context::Impl {
   // Multiply-adds of one token through all weight matrices (the output matrix included).
   double macs_per_token = 0.0;
 
-  void forward(const int32_t* tokens, int32_t n, float* logits_out, bool all_rows);
+  // One forward pass over n <= n_batch validated entries; writes the logits of the rows with
+  // want_logits, in order, to logits_out ([rows, n_vocab]; unused when no row wants logits).
+  void forward(const BatchEntry* e, int32_t n, float* logits_out);
+  // Makes room for n_rows logit rows; false on allocation failure.
+  bool reserve_logits(int64_t n_rows);
 };
 
-void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out, bool all_rows) {
+bool Context::Impl::reserve_logits(int64_t n_rows) {
+  const size_t need = static_cast<size_t>(n_rows) * hp->n_vocab;
+  if (logits.size() >= need) return true;
+  try {
+    logits.resize(need);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  return true;
+}
+
+void Context::Impl::forward(const BatchEntry* e, int32_t n, float* logits_out) {
   const ModelHparams& h = *hp;
   const Model& m = *model;
   const int64_t n_embd = h.n_embd;
@@ -133,7 +175,7 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
   const int64_t kv_dim = h.kv_dim();
   const int64_t n_ff = h.n_ff;
   const int32_t hd = h.head_dim;
-  const int32_t pos0 = n_past;
+  const bool f16_kv = kv_type == KvType::kF16;
   const int32_t n_rot = h.n_rot;
   const bool neox = h.rope_type == RopeType::kNeox;
   const int32_t group = h.n_head / h.n_head_kv;
@@ -147,9 +189,9 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
   constexpr double kMinParallelMacs = 8e6;
   const bool single = pool->n_threads() == 1 || macs_per_token * n < kMinParallelMacs;
 
-  // Rotation angles for this chunk's positions (cheap; on the calling thread).
+  // Rotation angles for each row's position (cheap; on the calling thread).
   for (int32_t i = 0; i < n; ++i) {
-    const double p = static_cast<double>(pos0 + i) * h.rope_freq_scale;
+    const double p = static_cast<double>(e[i].pos) * h.rope_freq_scale;
     float* cs = rope_cs.data() + static_cast<size_t>(i) * n_rot;
     for (int32_t j = 0; j < n_rot / 2; ++j) {
       const float theta = static_cast<float>(p * inv_freq[j]);
@@ -157,13 +199,21 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
       cs[2 * j + 1] = std::sin(theta);
     }
   }
+  // Attention work goes longest first so the short items fill in at the end.
+  for (int32_t i = 0; i < n; ++i) att_order[i] = i;
+  std::stable_sort(att_order.begin(), att_order.begin() + n,
+                   [e](int32_t a, int32_t b) { return e[a].pos > e[b].pos; });
+  int32_t n_out = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    if (e[i].want_logits) out_rows[n_out++] = i;
+  }
   if (n <= kFuseRows) {
-    for (int32_t i = 0; i < n; ++i) m.embed_token(tokens[i], x.data() + i * n_embd);
+    for (int32_t i = 0; i < n; ++i) m.embed_token(e[i].token, x.data() + i * n_embd);
   } else {
     par(single, [&](int ith, int nth) {
-      int64_t b, e;
-      split_range(n, ith, nth, &b, &e);
-      for (int64_t i = b; i < e; ++i) m.embed_token(tokens[i], x.data() + i * n_embd);
+      int64_t b, end;
+      split_range(n, ith, nth, &b, &end);
+      for (int64_t i = b; i < end; ++i) m.embed_token(e[i].token, x.data() + i * n_embd);
     });
   }
 
@@ -189,15 +239,15 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
         }
       }
       matmul_local(L.wq, xn, n, q.data(), ith, nth, 0);
-      matmul_local(L.wk, xn, n, k.data(), ith, nth, 1);
-      matmul_local(L.wv, xn, n, v.data(), ith, nth, 2);
+      matmul_local(L.wk, xn, n, k.data(), ith, nth, 1, &L.wq, 0);
+      matmul_local(L.wv, xn, n, v.data(), ith, nth, 2, &L.wq, 0);
     });
 
     // Own rows: fold pending into x; biases, RoPE, K/V into the cache.
     par(single, [&](int ith, int nth) {
-      int64_t b, e;
-      split_range(n, ith, nth, &b, &e);
-      for (int64_t i = b; i < e; ++i) {
+      int64_t b, end;
+      split_range(n, ith, nth, &b, &end);
+      for (int64_t i = b; i < end; ++i) {
         if (pending) ops::add(x.data() + i * n_embd, pending + i * n_embd, n_embd);
         float* qr = q.data() + i * q_dim;
         float* kr = k.data() + i * kv_dim;
@@ -208,34 +258,55 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
         const float* cs = rope_cs.data() + i * n_rot;
         ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
         ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
-        const int32_t pos = pos0 + static_cast<int32_t>(i);
         for (int32_t g = 0; g < h.n_head_kv; ++g) {
-          std::memcpy(k_cache.get() + kv_offset(il, g, pos), kr + g * hd, hd * sizeof(float));
-          std::memcpy(v_cache.get() + kv_offset(il, g, pos), vr + g * hd, hd * sizeof(float));
+          uint8_t* kc = k_cache.get() + kv_offset(il, e[i].seq_id, g, e[i].pos);
+          uint8_t* vc = v_cache.get() + kv_offset(il, e[i].seq_id, g, e[i].pos);
+          if (f16_kv) {
+            ot->to_f16(kr + g * hd, reinterpret_cast<uint16_t*>(kc), hd);
+            ot->to_f16(vr + g * hd, reinterpret_cast<uint16_t*>(vc), hd);
+          } else {
+            std::memcpy(kc, kr + g * hd, hd * sizeof(float));
+            std::memcpy(vc, vr + g * hd, hd * sizeof(float));
+          }
         }
       }
     });
 
-    // Causal attention. Work items are (token, KV head) with the KV head's query heads together
-    // (they share the K/V reads), or (token, query head) when that gives too few items to keep
-    // every thread busy; items are dealt round-robin so long and short rows mix. Per-head
-    // results do not depend on the grouping.
-    par(single, [&](int ith, int nth) {
-      float* sc = ts[ith].scores.data();
-      const int32_t per_item = static_cast<int64_t>(n) * h.n_head_kv >= 2 * nth ? group : 1;
-      const int32_t items_per_token = h.n_head / per_item;
-      const int64_t n_items = static_cast<int64_t>(n) * items_per_token;
-      for (int64_t item = ith; item < n_items; item += nth) {
-        const int32_t i = static_cast<int32_t>(item / items_per_token);
-        const int32_t h0 = static_cast<int32_t>(item % items_per_token) * per_item;
-        const int32_t g = h0 / group;
-        const int32_t n_kv = pos0 + i + 1;
-        const int64_t off = i * q_dim + static_cast<int64_t>(h0) * hd;
-        ot->attend(q.data() + off, per_item, k_cache.get() + kv_offset(il, g, 0),
-                   v_cache.get() + kv_offset(il, g, 0), n_kv, hd, att_scale, sc,
-                   att.data() + off);
-      }
-    });
+    // Attention. Work items are (row, KV head) with the KV head's query heads together (they
+    // share the K/V reads), or (row, query head) when that gives too few items to keep every
+    // thread busy. Rows go longest first (att_order) and threads claim items one at a time from
+    // att_next, so uneven sequence lengths balance. Per-head results do not depend on the
+    // grouping or on which thread computes them.
+    {
+      const int32_t per_item = static_cast<int64_t>(n) * h.n_head_kv >= 2 * (single ? 1 : pool->n_threads())
+                                   ? group : 1;
+      const int32_t items_per_row = h.n_head / per_item;
+      const int64_t n_items = static_cast<int64_t>(n) * items_per_row;
+      att_next.store(0, std::memory_order_relaxed);
+      par(single, [&](int ith, int /*nth*/) {
+        float* sc = ts[ith].scores.data();
+        for (;;) {
+          const int64_t item = att_next.fetch_add(1, std::memory_order_relaxed);
+          if (item >= n_items) break;
+          const int32_t i = att_order[item / items_per_row];
+          const int32_t h0 = static_cast<int32_t>(item % items_per_row) * per_item;
+          const int32_t g = h0 / group;
+          const int32_t n_kv = e[i].pos + 1;
+          const int64_t off = i * q_dim + static_cast<int64_t>(h0) * hd;
+          const uint8_t* kc = k_cache.get() + kv_offset(il, e[i].seq_id, g, 0);
+          const uint8_t* vc = v_cache.get() + kv_offset(il, e[i].seq_id, g, 0);
+          if (f16_kv) {
+            ot->attend_f16(q.data() + off, per_item, reinterpret_cast<const uint16_t*>(kc),
+                           reinterpret_cast<const uint16_t*>(vc), n_kv, hd, att_scale, sc,
+                           att.data() + off);
+          } else {
+            ot->attend(q.data() + off, per_item, reinterpret_cast<const float*>(kc),
+                       reinterpret_cast<const float*>(vc), n_kv, hd, att_scale, sc,
+                       att.data() + off);
+          }
+        }
+      });
+    }
 
     par(single, [&](int ith, int nth) {
       matmul_local(L.wo, att.data(), n, attn_out.data(), ith, nth, 0);
@@ -252,29 +323,31 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
         ops::rms_norm(dst, L.ffn_norm, dst, n_embd, h.rms_eps);
       }
       matmul_local(L.ffn_gate, xn, n, gate.data(), ith, nth, 0);
-      matmul_local(L.ffn_up, xn, n, up.data(), ith, nth, 1);
+      matmul_local(L.ffn_up, xn, n, up.data(), ith, nth, 1, &L.ffn_gate, 0);
     });
 
     // Own rows: x += attn_out. Then ffn_out = (silu(gate) * up) · Wdown^T.
     if (n <= kFuseRows) {
       par(single, [&](int ith, int nth) {
-        int64_t b, e;
-        split_range(n, ith, nth, &b, &e);
-        for (int64_t i = b; i < e; ++i) {
+        int64_t b, end;
+        split_range(n, ith, nth, &b, &end);
+        for (int64_t i = b; i < end; ++i) {
           ops::add(x.data() + i * n_embd, attn_out.data() + i * n_embd, n_embd);
         }
         float* g = ts[ith].act.data();
         std::memcpy(g, gate.data(), static_cast<size_t>(n) * n_ff * sizeof(float));
-        ops::silu_mul(g, up.data(), static_cast<int64_t>(n) * n_ff);
+        // Row by row: the AVX2 silu_mul treats a row's tail (n_ff % 8) apart, so calling it per
+        // row keeps every value independent of n.
+        for (int64_t i = 0; i < n; ++i) ot->silu_mul(g + i * n_ff, up.data() + i * n_ff, n_ff);
         matmul_local(L.ffn_down, g, n, ffn_out.data(), ith, nth, 0);
       });
     } else {
       par(single, [&](int ith, int nth) {
-        int64_t b, e;
-        split_range(n, ith, nth, &b, &e);
-        for (int64_t i = b; i < e; ++i) {
+        int64_t b, end;
+        split_range(n, ith, nth, &b, &end);
+        for (int64_t i = b; i < end; ++i) {
           ops::add(x.data() + i * n_embd, attn_out.data() + i * n_embd, n_embd);
-          ops::silu_mul(gate.data() + i * n_ff, up.data() + i * n_ff, n_ff);
+          ot->silu_mul(gate.data() + i * n_ff, up.data() + i * n_ff, n_ff);
         }
       });
       par(single, [&](int ith, int nth) {
@@ -284,15 +357,14 @@ void Context::Impl::forward(const int32_t* tokens, int32_t n, float* logits_out,
     pending = ffn_out.data();
   }
 
-  if (!logits_out) return;  // a chunk before the last: only the KV cache was wanted
+  if (n_out == 0) return;  // only the KV cache was wanted
   // Logits of rms_norm(x + ffn_out) * output_norm for the wanted rows.
-  const int64_t row0 = all_rows ? 0 : n - 1;
-  const int64_t n_rows = n - row0;
+  const int64_t n_rows = n_out;
   par(single, [&](int ith, int nth) {
     float* xn = ts[ith].act.data();
     for (int64_t r = 0; r < n_rows; ++r) {
-      const float* xr = x.data() + (row0 + r) * n_embd;
-      const float* pr = pending + (row0 + r) * n_embd;
+      const float* xr = x.data() + out_rows[r] * n_embd;
+      const float* pr = pending + out_rows[r] * n_embd;
       float* dst = xn + r * n_embd;
       for (int64_t j = 0; j < n_embd; ++j) dst[j] = xr[j] + pr[j];
       ops::rms_norm(dst, m.output_norm(), dst, n_embd, h.rms_eps);
@@ -315,6 +387,13 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     return invalid_argument("n_threads must be in [0, 1024] (0 = physical cores), got " +
                             std::to_string(options.n_threads));
   }
+  if (options.n_seq_max < 1 || options.n_seq_max > 4096) {
+    return invalid_argument("n_seq_max must be in [1, 4096], got " +
+                            std::to_string(options.n_seq_max));
+  }
+  if (options.kv_type != KvType::kF32 && options.kv_type != KvType::kF16) {
+    return invalid_argument("kv_type must be KvType::kF32 or KvType::kF16");
+  }
   if (options.n_batch < 1) {
     return invalid_argument("n_batch must be >= 1, got " + std::to_string(options.n_batch));
   }
@@ -322,23 +401,38 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   Impl& c = *impl;
   const ModelHparams& h = model->hparams();
   c.hp = &h;
-  c.n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min<int32_t>(h.n_ctx_train, 4096);
+  c.n_seq_max = options.n_seq_max;
+  c.kv_type = options.kv_type;
+  c.kv_elem_bytes = c.kv_type == KvType::kF16 ? sizeof(uint16_t) : sizeof(float);
+  if (options.n_ctx > 0) {
+    c.n_ctx = options.n_ctx;
+  } else {
+    c.n_ctx = std::min<int32_t>(h.n_ctx_train, 4096);
+    if (c.n_seq_max > 1) c.n_ctx = std::min(c.n_ctx, std::max(256, 16384 / c.n_seq_max));
+  }
   c.n_batch = std::min(options.n_batch, c.n_ctx);
   c.all_logits = options.all_logits;
   c.isa = static_cast<kernels::Isa>(model->isa());
   c.ot = &ops::ops_table(c.isa);
 
-  const size_t kv_elems = static_cast<size_t>(h.n_layer) * h.kv_dim() * c.n_ctx;
+  const double kv_elems_d = static_cast<double>(h.n_layer) * h.kv_dim() * c.n_ctx * c.n_seq_max;
   const size_t nb = static_cast<size_t>(c.n_batch);
-  // Refuse absurd requests before allocating (K and V, f32).
-  constexpr size_t kMaxKvBytes = size_t{64} << 30;
-  if (kv_elems > kMaxKvBytes / (2 * sizeof(float))) {
+  // Refuse absurd requests before allocating (K and V).
+  constexpr double kMaxKvBytes = static_cast<double>(size_t{64} << 30);
+  if (kv_elems_d * 2 * static_cast<double>(c.kv_elem_bytes) > kMaxKvBytes) {
     return Status(StatusCode::kOutOfMemory,
-                  "KV cache for n_ctx " + std::to_string(c.n_ctx) + " would need more than 64 GiB");
+                  "KV cache for n_ctx " + std::to_string(c.n_ctx) + " x n_seq_max " +
+                      std::to_string(c.n_seq_max) + " would need more than 64 GiB");
   }
+  const size_t kv_bytes = static_cast<size_t>(kv_elems_d) * c.kv_elem_bytes;
   try {
-    c.k_cache.reset(new float[kv_elems]);
-    c.v_cache.reset(new float[kv_elems]);
+    c.k_cache.reset(new uint8_t[kv_bytes]);
+    c.v_cache.reset(new uint8_t[kv_bytes]);
+    c.seq_len.assign(c.n_seq_max, 0);
+    c.next_pos.assign(c.n_seq_max, 0);
+    c.chunk.resize(nb);
+    c.att_order.resize(nb);
+    c.out_rows.resize(nb);
     c.x.resize(nb * h.n_embd);
     c.q.resize(nb * h.q_dim());
     c.k.resize(nb * h.kv_dim());
@@ -407,64 +501,127 @@ Status Context::eval(std::span<const int32_t> tokens) {
                               std::to_string(h.n_vocab) + ")");
     }
   }
-  if (tokens.size() > static_cast<size_t>(c.n_ctx - c.n_past)) {
-    return invalid_argument("eval: context full: " + std::to_string(c.n_past) + " cached + " +
+  const int32_t n_past = c.seq_len[0];
+  if (tokens.size() > static_cast<size_t>(c.n_ctx - n_past)) {
+    return invalid_argument("eval: context full: " + std::to_string(n_past) + " cached + " +
                             std::to_string(tokens.size()) + " new tokens exceed n_ctx " +
                             std::to_string(c.n_ctx));
   }
   const int32_t n_total = static_cast<int32_t>(tokens.size());
-  if (c.all_logits) {
-    try {
-      c.logits.resize(static_cast<size_t>(n_total) * h.n_vocab);
-    } catch (const std::bad_alloc&) {
-      return Status(StatusCode::kOutOfMemory, "eval: cannot allocate logits for " +
-                                                  std::to_string(n_total) + " positions");
-    }
+  if (!c.reserve_logits(c.all_logits ? n_total : 1)) {
+    return Status(StatusCode::kOutOfMemory,
+                  "eval: cannot allocate logits for " + std::to_string(n_total) + " positions");
   }
   c.n_logits = 0;
+  int32_t n_out = 0;
   for (int32_t done = 0; done < n_total;) {
     const int32_t n = std::min(c.n_batch, n_total - done);
-    const bool last = done + n == n_total;
-    float* out = nullptr;
-    if (c.all_logits) {
-      out = c.logits.data() + static_cast<size_t>(done) * h.n_vocab;
-    } else if (last) {
-      out = c.logits.data();
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t t = done + i;
+      c.chunk[i] = BatchEntry{tokens[t], 0, n_past + t, c.all_logits || t == n_total - 1};
     }
-    c.forward(tokens.data() + done, n, out, c.all_logits);
-    c.n_past += n;
+    c.forward(c.chunk.data(), n, c.logits.data() + static_cast<size_t>(n_out) * h.n_vocab);
+    n_out += c.all_logits ? n : (done + n == n_total ? 1 : 0);
+    c.seq_len[0] += n;
     done += n;
   }
-  c.n_logits = c.all_logits ? n_total : 1;
+  c.n_logits = n_out;
+  return Status::ok();
+}
+
+Status Context::decode(std::span<const BatchEntry> batch) {
+  Impl& c = *impl_;
+  const ModelHparams& h = *c.hp;
+  if (batch.empty()) return invalid_argument("decode: empty batch");
+  std::copy(c.seq_len.begin(), c.seq_len.end(), c.next_pos.begin());
+  int64_t n_want = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    if (e.token < 0 || e.token >= h.n_vocab) {
+      return invalid_argument("decode: token id " + std::to_string(e.token) + " at entry " +
+                              std::to_string(i) + " is outside the vocabulary [0, " +
+                              std::to_string(h.n_vocab) + ")");
+    }
+    if (e.seq_id < 0 || e.seq_id >= c.n_seq_max) {
+      return invalid_argument("decode: seq_id " + std::to_string(e.seq_id) + " at entry " +
+                              std::to_string(i) + " is outside [0, n_seq_max = " +
+                              std::to_string(c.n_seq_max) + ")");
+    }
+    int32_t& next = c.next_pos[e.seq_id];
+    if (e.pos != next) {
+      return invalid_argument("decode: entry " + std::to_string(i) + " of sequence " +
+                              std::to_string(e.seq_id) + " has pos " + std::to_string(e.pos) +
+                              ", expected " + std::to_string(next));
+    }
+    if (next >= c.n_ctx) {
+      return invalid_argument("decode: sequence " + std::to_string(e.seq_id) +
+                              " is full (n_ctx " + std::to_string(c.n_ctx) + ") at entry " +
+                              std::to_string(i));
+    }
+    ++next;
+    if (e.want_logits) ++n_want;
+  }
+  if (!c.reserve_logits(n_want)) {
+    return Status(StatusCode::kOutOfMemory,
+                  "decode: cannot allocate logits for " + std::to_string(n_want) + " entries");
+  }
+  c.n_logits = 0;
+  const int64_t n_total = static_cast<int64_t>(batch.size());
+  int64_t n_out = 0;
+  for (int64_t done = 0; done < n_total;) {
+    const int32_t n = static_cast<int32_t>(std::min<int64_t>(c.n_batch, n_total - done));
+    const BatchEntry* e = batch.data() + done;
+    c.forward(e, n, c.logits.data() + static_cast<size_t>(n_out) * h.n_vocab);
+    for (int32_t i = 0; i < n; ++i) n_out += e[i].want_logits ? 1 : 0;
+    done += n;
+  }
+  std::copy(c.next_pos.begin(), c.next_pos.end(), c.seq_len.begin());
+  c.n_logits = static_cast<int32_t>(n_out);
   return Status::ok();
 }
 
 std::span<const float> Context::logits(int32_t i) const {
+  if (i == -1) i = impl_->n_logits - 1;
+  return batch_logits(i);
+}
+
+std::span<const float> Context::batch_logits(int32_t j) const {
   const Impl& c = *impl_;
   const size_t nv = static_cast<size_t>(c.hp->n_vocab);
-  if (c.n_logits == 0) return {};
-  if (i == -1) i = c.n_logits - 1;
-  if (i < 0 || i >= c.n_logits) return {};
-  return {c.logits.data() + static_cast<size_t>(i) * nv, nv};
+  if (j < 0 || j >= c.n_logits) return {};
+  return {c.logits.data() + static_cast<size_t>(j) * nv, nv};
 }
 
 int32_t Context::n_logits() const { return impl_->n_logits; }
-int32_t Context::n_past() const { return impl_->n_past; }
+int32_t Context::n_past() const { return impl_->seq_len[0]; }
 int32_t Context::n_ctx() const { return impl_->n_ctx; }
 int32_t Context::n_threads() const { return impl_->pool->n_threads(); }
+int32_t Context::n_seq_max() const { return impl_->n_seq_max; }
+KvType Context::kv_type() const { return impl_->kv_type; }
 const Model& Context::model() const { return *impl_->model; }
 
+int32_t Context::seq_len(int32_t seq_id) const {
+  if (seq_id < 0 || seq_id >= impl_->n_seq_max) return 0;
+  return impl_->seq_len[seq_id];
+}
+
+void Context::seq_clear(int32_t seq_id) {
+  if (seq_id < 0 || seq_id >= impl_->n_seq_max) return;
+  impl_->seq_len[seq_id] = 0;
+  impl_->n_logits = 0;
+}
+
 void Context::reset() {
-  impl_->n_past = 0;
+  std::fill(impl_->seq_len.begin(), impl_->seq_len.end(), 0);
   impl_->n_logits = 0;
 }
 
 Status Context::truncate(int32_t n) {
-  if (n < 0 || n > impl_->n_past) {
+  if (n < 0 || n > impl_->seq_len[0]) {
     return invalid_argument("truncate: " + std::to_string(n) + " is outside [0, n_past = " +
-                            std::to_string(impl_->n_past) + "]");
+                            std::to_string(impl_->seq_len[0]) + "]");
   }
-  impl_->n_past = n;
+  impl_->seq_len[0] = n;
   impl_->n_logits = 0;
   return Status::ok();
 }

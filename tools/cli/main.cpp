@@ -46,6 +46,7 @@ void usage(FILE* out) {
                "  info      show a GGUF model's metadata, hyperparameters and tensors\n"
                "  tokenize  tokenize text with a model's tokenizer\n"
                "  generate  generate text from a prompt\n"
+               "  bench     measure prefill/decode/batched throughput, bandwidth and kernels\n"
                "\n"
                "Run 'llmthreads <command> --help' for a command's options.\n");
 }
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   if (cmd == "info") return llmt::cli::cmd_info(argc - 1, argv + 1);
   if (cmd == "tokenize") return llmt::cli::cmd_tokenize(argc - 1, argv + 1);
   if (cmd == "generate") return llmt::cli::cmd_generate(argc - 1, argv + 1);
+  if (cmd == "bench") return llmt::cli::cmd_bench(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
   return 2;
