@@ -3,12 +3,14 @@
 //  (b) AVX2 vec_dot vs scalar vec_dot within a relative bound
 //  (c) vec_dot vs an fp64 dot of the dequantized weights and quantized-then-dequantized
 //      activations, within a relative bound
-//  (d) matmul batch invariance: rows bitwise equal for M in {1,3,16,33,70} and nth in {1,2,3}
+//  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
+//      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3}
 //  (e) activation quantization round trip, and AVX2 quantize == scalar quantize (bytes)
 //  plus fp16/bf16 conversions and, when real GGUF files are present, a cross-format check that
 //  the same tensor decodes to nearly the same values from every format's file.
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
-// Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M.
+// Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
+// (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768).
 #include <gtest/gtest.h>
 #include <immintrin.h>
 
@@ -239,12 +241,10 @@ std::vector<float> run_matmul(TensorType t, Isa isa, const std::vector<uint8_t>&
   return y;
 }
 
-TEST_P(KernelFormat, MatmulBatchInvariance) {
-  const FormatCase& c = GetParam();
+// Batch invariance for rows of kKm elements and up to kMaxM (>= 82) tokens.
+void check_batch_invariance(const FormatCase& c, int64_t kKm, int64_t kMaxM) {
   constexpr int64_t kN = 37;  // not a multiple of the tile
-  constexpr int64_t kKm = 512;
   const auto w = random_weights(c, kN, kKm, 5);
-  constexpr int64_t kMaxM = 70;  // crosses matmul's 64-token block
   const auto x = random_floats(kMaxM * kKm, 6);
   for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
     if (isa == Isa::kAvx2 && !have_avx2()) continue;
@@ -262,7 +262,8 @@ TEST_P(KernelFormat, MatmulBatchInvariance) {
         ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(y1[r])) << "vec_dot vs matmul";
       }
     }
-    for (int64_t m : {1, 3, 16, 33, 70}) {
+    for (int64_t m : {1, 3, 4, 5, 8, 9, 16, 33, 70, 512}) {
+      if (m > kMaxM) continue;
       for (int nth : {1, 2, 3}) {
         const auto y = run_matmul(c.type, isa, w, kN, kKm, x, m, nth);
         for (int64_t i = 0; i < m * kN; ++i) {
@@ -272,7 +273,24 @@ TEST_P(KernelFormat, MatmulBatchInvariance) {
         }
       }
     }
+    // Other neighbours: a window of tokens starting mid-tile.
+    for (int64_t first : {3, 61}) {
+      constexpr int64_t kWin = 21;
+      const std::vector<float> xw(x.begin() + first * kKm, x.begin() + (first + kWin) * kKm);
+      const auto y = run_matmul(c.type, isa, w, kN, kKm, xw, kWin, 2);
+      for (int64_t i = 0; i < kWin * kN; ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(ref[first * kN + i]))
+            << isa_name(isa) << " window at " << first << " token " << i / kN << " row " << i % kN;
+      }
+    }
   }
+}
+
+TEST_P(KernelFormat, MatmulBatchInvariance) {
+  // 512 tokens cross matmul's 64-token block many times.
+  check_batch_invariance(GetParam(), 512, 512);
+  // 25 blocks of 32: a partial group of 8 blocks in the 32-element formats' GEMM tiles.
+  if (tensor_type_info(GetParam().type)->block_size <= 32) check_batch_invariance(GetParam(), 800, 96);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
@@ -441,7 +459,7 @@ TEST(KernelPerf, MatmulThroughput) {
   std::printf("%-8s %4s %10s %10s %10s\n", "format", "M", "ms", "GB/s(W)", "GOP/s");
   for (const auto& c : format_cases()) {
     const auto w = random_weights(c, n, k, 9);
-    for (int64_t m : {1, 16, 64}) {
+    for (int64_t m : {1, 16, 64, 512}) {
       const auto x = random_floats(m * k, 10);
       std::vector<float> y(m * n);
       std::vector<uint8_t> work(matmul_work_bytes(c.type, m, k) + 64);

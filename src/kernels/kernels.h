@@ -5,7 +5,9 @@
 //
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
-// rows are split over threads.
+// rows are split over threads. matmul's register-tiled GEMM paths (AVX2 Q2_K..Q6_K, Q8_0,
+// Q4_0, Q5_0, IQ4_NL; 8 tokens per weight-row pass) evaluate per token lane exactly the float
+// operations of that format's vec_dot, so matmul with any M equals vec_dot bitwise.
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
 // tables are immutable.
@@ -60,11 +62,17 @@ struct MatmulArgs {
   void* work;      // at least matmul_work_bytes(wtype, m, k) bytes, 64-byte aligned
   Isa isa;
 };
-// Bytes of work buffer the matmul needs (0 when X is used as is, e.g. float weights).
+// Bytes of work buffer the matmul needs (0 when X is used as is, e.g. float weights): the
+// quantized activation rows plus small per-token / per-8-token tables the GEMM tiles read.
 size_t matmul_work_bytes(TensorType wtype, int64_t m, int64_t k);
-// Phase 1: quantize this thread's share of X's rows into work.
+// Phase 1: quantize this thread's share of X's rows (split in groups of 8 tokens) into work.
+// Work-buffer contract: the layout and every byte written depend only on (wtype, m, k, X), never
+// on (ith, nth): running prepare for all ith of any nth, or prepare(a, 0, 1) alone (e.g. each
+// thread into its own buffer), yields the same buffer. Shares of different ith are disjoint.
 void matmul_prepare(const MatmulArgs& a, int ith, int nth);
-// Phase 2 (after all threads finished phase 1): compute this thread's share of Y.
+// Phase 2 (after the prepare phase filled work): compute this thread's share of Y (a contiguous
+// range of weight rows). Each Y value is bitwise independent of M, of the other tokens and of
+// (ith, nth); see the reduction order contract above.
 void matmul_compute(const MatmulArgs& a, int ith, int nth);
 // Both phases on the calling thread (tests, small ops).
 void matmul(const MatmulArgs& a);

@@ -215,11 +215,42 @@ struct Avx2Entry {
   void (*vec_dot)(int64_t n, float* out, const void* w, const void* x);
   VecDotRowsFn vec_dot_rows;
 };
+// Per super-block header for a group of kGemmTokens consecutive Q8_K activation rows, built by
+// matmul_prepare: d[t] = token t's scale, bs[p][2t + e] = token t's q8 sum over 32-element
+// sub-block 2p + e (sum of bsums[2s] and bsums[2s + 1]). Lanes of tokens past M are zero.
+inline constexpr int kGemmTokens = 8;
+struct alignas(32) Q8KGroup {
+  float d[kGemmTokens];
+  int16_t bs[4][2 * kGemmTokens];
+};
+static_assert(sizeof(Q8KGroup) == 160);
+
+// Per-token table for Q8_0 activations, built by matmul_prepare: with nbp = K/32 rounded up to a
+// multiple of 8, nbp fp32 block scales then nbp int32 block sums of the q8 bytes (both
+// zero-padded; the sums are filled only for weight formats with offset codes, Q4_0/Q5_0).
+// Bytes per token:
+inline int64_t q80_table_bytes(int64_t k) { return (k / kQK + 7) / 8 * 8 * 8; }
+
+// GEMM tile: for r in [0, nrows), t in [0, ntok) (1 <= ntok <= kGemmTokens):
+// y[t * y_stride + r] = dot(weight row r, token t), weight row r at byte offset r * w_stride from
+// w, token t's activation row at byte offset t * x_stride from x. aux: for Q8_K activations the
+// group's K/256 Q8KGroup headers; for Q8_0 activations the first token's q80 table (next tokens
+// q80_table_bytes(k) apart). Bitwise equal to the format's vec_dot for every pair.
+using GemmTileFn = void (*)(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+                            size_t x_stride, const void* aux, float* y, int64_t y_stride, int ntok);
+
 // Returns the AVX2 entries for a weight format (all nullptr when none, or when the library was
 // built without AVX2 sources).
 Avx2Entry avx2_entry(TensorType t);
 // The k-quant part of avx2_entry (quants-k-avx2.cpp).
 Avx2Entry avx2_entry_k(TensorType t);
+// vec_dot / vec_dot_rows of the k-quant formats (Q2_K..Q6_K, gemm-k-avx2.cpp; the other
+// fields nullptr), and the tile itself (nullptr for other formats). Only valid with ISA kAvx2.
+Avx2Entry avx2_entry_gemm_k(TensorType t);
+GemmTileFn avx2_gemm_tile(TensorType t);
+// Same for Q8_0 / Q4_0 / Q5_0 / IQ4_NL (gemm-q8-avx2.cpp).
+Avx2Entry avx2_entry_gemm_q8(TensorType t);
+GemmTileFn avx2_gemm_tile_q8(TensorType t);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 // Helpers shared by the *-avx2.cpp files (visible only where those flags are on).

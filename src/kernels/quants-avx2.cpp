@@ -254,18 +254,28 @@ Avx2Entry avx2_entry(TensorType t) {
     case TensorType::F32: return entry_of<FloatDot<LoadF32>>(nullptr, nullptr);
     case TensorType::F16: return entry_of<FloatDot<LoadF16>>(dequant_f16, nullptr);
     case TensorType::BF16: return entry_of<FloatDot<LoadBF16>>(dequant_bf16, nullptr);
-    case TensorType::Q8_0:
-      return entry_of<Block32Dot<PolicyQ8_0>>(dequant_block32<PolicyQ8_0>, quantize_q8_0);
-    case TensorType::Q4_0:
-      return entry_of<Block32Dot<PolicyQ4_0>>(dequant_block32<PolicyQ4_0>, quantize_q8_0);
+    case TensorType::Q8_0: {
+      // Dots from the GEMM file (its tile and vec_dot share one arithmetic).
+      const Avx2Entry g = avx2_entry_gemm_q8(t);
+      return {dequant_block32<PolicyQ8_0>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
+    }
+    case TensorType::Q4_0: {
+      // Dots from the GEMM file (its tile and vec_dot share one arithmetic).
+      const Avx2Entry g = avx2_entry_gemm_q8(t);
+      return {dequant_block32<PolicyQ4_0>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
+    }
     case TensorType::Q4_1:
       return entry_of<Block32Dot<PolicyQ4_1>>(dequant_block32<PolicyQ4_1>, quantize_q8_1);
-    case TensorType::Q5_0:
-      return entry_of<Block32Dot<PolicyQ5_0>>(dequant_block32<PolicyQ5_0>, quantize_q8_0);
+    case TensorType::Q5_0: {
+      const Avx2Entry g = avx2_entry_gemm_q8(t);
+      return {dequant_block32<PolicyQ5_0>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
+    }
     case TensorType::Q5_1:
       return entry_of<Block32Dot<PolicyQ5_1>>(dequant_block32<PolicyQ5_1>, quantize_q8_1);
-    case TensorType::IQ4_NL:
-      return entry_of<Block32Dot<PolicyIq4Nl>>(dequant_block32<PolicyIq4Nl>, quantize_q8_0);
+    case TensorType::IQ4_NL: {
+      const Avx2Entry g = avx2_entry_gemm_q8(t);
+      return {dequant_block32<PolicyIq4Nl>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
+    }
     default: break;
   }
   return avx2_entry_k(t);
