@@ -387,6 +387,30 @@ void gemm_k23(int64_t k, const void* w, size_t w_stride, int64_t nrows, const vo
   }
 }
 
+// ---------------------------------------------------------------- few-token (M < 4) gemv
+
+// Gemv (GemmTileFn signature, aux unused): every token separately, rows one at a time through
+// Dot (one sequential weight stream), each row's bytes software-prefetched kSeqAhead rows ahead:
+// a thread's row range is short at decode sizes (K = 768: 432 B rows) and the hardware
+// prefetcher alone ramps up too late. Same per-pair results as Dot (Dot computes every value).
+// Interleaving several rows per pass (shared activation loads) measured slower here: it breaks
+// the sequential stream and does not lower the vector-port work per weight byte.
+template <void (*Dot)(int64_t, float*, const void*, const void*), int kSeqAhead = 8>
+void gemv_seq(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
+              const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
+  for (int t = 0; t < ntok; ++t) {
+    const auto* xt = row_at<uint8_t>(x, x_stride, t);
+    float* yt = y + t * y_stride;
+    for (int64_t r = 0; r < nrows; ++r) {
+      const auto* wr = row_at<char>(w, w_stride, static_cast<int>(r));
+      // An address (prefetches past the matrix never fault), not a pointer into the matrix.
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(wr) + kSeqAhead * w_stride;
+      for (size_t o = 0; o < w_stride; o += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + o), _MM_HINT_T0);
+      Dot(k, yt + r, wr, xt);
+    }
+  }
+}
+
 template <void (*Dot)(int64_t, float*, const void*, const void*)>
 void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs, int nx) {
   for (int t = 0; t < nx; ++t) Dot(n, out + t * os, w, row_at<uint8_t>(x, xs, t));
@@ -404,6 +428,15 @@ Avx2Entry avx2_entry_gemm_k(TensorType t) {
     default: break;
   }
   return {nullptr, nullptr, nullptr, nullptr};
+}
+
+GemmTileFn avx2_gemv(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_K: return gemv_seq<dot_q45_k<false>>;
+    case TensorType::Q6_K: return gemv_seq<dot_q6_k>;
+    default: break;
+  }
+  return nullptr;
 }
 
 GemmTileFn avx2_gemm_tile(TensorType t) {

@@ -4,8 +4,9 @@
 // Phase 2 splits W's rows over threads into contiguous ranges. Formats with a GEMM tile (AVX2:
 // k-quants, Q8_0, Q4_0, Q5_0, IQ4_NL) walk, inside a block of kTokenBlock tokens, tiles of
 // kTileRows weight rows x kGemmTokens tokens (a weight row decoded once per 8 tokens,
-// accumulators in registers); other formats walk tiles of kTileRows rows x kMaxDotRows tokens
-// with vec_dot_rows. Each (weight row, token) value comes from the same arithmetic whatever M,
+// accumulators in registers); token tails below kMinTileTokens (decode's M = 1) go through the
+// format's gemv when it has one (avx2_gemv: Q4_K, Q6_K), else vec_dot_rows. Other formats walk
+// tiles of kTileRows rows x kMaxDotRows tokens with vec_dot_rows. Each (weight row, token) value comes from the same arithmetic whatever M,
 // the tiling or the thread split.
 //
 // Work buffer layout (a function of wtype, M and K only): M activation rows of
@@ -23,7 +24,8 @@ namespace {
 
 constexpr int64_t kTileRows = 16;
 constexpr int64_t kTokenBlock = 64;  // multiple of kMaxDotRows and of kGemmTokens
-// Smallest token count a GEMM tile is used for (smaller tails use vec_dot_rows, same results).
+// Smallest token count a GEMM tile is used for (smaller tails use the gemv or vec_dot_rows, same
+// results).
 constexpr int kMinTileTokens = 4;
 
 // Bytes of one X row in the activation format, or 0 for invalid shapes.
@@ -60,6 +62,15 @@ void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::kAvx2) return avx2_gemm_tile(t);
+#else
+  (void)t, (void)isa;
+#endif
+  return nullptr;
+}
+
+GemmTileFn gemv(TensorType t, Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::kAvx2) return avx2_gemv(t);
 #else
   (void)t, (void)isa;
 #endif
@@ -137,6 +148,7 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
   const int64_t n0 = a.n * ith / nth;
   const int64_t n1 = a.n * (ith + 1) / nth;
   if (const GemmTileFn tile_fn = gemm_tile(a.wtype, a.isa)) {
+    const GemmTileFn gemv_fn = gemv(a.wtype, a.isa);
     const uint8_t* aux = xq + header_offset(x_stride, a.m);
     const bool q8k = tk->vec_dot_type == TensorType::Q8_K;
     // Bytes of aux per token (Q8_0 tables) or per group of kGemmTokens tokens (Q8_K headers).
@@ -154,6 +166,8 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
           if (ntok >= kMinTileTokens) {
             const uint8_t* at = aux + static_cast<size_t>(t0 / kGemmTokens) * aux_step + static_cast<size_t>(t0) * aux_tok;
             tile_fn(a.k, wt, w_stride, rows, xt, x_stride, at, yt, a.n, ntok);
+          } else if (gemv_fn) {
+            gemv_fn(a.k, wt, w_stride, rows, xt, x_stride, nullptr, yt, a.n, ntok);
           } else {
             for (int64_t r = 0; r < rows; ++r) {
               tk->vec_dot_rows(a.k, yt + r, a.n, wt + static_cast<size_t>(r) * w_stride, xt, x_stride, ntok);

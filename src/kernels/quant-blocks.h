@@ -248,6 +248,11 @@ Avx2Entry avx2_entry_k(TensorType t);
 // fields nullptr), and the tile itself (nullptr for other formats). Only valid with ISA kAvx2.
 Avx2Entry avx2_entry_gemm_k(TensorType t);
 GemmTileFn avx2_gemm_tile(TensorType t);
+// Few-token gemv for matmul's token tails below the tile minimum (Q4_K, Q6_K; nullptr for
+// other formats): GemmTileFn contract with aux unused, any ntok >= 1, results bitwise equal to
+// vec_dot (rows one at a time through vec_dot, the weight stream software-prefetched a few rows
+// ahead).
+GemmTileFn avx2_gemv(TensorType t);
 // Same for Q8_0 / Q4_0 / Q5_0 / IQ4_NL (gemm-q8-avx2.cpp).
 Avx2Entry avx2_entry_gemm_q8(TensorType t);
 GemmTileFn avx2_gemm_tile_q8(TensorType t);
