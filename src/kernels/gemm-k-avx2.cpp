@@ -24,8 +24,9 @@ namespace llmt::kernels {
 namespace {
 
 using avx2::fp16;
+using avx2::load256;
+using avx2::reduce8;
 
-inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 template <class T>
 const T* row_at(const void* x, size_t x_stride, int t) {
@@ -45,20 +46,6 @@ inline __m128i hsum2_i32(__m256i a, __m256i b) {
   const __m256i p = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
   const __m128i q = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
   return _mm_add_epi32(q, _mm_shuffle_epi32(q, 0x4E));
-}
-
-// Lane t of the result = exact sum of the 8 lanes of v[t].
-inline __m256i reduce8(const __m256i v[8]) {
-  __m256i p[4];
-  for (int i = 0; i < 4; ++i) {
-    const __m256i a = v[2 * i], b = v[2 * i + 1];
-    // [a0+a2, b0+b2, a1+a3, b1+b3 | same for the high half]
-    p[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-  }
-  // [v0, v1, v2, v3 | high halves] sums of each 128-bit half
-  const __m256i q0 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[0], p[1]), _mm256_unpackhi_epi64(p[0], p[1]));
-  const __m256i q1 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[2], p[3]), _mm256_unpackhi_epi64(p[2], p[3]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
 // Stores lanes [0, ntok) of v to y[t * ys].

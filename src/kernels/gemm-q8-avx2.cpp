@@ -19,20 +19,9 @@ namespace llmt::kernels {
 namespace {
 
 using avx2::hsum;
+using avx2::load256;
+using avx2::reduce8;
 
-inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// Lane t of the result = exact sum of the 8 lanes of v[t].
-inline __m256i reduce8(const __m256i v[8]) {
-  __m256i p[4];
-  for (int i = 0; i < 4; ++i) {
-    const __m256i a = v[2 * i], b = v[2 * i + 1];
-    p[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-  }
-  const __m256i q0 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[0], p[1]), _mm256_unpackhi_epi64(p[0], p[1]));
-  const __m256i q1 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[2], p[3]), _mm256_unpackhi_epi64(p[2], p[3]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
-}
 
 // fp32 scales of blocks [0, nb) of an array of blocks (nb <= 8, other lanes 0).
 template <class Block>

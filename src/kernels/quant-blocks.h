@@ -321,6 +321,22 @@ Avx2Entry entry_of(void (*dequant)(const void*, float*, int64_t),
   return {dequant, quant, dot_one<K>, dot_rows<K>};
 }
 
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Lane t of the result = exact sum of the 8 lanes of v[t].
+inline __m256i reduce8(const __m256i v[8]) {
+  __m256i p[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m256i a = v[2 * i], b = v[2 * i + 1];
+    // [a0+a2, b0+b2, a1+a3, b1+b3 | same for the high half]
+    p[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+  }
+  // [v0, v1, v2, v3 | high halves] sums of each 128-bit half
+  const __m256i q0 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[0], p[1]), _mm256_unpackhi_epi64(p[0], p[1]));
+  const __m256i q1 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[2], p[3]), _mm256_unpackhi_epi64(p[2], p[3]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
 }  // namespace avx2
 #endif
 
