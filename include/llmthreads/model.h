@@ -4,14 +4,17 @@
 // A Model is immutable after load(): it owns the GgufFile (the mmap), the Tokenizer, the
 // hyperparameters and pointers to every weight tensor inside the mapping (quantized weights are
 // never copied). One Model is shared, through std::shared_ptr<const Model>, by any number of
-// Contexts. A Context holds what its sequences mutate: the KV cache of n_seq_max sequences,
-// scratch buffers, the logits and a ThreadPool. One forward pass (decode()) may carry tokens of
-// many sequences.
+// Contexts. A Context holds what its sequences mutate: the KV cache, scratch buffers, the logits
+// and a ThreadPool. One forward pass (decode() / decode_paged()) may carry tokens of many
+// sequences. The KV cache is a pool of blocks; either the Context owns the mapping of sequences
+// to blocks (fixed-slot mode: n_seq_max sequences of n_ctx positions each) or the caller passes
+// block tables per call (paged mode, ContextOptions::n_kv_blocks > 0).
 //
 // Thread-safety:
 //   - Model: every method is const and may be called from any number of threads concurrently.
-//   - Context: one thread at a time per Context (eval()/decode() drive the Context's own worker
-//     threads); const methods may run concurrently with each other, not with non-const ones.
+//   - Context: one thread at a time per Context (eval()/decode()/decode_paged() drive the
+//     Context's own worker threads); const methods may run concurrently with each other, not with
+//     non-const ones (kv_block() included: its bytes must not be touched while a decode runs).
 //     Different Contexts over the same Model may run concurrently on different threads.
 #pragma once
 
@@ -151,20 +154,28 @@ enum class KvType {
 
 struct ContextOptions {
   // KV cache cells per sequence (tokens one sequence can hold). 0 (default):
+  //   paged mode:     min(model context_length, 4096) (the most positions one sequence may have);
   //   n_seq_max == 1: min(model context_length, 4096);
   //   n_seq_max  > 1: min(model context_length, 4096, max(256, 16384 / n_seq_max)), i.e. a total
   //                   of about 16K cells (e.g. 64 sequences x 256, 16 x 1024, 4 x 4096).
   int32_t n_ctx = 0;
-  // Sequences the context holds (ids 0..n_seq_max-1); each gets its own n_ctx cells, allocated
-  // up front (n_seq_max * n_ctx cells per layer; the paged KV cache of a later layer replaces this
-  // fixed split). Default 1. At most 4096.
+  // Fixed-slot mode (n_kv_blocks == 0): sequences the context holds (ids 0..n_seq_max-1); each
+  // gets its own n_ctx cells, allocated up front (one KV block of n_ctx positions per sequence).
+  // Default 1. At most 4096. Ignored in paged mode.
   int32_t n_seq_max = 1;
+  // Paged KV cache. n_kv_blocks > 0 selects paged mode: the cache is a pool of n_kv_blocks blocks
+  // of kv_block_size tokens each, and sequences are described per call by block tables
+  // (decode_paged()). n_seq_max and the sequence-0 API (eval, decode, seq_len, seq_clear,
+  // truncate, n_past) are not used in paged mode (they return kInvalidArgument / 0).
+  int32_t n_kv_blocks = 0;
+  int32_t kv_block_size = 16;   // tokens per block, in [1, 4096] (checked in paged mode only)
   // Element type of the K/V cache. Default F32.
   KvType kv_type = KvType::kF32;
   // Compute threads. 0 (default): the number of physical cores.
   int32_t n_threads = 0;
-  // Most tokens one forward pass processes at once; eval() and decode() split longer inputs into
-  // chunks of this size (scratch buffers are sized for it). Default 512.
+  // Most tokens one forward pass processes at once; eval(), decode() and decode_paged() split
+  // longer inputs into chunks of this size (scratch buffers are sized for it; in fixed-slot mode
+  // it is capped at n_ctx). Default 512.
   int32_t n_batch = 512;
   // Keep the logits of every position of the last eval() (needed to score a prompt); default
   // false: only the last position's logits are computed. (decode() ignores it: each entry says.)
@@ -173,8 +184,9 @@ struct ContextOptions {
 
 // Batch invariance: the logits and KV entries of one token depend only on its sequence's tokens
 // (and the model, the ISA and kv_type) — bitwise. Not on the other sequences of a batch, on the
-// order of entries, on how a sequence's prompt is split into eval()/decode() calls or n_batch
-// chunks, on n_threads, or on which tokens want logits. Every per-token step (RMSNorm, RoPE,
+// order of entries, on how a sequence's prompt is split into eval()/decode()/decode_paged() calls
+// or n_batch chunks, on n_threads, on paged vs fixed-slot mode, the block size or where the
+// blocks are, or on which tokens want logits. Every per-token step (RMSNorm, RoPE,
 // SwiGLU, attention over the token's own cached positions in a fixed order) is computed
 // independently per token, and the matmul kernels fix each (weight row, token) reduction order.
 class Context {
@@ -183,12 +195,16 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  // Allocates the KV cache (K and V, n_layer * n_seq_max * n_ctx * kv_dim elements each of
-  // kv_type, stored [n_layer][n_seq_max][n_head_kv][n_ctx][head_dim]), scratch buffers for
-  // n_batch tokens (shared, plus a private set per thread) and the thread pool. Nothing is
-  // allocated per call except the logits buffer when a call wants more logit rows than any
-  // before. Errors: bad options (negative sizes, n_threads > 1024, n_seq_max outside
-  // [1, 4096]), allocation failure (kOutOfMemory).
+  // Allocates the KV pool (one anonymous mapping, pages backed on first write): n_kv_blocks
+  // blocks of kv_block_size positions in paged mode, n_seq_max blocks of n_ctx positions in
+  // fixed-slot mode. Block-major: block b is one contiguous region of kv_block_bytes(),
+  // K [n_layer][n_head_kv][block_size][head_dim] then V (same shape), elements of kv_type. Also
+  // scratch buffers for n_batch tokens (shared, plus a private set per thread) and the thread
+  // pool. Nothing is allocated per call except the logits buffer when a call wants more logit
+  // rows than any before (and decode_paged()'s per-table validation scratch when a call passes
+  // more tables than any before). Errors: bad options (negative sizes, n_threads > 1024,
+  // n_seq_max outside [1, 4096] in fixed-slot mode, kv_block_size outside [1, 4096] in paged
+  // mode), a KV pool over 64 GiB or allocation failure (kOutOfMemory).
   static Result<std::unique_ptr<Context>> create(std::shared_ptr<const Model> model,
                                                  const ContextOptions& options = {});
 
@@ -196,7 +212,7 @@ class Context {
   // (of the last token, or of all of them with ContextOptions::all_logits). Equivalent to
   // decode() with entries {tokens[i], 0, n_past() + i, last or all_logits} (bitwise the same
   // logits). Errors leave the state unchanged: empty input, a token id outside [0, n_vocab), or
-  // n_past() + tokens.size() > n_ctx() ("context full").
+  // n_past() + tokens.size() > n_ctx() ("context full"), paged mode.
   Status eval(std::span<const int32_t> tokens);
 
   // Logits [n_vocab] of the i-th row kept by the last eval() or decode() (i = -1: the last one).
@@ -220,27 +236,63 @@ class Context {
   // unchanged: empty batch, token id outside [0, n_vocab), seq_id outside [0, n_seq_max), wrong
   // pos, sequence full (pos >= n_ctx). Batches larger than n_batch are split into chunks (results
   // are the same). Afterwards seq_len(s) counts the new entries, and batch_logits(j) holds the
-  // logits of the j-th entry with want_logits.
+  // logits of the j-th entry with want_logits. Paged mode: kInvalidArgument (use decode_paged()).
   Status decode(std::span<const BatchEntry> batch);
   // Logits [n_vocab] of the j-th entry (0-based, in batch order) that had want_logits in the last
-  // decode(); an empty span when j is out of range. Valid until the next non-const call.
+  // decode() / decode_paged(); an empty span when j is out of range. Valid until the next
+  // non-const call.
   std::span<const float> batch_logits(int32_t j) const;
 
-  // Tokens cached for sequence seq_id (0 for an id outside [0, n_seq_max)).
+  // Paged mode only. Runs one forward pass over `batch`; entry.seq_id indexes block_tables.
+  // Position p of sequence s lives in block block_tables[s][p / kv_block_size()], row
+  // p % kv_block_size(). Each entry writes the K/V of its token at (seq, pos) and attends to
+  // positions 0..pos of its sequence through the table; positions < pos must hold K/V written by
+  // earlier entries of this call or by earlier calls (possibly through another sequence whose
+  // table shares the block: prefix sharing). Entries of one sequence must have consecutive
+  // increasing positions in batch order. Errors leave the cache and logits unchanged: not paged
+  // mode, empty batch, token outside [0, n_vocab), seq_id outside block_tables, pos < 0 or
+  // pos >= n_ctx, non-consecutive positions within a sequence, pos / kv_block_size() >= table
+  // size, a block id outside [0, n_kv_blocks). batch_logits(j) afterwards as for decode().
+  // Only the table entries a call uses (0..pos / kv_block_size() for each entry's pos) are
+  // checked; entries past them may be anything (e.g. not yet allocated).
+  // Results are bitwise those of decode() on the same tokens (batch invariance holds as there),
+  // whatever the block size and the placement of the blocks. Batches larger than n_batch are
+  // split into chunks (results are the same). Two entries of one call must not write the same
+  // block row (the caller's block manager guarantees it).
+  Status decode_paged(std::span<const BatchEntry> batch,
+                      std::span<const std::span<const int32_t>> block_tables);
+  bool paged() const;
+  // Positions per KV block (n_ctx in fixed-slot mode, where sequence s owns block s).
+  int32_t kv_block_size() const;
+  // Blocks in the KV pool (n_seq_max in fixed-slot mode).
+  int32_t n_kv_blocks() const;
+  // Bytes of one block: K and V of every layer for kv_block_size tokens, contiguous.
+  size_t kv_block_bytes() const;
+  // The bytes of block b (contiguous, kv_block_bytes() long), for swapping a block out/in and for
+  // copy-on-write. Empty span for b out of range. Not to be used while a decode runs.
+  std::span<uint8_t> kv_block(int32_t b);
+  std::span<const uint8_t> kv_block(int32_t b) const;
+  // Bytes of KV one token takes (all layers, K and V).
+  size_t kv_bytes_per_token() const;
+
+  // Tokens cached for sequence seq_id (0 for an id outside [0, n_seq_max), and in paged mode).
   int32_t seq_len(int32_t seq_id) const;
-  // Forgets every cached token of seq_id (no-op for an id out of range); logits are cleared.
+  // Forgets every cached token of seq_id (no-op for an id out of range, and in paged mode);
+  // logits are cleared.
   void seq_clear(int32_t seq_id);
-  int32_t n_seq_max() const;
+  int32_t n_seq_max() const;  // 0 in paged mode
   KvType kv_type() const;
 
-  int32_t n_past() const;  // seq_len(0)
-  int32_t n_ctx() const;   // KV cells per sequence
+  int32_t n_past() const;  // seq_len(0); 0 in paged mode
+  int32_t n_ctx() const;   // KV cells per sequence (paged: most positions of one sequence)
   int32_t n_threads() const;
   const Model& model() const;
 
-  // Forgets every cached token of every sequence.
+  // Forgets every cached token of every sequence (fixed-slot mode) and clears the logits. In
+  // paged mode the pool's bytes stay as they are (the block tables are the caller's).
   void reset();
-  // Keeps the first n tokens of sequence 0 (0 <= n <= n_past()); logits are cleared.
+  // Keeps the first n tokens of sequence 0 (0 <= n <= n_past()); logits are cleared. Paged mode:
+  // kInvalidArgument.
   Status truncate(int32_t n);
 
  private:

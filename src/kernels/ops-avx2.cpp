@@ -56,13 +56,13 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// Scores of one head for key rows [j0, j1): sc[j] = scale * q . k[j]. Rows go four at a time
-// from j0 (a multiple of 4), one at a time in the tail; a row's sum is the same either way.
+// Scores of one head for n_rows consecutive key rows k[0..n_rows): sc[r] = scale * q . k[r].
+// Rows go four at a time, one at a time in the tail; a row's sum is the same either way.
 template <typename T>
-inline void head_scores(const float* q, const T* k, int32_t j0, int32_t j1, int32_t hd,
-                        float scale, float* sc) {
-  int32_t j = j0;
-  for (; j + 4 <= j1; j += 4) {
+inline void head_scores(const float* q, const T* k, int32_t n_rows, int32_t hd, float scale,
+                        float* sc) {
+  int32_t j = 0;
+  for (; j + 4 <= n_rows; j += 4) {
     const T* k0 = k + static_cast<int64_t>(j) * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -78,7 +78,7 @@ inline void head_scores(const float* q, const T* k, int32_t j0, int32_t j1, int3
     sc[j + 2] = hsum(a2) * scale;
     sc[j + 3] = hsum(a3) * scale;
   }
-  for (; j < j1; ++j) {
+  for (; j < n_rows; ++j) {
     const T* kj = k + static_cast<int64_t>(j) * hd;
     __m256 a = _mm256_setzero_ps();
     for (int32_t d = 0; d < hd; d += 8) {
@@ -111,16 +111,17 @@ inline float exp_shifted(float* sc, int32_t n) {
   return sum;
 }
 
-// o[0..hd) += sum_{j in [j0, j1)} p[j] v[j], 32 (then 8) dims per pass, j in order.
+// o[0..hd) += sum_{r < n_rows} p[r] v[r] over n_rows consecutive value rows, 32 (then 8) dims
+// per pass, rows in order. Each output element is one fused multiply-add chain in row order, so
+// splitting the rows over several calls gives the same bits.
 template <typename T>
-inline void head_values(const float* p, const T* v, int32_t j0, int32_t j1, int32_t hd,
-                        float* o) {
+inline void head_values(const float* p, const T* v, int32_t n_rows, int32_t hd, float* o) {
   int32_t d0 = 0;
   for (; d0 + 32 <= hd; d0 += 32) {
     __m256 o0 = _mm256_loadu_ps(o + d0), o1 = _mm256_loadu_ps(o + d0 + 8);
     __m256 o2 = _mm256_loadu_ps(o + d0 + 16), o3 = _mm256_loadu_ps(o + d0 + 24);
-    const T* vr = v + static_cast<int64_t>(j0) * hd + d0;
-    for (int32_t j = j0; j < j1; ++j, vr += hd) {
+    const T* vr = v + d0;
+    for (int32_t j = 0; j < n_rows; ++j, vr += hd) {
       const __m256 pj = _mm256_broadcast_ss(p + j);
       o0 = _mm256_fmadd_ps(pj, load8(vr), o0);
       o1 = _mm256_fmadd_ps(pj, load8(vr + 8), o1);
@@ -134,8 +135,8 @@ inline void head_values(const float* p, const T* v, int32_t j0, int32_t j1, int3
   }
   for (; d0 < hd; d0 += 8) {
     __m256 acc = _mm256_loadu_ps(o + d0);
-    const T* vr = v + static_cast<int64_t>(j0) * hd + d0;
-    for (int32_t j = j0; j < j1; ++j, vr += hd) {
+    const T* vr = v + d0;
+    for (int32_t j = 0; j < n_rows; ++j, vr += hd) {
       acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), load8(vr), acc);
     }
     _mm256_storeu_ps(o + d0, acc);
@@ -158,26 +159,85 @@ void normalize_scores(int32_t n_q, int32_t n_kv, int32_t hd, float* scores, floa
   }
 }
 
-// attend_avx2 / attend_f16_avx2 body; hd % 8 == 0.
+// Runs of consecutive K/V rows: rows [j, j + n) of the positions lie at k[0..n), v[0..n).
 template <typename T>
-void attend_impl(const float* q, int32_t n_q, const T* k, const T* v, int32_t n_kv, int32_t hd,
+struct RowRun {
+  const T* k;
+  const T* v;
+  int32_t n;
+};
+
+// The contiguous cache: position j at k + j * hd.
+template <typename T>
+struct ContiguousRows {
+  const T* k;
+  const T* v;
+  int32_t hd;
+  // The run starting at position j, ending at j1 at the latest.
+  RowRun<T> run(int32_t j, int32_t j1) const {
+    const int64_t off = static_cast<int64_t>(j) * hd;
+    return {k + off, v + off, j1 - j};
+  }
+};
+
+// The paged cache: position j in block block_table[j / block_size], row j % block_size.
+template <typename T>
+struct PagedRows {
+  const uint8_t* k_base;
+  const uint8_t* v_base;
+  const int32_t* block_table;
+  size_t block_stride;
+  int32_t block_size;
+  int32_t hd;
+  RowRun<T> run(int32_t j, int32_t j1) const {
+    const int32_t r = j % block_size;
+    const size_t off = static_cast<size_t>(block_table[j / block_size]) * block_stride +
+                       static_cast<size_t>(r) * hd * sizeof(T);
+    return {reinterpret_cast<const T*>(k_base + off), reinterpret_cast<const T*>(v_base + off),
+            std::min(j1 - j, block_size - r)};
+  }
+};
+
+// attend_avx2 / attend_f16_avx2 / attend_paged*_avx2 body; hd % 8 == 0. Key/value rows are
+// walked in chunks of kAttendBlock positions, small enough to stay in L1 while every head of the
+// group uses them, so each row is fetched from memory once per group; a chunk is cut further
+// where the layout has a block boundary. Neither cut changes any result: a score depends on its
+// row alone, and the V sum of an output element is one chain in position order.
+template <typename T, typename Rows>
+void attend_impl(const float* q, int32_t n_q, const Rows& rows, int32_t n_kv, int32_t hd,
                  float scale, float* scores, float* out) {
-  // Key/value rows are walked in blocks small enough to stay in L1 while every head of the
-  // group uses them, so each row is fetched from memory once per group.
   constexpr int32_t kBlock = kAttendBlock;
+  RowRun<T> runs[kBlock];
+  int32_t starts[kBlock];
+  auto chunk_runs = [&](int32_t j0, int32_t j1) {
+    int32_t n_runs = 0;
+    for (int32_t j = j0; j < j1; ++n_runs) {
+      starts[n_runs] = j;
+      runs[n_runs] = rows.run(j, j1);
+      j += runs[n_runs].n;
+    }
+    return n_runs;
+  };
   for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
     const int32_t j1 = std::min(j0 + kBlock, n_kv);
+    const int32_t n_runs = chunk_runs(j0, j1);
     for (int32_t h = 0; h < n_q; ++h) {
-      head_scores(q + static_cast<int64_t>(h) * hd, k, j0, j1, hd, scale,
-                  scores + static_cast<int64_t>(h) * n_kv);
+      float* sc = scores + static_cast<int64_t>(h) * n_kv;
+      for (int32_t r = 0; r < n_runs; ++r) {
+        head_scores(q + static_cast<int64_t>(h) * hd, runs[r].k, runs[r].n, hd, scale,
+                    sc + starts[r]);
+      }
     }
   }
   normalize_scores(n_q, n_kv, hd, scores, out);
   for (int32_t j0 = 0; j0 < n_kv; j0 += kBlock) {
     const int32_t j1 = std::min(j0 + kBlock, n_kv);
+    const int32_t n_runs = chunk_runs(j0, j1);
     for (int32_t h = 0; h < n_q; ++h) {
-      head_values(scores + static_cast<int64_t>(h) * n_kv, v, j0, j1, hd,
-                  out + static_cast<int64_t>(h) * hd);
+      const float* p = scores + static_cast<int64_t>(h) * n_kv;
+      for (int32_t r = 0; r < n_runs; ++r) {
+        head_values(p + starts[r], runs[r].v, runs[r].n, hd, out + static_cast<int64_t>(h) * hd);
+      }
     }
   }
 }
@@ -190,7 +250,7 @@ void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, in
     attend_scalar(q, n_q, k, v, n_kv, hd, scale, scores, out);
     return;
   }
-  attend_impl(q, n_q, k, v, n_kv, hd, scale, scores, out);
+  attend_impl<float>(q, n_q, ContiguousRows<float>{k, v, hd}, n_kv, hd, scale, scores, out);
 }
 
 void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
@@ -201,7 +261,42 @@ void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint1
   }
   // Rows are converted (F16C) as they are loaded, once per head: measured faster than
   // converting each block once into a scratch buffer shared by the heads.
-  attend_impl(q, n_q, k, v, n_kv, hd, scale, scores, out);
+  attend_impl<uint16_t>(q, n_q, ContiguousRows<uint16_t>{k, v, hd}, n_kv, hd, scale, scores,
+                        out);
+}
+
+void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                       const int32_t* block_table, size_t block_stride, int32_t block_size,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  if (hd % 8 != 0) {
+    attend_paged_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv, hd,
+                        scale, scores, out);
+    return;
+  }
+  const PagedRows<float> rows{static_cast<const uint8_t*>(k_base),
+                              static_cast<const uint8_t*>(v_base),
+                              block_table,
+                              block_stride,
+                              block_size,
+                              hd};
+  attend_impl<float>(q, n_q, rows, n_kv, hd, scale, scores, out);
+}
+
+void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                           const int32_t* block_table, size_t block_stride, int32_t block_size,
+                           int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  if (hd % 8 != 0) {
+    attend_paged_f16_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv,
+                            hd, scale, scores, out);
+    return;
+  }
+  const PagedRows<uint16_t> rows{static_cast<const uint8_t*>(k_base),
+                                 static_cast<const uint8_t*>(v_base),
+                                 block_table,
+                                 block_stride,
+                                 block_size,
+                                 hd};
+  attend_impl<uint16_t>(q, n_q, rows, n_kv, hd, scale, scores, out);
 }
 
 void silu_mul_avx2(float* g, const float* u, int64_t n) {

@@ -71,21 +71,6 @@ void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
-                   int32_t hd, float scale, float* scores, float* out) {
-  for (int32_t h = 0; h < n_q; ++h) {
-    const float* qh = q + static_cast<int64_t>(h) * hd;
-    float* sc = scores + static_cast<int64_t>(h) * n_kv;
-    float* oh = out + static_cast<int64_t>(h) * hd;
-    for (int32_t j = 0; j < n_kv; ++j) {
-      sc[j] = dot_scalar(qh, k + static_cast<int64_t>(j) * hd, hd) * scale;
-    }
-    softmax(sc, n_kv);
-    std::fill(oh, oh + hd, 0.0f);
-    for (int32_t j = 0; j < n_kv; ++j) axpy_scalar(sc[j], v + static_cast<int64_t>(j) * hd, oh, hd);
-  }
-}
-
 namespace {
 
 // dot_scalar / axpy_scalar with b (x) read from half precision; the same summation order.
@@ -106,19 +91,79 @@ void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * kernels::fp16_to_fp32(x[i]);
 }
 
-}  // namespace
+inline float dot_row(const float* a, const float* b, int64_t n) { return dot_scalar(a, b, n); }
+inline float dot_row(const float* a, const uint16_t* b, int64_t n) { return dot_f16(a, b, n); }
+inline void axpy_row(float alpha, const float* x, float* y, int64_t n) {
+  axpy_scalar(alpha, x, y, n);
+}
+inline void axpy_row(float alpha, const uint16_t* x, float* y, int64_t n) {
+  axpy_f16(alpha, x, y, n);
+}
 
-void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
-                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+// The scalar attention body for every layout: k_row(j) / v_row(j) give the row of position j.
+template <typename KRow, typename VRow>
+void attend_rows(const float* q, int32_t n_q, const KRow& k_row, const VRow& v_row, int32_t n_kv,
+                 int32_t hd, float scale, float* scores, float* out) {
   for (int32_t h = 0; h < n_q; ++h) {
     const float* qh = q + static_cast<int64_t>(h) * hd;
     float* sc = scores + static_cast<int64_t>(h) * n_kv;
     float* oh = out + static_cast<int64_t>(h) * hd;
-    for (int32_t j = 0; j < n_kv; ++j) sc[j] = dot_f16(qh, k + static_cast<int64_t>(j) * hd, hd) * scale;
+    for (int32_t j = 0; j < n_kv; ++j) sc[j] = dot_row(qh, k_row(j), hd) * scale;
     softmax(sc, n_kv);
     std::fill(oh, oh + hd, 0.0f);
-    for (int32_t j = 0; j < n_kv; ++j) axpy_f16(sc[j], v + static_cast<int64_t>(j) * hd, oh, hd);
+    for (int32_t j = 0; j < n_kv; ++j) axpy_row(sc[j], v_row(j), oh, hd);
   }
+}
+
+template <typename T>
+void attend_contiguous(const float* q, int32_t n_q, const T* k, const T* v, int32_t n_kv,
+                       int32_t hd, float scale, float* scores, float* out) {
+  attend_rows(
+      q, n_q, [k, hd](int32_t j) { return k + static_cast<int64_t>(j) * hd; },
+      [v, hd](int32_t j) { return v + static_cast<int64_t>(j) * hd; }, n_kv, hd, scale, scores,
+      out);
+}
+
+template <typename T>
+void attend_paged_rows(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                       const int32_t* block_table, size_t block_stride, int32_t block_size,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  const size_t row_bytes = static_cast<size_t>(hd) * sizeof(T);
+  auto locate = [=](const void* base, int32_t j) {
+    const size_t off = static_cast<size_t>(block_table[j / block_size]) * block_stride +
+                       static_cast<size_t>(j % block_size) * row_bytes;
+    return reinterpret_cast<const T*>(static_cast<const uint8_t*>(base) + off);
+  };
+  attend_rows(
+      q, n_q, [&](int32_t j) { return locate(k_base, j); },
+      [&](int32_t j) { return locate(v_base, j); }, n_kv, hd, scale, scores, out);
+}
+
+}  // namespace
+
+void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                   int32_t hd, float scale, float* scores, float* out) {
+  attend_contiguous(q, n_q, k, v, n_kv, hd, scale, scores, out);
+}
+
+void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  attend_contiguous(q, n_q, k, v, n_kv, hd, scale, scores, out);
+}
+
+void attend_paged_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                         const int32_t* block_table, size_t block_stride, int32_t block_size,
+                         int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  attend_paged_rows<float>(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv,
+                           hd, scale, scores, out);
+}
+
+void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base,
+                             const void* v_base, const int32_t* block_table, size_t block_stride,
+                             int32_t block_size, int32_t n_kv, int32_t hd, float scale,
+                             float* scores, float* out) {
+  attend_paged_rows<uint16_t>(q, n_q, k_base, v_base, block_table, block_stride, block_size,
+                              n_kv, hd, scale, scores, out);
 }
 
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
@@ -126,11 +171,15 @@ void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 }
 
 const OpsTable& ops_table(kernels::Isa isa) {
-  static const OpsTable kScalar = {dot_scalar,        axpy_scalar, attend_scalar,
-                                   attend_f16_scalar, silu_mul,    to_f16_scalar};
+  static const OpsTable kScalar = {dot_scalar,          axpy_scalar,
+                                   attend_scalar,       attend_f16_scalar,
+                                   silu_mul,            to_f16_scalar,
+                                   attend_paged_scalar, attend_paged_f16_scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-  static const OpsTable kAvx2 = {dot_avx2,        axpy_avx2,     attend_avx2,
-                                 attend_f16_avx2, silu_mul_avx2, to_f16_avx2};
+  static const OpsTable kAvx2 = {dot_avx2,          axpy_avx2,
+                                 attend_avx2,       attend_f16_avx2,
+                                 silu_mul_avx2,     to_f16_avx2,
+                                 attend_paged_avx2, attend_paged_f16_avx2};
   if (isa == kernels::Isa::kAvx2) return kAvx2;
 #endif
   return kScalar;

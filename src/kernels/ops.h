@@ -54,6 +54,22 @@ struct OpsTable {
   void (*silu_mul)(float* g, const float* u, int64_t n);
   // y[i] = half(x[i]), round to nearest even (the F16 cache store).
   void (*to_f16)(const float* x, uint16_t* y, int64_t n);
+  // attend / attend_f16 over a cache split in blocks of block_size rows (the paged KV cache).
+  // The K row of position j (0 <= j < n_kv) is hd elements (float, or IEEE half for the _f16
+  // variant) at
+  //   k_base + block_table[j / block_size] * block_stride + (j % block_size) * hd * elem_bytes
+  // bytes, and the V row likewise from v_base; k_base / v_base are already offset to the layer
+  // and KV head inside block 0, block_stride is the byte distance between blocks. block_table
+  // has at least (n_kv - 1) / block_size + 1 entries (block ids >= 0, any order, repeats
+  // allowed). Same reduction order as attend / attend_f16 (scores per position, one softmax over
+  // all n_kv positions, V accumulated in position order), so the result is bitwise equal to
+  // theirs on the same rows laid out contiguously, for any block_size and placement.
+  void (*attend_paged)(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                       const int32_t* block_table, size_t block_stride, int32_t block_size,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+  void (*attend_paged_f16)(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                           const int32_t* block_table, size_t block_stride, int32_t block_size,
+                           int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
 };
 const OpsTable& ops_table(kernels::Isa isa);
 
@@ -64,6 +80,13 @@ void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, 
                    int32_t hd, float scale, float* scores, float* out);
 void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
                        int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                         const int32_t* block_table, size_t block_stride, int32_t block_size,
+                         int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base,
+                             const void* v_base, const int32_t* block_table, size_t block_stride,
+                             int32_t block_size, int32_t n_kv, int32_t hd, float scale,
+                             float* scores, float* out);
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n);
 #if defined(__x86_64__) || defined(_M_X64)
 float dot_avx2(const float* a, const float* b, int64_t n);
@@ -72,6 +95,12 @@ void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, in
                  int32_t hd, float scale, float* scores, float* out);
 void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
                      int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                       const int32_t* block_table, size_t block_stride, int32_t block_size,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                           const int32_t* block_table, size_t block_stride, int32_t block_size,
+                           int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
 void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
 void silu_mul_avx2(float* g, const float* u, int64_t n);
 #endif

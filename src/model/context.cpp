@@ -6,9 +6,10 @@
 //   per layer:
 //     xb  [n, n_embd]    = rms_norm(x) * attn_norm
 //     q   [n, q_dim]     = xb · Wq^T (+ bq), k/v [n, kv_dim] = xb · Wk^T / Wv^T (+ bk / bv)
-//     rope(q), rope(k); k, v -> cache[layer][seq_i][kv_head][pos_i][head_dim]
+//     rope(q), rope(k); k, v -> the cache rows of (layer, kv_head, seq_i, pos_i): block
+//                          table_i[pos_i / block_size], row pos_i % block_size
 //     att [n, q_dim]     = softmax(q k^T / sqrt(head_dim)) v per head, over seq_i's cached
-//                          positions 0..pos_i
+//                          positions 0..pos_i, read through table_i
 
 //     x  += att · Wo^T
 //     xb  = rms_norm(x) * ffn_norm
@@ -20,6 +21,12 @@
 // Every step is one ThreadPool::run(). Each thread normalizes and quantizes a matmul's whole input
 // privately and computes its share of the output rows, so a layer takes 6 runs when decoding
 // (norm+QKV, rope+cache, attention, Wo, norm+gate/up, SwiGLU+down) and 7 in prefill.
+//
+// KV storage: one pool of n_blocks blocks, block-major. Block b is one contiguous region of
+// block_bytes: K [n_layer][n_head_kv][block_size][head_dim], then V of the same shape, elements
+// of kv_type. Paged mode: the caller's block tables say where each sequence's positions are. The
+// fixed-slot mode (n_seq_max sequences) is the same pool with block_size = n_ctx and one block
+// per sequence (sequence s owns block s, table {s}), so there is one forward path.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -27,6 +34,8 @@
 #include <cstring>
 #include <new>
 #include <string>
+
+#include <sys/mman.h>
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
@@ -54,13 +63,46 @@ AlignedBytes aligned_bytes(size_t n) {
   return AlignedBytes(static_cast<uint8_t*>(std::aligned_alloc(64, rounded)));
 }
 
+// An anonymous private mapping (page-aligned, zero-filled, pages backed on first touch, so a
+// large KV pool costs memory only as it is used).
+class AnonMapping {
+ public:
+  AnonMapping() = default;
+  ~AnonMapping() { release(); }
+  AnonMapping(const AnonMapping&) = delete;
+  AnonMapping& operator=(const AnonMapping&) = delete;
+
+  // False when the mapping cannot be made (n > 0).
+  bool map(size_t n) {
+    release();
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) return false;
+    data_ = static_cast<uint8_t*>(p);
+    size_ = n;
+    return true;
+  }
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  void release() {
+    if (data_) munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 }  // namespace
 
 struct Context::Impl {
   std::shared_ptr<const Model> model;
   const ModelHparams* hp = nullptr;
-  int32_t n_ctx = 0;      // cells per sequence
-  int32_t n_seq_max = 1;
+  int32_t n_ctx = 0;      // most positions of one sequence
+  int32_t n_seq_max = 1;  // fixed-slot sequences (0 in paged mode)
+  bool paged = false;
   KvType kv_type = KvType::kF32;
   int32_t n_batch = 0;
   bool all_logits = false;
@@ -68,13 +110,20 @@ struct Context::Impl {
   const ops::OpsTable* ot = nullptr;
   std::unique_ptr<ThreadPool> pool;
 
-  // KV cache, [n_layer][n_seq_max][n_head_kv][n_ctx][head_dim] each, of float (kF32) or IEEE
-  // half (kF16). Left uninitialized (pages are mapped on first write): a position is always
-  // written before it is read.
-  std::unique_ptr<uint8_t[]> k_cache, v_cache;
+  // KV pool: n_blocks blocks of block_bytes, block b = K [n_layer][n_head_kv][block_size]
+  // [head_dim] then V (same shape, at v_offset), of float (kF32) or IEEE half (kF16). Pages are
+  // mapped on first write; a position is always written before it is read.
+  AnonMapping kv_pool;
   size_t kv_elem_bytes = sizeof(float);
+  int32_t block_size = 0;   // positions per block (n_ctx in fixed-slot mode)
+  int32_t n_blocks = 0;     // blocks in the pool (n_seq_max in fixed-slot mode)
+  size_t row_bytes = 0;     // one head's K (or V) row: head_dim elements
+  size_t v_offset = 0;      // byte offset of V inside a block
+  size_t block_bytes = 0;   // 2 * v_offset
+  std::vector<int32_t> slot_blocks;                // [n_seq_max] s (fixed-slot block ids)
+  std::vector<std::span<const int32_t>> slot_tables;  // [n_seq_max] {slot_blocks[s]}
   std::vector<int32_t> seq_len;   // [n_seq_max] cached tokens per sequence
-  std::vector<int32_t> next_pos;  // [n_seq_max] decode() validation scratch
+  std::vector<int32_t> next_pos;  // [n_seq_max] decode() / [n_tables] decode_paged() scratch
   std::vector<BatchEntry> chunk;  // [n_batch] eval()'s entries of one chunk
   std::vector<int32_t> att_order; // [n_batch] rows of a chunk, longest attention first
   std::vector<int32_t> out_rows;  // [n_batch] rows of a chunk that want logits
@@ -103,11 +152,16 @@ struct Context::Impl {
   };
   std::vector<ThreadScratch> ts;
 
-  // Byte offset of the cache row of (layer, sequence, KV head, position).
-  size_t kv_offset(int32_t il, int32_t seq, int32_t g, int32_t pos) const {
-    const size_t cell =
-        ((static_cast<size_t>(il) * n_seq_max + seq) * hp->n_head_kv + g) * n_ctx + pos;
-    return cell * hp->head_dim * kv_elem_bytes;
+  // Byte offset, inside any block, of the K row of (layer il, KV head g, row 0); the V row is
+  // v_offset further.
+  size_t kv_head_offset(int32_t il, int32_t g) const {
+    return (static_cast<size_t>(il) * hp->n_head_kv + g) * block_size * row_bytes;
+  }
+  // Byte offset in the pool of the K row of (layer, KV head, position pos) of a sequence with
+  // block table `table` (checked by the caller to cover pos with valid block ids).
+  size_t kv_offset(int32_t il, int32_t g, std::span<const int32_t> table, int32_t pos) const {
+    return static_cast<size_t>(table[pos / block_size]) * block_bytes + kv_head_offset(il, g) +
+           static_cast<size_t>(pos % block_size) * row_bytes;
   }
 
   // Y[m, N] = X[m, K] · W^T: thread ith quantizes all of X into its own work slot, then computes
@@ -149,9 +203,16 @@ struct Context::Impl {
   // Multiply-adds of one token through all weight matrices (the output matrix included).
   double macs_per_token = 0.0;
 
-  // One forward pass over n <= n_batch validated entries; writes the logits of the rows with
-  // want_logits, in order, to logits_out ([rows, n_vocab]; unused when no row wants logits).
-  void forward(const BatchEntry* e, int32_t n, float* logits_out);
+  // One forward pass over n <= n_batch validated entries; tables[seq_id] is the block table of
+  // each entry's sequence (covering positions 0..pos with valid block ids). Writes the logits of
+  // the rows with want_logits, in order, to logits_out ([rows, n_vocab]; unused when no row
+  // wants logits).
+  void forward(const BatchEntry* e, int32_t n, const std::span<const int32_t>* tables,
+               float* logits_out);
+  // Runs validated entries in chunks of n_batch; sets the logits (n_logits). Errors (logits
+  // allocation) leave everything unchanged.
+  Status run_batch(std::span<const BatchEntry> batch, const std::span<const int32_t>* tables,
+                   const char* what);
   // Makes room for n_rows logit rows; false on allocation failure.
   bool reserve_logits(int64_t n_rows);
 };
@@ -167,7 +228,8 @@ bool Context::Impl::reserve_logits(int64_t n_rows) {
   return true;
 }
 
-void Context::Impl::forward(const BatchEntry* e, int32_t n, float* logits_out) {
+void Context::Impl::forward(const BatchEntry* e, int32_t n,
+                            const std::span<const int32_t>* tables, float* logits_out) {
   const ModelHparams& h = *hp;
   const Model& m = *model;
   const int64_t n_embd = h.n_embd;
@@ -259,8 +321,8 @@ void Context::Impl::forward(const BatchEntry* e, int32_t n, float* logits_out) {
         ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
         ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
         for (int32_t g = 0; g < h.n_head_kv; ++g) {
-          uint8_t* kc = k_cache.get() + kv_offset(il, e[i].seq_id, g, e[i].pos);
-          uint8_t* vc = v_cache.get() + kv_offset(il, e[i].seq_id, g, e[i].pos);
+          uint8_t* kc = kv_pool.data() + kv_offset(il, g, tables[e[i].seq_id], e[i].pos);
+          uint8_t* vc = kc + v_offset;
           if (f16_kv) {
             ot->to_f16(kr + g * hd, reinterpret_cast<uint16_t*>(kc), hd);
             ot->to_f16(vr + g * hd, reinterpret_cast<uint16_t*>(vc), hd);
@@ -293,17 +355,12 @@ void Context::Impl::forward(const BatchEntry* e, int32_t n, float* logits_out) {
           const int32_t g = h0 / group;
           const int32_t n_kv = e[i].pos + 1;
           const int64_t off = i * q_dim + static_cast<int64_t>(h0) * hd;
-          const uint8_t* kc = k_cache.get() + kv_offset(il, e[i].seq_id, g, 0);
-          const uint8_t* vc = v_cache.get() + kv_offset(il, e[i].seq_id, g, 0);
-          if (f16_kv) {
-            ot->attend_f16(q.data() + off, per_item, reinterpret_cast<const uint16_t*>(kc),
-                           reinterpret_cast<const uint16_t*>(vc), n_kv, hd, att_scale, sc,
-                           att.data() + off);
-          } else {
-            ot->attend(q.data() + off, per_item, reinterpret_cast<const float*>(kc),
-                       reinterpret_cast<const float*>(vc), n_kv, hd, att_scale, sc,
-                       att.data() + off);
-          }
+          const uint8_t* kc = kv_pool.data() + kv_head_offset(il, g);
+          const uint8_t* vc = kc + v_offset;
+          const int32_t* table = tables[e[i].seq_id].data();
+          (f16_kv ? ot->attend_paged_f16 : ot->attend_paged)(
+              q.data() + off, per_item, kc, vc, table, block_bytes, block_size, n_kv, hd,
+              att_scale, sc, att.data() + off);
         }
       });
     }
@@ -387,7 +444,16 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     return invalid_argument("n_threads must be in [0, 1024] (0 = physical cores), got " +
                             std::to_string(options.n_threads));
   }
-  if (options.n_seq_max < 1 || options.n_seq_max > 4096) {
+  if (options.n_kv_blocks < 0) {
+    return invalid_argument("n_kv_blocks must be >= 0 (0 = fixed-slot mode), got " +
+                            std::to_string(options.n_kv_blocks));
+  }
+  const bool paged = options.n_kv_blocks > 0;
+  if (paged && (options.kv_block_size < 1 || options.kv_block_size > 4096)) {
+    return invalid_argument("kv_block_size must be in [1, 4096], got " +
+                            std::to_string(options.kv_block_size));
+  }
+  if (!paged && (options.n_seq_max < 1 || options.n_seq_max > 4096)) {
     return invalid_argument("n_seq_max must be in [1, 4096], got " +
                             std::to_string(options.n_seq_max));
   }
@@ -401,7 +467,8 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   Impl& c = *impl;
   const ModelHparams& h = model->hparams();
   c.hp = &h;
-  c.n_seq_max = options.n_seq_max;
+  c.paged = paged;
+  c.n_seq_max = paged ? 0 : options.n_seq_max;
   c.kv_type = options.kv_type;
   c.kv_elem_bytes = c.kv_type == KvType::kF16 ? sizeof(uint16_t) : sizeof(float);
   if (options.n_ctx > 0) {
@@ -410,24 +477,43 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     c.n_ctx = std::min<int32_t>(h.n_ctx_train, 4096);
     if (c.n_seq_max > 1) c.n_ctx = std::min(c.n_ctx, std::max(256, 16384 / c.n_seq_max));
   }
-  c.n_batch = std::min(options.n_batch, c.n_ctx);
+  // A fixed-slot context never runs more than n_ctx tokens at once; a paged one can (many
+  // sequences in one pass).
+  c.n_batch = paged ? options.n_batch : std::min(options.n_batch, c.n_ctx);
   c.all_logits = options.all_logits;
   c.isa = static_cast<kernels::Isa>(model->isa());
   c.ot = &ops::ops_table(c.isa);
 
-  const double kv_elems_d = static_cast<double>(h.n_layer) * h.kv_dim() * c.n_ctx * c.n_seq_max;
+  c.block_size = paged ? options.kv_block_size : c.n_ctx;
+  c.n_blocks = paged ? options.n_kv_blocks : c.n_seq_max;
   const size_t nb = static_cast<size_t>(c.n_batch);
-  // Refuse absurd requests before allocating (K and V).
+  // Refuse absurd requests before allocating (K and V). Sizes are computed in double first, so
+  // they cannot overflow.
+  const double block_bytes_d = 2.0 * h.n_layer * h.kv_dim() * static_cast<double>(c.block_size) *
+                               static_cast<double>(c.kv_elem_bytes);
   constexpr double kMaxKvBytes = static_cast<double>(size_t{64} << 30);
-  if (kv_elems_d * 2 * static_cast<double>(c.kv_elem_bytes) > kMaxKvBytes) {
+  if (block_bytes_d * c.n_blocks > kMaxKvBytes) {
     return Status(StatusCode::kOutOfMemory,
-                  "KV cache for n_ctx " + std::to_string(c.n_ctx) + " x n_seq_max " +
-                      std::to_string(c.n_seq_max) + " would need more than 64 GiB");
+                  paged ? "KV cache of " + std::to_string(c.n_blocks) + " blocks x " +
+                              std::to_string(c.block_size) + " tokens would need more than 64 GiB"
+                        : "KV cache for n_ctx " + std::to_string(c.n_ctx) + " x n_seq_max " +
+                              std::to_string(c.n_seq_max) + " would need more than 64 GiB");
   }
-  const size_t kv_bytes = static_cast<size_t>(kv_elems_d) * c.kv_elem_bytes;
+  c.row_bytes = static_cast<size_t>(h.head_dim) * c.kv_elem_bytes;
+  c.v_offset = static_cast<size_t>(h.n_layer) * h.n_head_kv * c.block_size * c.row_bytes;
+  c.block_bytes = 2 * c.v_offset;
+  if (!c.kv_pool.map(std::max<size_t>(c.block_bytes * c.n_blocks, 1))) {
+    return Status(StatusCode::kOutOfMemory,
+                  "cannot map the KV cache (" + std::to_string(c.block_bytes * c.n_blocks) +
+                      " bytes)");
+  }
   try {
-    c.k_cache.reset(new uint8_t[kv_bytes]);
-    c.v_cache.reset(new uint8_t[kv_bytes]);
+    c.slot_blocks.resize(c.n_seq_max);
+    c.slot_tables.resize(c.n_seq_max);
+    for (int32_t s = 0; s < c.n_seq_max; ++s) {
+      c.slot_blocks[s] = s;
+      c.slot_tables[s] = std::span<const int32_t>(&c.slot_blocks[s], 1);
+    }
     c.seq_len.assign(c.n_seq_max, 0);
     c.next_pos.assign(c.n_seq_max, 0);
     c.chunk.resize(nb);
@@ -490,9 +576,41 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   return std::unique_ptr<Context>(new Context(std::move(impl)));
 }
 
+namespace {
+
+Status not_in_paged_mode(const char* what) {
+  return invalid_argument(std::string(what) +
+                          ": not available in paged mode (use decode_paged with block tables)");
+}
+
+}  // namespace
+
+Status Context::Impl::run_batch(std::span<const BatchEntry> batch,
+                                const std::span<const int32_t>* tables, const char* what) {
+  int64_t n_want = 0;
+  for (const BatchEntry& e : batch) n_want += e.want_logits ? 1 : 0;
+  if (!reserve_logits(n_want)) {
+    return Status(StatusCode::kOutOfMemory, std::string(what) + ": cannot allocate logits for " +
+                                                std::to_string(n_want) + " entries");
+  }
+  n_logits = 0;
+  const int64_t n_total = static_cast<int64_t>(batch.size());
+  int64_t n_out = 0;
+  for (int64_t done = 0; done < n_total;) {
+    const int32_t n = static_cast<int32_t>(std::min<int64_t>(n_batch, n_total - done));
+    const BatchEntry* e = batch.data() + done;
+    forward(e, n, tables, logits.data() + static_cast<size_t>(n_out) * hp->n_vocab);
+    for (int32_t i = 0; i < n; ++i) n_out += e[i].want_logits ? 1 : 0;
+    done += n;
+  }
+  n_logits = static_cast<int32_t>(n_out);
+  return Status::ok();
+}
+
 Status Context::eval(std::span<const int32_t> tokens) {
   Impl& c = *impl_;
   const ModelHparams& h = *c.hp;
+  if (c.paged) return not_in_paged_mode("eval");
   if (tokens.empty()) return invalid_argument("eval: no tokens");
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= h.n_vocab) {
@@ -520,7 +638,8 @@ Status Context::eval(std::span<const int32_t> tokens) {
       const int32_t t = done + i;
       c.chunk[i] = BatchEntry{tokens[t], 0, n_past + t, c.all_logits || t == n_total - 1};
     }
-    c.forward(c.chunk.data(), n, c.logits.data() + static_cast<size_t>(n_out) * h.n_vocab);
+    c.forward(c.chunk.data(), n, c.slot_tables.data(),
+              c.logits.data() + static_cast<size_t>(n_out) * h.n_vocab);
     n_out += c.all_logits ? n : (done + n == n_total ? 1 : 0);
     c.seq_len[0] += n;
     done += n;
@@ -532,9 +651,9 @@ Status Context::eval(std::span<const int32_t> tokens) {
 Status Context::decode(std::span<const BatchEntry> batch) {
   Impl& c = *impl_;
   const ModelHparams& h = *c.hp;
+  if (c.paged) return not_in_paged_mode("decode");
   if (batch.empty()) return invalid_argument("decode: empty batch");
   std::copy(c.seq_len.begin(), c.seq_len.end(), c.next_pos.begin());
-  int64_t n_want = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const BatchEntry& e = batch[i];
     if (e.token < 0 || e.token >= h.n_vocab) {
@@ -559,25 +678,74 @@ Status Context::decode(std::span<const BatchEntry> batch) {
                               std::to_string(i));
     }
     ++next;
-    if (e.want_logits) ++n_want;
   }
-  if (!c.reserve_logits(n_want)) {
-    return Status(StatusCode::kOutOfMemory,
-                  "decode: cannot allocate logits for " + std::to_string(n_want) + " entries");
-  }
-  c.n_logits = 0;
-  const int64_t n_total = static_cast<int64_t>(batch.size());
-  int64_t n_out = 0;
-  for (int64_t done = 0; done < n_total;) {
-    const int32_t n = static_cast<int32_t>(std::min<int64_t>(c.n_batch, n_total - done));
-    const BatchEntry* e = batch.data() + done;
-    c.forward(e, n, c.logits.data() + static_cast<size_t>(n_out) * h.n_vocab);
-    for (int32_t i = 0; i < n; ++i) n_out += e[i].want_logits ? 1 : 0;
-    done += n;
-  }
+  LLMT_RETURN_IF_ERROR(c.run_batch(batch, c.slot_tables.data(), "decode"));
   std::copy(c.next_pos.begin(), c.next_pos.end(), c.seq_len.begin());
-  c.n_logits = static_cast<int32_t>(n_out);
   return Status::ok();
+}
+
+Status Context::decode_paged(std::span<const BatchEntry> batch,
+                             std::span<const std::span<const int32_t>> block_tables) {
+  Impl& c = *impl_;
+  const ModelHparams& h = *c.hp;
+  if (!c.paged) {
+    return invalid_argument("decode_paged: the context is not in paged mode (n_kv_blocks = 0)");
+  }
+  if (batch.empty()) return invalid_argument("decode_paged: empty batch");
+  const size_t n_tables = block_tables.size();
+  try {
+    c.next_pos.assign(n_tables, -1);  // next position of each sequence; -1: not seen yet
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "decode_paged: cannot allocate validation scratch");
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    auto at = [i] { return " at entry " + std::to_string(i); };
+    if (e.token < 0 || e.token >= h.n_vocab) {
+      return invalid_argument("decode_paged: token id " + std::to_string(e.token) + at() +
+                              " is outside the vocabulary [0, " + std::to_string(h.n_vocab) +
+                              ")");
+    }
+    if (e.seq_id < 0 || static_cast<size_t>(e.seq_id) >= n_tables) {
+      return invalid_argument("decode_paged: seq_id " + std::to_string(e.seq_id) + at() +
+                              " has no block table (" + std::to_string(n_tables) + " tables)");
+    }
+    if (e.pos < 0 || e.pos >= c.n_ctx) {
+      return invalid_argument("decode_paged: pos " + std::to_string(e.pos) + at() +
+                              " is outside [0, n_ctx = " + std::to_string(c.n_ctx) + ")");
+    }
+    int32_t& next = c.next_pos[e.seq_id];
+    if (next >= 0 && e.pos != next) {
+      return invalid_argument("decode_paged: entry " + std::to_string(i) + " of sequence " +
+                              std::to_string(e.seq_id) + " has pos " + std::to_string(e.pos) +
+                              ", expected " + std::to_string(next) +
+                              " (positions of a sequence must be consecutive)");
+    }
+    const size_t n_table_blocks = block_tables[e.seq_id].size();
+    if (static_cast<size_t>(e.pos / c.block_size) >= n_table_blocks) {
+      return invalid_argument("decode_paged: pos " + std::to_string(e.pos) + at() +
+                              " needs block " +
+                              std::to_string(e.pos / c.block_size) + " of sequence " +
+                              std::to_string(e.seq_id) + ", whose table has " +
+                              std::to_string(n_table_blocks) + " blocks");
+    }
+    next = e.pos + 1;
+  }
+  // Every block an entry writes or attends through: table[0 .. last pos / block_size].
+  for (size_t s = 0; s < n_tables; ++s) {
+    if (c.next_pos[s] < 0) continue;
+    const std::span<const int32_t> table = block_tables[s];
+    const int32_t n_used = (c.next_pos[s] - 1) / c.block_size + 1;
+    for (int32_t j = 0; j < n_used; ++j) {
+      if (table[j] < 0 || table[j] >= c.n_blocks) {
+        return invalid_argument("decode_paged: block id " + std::to_string(table[j]) +
+                                " at index " + std::to_string(j) + " of the table of sequence " +
+                                std::to_string(s) + " is outside [0, n_kv_blocks = " +
+                                std::to_string(c.n_blocks) + ")");
+      }
+    }
+  }
+  return c.run_batch(batch, block_tables.data(), "decode_paged");
 }
 
 std::span<const float> Context::logits(int32_t i) const {
@@ -593,12 +761,32 @@ std::span<const float> Context::batch_logits(int32_t j) const {
 }
 
 int32_t Context::n_logits() const { return impl_->n_logits; }
-int32_t Context::n_past() const { return impl_->seq_len[0]; }
+int32_t Context::n_past() const { return impl_->paged ? 0 : impl_->seq_len[0]; }
 int32_t Context::n_ctx() const { return impl_->n_ctx; }
 int32_t Context::n_threads() const { return impl_->pool->n_threads(); }
 int32_t Context::n_seq_max() const { return impl_->n_seq_max; }
 KvType Context::kv_type() const { return impl_->kv_type; }
 const Model& Context::model() const { return *impl_->model; }
+
+bool Context::paged() const { return impl_->paged; }
+int32_t Context::kv_block_size() const { return impl_->block_size; }
+int32_t Context::n_kv_blocks() const { return impl_->n_blocks; }
+size_t Context::kv_block_bytes() const { return impl_->block_bytes; }
+size_t Context::kv_bytes_per_token() const {
+  return 2 * static_cast<size_t>(impl_->hp->n_layer) * impl_->hp->kv_dim() * impl_->kv_elem_bytes;
+}
+
+std::span<uint8_t> Context::kv_block(int32_t b) {
+  const Impl& c = *impl_;
+  if (b < 0 || b >= c.n_blocks) return {};
+  return {c.kv_pool.data() + static_cast<size_t>(b) * c.block_bytes, c.block_bytes};
+}
+
+std::span<const uint8_t> Context::kv_block(int32_t b) const {
+  const Impl& c = *impl_;
+  if (b < 0 || b >= c.n_blocks) return {};
+  return {c.kv_pool.data() + static_cast<size_t>(b) * c.block_bytes, c.block_bytes};
+}
 
 int32_t Context::seq_len(int32_t seq_id) const {
   if (seq_id < 0 || seq_id >= impl_->n_seq_max) return 0;
@@ -617,6 +805,7 @@ void Context::reset() {
 }
 
 Status Context::truncate(int32_t n) {
+  if (impl_->paged) return not_in_paged_mode("truncate");
   if (n < 0 || n > impl_->seq_len[0]) {
     return invalid_argument("truncate: " + std::to_string(n) + " is outside [0, n_past = " +
                             std::to_string(impl_->seq_len[0]) + "]");

@@ -1,0 +1,467 @@
+// Paged KV-cache block manager. See kv-manager.h for the contract.
+//
+// Per-block state lives in parallel arrays indexed by block id. The free list is intrusive: two
+// doubly-linked lists threaded through prev_/next_ with one sentinel node each (ids n_blocks and
+// n_blocks + 1), one for free blocks (no hash) and one for cached blocks (computed hash), both in
+// release order (pushed at the tail, taken from the head). Taking a block tries the free list
+// first, then evicts the head of the cached list (least recently released); reviving a cached
+// block unlinks it in O(1).
+//
+// Prefix cache identity. A registered block stores its hash, its parent hash, its tokens and the
+// identity of its parent: the parent's block id and the registration serial the parent held when
+// the child was registered (every registration takes a fresh serial, so a parent that was evicted
+// and registered again is a different parent). A block is registered only when the sequence's
+// previous block is itself the registered holder of the previous hash, so walking the map from
+// block 0 and checking, at each step, stored tokens, parent hash and parent identity proves that
+// the whole token context of a matched block equals the query's: even a full 64-bit collision of
+// two chained hashes cannot share wrong K/V.
+#include "kv/kv-manager.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace llmt::kv {
+namespace {
+
+constexpr uint64_t kRootHash = 0x6A09E667F3BCC908ull;  // parent hash of block 0
+constexpr uint64_t kMulA = 0x9E3779B97F4A7C15ull;      // odd multipliers
+constexpr uint64_t kMulB = 0xBF58476D1CE4E5B9ull;
+constexpr uint64_t kMulC = 0x94D049BB133111EBull;
+
+// A bijective 64-bit finalizer (xor-shift / multiply rounds).
+inline uint64_t finalize(uint64_t x) {
+  x ^= x >> 30;
+  x *= kMulB;
+  x ^= x >> 27;
+  x *= kMulC;
+  x ^= x >> 31;
+  return x;
+}
+
+// Chained hash of one full block: H(parent, tokens). Each token step is a bijection of the state
+// for a fixed token, and a bijection of the token for a fixed state.
+uint64_t block_hash(uint64_t parent, const int32_t* tokens, int32_t n) {
+  uint64_t h = finalize(parent ^ kMulA);
+  for (int32_t i = 0; i < n; ++i) {
+    h ^= static_cast<uint64_t>(static_cast<uint32_t>(tokens[i])) * kMulC;
+    h = std::rotl(h, 27) * kMulA + 0x52DCE729ull;
+  }
+  return finalize(h ^ static_cast<uint64_t>(n));
+}
+
+}  // namespace
+
+struct KvManager::Impl {
+  struct Seq {
+    std::vector<int32_t> table;  // block per block-index
+    // Chained hashes of the first chain.size() full blocks, from the tokens seen so far. A
+    // sequence's tokens only grow, so hashed positions are not read again (prepare_write() of a
+    // committed position, a rewrite, truncates it).
+    std::vector<uint64_t> chain;
+    int64_t n_committed = 0;  // positions [0, n_committed) hold computed K/V
+  };
+
+  int32_t n_blocks;
+  int32_t block_size;
+  bool prefix_caching;
+
+  // Per block.
+  std::vector<int32_t> ref;
+  std::vector<uint8_t> hashed;    // registered: map[hash[b]] == b
+  std::vector<uint8_t> computed;  // registered and computed (matchable)
+  std::vector<uint64_t> hash;
+  std::vector<uint64_t> parent_hash;
+  std::vector<int32_t> parent_block;    // -1 for block index 0
+  std::vector<uint64_t> parent_serial;  // serial of parent_block when this one was registered
+  std::vector<uint64_t> serial;         // registration serial (0 when not registered)
+  std::vector<int32_t> tokens;          // n_blocks * block_size
+
+  // Intrusive lists: ids [0, n_blocks) are blocks, free_head / cached_head the sentinels.
+  std::vector<int32_t> prev;
+  std::vector<int32_t> next;
+  int32_t free_head;    // sentinel id of the free (no hash) list
+  int32_t cached_head;  // sentinel id of the cached (LRU) list
+  int32_t n_free = 0;
+  int32_t n_cached = 0;
+
+  std::unordered_map<uint64_t, int32_t> map;  // registered hash -> block
+  std::unordered_map<SeqId, Seq> seqs;
+  uint64_t next_serial = 1;
+
+  uint64_t n_evictions = 0;
+  uint64_t n_query_tokens = 0;
+  uint64_t n_hit_tokens = 0;
+
+  explicit Impl(const KvManagerOptions& o)
+      : n_blocks(std::max(o.n_blocks, 1)),
+        block_size(std::max(o.block_size, 1)),
+        prefix_caching(o.prefix_caching) {
+    const size_t n = static_cast<size_t>(n_blocks);
+    ref.assign(n, 0);
+    hashed.assign(n, 0);
+    computed.assign(n, 0);
+    hash.assign(n, 0);
+    parent_hash.assign(n, 0);
+    parent_block.assign(n, -1);
+    parent_serial.assign(n, 0);
+    serial.assign(n, 0);
+    tokens.assign(n * static_cast<size_t>(block_size), 0);
+    prev.assign(n + 2, 0);
+    next.assign(n + 2, 0);
+    free_head = n_blocks;
+    cached_head = n_blocks + 1;
+    for (int32_t h : {free_head, cached_head}) prev[h] = next[h] = h;
+    for (int32_t b = 0; b < n_blocks; ++b) push_back(free_head, b);
+    n_free = n_blocks;
+  }
+
+  // ---- lists ----
+  void push_back(int32_t head, int32_t b) {
+    const int32_t last = prev[head];
+    prev[b] = last;
+    next[b] = head;
+    next[last] = b;
+    prev[head] = b;
+  }
+  void unlink(int32_t b) {
+    next[prev[b]] = next[b];
+    prev[next[b]] = prev[b];
+    prev[b] = next[b] = b;
+  }
+
+  // ---- registry ----
+  void unregister(int32_t b) {
+    if (!hashed[b]) return;
+    map.erase(hash[b]);
+    hashed[b] = 0;
+    computed[b] = 0;
+    serial[b] = 0;
+  }
+
+  // Registers b (block index i of some sequence whose previous block is `parent`, -1 for i == 0)
+  // under hash h with the given tokens, unless h is taken or the parent is not the registered
+  // holder of parent_h. Returns whether b was registered.
+  bool try_register(int32_t b, uint64_t h, uint64_t parent_h, int32_t parent, const int32_t* toks,
+                    bool is_computed) {
+    if (!prefix_caching || hashed[b]) return false;
+    if (parent >= 0) {
+      if (!hashed[parent] || hash[parent] != parent_h) return false;
+    }
+    if (!map.emplace(h, b).second) return false;
+    hashed[b] = 1;
+    computed[b] = is_computed ? 1 : 0;
+    hash[b] = h;
+    parent_hash[b] = parent_h;
+    parent_block[b] = parent;
+    parent_serial[b] = parent >= 0 ? serial[parent] : 0;
+    serial[b] = next_serial++;
+    std::memcpy(&tokens[static_cast<size_t>(b) * block_size], toks,
+                sizeof(int32_t) * static_cast<size_t>(block_size));
+    return true;
+  }
+
+  // The registered block for block index i of a token sequence whose previous block matched
+  // `parent` (-1 for i == 0) with hash parent_h, or -1. Verifies tokens and parent identity.
+  int32_t lookup(uint64_t h, uint64_t parent_h, int32_t parent, const int32_t* toks) const {
+    auto it = map.find(h);
+    if (it == map.end()) return -1;
+    const int32_t b = it->second;
+    if (parent_hash[b] != parent_h || parent_block[b] != parent) return -1;
+    if (parent >= 0 && parent_serial[b] != serial[parent]) return -1;
+    if (std::memcmp(&tokens[static_cast<size_t>(b) * block_size], toks,
+                    sizeof(int32_t) * static_cast<size_t>(block_size)) != 0) {
+      return -1;
+    }
+    return b;
+  }
+
+  // ---- blocks ----
+  // Takes a block off the free list (free first, then the least recently released cached one);
+  // the caller checked n_available() > 0. The block comes back with ref 1 and no hash.
+  int32_t take() {
+    int32_t b;
+    if (n_free > 0) {
+      b = next[free_head];
+      --n_free;
+    } else {
+      b = next[cached_head];
+      --n_cached;
+      unregister(b);
+      ++n_evictions;
+    }
+    unlink(b);
+    ref[b] = 1;
+    return b;
+  }
+
+  void add_ref(int32_t b) {
+    if (ref[b] == 0) {
+      unlink(b);
+      if (computed[b]) {
+        --n_cached;
+      } else {
+        --n_free;
+      }
+    }
+    ++ref[b];
+  }
+
+  void release(int32_t b) {
+    if (--ref[b] > 0) return;
+    if (hashed[b] && computed[b]) {
+      push_back(cached_head, b);
+      ++n_cached;
+    } else {
+      unregister(b);
+      push_back(free_head, b);
+      ++n_free;
+    }
+  }
+
+  // Extends s.chain from `toks` up to min(n_full, toks.size() / block_size) blocks.
+  void extend_chain(Seq& s, std::span<const int32_t> toks, size_t n_full) const {
+    n_full = std::min(n_full, toks.size() / static_cast<size_t>(block_size));
+    while (s.chain.size() < n_full) {
+      const size_t i = s.chain.size();
+      const uint64_t parent = i == 0 ? kRootHash : s.chain[i - 1];
+      s.chain.push_back(block_hash(parent, toks.data() + i * block_size, block_size));
+    }
+  }
+
+  int64_t needed(const Seq* s, int64_t n_tokens) const {
+    if (n_tokens <= 0) return 0;
+    const int64_t want = (n_tokens + block_size - 1) / block_size;
+    const int64_t have = s ? static_cast<int64_t>(s->table.size()) : 0;
+    return std::max<int64_t>(0, want - have);
+  }
+};
+
+KvManager::KvManager(const KvManagerOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+KvManager::~KvManager() = default;
+KvManager::KvManager(KvManager&&) noexcept = default;
+KvManager& KvManager::operator=(KvManager&&) noexcept = default;
+
+int32_t KvManager::block_size() const {
+  return impl_->block_size;
+}
+int32_t KvManager::n_blocks() const {
+  return impl_->n_blocks;
+}
+
+PrefixMatch KvManager::match_prefix(std::span<const int32_t> tokens) const {
+  const Impl& m = *impl_;
+  PrefixMatch out;
+  if (!m.prefix_caching || tokens.empty()) return out;
+  const size_t bs = static_cast<size_t>(m.block_size);
+  const size_t n_max = (tokens.size() - 1) / bs;
+  uint64_t parent_h = kRootHash;
+  int32_t parent = -1;
+  bool pending = false;
+  for (size_t i = 0; i < n_max; ++i) {
+    const int32_t* toks = tokens.data() + i * bs;
+    const uint64_t h = block_hash(parent_h, toks, m.block_size);
+    const int32_t b = m.lookup(h, parent_h, parent, toks);
+    if (b < 0) break;
+    if (m.computed[b]) {
+      if (pending) break;  // only pending blocks are counted after the computed run
+      out.blocks.push_back(b);
+    } else {
+      pending = true;
+      ++out.n_pending;
+    }
+    parent_h = h;
+    parent = b;
+  }
+  return out;
+}
+
+Status KvManager::open(SeqId seq, std::span<const int32_t> prefix, int64_t n_lookup) {
+  Impl& m = *impl_;
+  if (m.seqs.count(seq) != 0) {
+    return invalid_argument("kv: open: sequence " + std::to_string(seq) + " is already open");
+  }
+  // Validate everything before any change: each block must be registered and computed, and
+  // form the chain that match_prefix() returns (block i's parent is block i - 1).
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    const int32_t b = prefix[i];
+    if (b < 0 || b >= m.n_blocks || !m.computed[b]) {
+      return invalid_argument("kv: open: prefix block " + std::to_string(b) +
+                              " is not a cached computed block");
+    }
+    const int32_t parent = i == 0 ? -1 : prefix[i - 1];
+    if (m.parent_block[b] != parent || (parent >= 0 && m.parent_serial[b] != m.serial[parent])) {
+      return invalid_argument("kv: open: prefix blocks are not a match_prefix() chain");
+    }
+  }
+  Impl::Seq& s = m.seqs[seq];
+  s.table.assign(prefix.begin(), prefix.end());
+  s.chain.reserve(prefix.size());
+  for (int32_t b : prefix) {
+    m.add_ref(b);
+    s.chain.push_back(m.hash[b]);
+  }
+  s.n_committed = static_cast<int64_t>(prefix.size()) * m.block_size;
+  if (n_lookup > 0) m.n_query_tokens += static_cast<uint64_t>(n_lookup);
+  m.n_hit_tokens += static_cast<uint64_t>(prefix.size()) * static_cast<uint64_t>(m.block_size);
+  return Status::ok();
+}
+
+bool KvManager::is_open(SeqId seq) const {
+  return impl_->seqs.count(seq) != 0;
+}
+
+int32_t KvManager::blocks_needed(SeqId seq, int32_t n_tokens) const {
+  auto it = impl_->seqs.find(seq);
+  return static_cast<int32_t>(
+      impl_->needed(it == impl_->seqs.end() ? nullptr : &it->second, n_tokens));
+}
+
+bool KvManager::allocate(SeqId seq, int32_t n_tokens, std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(seq);
+  if (it == m.seqs.end()) return false;
+  Impl::Seq& s = it->second;
+  const int64_t need = m.needed(&s, n_tokens);
+  if (need == 0) return true;
+  if (need > n_available()) return false;
+  const size_t first = s.table.size();
+  for (int64_t k = 0; k < need; ++k) s.table.push_back(m.take());
+  if (!m.prefix_caching) return true;
+  const size_t bs = static_cast<size_t>(m.block_size);
+  m.extend_chain(s, tokens, s.table.size());
+  for (size_t i = first; i < s.chain.size(); ++i) {
+    const uint64_t parent_h = i == 0 ? kRootHash : s.chain[i - 1];
+    const int32_t parent = i == 0 ? -1 : s.table[i - 1];
+    m.try_register(s.table[i], s.chain[i], parent_h, parent, tokens.data() + i * bs,
+                   /*is_computed=*/false);
+  }
+  return true;
+}
+
+void KvManager::commit(SeqId seq, std::span<const int32_t> tokens, int32_t n_computed) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(seq);
+  if (it == m.seqs.end()) return;
+  Impl::Seq& s = it->second;
+  const size_t bs = static_cast<size_t>(m.block_size);
+  int64_t n = std::min<int64_t>(n_computed, static_cast<int64_t>(tokens.size()));
+  n = std::min<int64_t>(n, static_cast<int64_t>(s.table.size() * bs));
+  if (n <= s.n_committed) return;
+  const size_t first = static_cast<size_t>(s.n_committed) / bs;  // first not fully committed
+  s.n_committed = n;
+  if (!m.prefix_caching) return;
+  const size_t n_full = static_cast<size_t>(n) / bs;
+  m.extend_chain(s, tokens, n_full);
+  for (size_t i = first; i < n_full && i < s.chain.size(); ++i) {
+    const int32_t b = s.table[i];
+    const uint64_t h = s.chain[i];
+    const int32_t* toks = tokens.data() + i * bs;
+    if (m.hashed[b]) {
+      if (m.hash[b] == h &&
+          std::memcmp(&m.tokens[static_cast<size_t>(b) * bs], toks, sizeof(int32_t) * bs) == 0) {
+        m.computed[b] = 1;
+        continue;
+      }
+      m.unregister(b);  // registered for other tokens than those computed: stale
+    }
+    const uint64_t parent_h = i == 0 ? kRootHash : s.chain[i - 1];
+    const int32_t parent = i == 0 ? -1 : s.table[i - 1];
+    m.try_register(b, h, parent_h, parent, toks, /*is_computed=*/true);
+  }
+}
+
+Result<std::optional<BlockCopy>> KvManager::prepare_write(SeqId seq, int32_t pos) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(seq);
+  if (it == m.seqs.end()) {
+    return invalid_argument("kv: prepare_write: sequence " + std::to_string(seq) + " is not open");
+  }
+  Impl::Seq& s = it->second;
+  if (pos < 0 || static_cast<int64_t>(pos) >= static_cast<int64_t>(s.table.size()) * m.block_size) {
+    return invalid_argument("kv: prepare_write: position " + std::to_string(pos) +
+                            " is not covered by sequence " + std::to_string(seq));
+  }
+  const size_t i = static_cast<size_t>(pos / m.block_size);
+  const int32_t b = s.table[i];
+  // Rewriting a committed position: the block's contents (and everything after) change.
+  const bool rewrite = pos < s.n_committed;
+  std::optional<BlockCopy> copy;
+  if (m.ref[b] > 1) {
+    if (n_available() == 0) {
+      return Status(StatusCode::kOutOfMemory,
+                    "kv: prepare_write: no free block to copy shared block " + std::to_string(b));
+    }
+    const int32_t d = m.take();
+    m.release(b);  // ref >= 2, so it stays used
+    s.table[i] = d;
+    copy = BlockCopy{b, d};
+  } else if (rewrite) {
+    m.unregister(b);  // private block about to change
+  }
+  if (rewrite) {
+    s.n_committed = pos;
+    s.chain.resize(std::min(s.chain.size(), i));
+  }
+  return copy;
+}
+
+Status KvManager::fork(SeqId src, SeqId dst) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(src);
+  if (it == m.seqs.end()) {
+    return invalid_argument("kv: fork: source sequence " + std::to_string(src) + " is not open");
+  }
+  if (m.seqs.count(dst) != 0) {
+    return invalid_argument("kv: fork: destination sequence " + std::to_string(dst) +
+                            " is already open");
+  }
+  Impl::Seq copy = it->second;  // copy before inserting: the insert may rehash
+  for (int32_t b : copy.table) m.add_ref(b);
+  m.seqs.emplace(dst, std::move(copy));
+  return Status::ok();
+}
+
+void KvManager::free(SeqId seq) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(seq);
+  if (it == m.seqs.end()) return;
+  // Released last block first, so a sequence's later blocks are evicted before its earlier ones
+  // (an earlier block is useful to more prefixes; a later one is useless without it).
+  const std::vector<int32_t>& t = it->second.table;
+  for (auto b = t.rbegin(); b != t.rend(); ++b) m.release(*b);
+  m.seqs.erase(it);
+}
+
+std::span<const int32_t> KvManager::table(SeqId seq) const {
+  auto it = impl_->seqs.find(seq);
+  if (it == impl_->seqs.end()) return {};
+  return it->second.table;
+}
+
+int32_t KvManager::n_available() const {
+  return impl_->n_free + impl_->n_cached;
+}
+
+int32_t KvManager::ref_count(int32_t block) const {
+  if (block < 0 || block >= impl_->n_blocks) return 0;
+  return impl_->ref[block];
+}
+
+KvStats KvManager::stats() const {
+  const Impl& m = *impl_;
+  KvStats st;
+  st.n_blocks = m.n_blocks;
+  st.n_free = m.n_free;
+  st.n_cached = m.n_cached;
+  st.n_used = m.n_blocks - m.n_free - m.n_cached;
+  st.n_evictions = m.n_evictions;
+  st.n_query_tokens = m.n_query_tokens;
+  st.n_hit_tokens = m.n_hit_tokens;
+  return st;
+}
+
+}  // namespace llmt::kv

@@ -1,0 +1,683 @@
+// KvManager: exact block ids from the free list, ref counts, LRU eviction of cached blocks,
+// prefix matching (computed vs pending, the at-least-one-token rule, verification of tokens),
+// all-or-nothing allocation, copy-on-write through fork + prepare_write, and a randomized stress
+// test against a reference model of ref counts and block contents.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "kv/kv-manager.h"
+
+namespace llmt::kv {
+namespace {
+
+using Tokens = std::vector<int32_t>;
+
+std::vector<int32_t> table_of(const KvManager& kv, SeqId seq) {
+  auto t = kv.table(seq);
+  return {t.begin(), t.end()};
+}
+
+Tokens iota_tokens(int32_t n, int32_t first = 100) {
+  Tokens t(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = first + i;
+  return t;
+}
+
+KvManager make(int32_t n_blocks = 8, int32_t block_size = 4, bool prefix_caching = true) {
+  KvManagerOptions o;
+  o.n_blocks = n_blocks;
+  o.block_size = block_size;
+  o.prefix_caching = prefix_caching;
+  return KvManager(o);
+}
+
+void expect_stats(const KvManager& kv, int32_t used, int32_t cached, int32_t free_) {
+  const KvStats st = kv.stats();
+  EXPECT_EQ(st.n_used, used);
+  EXPECT_EQ(st.n_cached, cached);
+  EXPECT_EQ(st.n_free, free_);
+  EXPECT_EQ(st.n_used + st.n_cached + st.n_free, st.n_blocks);
+  EXPECT_EQ(kv.n_available(), cached + free_);
+}
+
+// Opens seq with no prefix and allocates n tokens of `toks`; commits all of them when asked.
+void start(KvManager& kv, SeqId seq, const Tokens& toks, bool commit) {
+  ASSERT_TRUE(kv.open(seq, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(seq, static_cast<int32_t>(toks.size()), toks));
+  if (commit) kv.commit(seq, toks, static_cast<int32_t>(toks.size()));
+}
+
+TEST(KvManager, OptionsClamped) {
+  KvManagerOptions o;
+  o.n_blocks = 0;
+  o.block_size = -3;
+  KvManager kv(o);
+  EXPECT_EQ(kv.n_blocks(), 1);
+  EXPECT_EQ(kv.block_size(), 1);
+  expect_stats(kv, 0, 0, 1);
+}
+
+TEST(KvManager, FirstSequenceGetsBlocksInOrder) {
+  KvManager kv = make();
+  EXPECT_EQ(kv.n_blocks(), 8);
+  EXPECT_EQ(kv.block_size(), 4);
+  expect_stats(kv, 0, 0, 8);
+  EXPECT_EQ(kv.blocks_needed(1, 10), 3);  // not open: as if empty
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  EXPECT_TRUE(kv.is_open(1));
+  EXPECT_FALSE(kv.is_open(2));
+  EXPECT_EQ(kv.blocks_needed(1, 0), 0);
+  EXPECT_EQ(kv.blocks_needed(1, 10), 3);
+  ASSERT_TRUE(kv.allocate(1, 10));
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2}));
+  for (int32_t b : {0, 1, 2}) EXPECT_EQ(kv.ref_count(b), 1);
+  for (int32_t b : {3, 4, 5, 6, 7}) EXPECT_EQ(kv.ref_count(b), 0);
+  EXPECT_EQ(kv.ref_count(-1), 0);
+  EXPECT_EQ(kv.ref_count(8), 0);
+  EXPECT_EQ(kv.blocks_needed(1, 12), 0);
+  EXPECT_EQ(kv.blocks_needed(1, 13), 1);
+  EXPECT_TRUE(kv.allocate(1, 12));  // already covered: no change
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2}));
+  ASSERT_TRUE(kv.allocate(1, 13));
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2, 3}));
+  expect_stats(kv, 4, 0, 4);
+}
+
+TEST(KvManager, FreedBlocksReusedAfterNeverUsedOnes) {
+  KvManager kv = make(8, 4, /*prefix_caching=*/false);
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 10));
+  kv.free(1);
+  EXPECT_FALSE(kv.is_open(1));
+  EXPECT_TRUE(kv.table(1).empty());
+  expect_stats(kv, 0, 0, 8);
+  // Released last block first, each to the tail: 3 4 5 6 7 2 1 0.
+  ASSERT_TRUE(kv.open(2, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(2, 32));
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{3, 4, 5, 6, 7, 2, 1, 0}));
+  expect_stats(kv, 8, 0, 0);
+}
+
+TEST(KvManager, FreeUnknownSequenceIsNoOp) {
+  KvManager kv = make();
+  kv.free(42);
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 5));
+  kv.free(42);
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1}));
+  expect_stats(kv, 2, 0, 6);
+}
+
+TEST(KvManager, OpenErrors) {
+  KvManager kv = make();
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  Status st = kv.open(1, {});
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  // A block that is not cached-and-computed, or out of range: rejected without side effects.
+  ASSERT_TRUE(kv.allocate(1, 8, iota_tokens(8)));  // blocks 0, 1 pending
+  const std::vector<int32_t> bad1 = {0};
+  const std::vector<int32_t> bad2 = {9};
+  const std::vector<int32_t> bad3 = {-1};
+  EXPECT_EQ(kv.open(2, bad1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv.open(2, bad2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv.open(2, bad3).code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(kv.is_open(2));
+  EXPECT_EQ(kv.ref_count(0), 1);
+  // Computed blocks in the wrong order are not a match_prefix() chain.
+  kv.commit(1, iota_tokens(8), 8);
+  const std::vector<int32_t> swapped = {1, 0};
+  EXPECT_EQ(kv.open(2, swapped).code(), StatusCode::kInvalidArgument);
+  const std::vector<int32_t> second_only = {1};
+  EXPECT_EQ(kv.open(2, second_only).code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(kv.is_open(2));
+  EXPECT_EQ(kv.ref_count(0), 1);
+  EXPECT_EQ(kv.ref_count(1), 1);
+  // Not open: allocate fails, prepare_write and fork report it.
+  EXPECT_FALSE(kv.allocate(3, 4));
+  EXPECT_EQ(kv.prepare_write(3, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv.fork(3, 4).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv.fork(1, 1).code(), StatusCode::kInvalidArgument);
+  kv.commit(3, iota_tokens(8), 8);  // no-op
+  expect_stats(kv, 2, 0, 6);
+}
+
+TEST(KvManager, PrefixHitMatchesFullBlocksOnly) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(10);
+  start(kv, 1, prompt, /*commit=*/true);
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2}));
+
+  PrefixMatch m = kv.match_prefix(prompt);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0, 1}));  // not the partial third block
+  EXPECT_EQ(m.n_pending, 0);
+  ASSERT_TRUE(kv.open(2, m.blocks, static_cast<int64_t>(prompt.size())).is_ok());
+  EXPECT_EQ(kv.ref_count(0), 2);
+  EXPECT_EQ(kv.ref_count(1), 2);
+  EXPECT_EQ(kv.ref_count(2), 1);
+  EXPECT_EQ(kv.stats().n_query_tokens, 10u);
+  EXPECT_EQ(kv.stats().n_hit_tokens, 8u);
+  EXPECT_EQ(kv.blocks_needed(2, 10), 1);
+  ASSERT_TRUE(kv.allocate(2, 10, prompt));
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 1, 3}));
+  expect_stats(kv, 4, 0, 4);
+
+  // Matching has no side effects and is capped so that one token is left to compute.
+  EXPECT_EQ(kv.match_prefix(iota_tokens(9)).blocks, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.match_prefix(iota_tokens(8)).blocks, (std::vector<int32_t>{0}));
+  EXPECT_EQ(kv.match_prefix(iota_tokens(5)).blocks, (std::vector<int32_t>{0}));
+  EXPECT_TRUE(kv.match_prefix(iota_tokens(4)).blocks.empty());
+  EXPECT_TRUE(kv.match_prefix(Tokens{}).blocks.empty());
+  // A longer prompt with the same start matches what is cached.
+  EXPECT_EQ(kv.match_prefix(iota_tokens(30)).blocks, (std::vector<int32_t>{0, 1}));
+}
+
+TEST(KvManager, PrefixNeverMatchesAllTokens) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(8);
+  start(kv, 1, prompt, /*commit=*/true);
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.match_prefix(prompt).blocks, (std::vector<int32_t>{0}));
+}
+
+TEST(KvManager, PendingBlocksCountedNotMatchedUntilCommit) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(13);
+  start(kv, 1, prompt, /*commit=*/false);
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2, 3}));
+  PrefixMatch m = kv.match_prefix(prompt);
+  EXPECT_TRUE(m.blocks.empty());
+  EXPECT_EQ(m.n_pending, 3);
+  // Partly computed: block 0 done, block 1 half done.
+  kv.commit(1, prompt, 6);
+  m = kv.match_prefix(prompt);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0}));
+  EXPECT_EQ(m.n_pending, 2);
+  kv.commit(1, prompt, 12);
+  m = kv.match_prefix(prompt);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(m.n_pending, 0);
+  // The pending count obeys the one-token-left cap too.
+  KvManager kv2 = make();
+  start(kv2, 1, prompt, /*commit=*/false);
+  EXPECT_EQ(kv2.match_prefix(iota_tokens(8)).n_pending, 1);
+  // Freeing before commit drops the pending hashes: the blocks become plain free blocks.
+  kv2.free(1);
+  m = kv2.match_prefix(prompt);
+  EXPECT_TRUE(m.blocks.empty());
+  EXPECT_EQ(m.n_pending, 0);
+  expect_stats(kv2, 0, 0, 8);
+}
+
+TEST(KvManager, CommitRegistersBlocksFilledLater) {
+  KvManager kv = make();
+  const Tokens all = iota_tokens(9);
+  // Allocated with only 2 known tokens (e.g. generated later): no hash at allocation.
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 9, Tokens(all.begin(), all.begin() + 2)));
+  EXPECT_EQ(kv.match_prefix(all).n_pending, 0);
+  kv.commit(1, all, 9);
+  EXPECT_EQ(kv.match_prefix(all).blocks, (std::vector<int32_t>{0, 1}));
+}
+
+TEST(KvManager, HashRegisteredElsewhereIsNotRegisteredAgain) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(9);
+  start(kv, 1, prompt, /*commit=*/false);  // blocks 0, 1 pending
+  start(kv, 2, prompt, /*commit=*/false);  // blocks 3, 4: hashes taken, not registered
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_EQ(kv.match_prefix(prompt).n_pending, 2);
+  // Seq 1 gives up before computing: its pending hashes go; seq 2's blocks are not registered.
+  kv.free(1);
+  EXPECT_EQ(kv.match_prefix(prompt).n_pending, 0);
+  // Seq 2 computes: commit registers its blocks, now matchable.
+  kv.commit(2, prompt, 9);
+  PrefixMatch m = kv.match_prefix(prompt);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(m.n_pending, 0);
+  // A second computation of the same tokens does not replace the registered blocks.
+  start(kv, 3, prompt, /*commit=*/true);
+  EXPECT_EQ(table_of(kv, 3), (std::vector<int32_t>{6, 7, 2}));
+  kv.free(2);
+  EXPECT_EQ(kv.match_prefix(prompt).blocks, (std::vector<int32_t>{3, 4}));
+  expect_stats(kv, 3, 2, 3);
+}
+
+TEST(KvManager, DifferentTokensNeverMatch) {
+  KvManager kv = make(16, 4);
+  const Tokens a = iota_tokens(13);
+  start(kv, 1, a, /*commit=*/true);  // blocks 0 1 2 3
+  // Same first block, different second block: only block 0.
+  Tokens b = a;
+  b[5] = 7;
+  EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{0}));
+  // Different first block, identical later blocks: nothing (the hash is chained).
+  Tokens c = a;
+  c[0] = 7;
+  EXPECT_TRUE(kv.match_prefix(c).blocks.empty());
+  // Same tokens at other positions: nothing.
+  Tokens d(a.begin() + 4, a.end());
+  d.push_back(1);
+  EXPECT_TRUE(kv.match_prefix(d).blocks.empty());
+  // A permutation within a block: nothing.
+  Tokens e = a;
+  std::swap(e[0], e[1]);
+  EXPECT_TRUE(kv.match_prefix(e).blocks.empty());
+  // Tokens that are equal as bytes in another width (negative ids) do not alias.
+  Tokens f = a;
+  f[2] = -f[2];
+  EXPECT_TRUE(kv.match_prefix(f).blocks.empty());
+}
+
+TEST(KvManager, CachedBlocksEvictedLeastRecentlyReleasedFirst) {
+  KvManager kv = make();
+  const Tokens a = iota_tokens(9, 100);
+  const Tokens b = iota_tokens(9, 200);
+  start(kv, 1, a, /*commit=*/true);  // 0 1 2
+  start(kv, 2, b, /*commit=*/true);  // 3 4 5
+  kv.free(1);                        // cached: 1 0 (last block released first); free: 6 7 2
+  kv.free(2);                        // cached: 1 0 4 3; free: 6 7 2 5
+  expect_stats(kv, 0, 4, 4);
+  EXPECT_EQ(kv.match_prefix(a).blocks, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3, 4}));
+
+  ASSERT_TRUE(kv.open(3, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(3, 16));  // free blocks first, no eviction
+  EXPECT_EQ(table_of(kv, 3), (std::vector<int32_t>{6, 7, 2, 5}));
+  EXPECT_EQ(kv.stats().n_evictions, 0u);
+  ASSERT_TRUE(kv.allocate(3, 17));  // evicts block 1
+  EXPECT_EQ(kv.table(3).back(), 1);
+  EXPECT_EQ(kv.stats().n_evictions, 1u);
+  EXPECT_EQ(kv.match_prefix(a).blocks, (std::vector<int32_t>{0}));
+  ASSERT_TRUE(kv.allocate(3, 21));  // evicts block 0
+  EXPECT_EQ(kv.table(3).back(), 0);
+  EXPECT_TRUE(kv.match_prefix(a).blocks.empty());
+  EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3, 4}));
+  ASSERT_TRUE(kv.allocate(3, 25));  // evicts block 4
+  EXPECT_EQ(kv.table(3).back(), 4);
+  EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3}));
+  ASSERT_TRUE(kv.allocate(3, 29));  // evicts block 3
+  EXPECT_EQ(kv.table(3).back(), 3);
+  EXPECT_EQ(kv.stats().n_evictions, 4u);
+  expect_stats(kv, 8, 0, 0);
+  EXPECT_FALSE(kv.allocate(3, 33));
+}
+
+TEST(KvManager, RevivedBlockLeavesFreeListAndReturnsAsMostRecent) {
+  KvManager kv = make();
+  const Tokens a = iota_tokens(9, 100);
+  const Tokens b = iota_tokens(9, 200);
+  start(kv, 1, a, /*commit=*/true);  // 0 1 2
+  start(kv, 2, b, /*commit=*/true);  // 3 4 5
+  kv.free(1);
+  kv.free(2);  // cached LRU: 1 0 4 3
+  // Revive a's blocks, then release them again: now they are the most recent.
+  PrefixMatch m = kv.match_prefix(a);
+  ASSERT_EQ(m.blocks, (std::vector<int32_t>{0, 1}));
+  ASSERT_TRUE(kv.open(3, m.blocks, 9).is_ok());
+  expect_stats(kv, 2, 2, 4);
+  EXPECT_EQ(kv.ref_count(0), 1);
+  EXPECT_EQ(kv.ref_count(1), 1);
+  kv.free(3);  // cached LRU: 4 3 1 0
+  expect_stats(kv, 0, 4, 4);
+  ASSERT_TRUE(kv.open(4, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(4, 32));
+  EXPECT_EQ(table_of(kv, 4), (std::vector<int32_t>{6, 7, 2, 5, 4, 3, 1, 0}));
+  EXPECT_EQ(kv.stats().n_evictions, 4u);
+}
+
+TEST(KvManager, AllocateIsAllOrNothing) {
+  KvManager kv = make();
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 28));  // 7 blocks
+  ASSERT_TRUE(kv.open(2, {}).is_ok());
+  const KvStats before = kv.stats();
+  EXPECT_EQ(kv.blocks_needed(2, 5), 2);
+  EXPECT_FALSE(kv.allocate(2, 5, iota_tokens(5)));
+  EXPECT_TRUE(kv.table(2).empty());
+  EXPECT_EQ(kv.stats().n_used, before.n_used);
+  EXPECT_EQ(kv.n_available(), 1);
+  EXPECT_TRUE(kv.allocate(2, 4));
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{7}));
+  EXPECT_FALSE(kv.allocate(1, 29));
+  EXPECT_EQ(kv.table(1).size(), 7u);
+  expect_stats(kv, 8, 0, 0);
+}
+
+TEST(KvManager, ForkAndCopyOnWrite) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(6);
+  start(kv, 1, prompt, /*commit=*/true);  // 0 1
+  ASSERT_TRUE(kv.fork(1, 2).is_ok());
+  EXPECT_EQ(kv.fork(1, 2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.ref_count(0), 2);
+  EXPECT_EQ(kv.ref_count(1), 2);
+  expect_stats(kv, 2, 0, 6);
+
+  // Seq 2 writes position 6 (in the shared partial block 1): copy 1 -> 2.
+  auto r = kv.prepare_write(2, 6);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->src, 1);
+  EXPECT_EQ((*r)->dst, 2);
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.ref_count(0), 2);
+  EXPECT_EQ(kv.ref_count(1), 1);
+  EXPECT_EQ(kv.ref_count(2), 1);
+  // Now private: no more copies, for either sequence.
+  r = kv.prepare_write(2, 7);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_FALSE(r->has_value());
+  r = kv.prepare_write(1, 6);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_FALSE(r->has_value());
+  // Out of range positions.
+  EXPECT_EQ(kv.prepare_write(2, 8).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv.prepare_write(2, -1).status().code(), StatusCode::kInvalidArgument);
+  expect_stats(kv, 3, 0, 5);
+
+  // Freeing the source keeps the shared block alive for the fork.
+  kv.free(1);
+  EXPECT_EQ(kv.ref_count(0), 1);
+  EXPECT_EQ(kv.ref_count(1), 0);
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 2}));
+  expect_stats(kv, 2, 0, 6);  // block 1 (partial, no hash) is free; block 0 still used by seq 2
+}
+
+TEST(KvManager, CopyOnWriteOutOfMemory) {
+  KvManager kv = make(4, 4);
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 6));  // 0 1
+  ASSERT_TRUE(kv.fork(1, 2).is_ok());
+  ASSERT_TRUE(kv.open(3, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(3, 8));  // 2 3
+  auto r = kv.prepare_write(2, 6);
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory);
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(kv.ref_count(1), 2);
+  kv.free(3);
+  r = kv.prepare_write(2, 6);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->src, 1);
+  EXPECT_EQ((*r)->dst, 3);  // free list after free(3): 3 2 (last block released first)
+}
+
+TEST(KvManager, ForkSharesPrefixBlocksThenDiverges) {
+  KvManager kv = make();
+  const Tokens prompt = iota_tokens(8);
+  start(kv, 1, prompt, /*commit=*/true);  // 0 1, both full
+  ASSERT_TRUE(kv.fork(1, 2).is_ok());
+  // Each grows by one block for its own token; no copy needed for new private blocks.
+  Tokens t1 = prompt, t2 = prompt;
+  t1.push_back(1);
+  t2.push_back(2);
+  ASSERT_TRUE(kv.allocate(1, 9, t1));
+  ASSERT_TRUE(kv.allocate(2, 9, t2));
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 1, 3}));
+  auto r = kv.prepare_write(2, 8);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_FALSE(r->has_value());
+  kv.commit(1, t1, 9);
+  kv.commit(2, t2, 9);
+  kv.free(1);
+  kv.free(2);
+  expect_stats(kv, 0, 2, 6);
+  EXPECT_EQ(kv.match_prefix(iota_tokens(9)).blocks, (std::vector<int32_t>{0, 1}));
+}
+
+TEST(KvManager, PrefixCachingOff) {
+  KvManager kv = make(8, 4, /*prefix_caching=*/false);
+  const Tokens prompt = iota_tokens(10);
+  start(kv, 1, prompt, /*commit=*/true);
+  PrefixMatch m = kv.match_prefix(prompt);
+  EXPECT_TRUE(m.blocks.empty());
+  EXPECT_EQ(m.n_pending, 0);
+  kv.free(1);
+  expect_stats(kv, 0, 0, 8);
+}
+
+TEST(KvManager, MoveKeepsState) {
+  KvManager kv = make();
+  start(kv, 1, iota_tokens(9), /*commit=*/true);
+  KvManager moved = std::move(kv);
+  EXPECT_EQ(table_of(moved, 1), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(moved.match_prefix(iota_tokens(9)).blocks, (std::vector<int32_t>{0, 1}));
+}
+
+// ---- randomized stress against a reference model -----------------------------------------------
+
+struct RefSeq {
+  Tokens tokens;
+  int32_t n_committed = 0;
+};
+
+class Stress {
+ public:
+  Stress(int32_t n_blocks, int32_t block_size, bool caching, uint32_t seed)
+      : kv_(make(n_blocks, block_size, caching)),
+        bs_(block_size),
+        rng_(seed),
+        ctx_(static_cast<size_t>(n_blocks)) {
+    // A few shared prompt starts over a tiny alphabet so that equal blocks are frequent.
+    for (int f = 0; f < 3; ++f) {
+      Tokens t;
+      for (int i = 0; i < 6 * block_size; ++i) t.push_back(pick(0, 3));
+      families_.push_back(t);
+    }
+  }
+
+  void run(int n_ops) {
+    for (int op = 0; op < n_ops; ++op) {
+      const int kind = pick(0, 9);
+      if (kind <= 1 || seqs_.empty()) {
+        do_open();
+      } else if (kind <= 4) {
+        do_allocate(any_seq());
+      } else if (kind <= 6) {
+        do_compute(any_seq());
+      } else if (kind == 7) {
+        do_fork(any_seq());
+      } else {
+        do_free(any_seq());
+      }
+      check();
+      if (::testing::Test::HasFailure()) {
+        ADD_FAILURE() << "stopped at op " << op;
+        return;
+      }
+    }
+    for (auto& [id, s] : seqs_) kv_.free(id);
+    seqs_.clear();
+    check();
+    const KvStats st = kv_.stats();
+    EXPECT_EQ(st.n_used, 0);
+  }
+
+  uint64_t n_evictions() const { return kv_.stats().n_evictions; }
+  uint64_t n_hit_blocks = 0;
+  uint64_t n_copies = 0;
+  uint64_t n_alloc_fail = 0;
+
+ private:
+  int pick(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  SeqId any_seq() {
+    auto it = seqs_.begin();
+    std::advance(it, pick(0, static_cast<int>(seqs_.size()) - 1));
+    return it->first;
+  }
+
+  void do_open() {
+    if (seqs_.size() >= 6) return;
+    const SeqId id = next_id_++;
+    Tokens t = families_[static_cast<size_t>(pick(0, 2))];
+    t.resize(static_cast<size_t>(pick(1, static_cast<int>(t.size()))));
+    for (int i = pick(0, 2 * bs_); i > 0; --i) t.push_back(pick(0, 3));
+    const PrefixMatch m = kv_.match_prefix(t);
+    ASSERT_LE(m.blocks.size() * static_cast<size_t>(bs_), t.size() - 1);
+    for (size_t i = 0; i < m.blocks.size(); ++i) {
+      const int32_t b = m.blocks[i];
+      const Tokens want(t.begin(), t.begin() + static_cast<ptrdiff_t>((i + 1) * bs_));
+      ASSERT_EQ(ctx_[static_cast<size_t>(b)], want) << "block " << b << " matched wrong K/V";
+    }
+    ASSERT_TRUE(kv_.open(id, m.blocks, static_cast<int64_t>(t.size())).is_ok());
+    n_hit_blocks += m.blocks.size();
+    RefSeq s;
+    s.tokens = t;
+    s.n_committed = static_cast<int32_t>(m.blocks.size()) * bs_;
+    seqs_[id] = s;
+  }
+
+  void do_allocate(SeqId id) {
+    RefSeq& s = seqs_[id];
+    const int32_t have = static_cast<int32_t>(kv_.table(id).size()) * bs_;
+    const int32_t n = std::max(have, static_cast<int32_t>(s.tokens.size())) + pick(0, 2 * bs_);
+    while (static_cast<int32_t>(s.tokens.size()) < n) s.tokens.push_back(pick(0, 3));
+    const int32_t need = kv_.blocks_needed(id, n);
+    const int32_t want_need = std::max(0, (n + bs_ - 1) / bs_ - have / bs_);
+    ASSERT_EQ(need, want_need);
+    const bool expect_ok = need <= kv_.n_available();
+    const std::vector<int32_t> before = table_of(kv_, id);
+    // Pass a token list shorter than n sometimes (tokens not known yet).
+    const size_t n_known = pick(0, 1) ? s.tokens.size() : s.tokens.size() / 2;
+    const bool ok = kv_.allocate(id, n, std::span<const int32_t>(s.tokens.data(), n_known));
+    ASSERT_EQ(ok, expect_ok);
+    const std::vector<int32_t> after = table_of(kv_, id);
+    if (!ok) {
+      ++n_alloc_fail;
+      ASSERT_EQ(after, before);
+      return;
+    }
+    ASSERT_EQ(after.size(), before.size() + static_cast<size_t>(need));
+    ASSERT_TRUE(std::equal(before.begin(), before.end(), after.begin()));
+    for (size_t i = before.size(); i < after.size(); ++i) {
+      const int32_t b = after[i];
+      ASSERT_EQ(std::count(after.begin(), after.end(), b), 1);
+      ctx_[static_cast<size_t>(b)].clear();  // fresh block: contents undefined
+    }
+  }
+
+  // Computes positions [n_committed, n) as the engine would: prepare_write, then commit.
+  void do_compute(SeqId id) {
+    RefSeq& s = seqs_[id];
+    const int32_t cover = std::min(static_cast<int32_t>(kv_.table(id).size()) * bs_,
+                                   static_cast<int32_t>(s.tokens.size()));
+    if (cover <= s.n_committed) return;
+    int32_t n = pick(s.n_committed + 1, cover);
+    for (int32_t pos = s.n_committed; pos < n; ++pos) {
+      const std::vector<int32_t> before = table_of(kv_, id);
+      const size_t i = static_cast<size_t>(pos / bs_);
+      const int32_t src_refs = kv_.ref_count(before[i]);
+      const int32_t available = kv_.n_available();
+      auto r = kv_.prepare_write(id, pos);
+      if (!r.is_ok()) {
+        ASSERT_EQ(r.status().code(), StatusCode::kOutOfMemory);
+        ASSERT_GT(src_refs, 1);
+        ASSERT_EQ(available, 0);
+        n = pos;
+        break;
+      }
+      const std::vector<int32_t> after = table_of(kv_, id);
+      if (r->has_value()) {
+        ++n_copies;
+        ASSERT_GT(src_refs, 1);
+        ASSERT_EQ((*r)->src, before[i]);
+        ASSERT_EQ((*r)->dst, after[i]);
+        ASSERT_NE((*r)->src, (*r)->dst);
+        ctx_[static_cast<size_t>((*r)->dst)].clear();  // partial copy: no full context yet
+      } else {
+        ASSERT_EQ(src_refs, 1);
+        ASSERT_EQ(after, before);
+      }
+      ASSERT_EQ(kv_.ref_count(after[i]), 1);
+    }
+    if (n <= s.n_committed) return;
+    kv_.commit(id, s.tokens, n);
+    const std::vector<int32_t> t = table_of(kv_, id);
+    for (int32_t end = (s.n_committed / bs_ + 1) * bs_; end <= n; end += bs_) {
+      const int32_t b = t[static_cast<size_t>(end / bs_ - 1)];
+      ctx_[static_cast<size_t>(b)] = Tokens(s.tokens.begin(), s.tokens.begin() + end);
+    }
+    s.n_committed = n;
+  }
+
+  void do_fork(SeqId id) {
+    if (seqs_.size() >= 6) return;
+    const SeqId dst = next_id_++;
+    ASSERT_TRUE(kv_.fork(id, dst).is_ok());
+    ASSERT_EQ(table_of(kv_, dst), table_of(kv_, id));
+    seqs_[dst] = seqs_[id];
+  }
+
+  void do_free(SeqId id) {
+    kv_.free(id);
+    seqs_.erase(id);
+    ASSERT_FALSE(kv_.is_open(id));
+  }
+
+  void check() {
+    std::vector<int32_t> refs(ctx_.size(), 0);
+    for (auto& [id, s] : seqs_) {
+      ASSERT_TRUE(kv_.is_open(id));
+      for (int32_t b : kv_.table(id)) {
+        ASSERT_GE(b, 0);
+        ASSERT_LT(b, kv_.n_blocks());
+        ++refs[static_cast<size_t>(b)];
+      }
+    }
+    int32_t used = 0;
+    for (size_t b = 0; b < refs.size(); ++b) {
+      ASSERT_EQ(kv_.ref_count(static_cast<int32_t>(b)), refs[b]) << "block " << b;
+      used += refs[b] > 0;
+    }
+    const KvStats st = kv_.stats();
+    ASSERT_EQ(st.n_blocks, kv_.n_blocks());
+    ASSERT_EQ(st.n_used, used);
+    ASSERT_EQ(st.n_used + st.n_cached + st.n_free, st.n_blocks);
+    ASSERT_EQ(kv_.n_available(), st.n_cached + st.n_free);
+    ASSERT_GE(st.n_cached, 0);
+    ASSERT_GE(st.n_free, 0);
+  }
+
+  KvManager kv_;
+  int32_t bs_;
+  std::mt19937 rng_;
+  std::vector<Tokens> ctx_;  // per block: token context whose K/V it holds when full and computed
+  std::vector<Tokens> families_;
+  std::map<SeqId, RefSeq> seqs_;
+  SeqId next_id_ = 1;
+};
+
+TEST(KvManager, RandomizedStress) {
+  struct Config {
+    int32_t n_blocks, block_size;
+    bool caching;
+  };
+  for (const Config& c : {Config{16, 4, true}, Config{8, 2, true}, Config{24, 1, true},
+                          Config{32, 3, true}, Config{12, 4, false}}) {
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      SCOPED_TRACE(::testing::Message() << "n_blocks " << c.n_blocks << " block_size "
+                                        << c.block_size << " seed " << seed);
+      Stress s(c.n_blocks, c.block_size, c.caching, seed);
+      s.run(5000);
+      if (c.caching) {
+        EXPECT_GT(s.n_hit_blocks, 0u);
+        EXPECT_GT(s.n_evictions(), 0u);
+      }
+      EXPECT_GT(s.n_copies, 0u);
+      EXPECT_GT(s.n_alloc_fail, 0u);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmt::kv
