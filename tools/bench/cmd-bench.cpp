@@ -19,6 +19,7 @@
 
 #include "bench.h"
 #include "commands.h"
+#include "scenarios.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
 
@@ -126,6 +127,11 @@ struct Options {
   std::string kv_type = "f32";
   bool all = false;
   int32_t n_batch = 512;
+  std::string scenario;
+  int32_t scenario_threads = 0;
+  int32_t scenario_high = 0;
+  int64_t kv_budget_mb = 512;
+  std::string swap_dir;
 };
 
 // Which parts run.
@@ -202,6 +208,19 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--kv-type", o.kv_type, "KV cache type: f32 (default) or f16")
       ->check(CLI::IsMember({"f32", "f16"}));
   app.add_flag("--all", o.all, "pp, tg, bandwidth, kernels and batched (default --npl)");
+  app.add_option("--scenario", o.scenario,
+                 "engine scenario instead of the throughput figures: priority, shared-prefix, "
+                 "switch (see bench/README.md)");
+  app.add_option("--scenario-threads", o.scenario_threads,
+                 "LLM threads of the scenario (default: priority 64, shared-prefix 32, switch 16 "
+                 "per batch)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--scenario-high", o.scenario_high,
+                 "priority scenario: high-priority arrivals (default 20)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--kv-budget-mb", o.kv_budget_mb, "scenario KV pool in MiB (default 512)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--swap-dir", o.swap_dir, "scenario swap directory (default: system temp dir)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -250,6 +269,33 @@ int cmd_bench(int argc, char** argv) {
   if (path.empty()) return 1;
   const int32_t n_threads = o.n_threads > 0 ? o.n_threads : physical_core_count();
   const KvType kv_type = o.kv_type == "f16" ? KvType::kF16 : KvType::kF32;
+
+  if (!o.scenario.empty()) {
+    auto model_s = Model::load(path);
+    if (!model_s.is_ok()) return fail(model_s.status().to_string());
+    bench::ScenarioOptions so;
+    so.model = *model_s;
+    so.n_threads = n_threads;
+    so.kv_budget_bytes = static_cast<uint64_t>(o.kv_budget_mb) << 20;
+    so.swap_dir = o.swap_dir;
+    so.n_threads_sim = o.scenario_threads;
+    so.n_high = o.scenario_high;
+    so.repetitions = std::max(1, std::min(o.repetitions, 5));
+    const double load0 = load_average();
+    const auto t0 = Clock::now();
+    auto r = bench::run_scenario(o.scenario, so);
+    if (!r.is_ok()) return fail(r.status().to_string());
+    json j = std::move(*r);
+    j["model_name"] = std::filesystem::path(path).filename().string();
+    j["threads"] = n_threads;
+    j["host"] = {{"loadavg_1m_before", load0},
+                 {"loadavg_1m_after", load_average()},
+                 {"wall_s", seconds_since(t0)}};
+    const std::string s = j.dump(1, ' ', false, json::error_handler_t::replace);
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fputc('\n', stdout);
+    return 0;
+  }
 
   const double load_before = load_average();
   const double cpu_start = process_cpu_seconds();

@@ -1,0 +1,211 @@
+// The LLM-threads engine: one model, one paged KV cache, one scheduler and one compute pool shared
+// by any number of concurrent generation requests ("LLM threads").
+//
+// Engine::create() loads the model once and starts the engine loop thread, which owns every piece
+// of mutable state (KV cache, scheduler, samplers, swap store). Callers talk to it through a
+// lock-free inbox (submit, cancel) and receive each thread's events through a lock-free channel
+// (ThreadHandle) or a callback run on the loop thread. The per-step path takes no mutex.
+//
+// Every step the scheduler packs the decode tokens of running threads and chunks of pending
+// prompts under a token budget (continuous batching); threads join and leave between steps; a
+// thread may be switched out (its KV saved to RAM, spilled to disk, or dropped and recomputed)
+// and later restored, with bitwise the same output as an uninterrupted run (same seed).
+//
+// Thread-safety: Engine::submit(), cancel(), stats() and the const accessors may be called from any
+// number of threads concurrently. A ThreadHandle may be copied freely; its next() is for one
+// consumer thread at a time, wait()/done()/result() from any thread. The destructor cancels every
+// live thread, stops the loop and must not run concurrently with other calls on the engine.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "llmthreads/model.h"
+#include "llmthreads/sampling.h"
+#include "llmthreads/status.h"
+
+namespace llmt {
+
+using ThreadId = uint64_t;
+
+enum class SchedPolicy { kFcfs, kPriority, kRoundRobin, kFairShare };
+// How a preempted thread's KV is kept. kAuto picks per victim by measured cost (bytes to move vs
+// tokens to recompute); the others force one method.
+enum class EvictionMethod { kAuto, kSwapRam, kSwapDisk, kRecompute };
+
+const char* sched_policy_name(SchedPolicy p);  // "fcfs", "priority", "round-robin", "fair-share"
+// Parses those names; kInvalidArgument otherwise.
+Result<SchedPolicy> parse_sched_policy(const std::string& name);
+const char* eviction_method_name(EvictionMethod m);  // "auto", "ram", "disk", "recompute"
+Result<EvictionMethod> parse_eviction_method(const std::string& name);
+
+struct EngineConfig {
+  // The model: an already loaded one (shared), or a path to load.
+  std::shared_ptr<const Model> model;
+  std::string model_path;
+
+  int32_t n_threads = 0;             // compute threads; 0 = physical cores
+  KvType kv_type = KvType::kF16;     // KV element type (llama.cpp's default is F16 too)
+  uint64_t kv_budget_bytes = uint64_t{256} << 20;  // KV pool size; blocks = budget / block bytes
+  int32_t kv_block_size = 16;        // tokens per KV block
+  int32_t n_ctx = 0;                 // most positions per thread; 0 = min(training context, 4096)
+  bool prefix_caching = true;        // share KV blocks of identical prompt prefixes
+
+  SchedPolicy policy = SchedPolicy::kPriority;
+  int32_t step_tokens = 512;         // tokens per step (decode tokens + prefill chunks)
+  int32_t max_running = 64;          // threads per step
+  double aging_per_s = 1.0;          // kPriority: priority gained per second of waiting
+  int32_t quantum_tokens = 32;       // kRoundRobin: tokens per turn
+  EvictionMethod eviction = EvictionMethod::kAuto;
+
+  std::string swap_dir;              // where swapped KV goes past swap_ram_bytes; "" = no disk
+  uint64_t swap_ram_bytes = uint64_t{1} << 30;  // swap bytes kept in RAM
+  bool swap_compress = false;        // lz4-compress swapped KV
+  // Measure swap and prefill speed at start-up for kAuto (about 50 ms on a 125M model); false
+  // uses fixed estimates.
+  bool measure_costs = true;
+
+  int32_t max_queue = 0;             // live threads accepted (0 = unlimited); beyond: kOutOfMemory
+};
+
+struct ThreadRequest {
+  // The prompt: text (tokenized on the caller's thread) or, when prompt_tokens is not empty,
+  // those ids as they are.
+  std::string prompt;
+  std::vector<int32_t> prompt_tokens;
+  bool add_special = true;    // BOS etc. as the vocabulary asks (text prompts)
+  bool parse_special = false; // control-token texts in the prompt become their ids
+
+  SamplingParams sampling;    // temperature 0 = greedy
+  int32_t max_tokens = 128;   // generated tokens at most (also capped by n_ctx)
+  std::vector<std::string> stop;      // stop strings (not included in the output)
+  std::vector<int32_t> stop_tokens;   // stop token ids (not included in the output)
+  bool ignore_eos = false;            // keep generating past end-of-generation tokens
+
+  int32_t priority = 0;       // higher runs first (kPriority)
+  uint64_t tenant = 0;        // job / tenant (kFairShare)
+  // Finish with FinishReason::kDeadline once this much time has passed since submit (0 = none).
+  double deadline_s = 0.0;
+
+  // Optional: receives the events on the engine loop thread instead of the handle's channel. It
+  // must return quickly; it may call submit() and cancel().
+  std::function<void(const struct ThreadEvent&)> on_event;
+};
+
+enum class FinishReason { kStop, kLength, kCancelled, kDeadline, kError };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "deadline", "error"
+
+struct Usage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;     // prompt tokens served from the prefix cache
+};
+
+struct ThreadTimings {
+  double queue_s = 0.0;   // submit -> first step that computed its tokens
+  double ttft_s = 0.0;    // submit -> first token sampled
+  double total_s = 0.0;   // submit -> finished
+  int32_t n_preemptions = 0;
+};
+
+struct ThreadResult {
+  ThreadId id = 0;
+  std::vector<int32_t> tokens;  // generated ids (a matched stop token/string's tokens included
+                                // in `tokens` but not in `text`)
+  std::string text;             // generated text, cut before a stop string
+  FinishReason finish_reason = FinishReason::kStop;
+  std::string stop_matched;     // the stop string or token text that ended it
+  std::string error;            // kError: why
+  Usage usage;
+  ThreadTimings timings;
+};
+
+struct ThreadEvent {
+  enum class Kind { kToken, kFinished };
+  Kind kind = Kind::kToken;
+  ThreadId id = 0;
+  // kToken: the sampled id and the text it completes (may be empty: part of a UTF-8 character or
+  // of a possible stop string is held back until resolved).
+  int32_t token = -1;
+  std::string text;
+  // kFinished: the whole result.
+  std::shared_ptr<const ThreadResult> result;
+};
+
+// Shared handle to one thread's event stream and result.
+class ThreadHandle {
+ public:
+  ThreadHandle() = default;
+  ThreadId id() const;
+  bool valid() const { return state_ != nullptr; }
+  // Next event (handles whose request had no on_event), waiting up to `timeout`; std::nullopt on
+  // timeout or after the kFinished event was returned.
+  std::optional<ThreadEvent> next(std::chrono::milliseconds timeout = std::chrono::hours(24 * 365));
+  // Blocks until the thread finished; returns the result (also with on_event).
+  const ThreadResult& wait() const;
+  // Waits up to timeout; nullptr if not finished by then.
+  const ThreadResult* wait_for(std::chrono::milliseconds timeout) const;
+  bool done() const;
+
+  struct State;
+  explicit ThreadHandle(std::shared_ptr<State> s) : state_(std::move(s)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+struct EngineStats {
+  int64_t n_waiting = 0, n_running = 0, n_swapped = 0;
+  int64_t n_submitted = 0, n_finished = 0, n_cancelled = 0;
+  int64_t n_steps = 0;
+  int64_t prompt_tokens = 0;       // prompt tokens of submitted threads
+  int64_t prefill_tokens = 0;      // tokens computed by prefill chunks (recompute included)
+  int64_t generated_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
+  int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0;
+  int64_t kv_blocks_used_peak = 0;  // most blocks in use at once since start
+  int64_t preempt_ram = 0, preempt_disk = 0, preempt_recompute = 0, swap_failures = 0;
+  int64_t swap_bytes_ram = 0, swap_bytes_disk = 0;  // currently stored
+  int64_t swap_bytes_out_total = 0;                 // cumulative bytes saved
+  double busy_s = 0.0;                              // time spent in steps
+};
+
+class Engine {
+ public:
+  // Loads the model (unless given), sizes the KV pool from kv_budget_bytes, measures eviction
+  // costs (measure_costs) and starts the loop. Errors: bad config values (named), model load
+  // errors, a budget smaller than one block (kInvalidArgument), allocation failure, swap_dir not
+  // creatable, kSwapDisk forced without swap_dir.
+  static Result<std::unique_ptr<Engine>> create(const EngineConfig& config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates (tokens in range, prompt not empty, sampling params, prompt + max_tokens within
+  // n_ctx and within the KV pool, queue limit) and queues the thread. Errors are returned here;
+  // nothing is queued then.
+  Result<ThreadHandle> submit(ThreadRequest request);
+  // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one
+  // step. No effect when the id is unknown or the thread already finished.
+  void cancel(ThreadId id);
+
+  EngineStats stats() const;
+  const Model& model() const;
+  std::shared_ptr<const Model> model_ptr() const;
+  const EngineConfig& config() const;  // with defaults resolved (n_threads, n_ctx)
+  int32_t n_kv_blocks() const;
+  size_t kv_bytes_per_token() const;
+  size_t kv_block_bytes() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmt

@@ -1,0 +1,377 @@
+// Engine tests on real models: concurrent threads produce exactly the tokens of sequential runs,
+// preempted threads (swap to RAM, swap to disk, recompute) finish with identical tokens, cancel
+// frees every KV block within one step, stop conditions, validation errors, reference greedy
+// tokens through the engine.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llmthreads/engine.h"
+#include "llmthreads/tokenizer.h"
+#include "test-util.h"
+
+namespace llmt {
+namespace {
+
+using namespace std::chrono_literals;
+
+const char* kStories = "models/stories260K.gguf";
+const char* kSynth = "models/synth/synth-125m-q4_k_m.gguf";
+
+std::shared_ptr<const Model> load(const char* rel) {
+  auto m = Model::load(test::data_path(rel));
+  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+  return m.is_ok() ? *m : nullptr;
+}
+
+EngineConfig base_config(std::shared_ptr<const Model> model) {
+  EngineConfig c;
+  c.model = std::move(model);
+  c.n_threads = 2;
+  c.kv_budget_bytes = 64u << 20;
+  c.measure_costs = false;
+  return c;
+}
+
+// A varied set of requests: different prompts, lengths, greedy and sampled with seeds, penalties.
+std::vector<ThreadRequest> make_requests(int n, int max_tokens) {
+  const char* starts[] = {"Once upon a time", "The little dog", "Lily and Tom went",
+                          "One day, a big bear", "The sun was", "Sam had a red ball"};
+  std::vector<ThreadRequest> out;
+  for (int i = 0; i < n; ++i) {
+    ThreadRequest r;
+    r.prompt = std::string(starts[i % 6]) + (i % 4 == 0 ? " in the park" : "");
+    r.max_tokens = max_tokens - (i % 5) * 3;
+    r.ignore_eos = true;
+    if (i % 3 == 0) {
+      r.sampling.temperature = 0.0f;
+    } else {
+      r.sampling.temperature = 0.9f;
+      r.sampling.seed = 1000 + i;
+      if (i % 3 == 2) r.sampling.repeat_penalty = 1.1f;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+std::vector<ThreadResult> run_sequential(Engine& e, const std::vector<ThreadRequest>& reqs) {
+  std::vector<ThreadResult> out;
+  for (const auto& r : reqs) {
+    auto h = e.submit(r);
+    EXPECT_TRUE(h.is_ok()) << h.status().to_string();
+    out.push_back(h->wait());
+  }
+  return out;
+}
+
+std::vector<ThreadResult> run_concurrent(Engine& e, const std::vector<ThreadRequest>& reqs) {
+  std::vector<ThreadHandle> hs;
+  for (const auto& r : reqs) {
+    auto h = e.submit(r);
+    EXPECT_TRUE(h.is_ok()) << h.status().to_string();
+    hs.push_back(*h);
+  }
+  std::vector<ThreadResult> out;
+  for (auto& h : hs) out.push_back(h.wait());
+  return out;
+}
+
+void expect_same(const std::vector<ThreadResult>& a, const std::vector<ThreadResult>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].tokens, b[i].tokens) << "thread " << i;
+    EXPECT_EQ(a[i].text, b[i].text) << "thread " << i;
+    EXPECT_EQ(a[i].finish_reason, b[i].finish_reason) << "thread " << i;
+  }
+}
+
+TEST(Engine, GreedyMatchesReference) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto j = nlohmann::json::parse(
+      test::read_file(test::data_path("reference/llamacpp/stories260K.json")));
+  auto cfg = base_config(load(kStories));
+  cfg.kv_type = KvType::kF32;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  std::vector<ThreadHandle> hs;
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& p : j["prompts"]) {
+    ThreadRequest r;
+    r.prompt_tokens = p["prompt_token_ids"].get<std::vector<int32_t>>();
+    r.sampling.temperature = 0;
+    want.push_back(p["greedy_token_ids"].get<std::vector<int32_t>>());
+    r.max_tokens = static_cast<int32_t>(want.back().size());
+    r.ignore_eos = true;
+    auto h = (*e)->submit(r);
+    ASSERT_TRUE(h.is_ok()) << h.status().to_string();
+    hs.push_back(*h);
+  }
+  for (size_t i = 0; i < hs.size(); ++i) {
+    const ThreadResult& res = hs[i].wait();
+    EXPECT_EQ(res.tokens, want[i]) << "prompt " << i;
+    EXPECT_EQ(res.finish_reason, FinishReason::kLength);
+  }
+}
+
+TEST(Engine, ConcurrentEqualsSequential64) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto e = Engine::create(base_config(load(kStories)));
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  const auto reqs = make_requests(64, 48);
+  const auto seq = run_sequential(**e, reqs);
+  const auto con = run_concurrent(**e, reqs);
+  expect_same(seq, con);
+  const EngineStats s = (*e)->stats();
+  EXPECT_EQ(s.n_finished, 128);
+  EXPECT_GT(s.generated_tokens, 64 * 30);
+}
+
+TEST(Engine, ConcurrentEqualsSequentialSynth) {
+  LLMT_REQUIRE_DATA(kSynth);
+  auto cfg = base_config(load(kSynth));
+  cfg.kv_budget_bytes = 256u << 20;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  const auto reqs = make_requests(12, 20);
+  expect_same(run_sequential(**e, reqs), run_concurrent(**e, reqs));
+}
+
+// A KV pool far too small for all threads at once forces evictions with the given method; every
+// thread still produces exactly its sequential tokens.
+void preemption_case(EvictionMethod method, SchedPolicy policy) {
+  auto model = load(kStories);
+  auto ref_engine = Engine::create(base_config(model));
+  ASSERT_TRUE(ref_engine.is_ok());
+  const auto reqs = make_requests(24, 64);
+  const auto seq = run_sequential(**ref_engine, reqs);
+
+  auto cfg = base_config(model);
+  cfg.policy = policy;
+  cfg.eviction = method;
+  cfg.quantum_tokens = 8;
+  cfg.max_running = 6;
+  cfg.kv_block_size = 8;
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / "llmt-test-engine-swap";
+  if (method == EvictionMethod::kSwapDisk) cfg.swap_dir = dir.string();
+  // Room for about 6 threads of ~80 positions.
+  const size_t per_token = (*ref_engine)->kv_bytes_per_token();
+  cfg.kv_budget_bytes = per_token * 8 * 64;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  const auto con = run_concurrent(**e, reqs);
+  expect_same(seq, con);
+  const EngineStats s = (*e)->stats();
+  int64_t n_pre = 0;
+  for (const auto& r : con) n_pre += r.timings.n_preemptions;
+  EXPECT_GT(n_pre, 0);
+  switch (method) {
+    case EvictionMethod::kSwapRam:
+      EXPECT_GT(s.preempt_ram, 0);
+      EXPECT_EQ(s.preempt_disk + s.preempt_recompute, 0);
+      break;
+    case EvictionMethod::kSwapDisk:
+      EXPECT_GT(s.preempt_disk, 0);
+      EXPECT_EQ(s.preempt_ram + s.preempt_recompute, 0);
+      break;
+    case EvictionMethod::kRecompute:
+      EXPECT_GT(s.preempt_recompute, 0);
+      EXPECT_EQ(s.preempt_ram + s.preempt_disk, 0);
+      break;
+    case EvictionMethod::kAuto:
+      EXPECT_GT(s.preempt_ram + s.preempt_disk + s.preempt_recompute, 0);
+      break;
+  }
+  EXPECT_EQ(s.swap_failures, 0);
+  EXPECT_EQ(s.swap_bytes_ram + s.swap_bytes_disk, 0);  // everything restored or erased
+  e->reset();
+  if (method == EvictionMethod::kSwapDisk && std::filesystem::exists(dir)) {
+    EXPECT_TRUE(std::filesystem::is_empty(dir)) << "swap files left in " << dir;
+  }
+}
+
+TEST(Engine, PreemptSwapRamIdentical) {
+  LLMT_REQUIRE_DATA(kStories);
+  preemption_case(EvictionMethod::kSwapRam, SchedPolicy::kRoundRobin);
+}
+TEST(Engine, PreemptSwapDiskIdentical) {
+  LLMT_REQUIRE_DATA(kStories);
+  preemption_case(EvictionMethod::kSwapDisk, SchedPolicy::kRoundRobin);
+}
+TEST(Engine, PreemptRecomputeIdentical) {
+  LLMT_REQUIRE_DATA(kStories);
+  preemption_case(EvictionMethod::kRecompute, SchedPolicy::kRoundRobin);
+}
+TEST(Engine, PreemptAutoPriorityIdentical) {
+  LLMT_REQUIRE_DATA(kStories);
+  preemption_case(EvictionMethod::kAuto, SchedPolicy::kPriority);
+}
+
+TEST(Engine, CancelFreesBlocksWithinOneStep) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto e = Engine::create(base_config(load(kStories)));
+  ASSERT_TRUE(e.is_ok());
+  ThreadRequest r;
+  r.prompt = "Once upon a time";
+  r.max_tokens = 400;
+  r.ignore_eos = true;
+  auto h = (*e)->submit(r);
+  ASSERT_TRUE(h.is_ok());
+  // Wait for a few tokens.
+  int n_tok = 0;
+  while (n_tok < 5) {
+    auto ev = h->next(5s);
+    ASSERT_TRUE(ev.has_value());
+    ASSERT_EQ(ev->kind, ThreadEvent::Kind::kToken);
+    ++n_tok;
+  }
+  EXPECT_GT((*e)->stats().kv_blocks_used, 0);
+  (*e)->cancel(h->id());
+  const ThreadResult& res = h->wait();
+  EXPECT_EQ(res.finish_reason, FinishReason::kCancelled);
+  const int64_t steps_at_cancel = (*e)->stats().n_steps;
+  // The loop publishes its stats right after handling the cancel.
+  EngineStats s;
+  for (int i = 0; i < 200; ++i) {
+    s = (*e)->stats();
+    if (s.kv_blocks_used == 0) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_LE(s.n_steps, steps_at_cancel + 1);
+  EXPECT_EQ(s.n_cancelled, 1);
+}
+
+TEST(Engine, StopStringsTokensAndLength) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto e = Engine::create(base_config(load(kStories)));
+  ASSERT_TRUE(e.is_ok());
+  ThreadRequest r;
+  r.prompt = "Once upon a time";
+  r.sampling.temperature = 0;
+  r.max_tokens = 32;
+  r.ignore_eos = true;
+  auto full = (*e)->submit(r)->wait();
+  ASSERT_EQ(full.finish_reason, FinishReason::kLength);
+  ASSERT_EQ(full.tokens.size(), 32u);
+  // Reference greedy text: ", there was a little girl named Lily. She loved to play ..."
+  const size_t cut = full.text.find("Lily");
+  ASSERT_NE(cut, std::string::npos) << full.text;
+  r.stop = {"Lily", "zzz-never"};
+  auto stopped = (*e)->submit(r)->wait();
+  EXPECT_EQ(stopped.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stopped.stop_matched, "Lily");
+  EXPECT_EQ(stopped.text, full.text.substr(0, cut));
+  // Streaming: the concatenated token texts equal the final text (nothing of the stop string
+  // leaks through the stream).
+  auto h = (*e)->submit(r);
+  std::string streamed;
+  while (auto ev = h->next(10s)) {
+    if (ev->kind == ThreadEvent::Kind::kToken) streamed += ev->text;
+  }
+  EXPECT_EQ(streamed, stopped.text);
+  // Stop token: the third generated token.
+  ThreadRequest r2 = r;
+  r2.stop.clear();
+  r2.stop_tokens = {full.tokens[2]};
+  auto st = (*e)->submit(r2)->wait();
+  EXPECT_EQ(st.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(st.tokens.size(), 3u);
+  // Length.
+  ThreadRequest r3 = r2;
+  r3.stop_tokens.clear();
+  r3.max_tokens = 7;
+  EXPECT_EQ((*e)->submit(r3)->wait().tokens.size(), 7u);
+}
+
+TEST(Engine, SubmitValidation) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto cfg = base_config(load(kStories));
+  cfg.n_ctx = 128;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok());
+  ThreadRequest r;
+  r.prompt_tokens = {1, 5000};
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.prompt_tokens = {1, -1};
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.prompt_tokens.assign(200, 1);
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.prompt_tokens.assign(100, 1);
+  r.max_tokens = 50;
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.max_tokens = 0;
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.max_tokens = 4;
+  r.sampling.top_p = 0;
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  r.sampling.top_p = 1;
+  r.stop = {""};
+  EXPECT_EQ((*e)->submit(r).status().code(), StatusCode::kInvalidArgument);
+  ThreadRequest empty;
+  empty.prompt = "";
+  empty.add_special = false;
+  EXPECT_EQ((*e)->submit(empty).status().code(), StatusCode::kInvalidArgument);
+  // Still serving.
+  r.stop.clear();
+  auto ok = (*e)->submit(r);
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->wait().tokens.size(), 4u);
+
+  EngineConfig bad = cfg;
+  bad.kv_budget_bytes = 10;
+  EXPECT_FALSE(Engine::create(bad).is_ok());
+  bad = cfg;
+  bad.eviction = EvictionMethod::kSwapDisk;
+  EXPECT_FALSE(Engine::create(bad).is_ok());
+}
+
+TEST(Engine, CallbacksFromManyCallerThreads) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto e = Engine::create(base_config(load(kStories)));
+  ASSERT_TRUE(e.is_ok());
+  const auto reqs = make_requests(16, 24);
+  const auto seq = run_sequential(**e, reqs);
+  std::vector<std::string> texts(reqs.size());
+  std::vector<ThreadResult> got(reqs.size());
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    callers.emplace_back([&, i] {
+      ThreadRequest r = reqs[i];
+      r.on_event = [&texts, i](const ThreadEvent& ev) {
+        if (ev.kind == ThreadEvent::Kind::kToken) texts[i] += ev.text;
+      };
+      auto h = (*e)->submit(r);
+      ASSERT_TRUE(h.is_ok());
+      got[i] = h->wait();
+    });
+  }
+  for (auto& t : callers) t.join();
+  expect_same(seq, got);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(texts[i], got[i].text);
+}
+
+TEST(Engine, DestructorCancelsLiveThreads) {
+  LLMT_REQUIRE_DATA(kStories);
+  ThreadHandle h;
+  {
+    auto e = Engine::create(base_config(load(kStories)));
+    ASSERT_TRUE(e.is_ok());
+    ThreadRequest r;
+    r.prompt = "Once upon a time";
+    r.max_tokens = 400;
+    r.ignore_eos = true;
+    h = *(*e)->submit(r);
+  }
+  ASSERT_TRUE(h.done());
+  EXPECT_EQ(h.wait().finish_reason, FinishReason::kCancelled);
+}
+
+}  // namespace
+}  // namespace llmt

@@ -1,0 +1,362 @@
+// `llmthreads bench --scenario NAME`: engine-level scenarios (priority, shared-prefix, switch).
+// Each builds one or more Engines on the model, drives them with synthetic prompts of random
+// (non-special) token ids and prints one JSON object. Prompts are random tokens so that the
+// results do not depend on the model's text quality (the bench model has random weights).
+#include "scenarios.h"
+
+#include <cmath>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "kv/swap-store.h"
+#include "llmthreads/tokenizer.h"
+
+namespace llmt::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::ordered_json;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Percentile (nearest rank) of values, 0 for an empty list.
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+  rank = std::clamp<size_t>(rank, 1, v.size());
+  return v[rank - 1];
+}
+
+json pct_json(const std::vector<double>& v) {
+  return {{"p50", percentile(v, 50)}, {"p99", percentile(v, 99)}, {"n", v.size()}};
+}
+
+// Deterministic random ordinary tokens (xorshift; not the engine's RNG).
+struct TokenGen {
+  uint64_t s;
+  int32_t lo, hi;
+  int32_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return lo + static_cast<int32_t>(s % static_cast<uint64_t>(hi - lo));
+  }
+  std::vector<int32_t> tokens(int32_t n, int32_t bos) {
+    std::vector<int32_t> t;
+    if (bos >= 0) t.push_back(bos);
+    while (static_cast<int32_t>(t.size()) < n) t.push_back(next());
+    return t;
+  }
+};
+
+TokenGen token_gen(const Model& m, uint64_t seed) {
+  const int32_t n_vocab = m.hparams().n_vocab;
+  // Skip the first ids (special / byte tokens in most vocabularies).
+  const int32_t lo = std::min(n_vocab - 1, std::max<int32_t>(260, n_vocab / 16));
+  return TokenGen{seed * 0x9E3779B97F4A7C15ull + 1, lo, n_vocab};
+}
+
+EngineConfig base_config(const ScenarioOptions& o) {
+  EngineConfig c;
+  c.model = o.model;
+  c.n_threads = o.n_threads;
+  c.kv_budget_bytes = o.kv_budget_bytes;
+  c.swap_dir = o.swap_dir;
+  return c;
+}
+
+ThreadRequest request(std::vector<int32_t> prompt, int32_t max_tokens, int32_t priority) {
+  ThreadRequest r;
+  r.prompt_tokens = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.priority = priority;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.0f;
+  return r;
+}
+
+// TTFT of n_high high-priority threads submitted one at a time (each after the previous one's
+// first token, plus a small varying gap so arrivals fall at different points of a step).
+Result<std::vector<double>> measure_ttft(Engine& e, TokenGen& gen, int32_t n_high,
+                                         int32_t prompt_len, int32_t bos) {
+  std::vector<double> ttft;
+  for (int32_t i = 0; i < n_high; ++i) {
+    std::this_thread::sleep_for(std::chrono::microseconds(1000 + 3917 * (i % 7)));
+    auto h = e.submit(request(gen.tokens(prompt_len, bos), 1, 10));
+    if (!h.is_ok()) return h.status();
+    ttft.push_back(h->wait().timings.ttft_s * 1e3);
+  }
+  return ttft;
+}
+
+Result<json> scenario_priority(const ScenarioOptions& o) {
+  const Model& m = *o.model;
+  const int32_t bos = m.tokenizer().bos_id();
+  const int32_t n_low = o.n_threads_sim > 0 ? o.n_threads_sim : 64;
+  const int32_t n_high = o.n_high > 0 ? o.n_high : 20;
+  const int32_t high_prompt = 128, low_prompt = 64, low_gen = 100000;
+  EngineConfig cfg = base_config(o);
+  cfg.policy = SchedPolicy::kPriority;
+  cfg.max_running = n_low;
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  const int32_t n_ctx = engine->config().n_ctx;
+  TokenGen gen = token_gen(m, 1);
+  // Warm-up, then unloaded TTFT.
+  LLMT_ASSIGN_OR_RETURN(auto warm, measure_ttft(*engine, gen, 2, high_prompt, bos));
+  (void)warm;
+  LLMT_ASSIGN_OR_RETURN(auto unloaded, measure_ttft(*engine, gen, n_high, high_prompt, bos));
+  // Saturate with low-priority threads that generate until cancelled.
+  std::vector<ThreadHandle> low;
+  for (int32_t i = 0; i < n_low; ++i) {
+    const int32_t gen_len = std::min(low_gen, n_ctx - low_prompt - 1);
+    LLMT_ASSIGN_OR_RETURN(auto h, engine->submit(request(gen.tokens(low_prompt, bos), gen_len, 0)));
+    low.push_back(h);
+  }
+  // Wait until every low thread is decoding.
+  const auto t_wait = Clock::now();
+  while (engine->stats().n_running < n_low && seconds_since(t_wait) < 60) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const EngineStats before = engine->stats();
+  const auto t_loaded = Clock::now();
+  LLMT_ASSIGN_OR_RETURN(auto loaded, measure_ttft(*engine, gen, n_high, high_prompt, bos));
+  const double loaded_s = seconds_since(t_loaded);
+  const EngineStats after = engine->stats();
+  for (auto& h : low) engine->cancel(h.id());
+  for (auto& h : low) h.wait();
+  json j;
+  j["scenario"] = "priority";
+  j["ttft_high_ms"] = pct_json(loaded);
+  j["ttft_unloaded_ms"] = pct_json(unloaded);
+  j["p99_ratio"] = percentile(unloaded, 99) > 0
+                       ? percentile(loaded, 99) / percentile(unloaded, 99) : 0.0;
+  j["n_low"] = n_low;
+  j["n_high"] = n_high;
+  j["high_prompt_tokens"] = high_prompt;
+  j["low_prompt_tokens"] = low_prompt;
+  j["low_running_when_measured"] = before.n_running;
+  j["low_tok_s_during_high"] =
+      static_cast<double>(after.generated_tokens - before.generated_tokens - n_high) / loaded_s;
+  return j;
+}
+
+// Runs n threads sharing a prefix_len-token instruction with distinct tail_len-token tails.
+struct PrefixRun {
+  int64_t prefill_tokens = 0;
+  int64_t peak_blocks = 0;
+  int64_t prefix_hits = 0;
+  double wall_s = 0;
+};
+
+Result<PrefixRun> run_shared_prefix(const ScenarioOptions& o, bool sharing, int32_t n,
+                                    int32_t prefix_len, int32_t tail_len, int32_t gen_len) {
+  EngineConfig cfg = base_config(o);
+  cfg.prefix_caching = sharing;
+  cfg.max_running = std::max(n, 1);
+  cfg.measure_costs = false;
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  const int32_t bos = o.model->tokenizer().bos_id();
+  TokenGen gen = token_gen(*o.model, 7);
+  const std::vector<int32_t> prefix = gen.tokens(prefix_len, bos);
+  std::vector<ThreadHandle> hs;
+  const auto t0 = Clock::now();
+  for (int32_t i = 0; i < n; ++i) {
+    std::vector<int32_t> p = prefix;
+    for (int32_t k = 0; k < tail_len; ++k) p.push_back(gen.next());
+    LLMT_ASSIGN_OR_RETURN(auto h, engine->submit(request(std::move(p), gen_len, 0)));
+    hs.push_back(h);
+  }
+  for (auto& h : hs) h.wait();
+  PrefixRun r;
+  r.wall_s = seconds_since(t0);
+  const EngineStats s = engine->stats();
+  r.prefill_tokens = s.prefill_tokens;
+  r.peak_blocks = s.kv_blocks_used_peak;
+  r.prefix_hits = s.prefix_hit_tokens;
+  return r;
+}
+
+Result<json> scenario_shared_prefix(const ScenarioOptions& o) {
+  const int32_t n = o.n_threads_sim > 0 ? o.n_threads_sim : 32;
+  const int32_t prefix_len = 200, tail_len = 30, gen_len = 16;
+  LLMT_ASSIGN_OR_RETURN(auto with, run_shared_prefix(o, true, n, prefix_len, tail_len, gen_len));
+  LLMT_ASSIGN_OR_RETURN(auto without,
+                        run_shared_prefix(o, false, n, prefix_len, tail_len, gen_len));
+  EngineConfig probe = base_config(o);
+  const size_t block_bytes = [&] {
+    const ModelHparams& hp = o.model->hparams();
+    return static_cast<size_t>(hp.n_layer) * 2 * hp.kv_dim() * 2 * probe.kv_block_size;
+  }();
+  json j;
+  j["scenario"] = "shared-prefix";
+  j["n_threads"] = n;
+  j["prefix_tokens"] = prefix_len;
+  j["tail_tokens"] = tail_len;
+  j["gen_tokens"] = gen_len;
+  j["prefill_tokens"] = {{"with_sharing", with.prefill_tokens},
+                         {"without_sharing", without.prefill_tokens}};
+  j["kv_bytes"] = {{"with_sharing", with.peak_blocks * static_cast<int64_t>(block_bytes)},
+                   {"without_sharing", without.peak_blocks * static_cast<int64_t>(block_bytes)}};
+  j["prefix_hit_tokens"] = with.prefix_hits;
+  j["wall_s"] = {{"with_sharing", with.wall_s}, {"without_sharing", without.wall_s}};
+  j["kv_bytes_note"] = "peak KV blocks in use x block bytes (F16 KV, 16-token blocks)";
+  return j;
+}
+
+// Save + restore cost of 1k tokens of context, per method, measured on the model's Context and
+// the swap store directly (the same calls the engine makes).
+Result<json> switch_costs(const ScenarioOptions& o) {
+  const int32_t n_tok = 1024;
+  const int32_t bs = 16;
+  const int32_t n_blocks_seq = n_tok / bs;
+  ContextOptions co;
+  co.n_kv_blocks = 2 * n_blocks_seq;
+  co.kv_block_size = bs;
+  co.kv_type = KvType::kF16;
+  co.n_threads = o.n_threads;
+  co.n_ctx = n_tok + 16;
+  co.n_batch = 512;
+  LLMT_ASSIGN_OR_RETURN(auto ctx, Context::create(o.model, co));
+  std::vector<int32_t> table(n_blocks_seq), table2(n_blocks_seq);
+  for (int32_t i = 0; i < n_blocks_seq; ++i) {
+    table[i] = i;
+    table2[i] = n_blocks_seq + i;
+  }
+  TokenGen gen = token_gen(*o.model, 3);
+  const auto toks = gen.tokens(n_tok, o.model->tokenizer().bos_id());
+  std::vector<Context::BatchEntry> entries;
+  for (int32_t i = 0; i < n_tok; ++i) entries.push_back({toks[i], 0, i, i == n_tok - 1});
+  std::span<const int32_t> t1(table);
+  std::vector<std::span<const int32_t>> tabs{t1};
+  LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs));  // warm-up + fills the blocks
+  std::vector<double> recompute;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = Clock::now();
+    LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs));
+    recompute.push_back(seconds_since(t0) * 1e3);
+  }
+  auto swap_ms = [&](kv::SwapWhere where, const std::string& dir) -> Result<double> {
+    kv::SwapStoreOptions so;
+    so.dir = dir;
+    so.ram_limit_bytes = where == kv::SwapWhere::kDisk ? 0 : (uint64_t{1} << 33);
+    LLMT_ASSIGN_OR_RETURN(auto store, kv::SwapStore::create(so));
+    std::vector<double> ms;
+    for (int r = 0; r < 4; ++r) {
+      std::vector<std::span<const uint8_t>> out;
+      std::vector<std::span<uint8_t>> in;
+      for (int32_t b : table) out.push_back(ctx->kv_block(b));
+      for (int32_t b : table2) in.push_back(ctx->kv_block(b));
+      const auto t0 = Clock::now();
+      auto p = store->put(1, out, where);
+      if (!p.is_ok()) return p.status();
+      LLMT_RETURN_IF_ERROR(store->take(1, in));
+      if (r > 0) ms.push_back(seconds_since(t0) * 1e3);
+    }
+    return percentile(ms, 50);
+  };
+  LLMT_ASSIGN_OR_RETURN(double ram_ms, swap_ms(kv::SwapWhere::kRam, ""));
+  std::string dir = o.swap_dir.empty()
+                        ? (std::filesystem::temp_directory_path() / "llmthreads-bench-swap").string()
+                        : o.swap_dir;
+  LLMT_ASSIGN_OR_RETURN(double disk_ms, swap_ms(kv::SwapWhere::kDisk, dir));
+  json j = {{"ram", ram_ms}, {"disk", disk_ms}, {"recompute", percentile(recompute, 50)}};
+  j["kv_bytes_per_1k_tokens"] = ctx->kv_bytes_per_token() * n_tok;
+  return j;
+}
+
+// Aggregate generated tokens/s of 4*n threads on a batch of n: (a) KV for all of them, FCFS (no
+// thread is ever switched out), (b) round-robin with KV for only about n threads, so every turn
+// switches threads out and in.
+struct RrRun {
+  double tok_s = 0;
+  int64_t preempt_ram = 0, preempt_disk = 0, preempt_recompute = 0;
+};
+
+Result<RrRun> run_rr(const ScenarioOptions& o, bool oversubscribed, int32_t n, int32_t prompt_len,
+                     int32_t gen_len) {
+  EngineConfig cfg = base_config(o);
+  cfg.max_running = n;
+  cfg.policy = oversubscribed ? SchedPolicy::kRoundRobin : SchedPolicy::kFcfs;
+  cfg.quantum_tokens = 32;
+  if (oversubscribed) {
+    const ModelHparams& hp = o.model->hparams();
+    const uint64_t per_token = static_cast<uint64_t>(hp.n_layer) * 2 * hp.kv_dim() * 2;
+    // n threads at their full length, plus one block each of slack.
+    cfg.kv_budget_bytes = per_token * static_cast<uint64_t>(n) * (prompt_len + gen_len + 16);
+  }
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  const int32_t bos = o.model->tokenizer().bos_id();
+  TokenGen gen = token_gen(*o.model, 11);
+  std::vector<ThreadHandle> hs;
+  const auto t0 = Clock::now();
+  for (int32_t i = 0; i < 4 * n; ++i) {
+    LLMT_ASSIGN_OR_RETURN(auto h, engine->submit(request(gen.tokens(prompt_len, bos), gen_len, 0)));
+    hs.push_back(h);
+  }
+  int64_t n_gen = 0;
+  for (auto& h : hs) n_gen += static_cast<int64_t>(h.wait().tokens.size());
+  RrRun r;
+  r.tok_s = static_cast<double>(n_gen) / seconds_since(t0);
+  const EngineStats s = engine->stats();
+  r.preempt_ram = s.preempt_ram;
+  r.preempt_disk = s.preempt_disk;
+  r.preempt_recompute = s.preempt_recompute;
+  return r;
+}
+
+Result<json> scenario_switch(const ScenarioOptions& o) {
+  LLMT_ASSIGN_OR_RETURN(json costs, switch_costs(o));
+  const int32_t n = o.n_threads_sim > 0 ? o.n_threads_sim : 16;
+  const int32_t prompt_len = 64, gen_len = 128;
+  // Interleaved repetitions (the host is noisy); medians.
+  std::vector<double> base, rr;
+  RrRun last_rr;
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    LLMT_ASSIGN_OR_RETURN(auto b, run_rr(o, false, n, prompt_len, gen_len));
+    LLMT_ASSIGN_OR_RETURN(auto r, run_rr(o, true, n, prompt_len, gen_len));
+    base.push_back(b.tok_s);
+    rr.push_back(r.tok_s);
+    last_rr = r;
+  }
+  const double b50 = percentile(base, 50), r50 = percentile(rr, 50);
+  json j;
+  j["scenario"] = "switch";
+  j["switch_ms_per_1k_tokens"] = {{"ram", costs["ram"]},
+                                  {"disk", costs["disk"]},
+                                  {"recompute", costs["recompute"]}};
+  j["kv_bytes_per_1k_tokens"] = costs["kv_bytes_per_1k_tokens"];
+  j["rr_throughput_fraction"] = b50 > 0 ? r50 / b50 : 0.0;
+  j["rr"] = {{"threads", 4 * n},
+             {"max_running", n},
+             {"prompt_tokens", prompt_len},
+             {"gen_tokens", gen_len},
+             {"quantum_tokens", 32},
+             {"tok_s_no_preemption", base},
+             {"tok_s_round_robin", rr},
+             {"preemptions_last_run",
+              {{"ram", last_rr.preempt_ram},
+               {"disk", last_rr.preempt_disk},
+               {"recompute", last_rr.preempt_recompute}}}};
+  return j;
+}
+
+}  // namespace
+
+Result<nlohmann::ordered_json> run_scenario(const std::string& name, const ScenarioOptions& o) {
+  if (name == "priority") return scenario_priority(o);
+  if (name == "shared-prefix") return scenario_shared_prefix(o);
+  if (name == "switch") return scenario_switch(o);
+  return invalid_argument("unknown scenario '" + name +
+                          "' (known: priority, shared-prefix, switch)");
+}
+
+}  // namespace llmt::bench

@@ -1,0 +1,34 @@
+// Engine scenarios of `llmthreads bench --scenario NAME` (scenarios.cpp):
+//   priority       64 low-priority threads saturate the engine, then high-priority threads arrive
+//                  one at a time: their TTFT p50/p99 vs the same with no load.
+//   shared-prefix  N threads with a common 200-token instruction and distinct 30-token tails:
+//                  prefill tokens computed and peak KV bytes, with and without prefix sharing.
+//   switch         save+restore cost per 1k tokens of context for RAM swap, disk swap and
+//                  recompute; generated tokens/s of round-robin with 4x more threads than the KV
+//                  holds vs the same work with no preemption.
+// Thread-safety: run_scenario drives its own engines from the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "llmthreads/engine.h"
+
+namespace llmt::bench {
+
+struct ScenarioOptions {
+  std::shared_ptr<const Model> model;
+  int32_t n_threads = 0;                 // compute threads (0 = physical cores)
+  uint64_t kv_budget_bytes = uint64_t{512} << 20;
+  std::string swap_dir;                  // "" = a folder under the system temp dir (switch)
+  int32_t n_threads_sim = 0;             // LLM threads (0 = the scenario's default)
+  int32_t n_high = 0;                    // priority: high-priority arrivals (0 = 20)
+  int32_t repetitions = 3;               // switch: interleaved repetitions of the RR comparison
+};
+
+// kInvalidArgument for an unknown name; engine errors otherwise.
+Result<nlohmann::ordered_json> run_scenario(const std::string& name, const ScenarioOptions& o);
+
+}  // namespace llmt::bench
