@@ -57,7 +57,10 @@ struct EngineConfig {
   bool prefix_caching = true;        // share KV blocks of identical prompt prefixes
 
   SchedPolicy policy = SchedPolicy::kPriority;
-  int32_t step_tokens = 512;         // tokens per step (decode tokens + prefill chunks)
+  // Tokens per step (decode tokens + prefill chunks). A new high-priority thread waits for the
+  // step in flight, so this bounds its extra latency (256 tokens: ~140 ms on a 125M model on 2
+  // cores); prefill throughput is within ~5% of 512-token steps.
+  int32_t step_tokens = 256;
   int32_t max_running = 64;          // threads per step
   double aging_per_s = 1.0;          // kPriority: priority gained per second of waiting
   int32_t quantum_tokens = 32;       // kRoundRobin: tokens per turn

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -93,7 +94,12 @@ Result<std::vector<double>> measure_ttft(Engine& e, TokenGen& gen, int32_t n_hig
     std::this_thread::sleep_for(std::chrono::microseconds(1000 + 3917 * (i % 7)));
     auto h = e.submit(request(gen.tokens(prompt_len, bos), 1, 10));
     if (!h.is_ok()) return h.status();
-    ttft.push_back(h->wait().timings.ttft_s * 1e3);
+    const ThreadResult& res = h->wait();
+    ttft.push_back(res.timings.ttft_s * 1e3);
+    if (std::getenv("LLMT_SCENARIO_DEBUG")) {
+      std::fprintf(stderr, "high %d: queue %.1f ms ttft %.1f ms\n", i, res.timings.queue_s * 1e3,
+                   res.timings.ttft_s * 1e3);
+    }
   }
   return ttft;
 }
@@ -121,10 +127,10 @@ Result<json> scenario_priority(const ScenarioOptions& o) {
     LLMT_ASSIGN_OR_RETURN(auto h, engine->submit(request(gen.tokens(low_prompt, bos), gen_len, 0)));
     low.push_back(h);
   }
-  // Wait until every low thread is decoding.
-  const auto t_wait = Clock::now();
-  while (engine->stats().n_running < n_low && seconds_since(t_wait) < 60) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Steady state: wait for every low thread's first token (its prompt is done; it decodes).
+  for (auto& h : low) {
+    auto ev = h.next(std::chrono::seconds(120));
+    if (!ev) return Status(StatusCode::kInternal, "priority scenario: a low thread never started");
   }
   const EngineStats before = engine->stats();
   const auto t_loaded = Clock::now();
