@@ -213,6 +213,47 @@ TEST(Engine, PreemptAutoPriorityIdentical) {
   preemption_case(EvictionMethod::kAuto, SchedPolicy::kPriority);
 }
 
+// Threads sharing a 37-token instruction (2 full 16-token blocks + 5 tokens of a third) with
+// distinct tails of 12+ tokens: with prefix sharing the instruction is computed once (full blocks
+// shared, the third block's first 5 tokens copied from the first thread's block once that block
+// is full and registered) and every thread's tokens equal those without sharing.
+TEST(Engine, PrefixSharingDoesNotChangeOutput) {
+  LLMT_REQUIRE_DATA(kSynth);
+  auto model = load(kSynth);
+  std::vector<int32_t> instr;
+  instr.push_back(model->tokenizer().bos_id());
+  for (int32_t i = 1; i < 37; ++i) instr.push_back(1000 + 37 * i);
+  std::vector<ThreadRequest> reqs;
+  for (int i = 0; i < 8; ++i) {
+    ThreadRequest r;
+    r.prompt_tokens = instr;
+    for (int k = 0; k < 12 + i; ++k) r.prompt_tokens.push_back(2000 + 101 * i + k);
+    r.max_tokens = 6;
+    r.ignore_eos = true;
+    r.sampling.temperature = i % 2 ? 0.7f : 0.0f;
+    r.sampling.seed = 77 + i;
+    reqs.push_back(r);
+  }
+  auto cfg = base_config(model);
+  cfg.kv_budget_bytes = 128u << 20;
+  cfg.prefix_caching = false;
+  auto off = Engine::create(cfg);
+  ASSERT_TRUE(off.is_ok());
+  cfg.prefix_caching = true;
+  auto on = Engine::create(cfg);
+  ASSERT_TRUE(on.is_ok());
+  const auto want = run_concurrent(**off, reqs);
+  const auto got = run_concurrent(**on, reqs);
+  expect_same(want, got);
+  const EngineStats s = (*on)->stats();
+  // The first thread computes the instruction; the other 7 wait for it and reuse all 37 tokens.
+  EXPECT_EQ(s.prefix_hit_tokens, 7 * 37);
+  int64_t prompt_total = 0;
+  for (const auto& r : reqs) prompt_total += static_cast<int64_t>(r.prompt_tokens.size());
+  EXPECT_EQ(s.prefill_tokens, prompt_total - 7 * 37);
+  for (size_t i = 1; i < got.size(); ++i) EXPECT_EQ(got[i].usage.cached_tokens, 37) << i;
+}
+
 TEST(Engine, CancelFreesBlocksWithinOneStep) {
   LLMT_REQUIRE_DATA(kStories);
   auto e = Engine::create(base_config(load(kStories)));

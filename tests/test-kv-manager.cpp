@@ -681,3 +681,86 @@ TEST(KvManager, RandomizedStress) {
 
 }  // namespace
 }  // namespace llmt::kv
+
+namespace llmt::kv {
+namespace {
+
+// A prompt that shares 6 tokens with a cached one (block size 4): one full block is shared, the
+// next block's first 2 tokens come from a private copy of the cached block.
+TEST(KvManagerPartial, SharedStartOfABlockIsCopied) {
+  KvManager kv = make();
+  Tokens a = iota_tokens(10);
+  start(kv, 1, a, /*commit=*/true);
+  EXPECT_EQ(table_of(kv, 1), (std::vector<int32_t>{0, 1, 2}));
+  Tokens b = iota_tokens(6);
+  for (int32_t t : {900, 901, 902, 903}) b.push_back(t);
+  PrefixMatch m = kv.match_prefix(b);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0}));
+  EXPECT_EQ(m.partial_block, 1);
+  EXPECT_EQ(m.n_partial, 2);
+  EXPECT_EQ(m.n_pending, 0);
+  auto copy = kv.open_partial(2, m.blocks, m.partial_block, m.n_partial, 10);
+  ASSERT_TRUE(copy.is_ok()) << copy.status().to_string();
+  EXPECT_EQ(copy->src, 1);
+  EXPECT_EQ(copy->dst, 3);
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(kv.ref_count(0), 2);
+  EXPECT_EQ(kv.ref_count(1), 1);  // only sequence 1: the copy is private
+  EXPECT_EQ(kv.stats().n_hit_tokens, 6u);
+  ASSERT_TRUE(kv.allocate(2, 10, b));
+  EXPECT_EQ(table_of(kv, 2), (std::vector<int32_t>{0, 3, 4}));
+  kv.commit(2, b, 10);
+  // Sequence 2's own second block is registered under its own tokens and matchable.
+  Tokens c = b;
+  c.push_back(7);
+  PrefixMatch m2 = kv.match_prefix(c);
+  EXPECT_EQ(m2.blocks, (std::vector<int32_t>{0, 3}));
+  // The partial match also stops one token short of the end.
+  PrefixMatch m3 = kv.match_prefix(iota_tokens(7));
+  EXPECT_EQ(m3.blocks, (std::vector<int32_t>{0}));
+  // Blocks 1 and 3 both start with 104, 105; either may serve.
+  EXPECT_TRUE(m3.partial_block == 1 || m3.partial_block == 3) << m3.partial_block;
+  EXPECT_EQ(m3.n_partial, 2);
+}
+
+// A cached source block with no references is pinned while the copy's target is taken, so it is
+// never the block evicted for its own copy.
+TEST(KvManagerPartial, SourceNotEvictedForItsOwnCopy) {
+  KvManager kv = make(3, 4);
+  Tokens a = iota_tokens(8);
+  start(kv, 1, a, /*commit=*/true);
+  kv.free(1);  // blocks 0 and 1 cached; block 2 never used
+  Tokens b = iota_tokens(6);
+  b.push_back(900);
+  PrefixMatch m = kv.match_prefix(b);
+  ASSERT_EQ(m.partial_block, 1);
+  // Take the last never-used block so the copy's target must come from the cached ones.
+  ASSERT_TRUE(kv.open(5, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(5, 1, Tokens{1}));
+  auto copy = kv.open_partial(2, m.blocks, m.partial_block, m.n_partial);
+  EXPECT_EQ(copy.status().code(), StatusCode::kOutOfMemory);  // block 0 + copy need 2 + pin
+  kv.free(5);
+  m = kv.match_prefix(b);
+  copy = kv.open_partial(2, m.blocks, m.partial_block, m.n_partial);
+  ASSERT_TRUE(copy.is_ok()) << copy.status().to_string();
+  EXPECT_EQ(copy->src, 1);
+  EXPECT_NE(copy->dst, 1);
+  EXPECT_NE(copy->dst, 0);
+}
+
+// A partially matching block that another sequence is still computing counts as pending.
+TEST(KvManagerPartial, PendingPartialBlockIsWaitedFor) {
+  KvManager kv = make();
+  Tokens a = iota_tokens(10);
+  start(kv, 1, a, /*commit=*/false);
+  kv.commit(1, a, 4);  // first block computed, second pending
+  Tokens b = iota_tokens(6);
+  b.push_back(900);
+  PrefixMatch m = kv.match_prefix(b);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0}));
+  EXPECT_EQ(m.n_pending, 1);
+  EXPECT_EQ(m.partial_block, -1);
+}
+
+}  // namespace
+}  // namespace llmt::kv

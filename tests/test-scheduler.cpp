@@ -246,7 +246,11 @@ struct Sim {
         }
       }
     }
-    // 2. swap-ins.
+    // 2. block copies, then swap-ins.
+    for (const kv::BlockCopy& c : plan.copies) {
+      for (int32_t k = 0; k < bs; ++k)
+        cells[static_cast<size_t>(c.dst) * bs + k] = cells[static_cast<size_t>(c.src) * bs + k];
+    }
     std::set<ThreadId> not_run;
     for (const SwapIn& si : plan.swap_in) {
       auto it = store.find(si.id);
@@ -265,10 +269,6 @@ struct Sim {
         }
       }
       store.erase(it);
-    }
-    for (const kv::BlockCopy& c : plan.copies) {
-      for (int32_t k = 0; k < bs; ++k)
-        cells[static_cast<size_t>(c.dst) * bs + k] = cells[static_cast<size_t>(c.src) * bs + k];
     }
     // 3. the forward pass.
     std::vector<Chunk> ran;

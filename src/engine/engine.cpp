@@ -4,7 +4,7 @@
 // One loop iteration (a "step"):
 //   1. drain the inbox (new threads, cancels); finish threads past their deadline;
 //   2. plan = scheduler.schedule(now);
-//   3. swap-outs (block bytes -> swap store), swap-ins (store -> new blocks), block copies;
+//   3. swap-outs (block bytes -> swap store), block copies, swap-ins (store -> new blocks);
 //   4. one Context::decode_paged() over the plan's chunks;
 //   5. sample the threads whose chunk reached their last token, detokenize, match stop strings,
 //      push events; scheduler.complete(); remove finished threads.
@@ -475,7 +475,13 @@ void Engine::Impl::step() {
     auto it = live.find(id);
     if (it != live.end()) ++it->second->result.timings.n_preemptions;
   }
-  // 2. Swap-ins.
+  // 2. Block copies (partial prefix blocks, copy-on-write): before any block is written.
+  for (const kv::BlockCopy& c : plan.copies) {
+    auto src = ctx->kv_block(c.src);
+    auto dst = ctx->kv_block(c.dst);
+    std::memcpy(dst.data(), src.data(), src.size());
+  }
+  // 3. Swap-ins.
   for (const sched::SwapIn& si : plan.swap_in) {
     if (std::find(result.swap_failed.begin(), result.swap_failed.end(), si.id) !=
         result.swap_failed.end()) {
@@ -489,12 +495,6 @@ void Engine::Impl::step() {
       result.swap_failed.push_back(si.id);
       st.swap_failures.fetch_add(1, std::memory_order_relaxed);
     }
-  }
-  // 3. Copy-on-write.
-  for (const kv::BlockCopy& c : plan.copies) {
-    auto src = ctx->kv_block(c.src);
-    auto dst = ctx->kv_block(c.dst);
-    std::memcpy(dst.data(), src.data(), src.size());
   }
   // 4. One forward pass.
   batch.clear();

@@ -89,6 +89,9 @@ struct KvManager::Impl {
   int32_t n_cached = 0;
 
   std::unordered_map<uint64_t, int32_t> map;  // registered hash -> block
+  // Registered blocks by their parent's registration serial (0: first blocks), for partial
+  // matches of the block after a matched run.
+  std::unordered_multimap<uint64_t, int32_t> children;
   std::unordered_map<SeqId, Seq> seqs;
   uint64_t next_serial = 1;
 
@@ -137,6 +140,13 @@ struct KvManager::Impl {
   void unregister(int32_t b) {
     if (!hashed[b]) return;
     map.erase(hash[b]);
+    auto range = children.equal_range(parent_serial[b]);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == b) {
+        children.erase(it);
+        break;
+      }
+    }
     hashed[b] = 0;
     computed[b] = 0;
     serial[b] = 0;
@@ -159,6 +169,7 @@ struct KvManager::Impl {
     parent_block[b] = parent;
     parent_serial[b] = parent >= 0 ? serial[parent] : 0;
     serial[b] = next_serial++;
+    children.emplace(parent_serial[b], b);
     std::memcpy(&tokens[static_cast<size_t>(b) * block_size], toks,
                 sizeof(int32_t) * static_cast<size_t>(block_size));
     return true;
@@ -276,6 +287,38 @@ PrefixMatch KvManager::match_prefix(std::span<const int32_t> tokens) const {
     parent_h = h;
     parent = b;
   }
+  if (out.n_pending > 0) return out;
+  // Partial match of the next block: the registered child of the last matched block (or a first
+  // block) sharing the longest run of leading tokens with what follows.
+  const size_t start = out.blocks.size() * bs;
+  const size_t limit = std::min(bs - 1, tokens.size() - 1 - start);  // leave one token
+  if (limit == 0) return out;
+  const uint64_t key = parent >= 0 ? m.serial[parent] : 0;
+  auto range = m.children.equal_range(key);
+  size_t best = 0, best_pending = 0;
+  int32_t best_block = -1;
+  for (auto it = range.first; it != range.second; ++it) {
+    const int32_t c = it->second;
+    if (m.parent_block[c] != parent) continue;
+    const int32_t* ct = &m.tokens[static_cast<size_t>(c) * bs];
+    size_t r = 0;
+    while (r < limit && ct[r] == tokens[start + r]) ++r;
+    if (m.computed[c]) {
+      if (r > best) {
+        best = r;
+        best_block = c;
+      }
+    } else {
+      best_pending = std::max(best_pending, r);
+    }
+    if (best == limit) break;
+  }
+  if (best_pending > best) {
+    out.n_pending = 1;  // another sequence is computing these tokens: worth waiting for
+  } else if (best > 0) {
+    out.partial_block = best_block;
+    out.n_partial = static_cast<int32_t>(best);
+  }
   return out;
 }
 
@@ -308,6 +351,37 @@ Status KvManager::open(SeqId seq, std::span<const int32_t> prefix, int64_t n_loo
   if (n_lookup > 0) m.n_query_tokens += static_cast<uint64_t>(n_lookup);
   m.n_hit_tokens += static_cast<uint64_t>(prefix.size()) * static_cast<uint64_t>(m.block_size);
   return Status::ok();
+}
+
+Result<BlockCopy> KvManager::open_partial(SeqId seq, std::span<const int32_t> prefix,
+                                          int32_t partial_block, int32_t n_partial,
+                                          int64_t n_lookup) {
+  Impl& m = *impl_;
+  const int32_t b = partial_block;
+  const int32_t parent = prefix.empty() ? -1 : prefix.back();
+  if (b < 0 || b >= m.n_blocks || !m.computed[b] || m.parent_block[b] != parent ||
+      (parent >= 0 && m.parent_serial[b] != m.serial[parent]) || n_partial <= 0 ||
+      n_partial >= m.block_size) {
+    return invalid_argument("kv: open_partial: block " + std::to_string(b) +
+                            " is not a computed child of the prefix");
+  }
+  // Blocks the open takes off the free list: cached prefix blocks, then the copy's target (the
+  // source is pinned while the target is taken, so it cannot be the one evicted).
+  int32_t need = 1;
+  for (int32_t p : prefix) need += (p >= 0 && p < m.n_blocks && m.ref[p] == 0) ? 1 : 0;
+  need += m.ref[b] == 0 ? 1 : 0;
+  if (need > n_available()) {
+    return Status(StatusCode::kOutOfMemory, "kv: open_partial: no free block for the copy");
+  }
+  LLMT_RETURN_IF_ERROR(open(seq, prefix, n_lookup));
+  m.add_ref(b);
+  const int32_t d = m.take();
+  m.release(b);
+  Impl::Seq& s = m.seqs[seq];
+  s.table.push_back(d);
+  s.n_committed += n_partial;
+  m.n_hit_tokens += static_cast<uint64_t>(n_partial);
+  return BlockCopy{b, d};
 }
 
 bool KvManager::is_open(SeqId seq) const {

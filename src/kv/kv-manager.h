@@ -45,6 +45,12 @@ struct PrefixMatch {
   // Full blocks right after `blocks` whose hash is registered by a sequence that has not computed
   // them yet. A caller may wait for them instead of computing the same tokens again.
   int32_t n_pending = 0;
+  // A computed block right after `blocks` whose first n_partial tokens (0 < n_partial <
+  // block_size) equal the next tokens: the sequence can start from a private copy of it
+  // (open_partial()) instead of computing those tokens. -1 / 0 when there is none (or when
+  // n_pending > 0). Also bounded by the leave-one-token rule.
+  int32_t partial_block = -1;
+  int32_t n_partial = 0;
 };
 
 struct BlockCopy {
@@ -82,6 +88,14 @@ class KvManager {
   // n_hit_tokens += prefix.size() * block_size).
   Status open(SeqId seq, std::span<const int32_t> prefix, int64_t n_lookup = 0);
   bool is_open(SeqId seq) const;
+  // open() with a partial match: seq starts with `prefix` plus a fresh private block that is to
+  // receive a copy of match.partial_block (the returned BlockCopy; the caller copies the bytes
+  // before anything else writes a block). Positions [0, prefix.size() * block_size + n_partial)
+  // count as committed. kOutOfMemory when no block is free for the copy (nothing changes);
+  // kInvalidArgument as open(), or when the partial block is not a computed child of the last
+  // prefix block.
+  Result<BlockCopy> open_partial(SeqId seq, std::span<const int32_t> prefix,
+                                 int32_t partial_block, int32_t n_partial, int64_t n_lookup = 0);
 
   // Blocks allocate(seq, n_tokens) would take now (0 if the table already covers n_tokens; for a
   // seq that is not open, as if its table were empty).

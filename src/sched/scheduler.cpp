@@ -373,7 +373,7 @@ struct Scheduler::Impl {
         if (match.n_pending > 0 && n_active_prefill > 0) continue;  // wait for the other thread
         int32_t n_hit = 0, need = 0;
         auto size_up = [&]() {
-          n_hit = static_cast<int32_t>(match.blocks.size()) * bs;
+          n_hit = static_cast<int32_t>(match.blocks.size()) * bs + match.n_partial;
           n = chunk_size(i, *t, static_cast<int32_t>(t->tokens.size()) - n_hit, budget, n_taken,
                          floor);
           need = ceil_div(n_hit + n, bs) - static_cast<int32_t>(match.blocks.size());
@@ -381,6 +381,8 @@ struct Scheduler::Impl {
         auto need_total = [&]() {
           int32_t k = need;
           for (int32_t b : match.blocks) k += kv->ref_count(b) == 0 ? 1 : 0;
+          // The partial block's source is pinned while its copy's target is taken.
+          if (match.partial_block >= 0 && kv->ref_count(match.partial_block) == 0) ++k;
           return k;
         };
         size_up();
@@ -404,7 +406,12 @@ struct Scheduler::Impl {
             continue;
           }
         }
-        if (!kv->open(t->id, match.blocks, static_cast<int64_t>(t->tokens.size())).is_ok()) {
+        if (match.partial_block >= 0) {
+          auto copy = kv->open_partial(t->id, match.blocks, match.partial_block, match.n_partial,
+                                       static_cast<int64_t>(t->tokens.size()));
+          if (!copy.is_ok()) continue;  // not reached: need_total() counted the blocks
+          plan.copies.push_back(*copy);
+        } else if (!kv->open(t->id, match.blocks, static_cast<int64_t>(t->tokens.size())).is_ok()) {
           continue;  // not reached: the thread is not open while waiting
         }
         if (!kv->allocate(t->id, n_hit + n, t->tokens)) {

@@ -2,7 +2,7 @@
 // which threads are switched out (and how their KV is kept), and which are brought back. It is
 // data-only: it owns each thread's token list and progress, drives the KvManager (match_prefix,
 // open, allocate, commit, free), and emits a StepPlan that the runner executes (swap-outs, then
-// swap-ins, then block copies, then one forward pass over `chunks`). The runner reports back in a
+// block copies, then swap-ins, then one forward pass over `chunks`). The runner reports back in a
 // StepResult. No model, no clock of its own (the caller passes `now_s`), no I/O: tests drive it
 // with a fake runner and check exact block ids and exact preemption order.
 //
@@ -139,8 +139,11 @@ struct SwapIn {
 struct StepPlan {
   std::vector<SwapOut> swap_out;     // 1st
   std::vector<ThreadId> dropped;     // evicted for recompute (nothing to do but count them)
-  std::vector<SwapIn> swap_in;       // 2nd
-  std::vector<kv::BlockCopy> copies; // 3rd: copy-on-write, src bytes -> dst
+  // 2nd, in order: src bytes -> dst (partial prefix blocks, copy-on-write). A src may have been
+  // released and handed out again in this plan; its bytes are intact until the swap-ins and the
+  // forward pass, which is why copies run before them.
+  std::vector<kv::BlockCopy> copies;
+  std::vector<SwapIn> swap_in;       // 3rd
   std::vector<Chunk> chunks;         // 4th: one forward pass, in this order
   int32_t n_tokens = 0;              // sum of chunks' n_tokens
   bool empty() const { return chunks.empty() && swap_out.empty() && swap_in.empty(); }
