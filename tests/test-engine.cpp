@@ -4,7 +4,9 @@
 // tokens through the engine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -252,6 +254,77 @@ TEST(Engine, PrefixSharingDoesNotChangeOutput) {
   for (const auto& r : reqs) prompt_total += static_cast<int64_t>(r.prompt_tokens.size());
   EXPECT_EQ(s.prefill_tokens, prompt_total - 7 * 37);
   for (size_t i = 1; i < got.size(); ++i) EXPECT_EQ(got[i].usage.cached_tokens, 37) << i;
+}
+
+// Scoring threads: log P(continuation | prompt) equals a log-softmax over the logits of a plain
+// Context run (F32 KV: the same logits bitwise), also when the label threads of one prompt share
+// its KV through the prefix cache.
+TEST(Engine, ScoringMatchesContextLogits) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto model = load(kStories);
+  const Tokenizer& tok = model->tokenizer();
+  const std::string text =
+      "Once upon a time, there was a little girl. She liked to play in the park with her friends. "
+      "One day she met a girl named";
+  const std::vector<int32_t> prompt = tok.encode(text);
+  ASSERT_GT(prompt.size(), 32u);
+  // A label's tokens: those of prompt text + label after the prompt's (checked to extend them).
+  std::vector<std::vector<int32_t>> labels;
+  for (const char* lab : {" Lily", " Tom and his dog", " Sue"}) {
+    std::vector<int32_t> all = tok.encode(text + lab);
+    ASSERT_GT(all.size(), prompt.size());
+    ASSERT_TRUE(std::equal(prompt.begin(), prompt.end(), all.begin())) << lab;
+    labels.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(prompt.size()), all.end());
+  }
+  // Reference: all logits of prompt + label through one Context.
+  auto reference = [&](const std::vector<int32_t>& label) {
+    ContextOptions co;
+    co.all_logits = true;
+    co.n_threads = 1;
+    auto ctx = Context::create(model, co);
+    EXPECT_TRUE(ctx.is_ok());
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), label.begin(), label.end());
+    EXPECT_TRUE((*ctx)->eval(all).is_ok());
+    std::vector<float> out;
+    for (size_t i = 0; i < label.size(); ++i) {
+      auto lg = (*ctx)->logits(static_cast<int32_t>(prompt.size() - 1 + i));
+      double mx = -INFINITY, sum = 0;
+      for (float v : lg) mx = std::max<double>(mx, v);
+      for (float v : lg) sum += std::exp(static_cast<double>(v) - mx);
+      out.push_back(static_cast<float>(static_cast<double>(lg[label[i]]) - mx - std::log(sum)));
+    }
+    return out;
+  };
+  auto cfg = base_config(model);
+  cfg.kv_type = KvType::kF32;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok());
+  std::vector<ThreadHandle> hs;
+  for (const auto& lab : labels) {
+    ThreadRequest r;
+    r.prompt_tokens = prompt;
+    r.score_tokens = lab;
+    hs.push_back(*(*e)->submit(r));
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const ThreadResult& res = hs[i].wait();
+    ASSERT_EQ(res.finish_reason, FinishReason::kStop) << res.error;
+    EXPECT_TRUE(res.tokens.empty());
+    const auto want = reference(labels[i]);
+    ASSERT_EQ(res.score_logprobs.size(), want.size());
+    double total = 0;
+    for (size_t k = 0; k < want.size(); ++k) {
+      EXPECT_EQ(res.score_logprobs[k], want[k]) << "label " << i << " token " << k;
+      total += want[k];
+    }
+    EXPECT_DOUBLE_EQ(res.score_logprob, total);
+  }
+  // The story model prefers " Lily" after this prompt.
+  EXPECT_GT(hs[0].wait().score_logprob, hs[2].wait().score_logprob);
+  // Label threads 2 and 3 reused the prompt's full blocks from the cache (the block holding the
+  // prompt's end is partial in the first thread, so it is not registered).
+  EXPECT_GE((*e)->stats().prefix_hit_tokens, 2 * static_cast<int64_t>(prompt.size() / 16 * 16));
 }
 
 TEST(Engine, CancelFreesBlocksWithinOneStep) {

@@ -90,6 +90,14 @@ struct ThreadRequest {
   std::vector<int32_t> stop_tokens;   // stop token ids (not included in the output)
   bool ignore_eos = false;            // keep generating past end-of-generation tokens
 
+  // Scoring instead of generation: when not empty, the thread computes the log-probability of
+  // these tokens following the prompt (one forward pass over prompt + score_tokens, logits at
+  // the positions that predict them) and finishes with kStop without sampling; max_tokens,
+  // stop, sampling are ignored. ThreadResult::score_logprobs gets one natural-log probability
+  // per score token, score_logprob their sum. Threads that score different continuations of the
+  // same prompt share its KV through the prefix cache.
+  std::vector<int32_t> score_tokens;
+
   int32_t priority = 0;       // higher runs first (kPriority)
   uint64_t tenant = 0;        // job / tenant (kFairShare)
   // Finish with FinishReason::kDeadline once this much time has passed since submit (0 = none).
@@ -124,6 +132,8 @@ struct ThreadResult {
   FinishReason finish_reason = FinishReason::kStop;
   std::string stop_matched;     // the stop string or token text that ended it
   std::string error;            // kError: why
+  std::vector<float> score_logprobs;  // scoring threads: log P(score_tokens[i] | before)
+  double score_logprob = 0.0;         // their sum
   Usage usage;
   ThreadTimings timings;
 };

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <thread>
@@ -186,6 +187,10 @@ struct Live {
   std::string held;  // decoded text not yet emitted (may start a stop string)
   ThreadResult result;
   bool started = false;  // a chunk of it was computed
+  // Scoring: positions [score_from, score_from + n_score) are the ones whose logits predict
+  // the score tokens (score_from = n_prompt - 1).
+  int32_t score_from = -1;
+  int32_t n_score = 0;
   size_t max_stop_len = 0;
 };
 
@@ -238,6 +243,8 @@ struct Engine::Impl {
   std::vector<Context::BatchEntry> batch;
   std::vector<std::span<const int32_t>> tables;
   std::vector<int32_t> logit_row;  // per chunk: row in batch_logits, or -1
+  std::vector<std::pair<size_t, int32_t>> score_rows;  // scoring chunks: (chunk, first row)
+  std::vector<float> lsm;  // log-softmax scratch
   std::vector<ThreadId> finished_now;
   bool stopping = false;
 
@@ -311,6 +318,11 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
   spec.id = l->id;
   spec.prompt = l->prompt;
   spec.max_tokens = static_cast<int32_t>(l->prompt.size()) + l->req.max_tokens;
+  if (l->n_score > 0) {
+    spec.prompt.insert(spec.prompt.end(), l->req.score_tokens.begin(), l->req.score_tokens.end());
+    spec.max_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
+    spec.n_match_max = l->score_from + 1;
+  }
   spec.priority = l->req.priority;
   spec.tenant = l->req.tenant;
   spec.arrival_s = std::chrono::duration<double>(l->submitted - t0).count();
@@ -500,6 +512,7 @@ void Engine::Impl::step() {
   batch.clear();
   tables.clear();
   logit_row.assign(plan.chunks.size(), -1);
+  score_rows.clear();
   int32_t n_rows = 0;
   for (size_t ci = 0; ci < plan.chunks.size(); ++ci) {
     const sched::Chunk& ch = plan.chunks[ci];
@@ -511,13 +524,26 @@ void Engine::Impl::step() {
     const auto toks = sched->tokens(ch.id);
     const int32_t seq = static_cast<int32_t>(tables.size());
     tables.push_back(sched->table(ch.id));
-    for (int32_t i = 0; i < ch.n_tokens; ++i) {
-      const int32_t pos = ch.pos0 + i;
-      const bool last = i == ch.n_tokens - 1;
-      batch.push_back(Context::BatchEntry{toks[pos], seq, pos, last && ch.sample});
-    }
-    if (ch.sample) logit_row[ci] = n_rows++;
     auto it = live.find(ch.id);
+    Live* lp = it != live.end() ? it->second.get() : nullptr;
+    if (lp && lp->n_score > 0) {
+      // Scoring: logits where they predict a score token; none for sampling.
+      const int32_t lo = lp->score_from, hi = lp->score_from + lp->n_score;
+      score_rows.push_back({ci, n_rows});
+      for (int32_t i = 0; i < ch.n_tokens; ++i) {
+        const int32_t pos = ch.pos0 + i;
+        const bool want = pos >= lo && pos < hi;
+        batch.push_back(Context::BatchEntry{toks[pos], seq, pos, want});
+        n_rows += want ? 1 : 0;
+      }
+    } else {
+      for (int32_t i = 0; i < ch.n_tokens; ++i) {
+        const int32_t pos = ch.pos0 + i;
+        const bool last = i == ch.n_tokens - 1;
+        batch.push_back(Context::BatchEntry{toks[pos], seq, pos, last && ch.sample});
+      }
+      if (ch.sample) logit_row[ci] = n_rows++;
+    }
     if (it != live.end() && !it->second->started) {
       Live& l = *it->second;
       l.started = true;
@@ -549,7 +575,42 @@ void Engine::Impl::step() {
     const int32_t token = it->second->sampler->sample(ctx->batch_logits(logit_row[ci]));
     result.sampled.push_back({ch.id, token});
   }
+  // Scoring chunks: log-probabilities of the score tokens their rows predict.
+  for (const auto& [ci, row0] : score_rows) {
+    const sched::Chunk& ch = plan.chunks[ci];
+    auto it = live.find(ch.id);
+    if (it == live.end()) continue;
+    Live& l = *it->second;
+    const auto toks = sched->tokens(ch.id);
+    int32_t row = row0;
+    for (int32_t i = 0; i < ch.n_tokens; ++i) {
+      const int32_t pos = ch.pos0 + i;
+      if (pos < l.score_from || pos >= l.score_from + l.n_score) continue;
+      const auto logits = ctx->batch_logits(row++);
+      const int32_t next = toks[pos + 1];
+      double mx = -INFINITY;
+      for (float v : logits) mx = std::max<double>(mx, v);
+      double sum = 0.0;
+      for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+      l.result.score_logprobs[pos - l.score_from] =
+          static_cast<float>(static_cast<double>(logits[next]) - mx - std::log(sum));
+    }
+  }
   sched->complete(result, now());
+  // Scoring threads whose last chunk ran are done.
+  for (const auto& [ci, row0] : score_rows) {
+    const sched::Chunk& ch = plan.chunks[ci];
+    if (!ch.sample) continue;
+    auto it = live.find(ch.id);
+    if (it == live.end()) continue;
+    Live& l = *it->second;
+    double total = 0.0;
+    for (float v : l.result.score_logprobs) total += v;
+    l.result.score_logprob = total;
+    (void)sched->remove(ch.id);
+    finish(l, FinishReason::kStop);
+    live.erase(it);
+  }
   st.generated_tokens.fetch_add(static_cast<int64_t>(result.sampled.size()),
                                 std::memory_order_relaxed);
   for (const auto& smp : result.sampled) {
@@ -783,6 +844,10 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
                             " tokens does not fit the context of " + std::to_string(e.n_ctx) +
                             " positions");
   }
+  // A scoring thread needs prompt + score tokens (+1: the scheduler's generation limit).
+  if (!request.score_tokens.empty()) {
+    request.max_tokens = static_cast<int32_t>(request.score_tokens.size()) + 1;
+  }
   if (n_prompt + request.max_tokens > e.n_ctx) {
     return invalid_argument("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
                             std::to_string(request.max_tokens) + ") exceeds the context of " +
@@ -795,6 +860,17 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
                   "prompt + max_tokens need " + std::to_string(need_blocks) +
                       " KV blocks but the pool has " + std::to_string(e.n_blocks) +
                       " (raise the KV budget)");
+  }
+  for (size_t i = 0; i < request.score_tokens.size(); ++i) {
+    if (request.score_tokens[i] < 0 || request.score_tokens[i] >= e.n_vocab) {
+      return invalid_argument("score token " + std::to_string(request.score_tokens[i]) +
+                              " is outside the vocabulary [0, " + std::to_string(e.n_vocab) + ")");
+    }
+  }
+  if (!request.score_tokens.empty()) {
+    l->score_from = static_cast<int32_t>(n_prompt) - 1;
+    l->n_score = static_cast<int32_t>(request.score_tokens.size());
+    l->result.score_logprobs.assign(request.score_tokens.size(), 0.0f);
   }
   for (const std::string& s : request.stop) {
     if (s.empty()) return invalid_argument("empty stop string");

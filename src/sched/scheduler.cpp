@@ -66,6 +66,7 @@ struct Thread {
   int32_t priority = 0;
   uint64_t tenant = 0;
   double arrival_s = 0.0;
+  int32_t n_match_max = -1;
   uint64_t serial = 0;  // add() order: the last tie-break of every order
 
   Phase phase = Phase::kWaiting;
@@ -318,6 +319,15 @@ struct Scheduler::Impl {
     return std::max(n, 0);
   }
 
+  // Tokens the prefix cache may serve for t.
+  static std::span<const int32_t> match_span(const Thread& t) {
+    std::span<const int32_t> all(t.tokens);
+    if (t.n_match_max >= 0 && static_cast<size_t>(t.n_match_max) < all.size()) {
+      return all.first(static_cast<size_t>(t.n_match_max));
+    }
+    return all;
+  }
+
   // ---- schedule ----
 
   void schedule(double now_s) {
@@ -369,7 +379,7 @@ struct Scheduler::Impl {
           continue;
         }
       } else if (t->phase == Phase::kWaiting) {
-        kv::PrefixMatch match = kv->match_prefix(t->tokens);
+        kv::PrefixMatch match = kv->match_prefix(match_span(*t));
         if (match.n_pending > 0 && n_active_prefill > 0) continue;  // wait for the other thread
         int32_t n_hit = 0, need = 0;
         auto size_up = [&]() {
@@ -399,7 +409,7 @@ struct Scheduler::Impl {
           }
           // Evictions only release blocks (computed ones stay matchable); match again so that
           // open() gets a match with no other KvManager call in between.
-          match = kv->match_prefix(t->tokens);
+          match = kv->match_prefix(match_span(*t));
           size_up();
           if (n == 0 || need_total() > kv->n_available()) {
             admit_closed = true;
@@ -585,6 +595,7 @@ Status Scheduler::add(ThreadSpec spec) {
   t.priority = spec.priority;
   t.tenant = spec.tenant;
   t.arrival_s = spec.arrival_s;
+  t.n_match_max = spec.n_match_max;
   t.last_run_s = spec.arrival_s;
   t.serial = m.next_serial++;
   t.rr_pos = m.rr_queue.insert(m.rr_queue.end(), &t);

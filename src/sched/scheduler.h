@@ -113,6 +113,10 @@ struct ThreadSpec {
   int32_t priority = 0;          // higher runs first (kPriority)
   uint64_t tenant = 0;           // job / tenant for kFairShare
   double arrival_s = 0.0;        // the caller's clock
+  // The prefix cache may serve at most the first n_match_max tokens (-1: no limit beyond the
+  // KvManager's leave-one-token rule). Scoring threads set it so that the positions whose logits
+  // they need are computed, not taken from the cache.
+  int32_t n_match_max = -1;
 };
 
 // Compute tokens(id)[pos0, pos0 + n_tokens) for thread id, at those positions of its table.
