@@ -1043,3 +1043,52 @@ INSTANTIATE_TEST_SUITE_P(All, SchedulerE2e, ::testing::ValuesIn(e2e_cases()),
 
 }  // namespace
 }  // namespace llmt::sched
+
+namespace llmt::sched {
+namespace {
+
+std::vector<int32_t> table_vec(const Scheduler& s, ThreadId id) {
+  auto t = s.table(id);
+  return {t.begin(), t.end()};
+}
+
+// Exact block ids step by step: two threads growing in a 7-block pool of 4 tokens (FCFS). Blocks
+// come out of the never-used list in order; the thread that cannot grow when the pool is full is
+// the one last in FCFS order, and it is swapped out with exactly its table.
+TEST(SchedulerBlocks, ExactTablesAndVictim) {
+  SchedulerOptions o = pressure_options(Eviction::kSwapRam);
+  o.max_running = 4;
+  Sim sim(o, 7, 4);
+  sim.add(1, make_prompt(6, 10), 16);
+  sim.add(2, make_prompt(5, 50), 20);
+  sim.step();  // both prefill: 6 -> blocks {0,1}, 5 -> {2,3}
+  EXPECT_EQ(table_vec(sim.s, 1), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(table_vec(sim.s, 2), (std::vector<int32_t>{2, 3}));
+  sim.step();  // pos 6 / 5
+  sim.step();  // pos 7 / 6
+  sim.step();  // pos 8 (thread 1 needs its third block) / 7
+  EXPECT_EQ(table_vec(sim.s, 1), (std::vector<int32_t>{0, 1, 4}));
+  EXPECT_EQ(table_vec(sim.s, 2), (std::vector<int32_t>{2, 3}));
+  sim.step();  // 9 / 8 (thread 2's third block)
+  EXPECT_EQ(table_vec(sim.s, 2), (std::vector<int32_t>{2, 3, 5}));
+  sim.step();  // 10 / 9
+  sim.step();  // 11 / 10
+  sim.step();  // 12 (thread 1: block 6, the last) / 11
+  EXPECT_EQ(table_vec(sim.s, 1), (std::vector<int32_t>{0, 1, 4, 6}));
+  EXPECT_TRUE(sim.plan.swap_out.empty());
+  // Thread 2 reaches position 12: no block left and nothing after it in FCFS order to evict, so
+  // it is swapped out itself, with exactly its table; thread 1 decodes on.
+  const StepPlan& p = sim.step();
+  ASSERT_EQ(p.swap_out.size(), 1u);
+  EXPECT_EQ(p.swap_out[0].id, 2u);
+  EXPECT_EQ(p.swap_out[0].blocks, (std::vector<int32_t>{2, 3, 5}));
+  EXPECT_EQ(p.swap_out[0].n_tokens, 12);
+  ASSERT_EQ(p.chunks.size(), 1u);
+  EXPECT_EQ(p.chunks[0].id, 1u);
+  EXPECT_EQ(p.chunks[0].pos0, 13);
+  EXPECT_EQ(*sim.s.phase(2), Phase::kSwapped);
+  EXPECT_EQ(sim.s.stats().n_preempt_ram, 1u);
+}
+
+}  // namespace
+}  // namespace llmt::sched
