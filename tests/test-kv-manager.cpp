@@ -245,7 +245,7 @@ TEST(KvManager, HashRegisteredElsewhereIsNotRegisteredAgain) {
   EXPECT_EQ(table_of(kv, 3), (std::vector<int32_t>{6, 7, 2}));
   kv.free(2);
   EXPECT_EQ(kv.match_prefix(prompt).blocks, (std::vector<int32_t>{3, 4}));
-  expect_stats(kv, 3, 2, 3);
+  expect_stats(kv, 3, 3, 2);  // block 5 (1 committed token) stays as a partial entry
 }
 
 TEST(KvManager, DifferentTokensNeverMatch) {
@@ -280,19 +280,21 @@ TEST(KvManager, CachedBlocksEvictedLeastRecentlyReleasedFirst) {
   const Tokens b = iota_tokens(9, 200);
   start(kv, 1, a, /*commit=*/true);  // 0 1 2
   start(kv, 2, b, /*commit=*/true);  // 3 4 5
-  kv.free(1);                        // cached: 1 0 (last block released first); free: 6 7 2
-  kv.free(2);                        // cached: 1 0 4 3; free: 6 7 2 5
-  expect_stats(kv, 0, 4, 4);
+  // Released last block first; the partial blocks 2 and 5 (one committed token) go to the
+  // least-recent end, full blocks to the most-recent end.
+  kv.free(1);                        // cached: 2 1 0; free: 6 7
+  kv.free(2);                        // cached: 5 2 1 0 4 3; free: 6 7
+  expect_stats(kv, 0, 6, 2);
   EXPECT_EQ(kv.match_prefix(a).blocks, (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3, 4}));
 
   ASSERT_TRUE(kv.open(3, {}).is_ok());
-  ASSERT_TRUE(kv.allocate(3, 16));  // free blocks first, no eviction
-  EXPECT_EQ(table_of(kv, 3), (std::vector<int32_t>{6, 7, 2, 5}));
-  EXPECT_EQ(kv.stats().n_evictions, 0u);
+  ASSERT_TRUE(kv.allocate(3, 16));  // free blocks first, then the partial entries
+  EXPECT_EQ(table_of(kv, 3), (std::vector<int32_t>{6, 7, 5, 2}));
+  EXPECT_EQ(kv.stats().n_evictions, 2u);
   ASSERT_TRUE(kv.allocate(3, 17));  // evicts block 1
   EXPECT_EQ(kv.table(3).back(), 1);
-  EXPECT_EQ(kv.stats().n_evictions, 1u);
+  EXPECT_EQ(kv.stats().n_evictions, 3u);
   EXPECT_EQ(kv.match_prefix(a).blocks, (std::vector<int32_t>{0}));
   ASSERT_TRUE(kv.allocate(3, 21));  // evicts block 0
   EXPECT_EQ(kv.table(3).back(), 0);
@@ -303,7 +305,7 @@ TEST(KvManager, CachedBlocksEvictedLeastRecentlyReleasedFirst) {
   EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3}));
   ASSERT_TRUE(kv.allocate(3, 29));  // evicts block 3
   EXPECT_EQ(kv.table(3).back(), 3);
-  EXPECT_EQ(kv.stats().n_evictions, 4u);
+  EXPECT_EQ(kv.stats().n_evictions, 6u);
   expect_stats(kv, 8, 0, 0);
   EXPECT_FALSE(kv.allocate(3, 33));
 }
@@ -315,20 +317,20 @@ TEST(KvManager, RevivedBlockLeavesFreeListAndReturnsAsMostRecent) {
   start(kv, 1, a, /*commit=*/true);  // 0 1 2
   start(kv, 2, b, /*commit=*/true);  // 3 4 5
   kv.free(1);
-  kv.free(2);  // cached LRU: 1 0 4 3
+  kv.free(2);  // cached LRU: 5 2 (partial entries) 1 0 4 3
   // Revive a's blocks, then release them again: now they are the most recent.
   PrefixMatch m = kv.match_prefix(a);
   ASSERT_EQ(m.blocks, (std::vector<int32_t>{0, 1}));
   ASSERT_TRUE(kv.open(3, m.blocks, 9).is_ok());
-  expect_stats(kv, 2, 2, 4);
+  expect_stats(kv, 2, 4, 2);
   EXPECT_EQ(kv.ref_count(0), 1);
   EXPECT_EQ(kv.ref_count(1), 1);
-  kv.free(3);  // cached LRU: 4 3 1 0
-  expect_stats(kv, 0, 4, 4);
+  kv.free(3);  // cached LRU: 5 2 4 3 1 0
+  expect_stats(kv, 0, 6, 2);
   ASSERT_TRUE(kv.open(4, {}).is_ok());
   ASSERT_TRUE(kv.allocate(4, 32));
-  EXPECT_EQ(table_of(kv, 4), (std::vector<int32_t>{6, 7, 2, 5, 4, 3, 1, 0}));
-  EXPECT_EQ(kv.stats().n_evictions, 4u);
+  EXPECT_EQ(table_of(kv, 4), (std::vector<int32_t>{6, 7, 5, 2, 4, 3, 1, 0}));
+  EXPECT_EQ(kv.stats().n_evictions, 6u);
 }
 
 TEST(KvManager, AllocateIsAllOrNothing) {
@@ -430,7 +432,7 @@ TEST(KvManager, ForkSharesPrefixBlocksThenDiverges) {
   kv.commit(2, t2, 9);
   kv.free(1);
   kv.free(2);
-  expect_stats(kv, 0, 2, 6);
+  expect_stats(kv, 0, 4, 4);  // 0 1 full; 2 and 3 partial entries (one committed token each)
   EXPECT_EQ(kv.match_prefix(iota_tokens(9)).blocks, (std::vector<int32_t>{0, 1}));
 }
 
@@ -760,6 +762,44 @@ TEST(KvManagerPartial, PendingPartialBlockIsWaitedFor) {
   EXPECT_EQ(m.blocks, (std::vector<int32_t>{0}));
   EXPECT_EQ(m.n_pending, 1);
   EXPECT_EQ(m.partial_block, -1);
+}
+
+}  // namespace
+}  // namespace llmt::kv
+
+namespace llmt::kv {
+namespace {
+
+// The committed start of a block another sequence is still filling can be copied; the entry
+// follows the owner's commits, survives its release as the first block to evict, and goes away
+// when the block is reused.
+TEST(KvManagerPartial, BlockStillBeingFilled) {
+  KvManager kv = make();
+  Tokens a = iota_tokens(10);  // blocks 0 1 2; block 2 holds 2 committed tokens
+  start(kv, 1, a, /*commit=*/true);
+  Tokens b = iota_tokens(9);
+  b.push_back(900);
+  PrefixMatch m = kv.match_prefix(b);
+  EXPECT_EQ(m.blocks, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(m.partial_block, 2);
+  EXPECT_EQ(m.n_partial, 1);  // 108; b's last token (900) is left to compute
+  Tokens c = iota_tokens(11);  // 100..110: shares 108, 109 with a's block 2 (committed rows)
+  c.push_back(901);
+  m = kv.match_prefix(c);
+  EXPECT_EQ(m.partial_block, 2);
+  EXPECT_EQ(m.n_partial, 2);  // only the 2 committed rows, not 110 (not committed in a)
+  auto copy = kv.open_partial(2, m.blocks, m.partial_block, m.n_partial);
+  ASSERT_TRUE(copy.is_ok()) << copy.status().to_string();
+  EXPECT_EQ(copy->src, 2);
+  EXPECT_EQ(kv.ref_count(2), 1);  // still only its owner's
+  // The owner releases it: it stays matchable, as the first block to evict.
+  kv.free(1);
+  EXPECT_EQ(kv.match_prefix(c).partial_block, 2);
+  expect_stats(kv, 3, 1, 4);  // seq 2: 0 1 + its copy 3; cached: 2 (partial); free: 4 5 6 7
+  ASSERT_TRUE(kv.open(3, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(3, 20));  // the 4 free blocks, then evicts block 2
+  EXPECT_EQ(kv.table(3).back(), 2);
+  EXPECT_EQ(kv.match_prefix(c).partial_block, -1);
 }
 
 }  // namespace

@@ -79,6 +79,12 @@ struct KvManager::Impl {
   std::vector<uint64_t> parent_serial;  // serial of parent_block when this one was registered
   std::vector<uint64_t> serial;         // registration serial (0 when not registered)
   std::vector<int32_t> tokens;          // n_blocks * block_size
+  // Partial entries: a private, not (yet) full block whose first pvalid[b] positions are
+  // committed (0: not a partial entry). Listed in `children` under its parent's serial like a
+  // registered block, so a prompt sharing the start of a block that is still being filled can
+  // copy those rows (positions below pvalid are never written again by their owner).
+  std::vector<int32_t> pvalid;
+  std::vector<uint64_t> pkey;  // the children key of a partial entry
 
   // Intrusive lists: ids [0, n_blocks) are blocks, free_head / cached_head the sentinels.
   std::vector<int32_t> prev;
@@ -113,6 +119,8 @@ struct KvManager::Impl {
     parent_serial.assign(n, 0);
     serial.assign(n, 0);
     tokens.assign(n * static_cast<size_t>(block_size), 0);
+    pvalid.assign(n, 0);
+    pkey.assign(n, 0);
     prev.assign(n + 2, 0);
     next.assign(n + 2, 0);
     free_head = n_blocks;
@@ -130,6 +138,13 @@ struct KvManager::Impl {
     next[last] = b;
     prev[head] = b;
   }
+  void push_front(int32_t head, int32_t b) {
+    const int32_t first = next[head];
+    prev[b] = head;
+    next[b] = first;
+    prev[first] = b;
+    next[head] = b;
+  }
   void unlink(int32_t b) {
     next[prev[b]] = next[b];
     prev[next[b]] = prev[b];
@@ -137,16 +152,42 @@ struct KvManager::Impl {
   }
 
   // ---- registry ----
-  void unregister(int32_t b) {
-    if (!hashed[b]) return;
-    map.erase(hash[b]);
-    auto range = children.equal_range(parent_serial[b]);
+  void erase_child(uint64_t key, int32_t b) {
+    auto range = children.equal_range(key);
     for (auto it = range.first; it != range.second; ++it) {
       if (it->second == b) {
         children.erase(it);
-        break;
+        return;
       }
     }
+  }
+  void drop_partial(int32_t b) {
+    if (pvalid[b] == 0) return;
+    erase_child(pkey[b], b);
+    pvalid[b] = 0;
+  }
+  // Records that the first n_valid (0 < n_valid < block_size) positions of private block b,
+  // block index i of a sequence whose previous block is `parent`, hold K/V of toks[0, n_valid).
+  void set_partial(int32_t b, int32_t parent, const int32_t* toks, int32_t n_valid) {
+    if (!prefix_caching || hashed[b] || ref[b] != 1) return;
+    if (parent >= 0 && !hashed[parent]) return;  // unreachable through a match
+    const uint64_t key = parent >= 0 ? serial[parent] : 0;
+    if (pvalid[b] == 0 || pkey[b] != key) {
+      drop_partial(b);
+      children.emplace(key, b);
+      pkey[b] = key;
+    }
+    parent_block[b] = parent;
+    parent_serial[b] = parent >= 0 ? serial[parent] : 0;
+    pvalid[b] = n_valid;
+    std::memcpy(&tokens[static_cast<size_t>(b) * block_size], toks,
+                sizeof(int32_t) * static_cast<size_t>(n_valid));
+  }
+
+  void unregister(int32_t b) {
+    if (!hashed[b]) return;
+    map.erase(hash[b]);
+    erase_child(parent_serial[b], b);
     hashed[b] = 0;
     computed[b] = 0;
     serial[b] = 0;
@@ -158,6 +199,7 @@ struct KvManager::Impl {
   bool try_register(int32_t b, uint64_t h, uint64_t parent_h, int32_t parent, const int32_t* toks,
                     bool is_computed) {
     if (!prefix_caching || hashed[b]) return false;
+    drop_partial(b);
     if (parent >= 0) {
       if (!hashed[parent] || hash[parent] != parent_h) return false;
     }
@@ -202,6 +244,7 @@ struct KvManager::Impl {
       b = next[cached_head];
       --n_cached;
       unregister(b);
+      drop_partial(b);
       ++n_evictions;
     }
     unlink(b);
@@ -209,25 +252,35 @@ struct KvManager::Impl {
     return b;
   }
 
+  // A block with no references stays in the prefix cache (the cached list) when it holds a
+  // registered computed full block or a partial entry.
+  bool cacheable(int32_t b) const { return (hashed[b] && computed[b]) || pvalid[b] > 0; }
+
   void add_ref(int32_t b) {
     if (ref[b] == 0) {
       unlink(b);
-      if (computed[b]) {
+      if (cacheable(b)) {
         --n_cached;
       } else {
         --n_free;
       }
     }
     ++ref[b];
+    if (ref[b] > 1) drop_partial(b);  // shared: no longer one owner's growing block
   }
 
   void release(int32_t b) {
     if (--ref[b] > 0) return;
-    if (hashed[b] && computed[b]) {
-      push_back(cached_head, b);
+    if (cacheable(b)) {
+      if (hashed[b]) {
+        push_back(cached_head, b);  // most recently released: evicted last
+      } else {
+        push_front(cached_head, b);  // a partial entry is only worth keeping briefly
+      }
       ++n_cached;
     } else {
       unregister(b);
+      drop_partial(b);
       push_back(free_head, b);
       ++n_free;
     }
@@ -300,10 +353,13 @@ PrefixMatch KvManager::match_prefix(std::span<const int32_t> tokens) const {
   for (auto it = range.first; it != range.second; ++it) {
     const int32_t c = it->second;
     if (m.parent_block[c] != parent) continue;
+    if (parent >= 0 && m.parent_serial[c] != m.serial[parent]) continue;
     const int32_t* ct = &m.tokens[static_cast<size_t>(c) * bs];
+    const size_t valid = m.pvalid[c] > 0 ? static_cast<size_t>(m.pvalid[c]) : bs;
+    const size_t cap = std::min(limit, valid);
     size_t r = 0;
-    while (r < limit && ct[r] == tokens[start + r]) ++r;
-    if (m.computed[c]) {
+    while (r < cap && ct[r] == tokens[start + r]) ++r;
+    if (m.computed[c] || m.pvalid[c] > 0) {
       if (r > best) {
         best = r;
         best_block = c;
@@ -359,7 +415,8 @@ Result<BlockCopy> KvManager::open_partial(SeqId seq, std::span<const int32_t> pr
   Impl& m = *impl_;
   const int32_t b = partial_block;
   const int32_t parent = prefix.empty() ? -1 : prefix.back();
-  if (b < 0 || b >= m.n_blocks || !m.computed[b] || m.parent_block[b] != parent ||
+  if (b < 0 || b >= m.n_blocks || !(m.computed[b] || m.pvalid[b] >= n_partial) ||
+      m.parent_block[b] != parent ||
       (parent >= 0 && m.parent_serial[b] != m.serial[parent]) || n_partial <= 0 ||
       n_partial >= m.block_size) {
     return invalid_argument("kv: open_partial: block " + std::to_string(b) +
@@ -374,9 +431,12 @@ Result<BlockCopy> KvManager::open_partial(SeqId seq, std::span<const int32_t> pr
     return Status(StatusCode::kOutOfMemory, "kv: open_partial: no free block for the copy");
   }
   LLMT_RETURN_IF_ERROR(open(seq, prefix, n_lookup));
-  m.add_ref(b);
+  // A cached source (no references) is pinned so the target cannot be it; a partial source is
+  // in use by its owner anyway (and pinning it would make it shared).
+  const bool pin = m.ref[b] == 0;
+  if (pin) m.add_ref(b);
   const int32_t d = m.take();
-  m.release(b);
+  if (pin) m.release(b);
   Impl::Seq& s = m.seqs[seq];
   s.table.push_back(d);
   s.n_committed += n_partial;
@@ -446,6 +506,15 @@ void KvManager::commit(SeqId seq, std::span<const int32_t> tokens, int32_t n_com
     const int32_t parent = i == 0 ? -1 : s.table[i - 1];
     m.try_register(b, h, parent_h, parent, toks, /*is_computed=*/true);
   }
+  // The block being filled: a partial entry for what is committed of it.
+  const int32_t n_tail = static_cast<int32_t>(n % static_cast<int64_t>(bs));
+  if (n_tail > 0 && n_full < s.table.size()) {
+    const int32_t parent = n_full == 0 ? -1 : s.table[n_full - 1];
+    if (n_full == 0 || (n_full - 1 < s.chain.size() && m.hashed[parent] &&
+                        m.hash[parent] == s.chain[n_full - 1])) {
+      m.set_partial(s.table[n_full], parent, tokens.data() + n_full * bs, n_tail);
+    }
+  }
 }
 
 Result<std::optional<BlockCopy>> KvManager::prepare_write(SeqId seq, int32_t pos) {
@@ -475,6 +544,7 @@ Result<std::optional<BlockCopy>> KvManager::prepare_write(SeqId seq, int32_t pos
     copy = BlockCopy{b, d};
   } else if (rewrite) {
     m.unregister(b);  // private block about to change
+    m.drop_partial(b);
   }
   if (rewrite) {
     s.n_committed = pos;

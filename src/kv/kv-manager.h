@@ -45,9 +45,10 @@ struct PrefixMatch {
   // Full blocks right after `blocks` whose hash is registered by a sequence that has not computed
   // them yet. A caller may wait for them instead of computing the same tokens again.
   int32_t n_pending = 0;
-  // A computed block right after `blocks` whose first n_partial tokens (0 < n_partial <
-  // block_size) equal the next tokens: the sequence can start from a private copy of it
-  // (open_partial()) instead of computing those tokens. -1 / 0 when there is none (or when
+  // A block right after `blocks` whose first n_partial tokens (0 < n_partial < block_size)
+  // equal the next tokens and are computed: a cached full block, or a block another sequence is
+  // still filling (its committed rows never change). The sequence can start from a private copy
+  // of it (open_partial()) instead of computing those tokens. -1 / 0 when there is none (or when
   // n_pending > 0). Also bounded by the leave-one-token rule.
   int32_t partial_block = -1;
   int32_t n_partial = 0;
@@ -61,7 +62,8 @@ struct BlockCopy {
 struct KvStats {
   int32_t n_blocks = 0;
   int32_t n_used = 0;         // ref_count > 0
-  int32_t n_cached = 0;       // ref_count == 0, registered hash (evictable)
+  int32_t n_cached = 0;       // ref_count == 0, in the prefix cache (evictable): a registered
+                              // computed block or a partial entry
   int32_t n_free = 0;         // ref_count == 0, no hash
   uint64_t n_evictions = 0;   // cached blocks taken back by allocate()
   uint64_t n_query_tokens = 0;  // tokens looked up through open() with a match (cumulative)

@@ -130,6 +130,7 @@ struct Options {
   std::string scenario;
   int32_t scenario_threads = 0;
   int32_t scenario_high = 0;
+  int32_t scenario_naive = 0;
   int64_t kv_budget_mb = 512;
   std::string swap_dir;
 };
@@ -213,11 +214,14 @@ int cmd_bench(int argc, char** argv) {
                  "switch (see bench/README.md)");
   app.add_option("--scenario-threads", o.scenario_threads,
                  "LLM threads of the scenario (default: priority 64, shared-prefix 32, switch 16 "
-                 "per batch)")
-      ->check(CLI::Range(1, 4096));
+                 "per batch; classify-job: documents, default 1000)")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--scenario-high", o.scenario_high,
                  "priority scenario: high-priority arrivals (default 20)")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--scenario-naive-docs", o.scenario_naive,
+                 "classify-job: documents run through the naive path (default 200)")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--kv-budget-mb", o.kv_budget_mb, "scenario KV pool in MiB (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--swap-dir", o.swap_dir, "scenario swap directory (default: system temp dir)");
@@ -280,6 +284,7 @@ int cmd_bench(int argc, char** argv) {
     so.swap_dir = o.swap_dir;
     so.n_threads_sim = o.scenario_threads;
     so.n_high = o.scenario_high;
+    so.n_naive = o.scenario_naive;
     so.repetitions = std::max(1, std::min(o.repetitions, 5));
     const double load0 = load_average();
     const auto t0 = Clock::now();

@@ -12,9 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "kv/swap-store.h"
+#include "llmthreads/tasks.h"
 #include "llmthreads/tokenizer.h"
 
 namespace llmt::bench {
@@ -366,14 +368,159 @@ Result<json> scenario_switch(const ScenarioOptions& o) {
   return j;
 }
 
+// ---- classify-job ----
+
+// The instruction every document shares (about 200 tokens with a GPT-2-style vocabulary).
+constexpr const char* kClassifyInstruction =
+    "You are a careful annotator of customer and audience reviews. Read the review below and "
+    "decide which overall sentiment its author expresses toward the thing being reviewed: a "
+    "product, a restaurant or a film.\n\nAnswer with exactly one word:\n- positive: the author is "
+    "mainly pleased, recommends it, or would choose it again;\n- negative: the author is mainly "
+    "displeased, warns others away, or regrets the choice;\n- neutral: the review only states "
+    "facts, or praise and complaints balance out so that no overall verdict is given.\n\nJudge "
+    "the author's intent, not the individual words. Sarcasm that praises something in a mocking "
+    "tone is negative. Negated phrases such as \"not bad at all\" usually lean positive. Ignore "
+    "the length of the review and the spelling mistakes in it. Do not explain your answer.\n\n"
+    "Review:\n";
+
+// Short synthetic reviews (deterministic): subject + verdict + detail + an order number.
+std::vector<std::string> classify_documents(int32_t n) {
+  const char* subjects[] = {"The pasta place on Main Street", "This blender", "The new thriller",
+                            "Our hotel room", "The wireless earbuds", "This documentary",
+                            "The bakery downtown", "The hiking boots"};
+  const char* verdicts[] = {"was wonderful and I would go back tomorrow.",
+                            "broke after two days and support never answered.",
+                            "was fine, nothing special either way.",
+                            "exceeded every expectation we had.",
+                            "was a waste of money and time.",
+                            "does what the box says and no more."};
+  const char* details[] = {"Service was quick.", "The price seemed high.",
+                           "Shipping took a week.", "My kids loved it.", "Parking was easy.",
+                           "The sound was muddy."};
+  std::vector<std::string> out;
+  for (int32_t i = 0; i < n; ++i) {
+    out.push_back(std::string(subjects[i % 8]) + " " + verdicts[(i / 8) % 6] + " " +
+                  details[(i / 48) % 6] + " Order " + std::to_string(10000 + i) + ".");
+  }
+  return out;
+}
+
+Result<json> scenario_classify_job(const ScenarioOptions& o) {
+  const int32_t n_docs = o.n_threads_sim > 0 ? o.n_threads_sim : 1000;
+  const int32_t n_naive = std::min(n_docs, o.n_naive > 0 ? o.n_naive : 200);
+  const std::vector<std::string> docs = classify_documents(n_docs);
+  const std::vector<std::string> labels = {"positive", "negative", "neutral"};
+  const std::string suffix = "\n\nSentiment:";
+
+  // (a) The job path: one classify job, every document's label threads scored, the instruction
+  // shared through the prefix cache.
+  double job_s = 0.0;
+  int64_t job_prefill = 0;
+  std::vector<int32_t> label_counts(labels.size(), 0);
+  int64_t n_failed = 0;
+  {
+    EngineConfig cfg = base_config(o);
+    LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+    TaskSpec spec;
+    spec.type = TaskType::kClassify;
+    spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
+    spec.labels = labels;
+    std::mutex mu;
+    LLMT_ASSIGN_OR_RETURN(auto job, Job::create(*engine, spec, [&](DocumentResult r) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!r.ok()) {
+        ++n_failed;
+      } else if (r.label >= 0 && r.label < static_cast<int32_t>(labels.size())) {
+        ++label_counts[r.label];
+      }
+    }));
+    const auto t0 = Clock::now();
+    for (int32_t i = 0; i < n_docs; ++i) {
+      Document d;
+      d.index = static_cast<uint64_t>(i);
+      d.text = docs[i];
+      LLMT_RETURN_IF_ERROR(job->add(std::move(d)));
+    }
+    job->wait_idle();
+    job_s = seconds_since(t0);
+    job_prefill = engine->stats().prefill_tokens;
+  }
+
+  // (b) The naive path: every document an independent generation request with its full prompt
+  // (no prefix cache), 8 in flight, 8 tokens generated greedily, the label read from the text.
+  double naive_s = 0.0;
+  int64_t naive_prefill = 0, naive_unparsed = 0;
+  {
+    EngineConfig cfg = base_config(o);
+    cfg.prefix_caching = false;
+    cfg.max_running = 8;
+    LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+    std::atomic<int32_t> next{0};
+    std::atomic<int64_t> unparsed{0};
+    std::atomic<bool> failed{false};
+    const auto t0 = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 8; ++c) {
+      clients.emplace_back([&] {
+        for (;;) {
+          const int32_t i = next.fetch_add(1);
+          if (i >= n_naive) return;
+          ThreadRequest r;
+          r.prompt = std::string(kClassifyInstruction) + docs[i] + suffix;
+          r.max_tokens = 8;
+          r.ignore_eos = true;
+          r.sampling.temperature = 0.0f;
+          auto h = engine->submit(std::move(r));
+          if (!h.is_ok()) {
+            failed = true;
+            return;
+          }
+          const std::string& text = h->wait().text;
+          bool found = false;
+          for (const auto& lab : labels) found = found || text.find(lab) != std::string::npos;
+          if (!found) ++unparsed;
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    if (failed) return Status(StatusCode::kInternal, "classify-job: a naive request failed");
+    naive_s = seconds_since(t0);
+    naive_prefill = engine->stats().prefill_tokens;
+    naive_unparsed = unparsed.load();
+  }
+  const double job_docs_s = n_docs / job_s;
+  const double naive_docs_s = n_naive / naive_s;
+  constexpr double kLlamaServerReqS = 10.7;  // ../shared/reference/baseline-llamacpp.md, sec. 6
+  json j;
+  j["scenario"] = "classify-job";
+  j["n_docs"] = n_docs;
+  j["docs_s"] = {{"job", job_docs_s}, {"naive", naive_docs_s}};
+  j["speedup"] = job_docs_s / naive_docs_s;
+  j["vs_llamacpp_server"] = {{"req_s", kLlamaServerReqS}, {"ratio", job_docs_s / kLlamaServerReqS}};
+  j["job"] = {{"wall_s", job_s},
+              {"prefill_tokens", job_prefill},
+              {"failed", n_failed},
+              {"labels", {{labels[0], label_counts[0]},
+                          {labels[1], label_counts[1]},
+                          {labels[2], label_counts[2]}}}};
+  j["naive"] = {{"n_docs", n_naive},
+                {"wall_s", naive_s},
+                {"prefill_tokens", naive_prefill},
+                {"in_flight", 8},
+                {"max_tokens", 8},
+                {"label_not_found", naive_unparsed}};
+  return j;
+}
+
 }  // namespace
 
 Result<nlohmann::ordered_json> run_scenario(const std::string& name, const ScenarioOptions& o) {
   if (name == "priority") return scenario_priority(o);
   if (name == "shared-prefix") return scenario_shared_prefix(o);
   if (name == "switch") return scenario_switch(o);
+  if (name == "classify-job") return scenario_classify_job(o);
   return invalid_argument("unknown scenario '" + name +
-                          "' (known: priority, shared-prefix, switch)");
+                          "' (known: priority, shared-prefix, switch, classify-job)");
 }
 
 }  // namespace llmt::bench

@@ -6,6 +6,9 @@
 //   switch         save+restore cost per 1k tokens of context for RAM swap, disk swap and
 //                  recompute; generated tokens/s of round-robin with 4x more threads than the KV
 //                  holds vs the same work with no preemption.
+//   classify-job   1,000 short documents classified into 3 labels with one shared ~200-token
+//                  instruction: docs/s of a classify Job (shared prefix + label scoring) vs
+//                  independent generation requests (full prompt, 8 in flight, label parsed).
 // Thread-safety: run_scenario drives its own engines from the calling thread.
 #pragma once
 
@@ -26,6 +29,7 @@ struct ScenarioOptions {
   int32_t n_threads_sim = 0;             // LLM threads (0 = the scenario's default)
   int32_t n_high = 0;                    // priority: high-priority arrivals (0 = 20)
   int32_t repetitions = 3;               // switch: interleaved repetitions of the RR comparison
+  int32_t n_naive = 0;                   // classify-job: documents of the naive path (0 = 200)
 };
 
 // kInvalidArgument for an unknown name; engine errors otherwise.
