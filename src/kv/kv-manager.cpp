@@ -460,9 +460,11 @@ bool KvManager::allocate(SeqId seq, int32_t n_tokens, std::span<const int32_t> t
   if (it == m.seqs.end()) return false;
   Impl::Seq& s = it->second;
   const int64_t need = m.needed(&s, n_tokens);
-  if (need == 0) return true;
   if (need > n_available()) return false;
-  const size_t first = s.table.size();
+  // Register from the first block not fully committed: that includes a block already in the table
+  // but not yet filled (the private copy of open_partial()), so that others wait for it too.
+  const size_t first =
+      std::min(s.table.size(), static_cast<size_t>(s.n_committed / m.block_size));
   for (int64_t k = 0; k < need; ++k) s.table.push_back(m.take());
   if (!m.prefix_caching) return true;
   const size_t bs = static_cast<size_t>(m.block_size);

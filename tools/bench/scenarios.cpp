@@ -17,6 +17,7 @@
 
 #include "kv/swap-store.h"
 #include "llmthreads/tasks.h"
+#include "tasks/merge.h"
 #include "llmthreads/tokenizer.h"
 
 namespace llmt::bench {
@@ -383,7 +384,7 @@ constexpr const char* kClassifyInstruction =
     "the length of the review and the spelling mistakes in it. Do not explain your answer.\n\n"
     "Review:\n";
 
-// Short synthetic reviews (deterministic): subject + verdict + detail + an order number.
+// Short synthetic reviews (deterministic): an order number + subject + verdict + detail.
 std::vector<std::string> classify_documents(int32_t n) {
   const char* subjects[] = {"The pasta place on Main Street", "This blender", "The new thriller",
                             "Our hotel room", "The wireless earbuds", "This documentary",
@@ -399,8 +400,10 @@ std::vector<std::string> classify_documents(int32_t n) {
                            "The sound was muddy."};
   std::vector<std::string> out;
   for (int32_t i = 0; i < n; ++i) {
-    out.push_back(std::string(subjects[i % 8]) + " " + verdicts[(i / 8) % 6] + " " +
-                  details[(i / 48) % 6] + " Order " + std::to_string(10000 + i) + ".");
+    // The order number first, so that documents differ from their first token on and nothing
+    // but the instruction is shared (a conservative load for prefix sharing).
+    out.push_back("Order " + std::to_string(10000 + i) + ": " + subjects[i % 8] + " " +
+                  verdicts[(i / 8) % 6] + " " + details[(i / 48) % 6]);
   }
   return out;
 }
@@ -415,7 +418,7 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
   // (a) The job path: one classify job, every document's label threads scored, the instruction
   // shared through the prefix cache.
   double job_s = 0.0;
-  int64_t job_prefill = 0;
+  int64_t job_prefill = 0, job_hits = 0, job_steps = 0;
   std::vector<int32_t> label_counts(labels.size(), 0);
   int64_t n_failed = 0;
   {
@@ -444,6 +447,8 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
     job->wait_idle();
     job_s = seconds_since(t0);
     job_prefill = engine->stats().prefill_tokens;
+    job_hits = engine->stats().prefix_hit_tokens;
+    job_steps = engine->stats().n_steps;
   }
 
   // (b) The naive path: every document an independent generation request with its full prompt
@@ -488,6 +493,48 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
     naive_prefill = engine->stats().prefill_tokens;
     naive_unparsed = unparsed.load();
   }
+  // Merge cost: one 20-piece document (sentence split) classified end to end, and the mean merge
+  // of its 20 pieces' probabilities timed alone (the callback's share of the document's time).
+  double doc20_ms = 0.0, merge20_us = 0.0;
+  {
+    EngineConfig cfg = base_config(o);
+    LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+    TaskSpec spec;
+    spec.type = TaskType::kClassify;
+    spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
+    spec.labels = labels;
+    spec.split = "sentence";
+    int32_t n_pieces = 0;
+    LLMT_ASSIGN_OR_RETURN(auto job, Job::create(*engine, spec, [&](DocumentResult r) {
+      n_pieces = r.n_pieces;
+    }));
+    std::string text;
+    // Each document is two sentences ("... tomorrow. Service was quick"): 10 make 20 pieces.
+    for (int32_t i = 0; i < 10; ++i) text += docs[static_cast<size_t>(i) % docs.size()] + ". ";
+    Document d;
+    d.text = text;
+    const auto t0 = Clock::now();
+    LLMT_RETURN_IF_ERROR(job->add(std::move(d)));
+    job->wait_idle();
+    doc20_ms = seconds_since(t0) * 1e3;
+    if (n_pieces != 20) {
+      return Status(StatusCode::kInternal,
+                    "classify-job: expected 20 pieces, got " + std::to_string(n_pieces));
+    }
+    std::vector<tasks::ClassResult> pieces(20);
+    for (int32_t i = 0; i < 20; ++i) {
+      pieces[i].index = 19 - i;  // completion order differs from document order
+      pieces[i].probs = {0.2 + 0.01 * i, 0.5, 0.3 - 0.01 * i};
+    }
+    constexpr int kReps = 2000;
+    const auto t1 = Clock::now();
+    double sink = 0.0;
+    for (int r = 0; r < kReps; ++r) {
+      auto m = tasks::merge_mean(pieces, 20, 3);
+      if (m.is_ok()) sink += m->probs[0];
+    }
+    merge20_us = seconds_since(t1) * 1e6 / kReps + (sink < 0 ? 1 : 0);
+  }
   const double job_docs_s = n_docs / job_s;
   const double naive_docs_s = n_naive / naive_s;
   constexpr double kLlamaServerReqS = 10.7;  // ../shared/reference/baseline-llamacpp.md, sec. 6
@@ -499,10 +546,16 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
   j["vs_llamacpp_server"] = {{"req_s", kLlamaServerReqS}, {"ratio", job_docs_s / kLlamaServerReqS}};
   j["job"] = {{"wall_s", job_s},
               {"prefill_tokens", job_prefill},
+              {"prefill_tokens_per_doc", static_cast<double>(job_prefill) / n_docs},
+              {"prefix_hit_tokens", job_hits},
+              {"steps", job_steps},
               {"failed", n_failed},
               {"labels", {{labels[0], label_counts[0]},
                           {labels[1], label_counts[1]},
                           {labels[2], label_counts[2]}}}};
+  j["merge_20_pieces"] = {{"doc_wall_ms", doc20_ms},
+                          {"merge_us", merge20_us},
+                          {"fraction", merge20_us * 1e-3 / doc20_ms}};
   j["naive"] = {{"n_docs", n_naive},
                 {"wall_s", naive_s},
                 {"prefill_tokens", naive_prefill},
