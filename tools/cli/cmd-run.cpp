@@ -36,6 +36,8 @@
 #include "engine-options.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
+#include "openai.h"
+#include "signal-watcher.h"
 #include "tasks/job-io.h"
 
 namespace llmt::cli {
@@ -98,92 +100,20 @@ struct RecordMeta {
 // Builds a Document from an OpenAI batch request body; an error line reason otherwise.
 Status document_from_openai(const tasks::InputRecord& rec, const SamplingParams& base,
                             Document* doc) {
-  const json& body = rec.body;
-  if (body.contains("n") && !(body["n"].is_number_integer() && body["n"].get<int64_t>() == 1)) {
-    return unsupported("only n = 1 is supported");
-  }
-  if (rec.endpoint == tasks::OpenAiEndpoint::kChatCompletions) {
-    for (const json& m : body["messages"]) {
-      if (!m.contains("role") || !m["role"].is_string()) {
-        return invalid_argument("every message needs a string \"role\"");
-      }
-      ChatMessage cm;
-      cm.role = m["role"].get<std::string>();
-      const json content = m.value("content", json());
-      if (content.is_string()) {
-        cm.content = content.get<std::string>();
-      } else if (content.is_array()) {
-        for (const json& part : content) {
-          if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
-              part["text"].is_string()) {
-            cm.content += part["text"].get<std::string>();
-          } else {
-            return unsupported("only text content parts are supported");
-          }
-        }
-      } else if (!content.is_null()) {
-        return invalid_argument("message content must be a string or an array of parts");
-      }
-      doc->messages.push_back(std::move(cm));
-    }
+  const bool chat = rec.endpoint == tasks::OpenAiEndpoint::kChatCompletions;
+  server::OpenAiRequest r;
+  LLMT_RETURN_IF_ERROR(server::parse_openai_request(
+      rec.body, chat ? server::Endpoint::kChatCompletions : server::Endpoint::kCompletions, base,
+      &r));
+  if (chat) {
+    doc->messages = std::move(r.messages);
   } else {
-    const json& p = body["prompt"];
-    if (p.is_string()) {
-      doc->raw_prompt = p.get<std::string>();
-    } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-      doc->raw_prompt = p[0].get<std::string>();
-    } else {
-      return unsupported("a completions prompt must be one string");
-    }
+    doc->raw_prompt = std::move(r.prompt);
   }
-  for (const char* key : {"max_completion_tokens", "max_tokens"}) {
-    if (body.contains(key) && !body[key].is_null()) {
-      if (!body[key].is_number_integer() || body[key].get<int64_t>() < 1 ||
-          body[key].get<int64_t>() > (1 << 24)) {
-        return invalid_argument(std::string("\"") + key + "\" must be a positive integer");
-      }
-      doc->max_tokens = static_cast<int32_t>(body[key].get<int64_t>());
-      break;
-    }
-  }
-  SamplingParams sp = base;
-  auto number = [&](const char* key, auto* field) -> Status {
-    if (!body.contains(key) || body[key].is_null()) return Status::ok();
-    if (!body[key].is_number()) return invalid_argument(std::string("\"") + key + "\" must be a number");
-    *field = body[key].get<std::remove_pointer_t<decltype(field)>>();
-    return Status::ok();
-  };
-  LLMT_RETURN_IF_ERROR(number("temperature", &sp.temperature));
-  LLMT_RETURN_IF_ERROR(number("top_p", &sp.top_p));
-  LLMT_RETURN_IF_ERROR(number("frequency_penalty", &sp.frequency_penalty));
-  LLMT_RETURN_IF_ERROR(number("presence_penalty", &sp.presence_penalty));
-  if (body.contains("seed") && !body["seed"].is_null()) {
-    if (!body["seed"].is_number_integer()) return invalid_argument("\"seed\" must be an integer");
-    sp.seed = static_cast<uint64_t>(body["seed"].get<int64_t>());
-  }
-  LLMT_RETURN_IF_ERROR(sp.validate());
-  doc->sampling = sp;
-  if (body.contains("stop") && !body["stop"].is_null()) {
-    std::vector<std::string> stop;
-    if (body["stop"].is_string()) {
-      stop.push_back(body["stop"].get<std::string>());
-    } else if (body["stop"].is_array()) {
-      for (const json& s : body["stop"]) {
-        if (!s.is_string() || s.get<std::string>().empty()) {
-          return invalid_argument("\"stop\" must hold non-empty strings");
-        }
-        stop.push_back(s.get<std::string>());
-      }
-    } else {
-      return invalid_argument("\"stop\" must be a string or an array of strings");
-    }
-    doc->stop = std::move(stop);
-  }
+  doc->max_tokens = r.max_tokens;
+  doc->sampling = r.sampling;
+  doc->stop = std::move(r.stop);
   return Status::ok();
-}
-
-const char* openai_finish_reason(FinishReason r) {
-  return r == FinishReason::kLength ? "length" : "stop";
 }
 
 // The outcome of a finished document, in the output format of its record.
@@ -197,23 +127,10 @@ tasks::RecordOutcome make_outcome(const RecordMeta& meta, const DocumentResult& 
   }
   if (meta.record.format == tasks::InputFormat::kOpenAiBatch) {
     const bool chat = meta.record.endpoint == tasks::OpenAiEndpoint::kChatCompletions;
-    json choice = {{"index", 0}};
-    if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", r.text}};
-    } else {
-      choice["text"] = r.text;
-    }
-    choice["finish_reason"] = openai_finish_reason(r.finish_reason);
-    const int64_t n_prompt = r.usage.prompt_tokens, n_gen = r.usage.completion_tokens;
-    o.result = {
-        {"id", (chat ? "chatcmpl-" : "cmpl-") + std::to_string(meta.record.index)},
-        {"object", chat ? "chat.completion" : "text_completion"},
-        {"created", static_cast<int64_t>(std::time(nullptr))},
-        {"model", meta.model},
-        {"choices", json::array({choice})},
-        {"usage",
-         {{"prompt_tokens", n_prompt}, {"completion_tokens", n_gen},
-          {"total_tokens", n_prompt + n_gen}}}};
+    o.result = server::completion_body(
+        chat ? server::Endpoint::kChatCompletions : server::Endpoint::kCompletions,
+        (chat ? "chatcmpl-" : "cmpl-") + std::to_string(meta.record.index), meta.model,
+        static_cast<int64_t>(std::time(nullptr)), r.text, r.finish_reason, r.usage);
     return o;
   }
   json res = json::object();
@@ -255,37 +172,6 @@ tasks::RecordOutcome make_outcome(const RecordMeta& meta, const DocumentResult& 
   o.result = std::move(res);
   return o;
 }
-
-// Takes SIGINT / SIGTERM with sigtimedwait on its own thread. Construct it before any other
-// thread exists: the signals are blocked in the calling thread and so in every thread created
-// after it. The mask stays blocked after destruction (a late signal is then ignored rather than
-// killing the process mid-flush).
-class SignalWatcher {
- public:
-  explicit SignalWatcher(std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    thread_ = std::thread([this] {
-      const timespec tick{0, 100'000'000};
-      while (!stop_.load(std::memory_order_relaxed)) {
-        const int sig = sigtimedwait(&set_, nullptr, &tick);
-        if (sig > 0) on_signal_(sig);
-      }
-    });
-  }
-  ~SignalWatcher() {
-    stop_.store(true, std::memory_order_relaxed);
-    thread_.join();
-  }
-
- private:
-  sigset_t set_;
-  std::function<void(int)> on_signal_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 }  // namespace
 

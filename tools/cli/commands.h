@@ -11,6 +11,7 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_run(int argc, char** argv);
+int cmd_serve(int argc, char** argv);  // tools/server/cmd-serve.cpp
 
 // Resolves the model path: the explicit value if non-empty, else $LLMT_MODEL, else
 // <LLMT_DATA or the build's default data folder>/models/<default_file>. Returns "" and prints a

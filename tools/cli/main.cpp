@@ -48,6 +48,7 @@ void usage(FILE* out) {
                "  generate  generate text from a prompt\n"
                "  bench     measure prefill/decode/batched throughput, bandwidth and kernels\n"
                "  run       run a task (classify, generate, extract, summarize) over a JSONL file\n"
+               "  serve     serve a model over an OpenAI-compatible HTTP API\n"
                "\n"
                "Run 'llmthreads <command> --help' for a command's options.\n");
 }
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return llmt::cli::cmd_generate(argc - 1, argv + 1);
   if (cmd == "bench") return llmt::cli::cmd_bench(argc - 1, argv + 1);
   if (cmd == "run") return llmt::cli::cmd_run(argc - 1, argv + 1);
+  if (cmd == "serve") return llmt::cli::cmd_serve(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
   return 2;

@@ -1,0 +1,625 @@
+// The OpenAI-compatible server (tools/server) in-process on a loopback ephemeral port, driven by
+// httplib::Client and raw sockets, on stories260K: response schemas (plain and SSE), parallel
+// clients equal to sequential ones, priority overtaking, 429 under overload, a corpus of
+// malformed requests, disconnect cancelling the thread and freeing its KV, the API key, /health
+// while loading, graceful stop; plus unit tests of the request translation.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llmthreads/engine.h"
+#include "openai.h"
+#include "server.h"
+#include "test-util.h"
+
+namespace llmt {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kModel = "models/stories260K.gguf";
+// A long generation: stories260K makes ~25k tokens/s on one core and does not end its story
+// before this many (greedy, "Once upon a time"), so such a request runs for 80 ms or more.
+constexpr int kLongTokens = 2000;
+
+class IgnoreSigpipe : public ::testing::Environment {
+ public:
+  void SetUp() override { signal(SIGPIPE, SIG_IGN); }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
+
+EngineConfig engine_config() {
+  EngineConfig ec;
+  ec.model_path = test::data_path(kModel);
+  ec.n_threads = 1;
+  ec.measure_costs = false;
+  ec.kv_budget_bytes = uint64_t{16} << 20;
+  return ec;
+}
+
+server::ServerOptions server_options() {
+  server::ServerOptions so;
+  so.port = 0;
+  so.model_name = "stories260K";
+  so.chat_format = "chatml";
+  so.read_timeout_s = 1.0;
+  return so;
+}
+
+// An engine and a server over it on an ephemeral port.
+struct Running {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<server::Server> srv;
+
+  explicit Running(server::ServerOptions so = server_options(), EngineConfig ec = engine_config()) {
+    auto e = Engine::create(ec);
+    EXPECT_TRUE(e.is_ok()) << e.status().to_string();
+    if (!e.is_ok()) return;
+    engine = std::move(*e);
+    srv = std::make_unique<server::Server>(so);
+    Status s = srv->start();
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    s = srv->attach_engine(engine.get());
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+  }
+  ~Running() {
+    if (srv) srv->stop(1.0);
+    srv.reset();
+  }
+  std::unique_ptr<httplib::Client> client() const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", srv->port());
+    c->set_read_timeout(60, 0);
+    return c;
+  }
+};
+
+json post_json(httplib::Client& c, const std::string& path, const json& body, int* status,
+               const httplib::Headers& headers = {}) {
+  auto r = c.Post(path.c_str(), headers, body.dump(), "application/json");
+  if (!r) {
+    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
+    *status = -1;
+    return json();
+  }
+  *status = r->status;
+  return json::parse(r->body, nullptr, false);
+}
+
+json completion(const std::string& prompt, int max_tokens) {
+  return {{"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+// The data payloads of an SSE body, "[DONE]" included.
+std::vector<std::string> sse_payloads(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    std::string ev = body.substr(pos, end - pos);
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    out.push_back(ev.substr(6));
+    pos = end + 2;
+  }
+  EXPECT_EQ(pos, body.size()) << "trailing bytes after the last event";
+  return out;
+}
+
+void expect_usage(const json& u) {
+  ASSERT_TRUE(u.is_object()) << u;
+  EXPECT_TRUE(u["prompt_tokens"].is_number_integer());
+  EXPECT_TRUE(u["completion_tokens"].is_number_integer());
+  EXPECT_EQ(u["total_tokens"].get<int>(),
+            u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
+  EXPECT_TRUE(u["prompt_tokens_details"]["cached_tokens"].is_number_integer());
+}
+
+void expect_error_body(const json& j) {
+  ASSERT_TRUE(j.is_object()) << j;
+  ASSERT_TRUE(j.contains("error")) << j;
+  EXPECT_TRUE(j["error"]["message"].is_string()) << j;
+  EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << j;
+  EXPECT_TRUE(j["error"]["type"].is_string()) << j;
+}
+
+// A raw TCP connection to the server.
+int connect_to(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
+  server::OpenAiRequest r;
+  SamplingParams base;
+  json body = {{"prompt", "hi"}, {"max_tokens", 7}, {"temperature", 0.5}, {"stop", "x"},
+               {"seed", 3}, {"priority", 5}, {"user", "alice"}, {"unknown_field", {1, 2}}};
+  ASSERT_TRUE(server::parse_openai_request(body, server::Endpoint::kCompletions, base, &r).is_ok());
+  EXPECT_EQ(r.prompt, "hi");
+  EXPECT_EQ(*r.max_tokens, 7);
+  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
+  EXPECT_EQ(r.stop->at(0), "x");
+  EXPECT_EQ(r.sampling.seed, 3u);
+  EXPECT_EQ(r.priority, 5);
+  EXPECT_EQ(r.tenant, "alice");
+  EXPECT_NE(server::tenant_id("alice"), server::tenant_id("bob"));
+  EXPECT_EQ(server::tenant_id(""), 0u);
+
+  for (const json& bad : {json{{"prompt", 1}}, json{{"prompt", "a"}, {"max_tokens", "1"}},
+                          json{{"prompt", "a"}, {"max_tokens", 0}},
+                          json{{"prompt", "a"}, {"max_tokens", 18446744073709551615ull}},
+                          json{{"prompt", "a"}, {"n", 2}}, json{{"prompt", "a"}, {"logprobs", 1}},
+                          json{{"prompt", "a"}, {"stream", 1}}, json{{"prompt", "a"}, {"top_p", 0}},
+                          json{{"prompt", "a"}, {"stop", {1}}}, json::array()}) {
+    EXPECT_FALSE(
+        server::parse_openai_request(bad, server::Endpoint::kCompletions, base, &r).is_ok())
+        << bad;
+  }
+  EXPECT_FALSE(server::parse_openai_request(json{{"messages", "hi"}},
+                                            server::Endpoint::kChatCompletions, base, &r)
+                   .is_ok());
+  EXPECT_TRUE(server::constant_time_equal("Bearer a", "Bearer a"));
+  EXPECT_FALSE(server::constant_time_equal("Bearer a", "Bearer ab"));
+  EXPECT_FALSE(server::constant_time_equal("Bearer b", "Bearer a"));
+}
+
+TEST(Server, ResponsesHaveTheOpenAiSchema) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  auto h = c->Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+  auto m = c->Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  const json models = json::parse(m->body);
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["id"], "stories260K");
+  EXPECT_EQ(models["data"][0]["object"], "model");
+  EXPECT_FALSE(m->has_header("Access-Control-Allow-Origin"));
+
+  int status = 0;
+  json r = post_json(*c, "/v1/completions", completion("Once upon a time", 16), &status);
+  ASSERT_EQ(status, 200) << r;
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  EXPECT_TRUE(r["created"].is_number_integer());
+  EXPECT_EQ(r["model"], "stories260K");
+  ASSERT_EQ(r["choices"].size(), 1u);
+  EXPECT_EQ(r["choices"][0]["index"], 0);
+  EXPECT_TRUE(r["choices"][0]["text"].is_string());
+  EXPECT_TRUE(r["choices"][0]["finish_reason"] == "length" ||
+              r["choices"][0]["finish_reason"] == "stop");
+  expect_usage(r["usage"]);
+  EXPECT_LE(r["usage"]["completion_tokens"].get<int>(), 16);
+  const std::string text = r["choices"][0]["text"];
+
+  // The same request again hits the prefix cache.
+  json r2 = post_json(*c, "/v1/completions", completion("Once upon a time", 16), &status);
+  ASSERT_EQ(status, 200);
+  EXPECT_EQ(r2["choices"][0]["text"], text);
+
+  json chat = {{"messages", {{{"role", "system"}, {"content", "Tell a story."}},
+                             {{"role", "user"}, {"content", "A cat"}}}},
+               {"max_tokens", 12}, {"temperature", 0}};
+  json rc = post_json(*c, "/v1/chat/completions", chat, &status);
+  ASSERT_EQ(status, 200) << rc;
+  EXPECT_EQ(rc["object"], "chat.completion");
+  EXPECT_EQ(rc["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(rc["choices"][0]["message"]["role"], "assistant");
+  EXPECT_TRUE(rc["choices"][0]["message"]["content"].is_string());
+  expect_usage(rc["usage"]);
+
+  // Streaming: the concatenated deltas equal the plain answer.
+  json sreq = completion("Once upon a time", 16);
+  sreq["stream"] = true;
+  sreq["stream_options"] = {{"include_usage", true}};
+  auto sr = c->Post("/v1/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(sr);
+  ASSERT_EQ(sr->status, 200);
+  EXPECT_EQ(sr->get_header_value("Content-Type").rfind("text/event-stream", 0), 0u);
+  std::vector<std::string> ev = sse_payloads(sr->body);
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(ev.back(), "[DONE]");
+  std::string streamed;
+  std::string finish;
+  for (size_t i = 0; i + 1 < ev.size(); ++i) {
+    const json ch = json::parse(ev[i]);
+    EXPECT_EQ(ch["object"], "text_completion");
+    EXPECT_EQ(ch["model"], "stories260K");
+    if (ch.contains("usage")) {
+      EXPECT_TRUE(ch["choices"].empty());
+      expect_usage(ch["usage"]);
+      EXPECT_EQ(i + 2, ev.size()) << "usage chunk comes last";
+      continue;
+    }
+    streamed += ch["choices"][0]["text"].get<std::string>();
+    if (!ch["choices"][0]["finish_reason"].is_null()) finish = ch["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(streamed, text);
+  EXPECT_TRUE(finish == "length" || finish == "stop");
+
+  chat["stream"] = true;
+  auto sc = c->Post("/v1/chat/completions", chat.dump(), "application/json");
+  ASSERT_TRUE(sc);
+  ASSERT_EQ(sc->status, 200);
+  ev = sse_payloads(sc->body);
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(ev.back(), "[DONE]");
+  std::string content;
+  for (size_t i = 0; i + 1 < ev.size(); ++i) {
+    const json ch = json::parse(ev[i]);
+    EXPECT_EQ(ch["object"], "chat.completion.chunk");
+    const json& d = ch["choices"][0]["delta"];
+    if (i == 0) {
+      EXPECT_EQ(d["role"], "assistant");
+    }
+    if (d.contains("content")) content += d["content"].get<std::string>();
+    if (i + 2 == ev.size()) {
+      EXPECT_FALSE(ch["choices"][0]["finish_reason"].is_null());
+    }
+  }
+  EXPECT_EQ(content, rc["choices"][0]["message"]["content"].get<std::string>());
+}
+
+TEST(Server, ParallelClientsMatchSequential) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  constexpr int kN = 16;
+  std::vector<std::string> prompts;
+  for (int i = 0; i < kN; ++i) {
+    prompts.push_back(i % 2 ? "Once upon a time, " + std::to_string(i) : "Lily had a " + std::to_string(i * 7));
+  }
+  std::vector<std::string> seq(kN), par(kN);
+  {
+    auto c = s.client();
+    for (int i = 0; i < kN; ++i) {
+      int st = 0;
+      json r = post_json(*c, "/v1/completions", completion(prompts[i], 24), &st);
+      ASSERT_EQ(st, 200) << r;
+      seq[i] = r["choices"][0]["text"];
+    }
+  }
+  std::vector<std::thread> ts;
+  std::vector<int> statuses(kN);
+  for (int i = 0; i < kN; ++i) {
+    ts.emplace_back([&, i] {
+      auto c = s.client();
+      json r = post_json(*c, "/v1/completions", completion(prompts[i], 24), &statuses[i]);
+      if (statuses[i] == 200) par[i] = r["choices"][0]["text"];
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < kN; ++i) {
+    EXPECT_EQ(statuses[i], 200);
+    EXPECT_EQ(par[i], seq[i]) << "client " << i;
+  }
+}
+
+TEST(Server, HighPriorityOvertakesQueuedLowPriority) {
+  LLMT_REQUIRE_DATA(kModel);
+  EngineConfig ec = engine_config();
+  ec.max_running = 1;
+  Running s(server_options(), ec);
+  constexpr int kLow = 3;
+  std::vector<std::future<Clock::time_point>> lows;
+  for (int i = 0; i < kLow; ++i) {
+    lows.push_back(std::async(std::launch::async, [&, i] {
+      auto c = s.client();
+      json b = completion("Once upon a time " + std::to_string(i), kLongTokens);
+      b["priority"] = 0;
+      int st = 0;
+      post_json(*c, "/v1/completions", b, &st);
+      EXPECT_EQ(st, 200);
+      return Clock::now();
+    }));
+  }
+  // Wait until every low one is submitted (one computes per step, the others wait their turn).
+  const auto t0 = Clock::now();
+  while (s.engine->stats().n_submitted < kLow && Clock::now() - t0 < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_EQ(s.engine->stats().n_submitted, kLow);
+  ASSERT_EQ(s.engine->stats().n_finished, 0);
+  auto c = s.client();
+  json hb = completion("The dog", 8);
+  hb["priority"] = 100;
+  int st = 0;
+  post_json(*c, "/v1/completions", hb, &st);
+  const Clock::time_point high_done = Clock::now();
+  EXPECT_EQ(st, 200);
+  int n_after = 0;
+  for (auto& f : lows) n_after += f.get() > high_done;
+  EXPECT_GE(n_after, kLow - 1) << "the high-priority request waited behind queued low ones";
+}
+
+TEST(Server, OverloadGives429AndKeepsServing) {
+  LLMT_REQUIRE_DATA(kModel);
+  server::ServerOptions so = server_options();
+  so.max_queue = 2;
+  EngineConfig ec = engine_config();
+  ec.max_running = 1;
+  Running s(so, ec);
+  constexpr int kN = 8;
+  std::vector<int> statuses(kN);
+  std::vector<json> bodies(kN);
+  std::vector<std::string> retry(kN);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kN; ++i) {
+    ts.emplace_back([&, i] {
+      auto c = s.client();
+      json b = completion("Once upon a time " + std::to_string(i), 200);
+      auto r = c->Post("/v1/completions", b.dump(), "application/json");
+      if (!r) return;
+      statuses[i] = r->status;
+      bodies[i] = json::parse(r->body, nullptr, false);
+      retry[i] = r->get_header_value("Retry-After");
+    });
+  }
+  for (auto& t : ts) t.join();
+  int n429 = 0, n200 = 0;
+  for (int i = 0; i < kN; ++i) {
+    if (statuses[i] == 429) {
+      ++n429;
+      expect_error_body(bodies[i]);
+      EXPECT_EQ(bodies[i]["error"]["type"], "rate_limit_error");
+      EXPECT_FALSE(retry[i].empty());
+    } else {
+      EXPECT_EQ(statuses[i], 200);
+      ++n200;
+    }
+  }
+  EXPECT_GE(n429, 1);
+  EXPECT_GE(n200, 2);
+  auto c = s.client();
+  int st = 0;
+  post_json(*c, "/v1/completions", completion("Once", 4), &st);
+  EXPECT_EQ(st, 200);
+  EXPECT_EQ(s.srv->stats().n_live, 0);
+}
+
+TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
+  LLMT_REQUIRE_DATA(kModel);
+  server::ServerOptions so = server_options();
+  so.max_body_bytes = 64 << 10;
+  Running s(so);
+  auto c = s.client();
+  const std::string long_prompt(20000, 'a');
+  const std::vector<std::pair<std::string, std::string>> corpus = {
+      {"/v1/completions", ""},
+      {"/v1/completions", "{"},
+      {"/v1/completions", "not json"},
+      {"/v1/completions", "[]"},
+      {"/v1/completions", "123"},
+      {"/v1/completions", "null"},
+      {"/v1/completions", R"({"prompt": 123})"},
+      {"/v1/completions", R"({"prompt": ["a", "b"]})"},
+      {"/v1/completions", R"({"prompt": ""})"},
+      {"/v1/completions", R"({"max_tokens": 3})"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": "10"})"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": 1e30})"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": 99999999999999999999999999})"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": -1})"},
+      {"/v1/completions", R"({"prompt": "a", "max_tokens": 100000})"},
+      {"/v1/completions", R"({"prompt": "a", "temperature": "hot"})"},
+      {"/v1/completions", R"({"prompt": "a", "temperature": 1e999})"},
+      {"/v1/completions", R"({"prompt": "a", "temperature": -1})"},
+      {"/v1/completions", R"({"prompt": "a", "top_p": 7})"},
+      {"/v1/completions", R"({"prompt": "a", "stop": 5})"},
+      {"/v1/completions", R"({"prompt": "a", "n": 3})"},
+      {"/v1/completions", R"({"prompt": "a", "logprobs": 2})"},
+      {"/v1/completions", R"({"prompt": "a", "seed": 1.5})"},
+      {"/v1/completions", R"({"prompt": "a", "priority": 1e10})"},
+      {"/v1/completions", R"({"prompt": "a", "priority": 99999999999})"},
+      {"/v1/completions", R"({"prompt": "a", "stream": "yes"})"},
+      {"/v1/completions", R"({"prompt": "a", "model": "gpt-4"})"},
+      {"/v1/completions", "{\"prompt\": \"a\xff\xfe\"}"},
+      {"/v1/completions", "{\"prompt\": \"\xc3\"}"},
+      {"/v1/completions", R"({"prompt": "a\ud800"})"},
+      {"/v1/completions", R"({"prompt": ")" + long_prompt + R"("})"},
+      {"/v1/chat/completions", R"({"prompt": "a"})"},
+      {"/v1/chat/completions", R"({"messages": "hi"})"},
+      {"/v1/chat/completions", R"({"messages": []})"},
+      {"/v1/chat/completions", R"({"messages": [{"content": "x"}]})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": 5}]})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})"},
+      {"/v1/nope", R"({})"},
+  };
+  for (const auto& [path, body] : corpus) {
+    auto r = c->Post(path.c_str(), body, "application/json");
+    ASSERT_TRUE(r) << "no response to " << body.substr(0, 80);
+    EXPECT_GE(r->status, 400) << body.substr(0, 80);
+    EXPECT_LT(r->status, 500) << body.substr(0, 80) << " -> " << r->body;
+    expect_error_body(json::parse(r->body, nullptr, false));
+  }
+  // Oversized body: 413.
+  auto big = c->Post("/v1/completions", std::string(100 << 10, ' '), "application/json");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  expect_error_body(json::parse(big->body, nullptr, false));
+
+  // A truncated body (Content-Length larger than what arrives before the client stops sending).
+  {
+    const int fd = connect_to(s.srv->port());
+    ASSERT_GE(fd, 0);
+    const std::string req =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{\"prompt\": \"abc";
+    ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    shutdown(fd, SHUT_WR);
+    const std::string resp = read_all(fd);
+    close(fd);
+    EXPECT_TRUE(resp.empty() || resp.rfind("HTTP/1.1 4", 0) == 0) << resp;
+  }
+  // Garbage instead of HTTP.
+  {
+    const int fd = connect_to(s.srv->port());
+    ASSERT_GE(fd, 0);
+    const std::string req = "\x01\x02 garbage\r\n\r\n";
+    send(fd, req.data(), req.size(), 0);
+    shutdown(fd, SHUT_WR);
+    const std::string resp = read_all(fd);
+    close(fd);
+    EXPECT_TRUE(resp.empty() || resp.rfind("HTTP/1.1 4", 0) == 0) << resp;
+  }
+  auto h = c->Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  int st = 0;
+  post_json(*c, "/v1/completions", completion("Once", 4), &st);
+  EXPECT_EQ(st, 200);
+}
+
+TEST(Server, DisconnectDuringStreamingFreesTheKv) {
+  LLMT_REQUIRE_DATA(kModel);
+  EngineConfig ec = engine_config();
+  ec.prefix_caching = false;
+  Running s(server_options(), ec);
+  const int fd = connect_to(s.srv->port());
+  ASSERT_GE(fd, 0);
+  json b = completion("Once upon a time", kLongTokens);
+  b["stream"] = true;
+  const std::string body = b.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  // Read until a few tokens arrived: the thread is generating and holds KV blocks.
+  std::string got;
+  char buf[512];
+  size_t n_events = 0;
+  while (n_events < 3) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<size_t>(n));
+    n_events = 0;
+    for (size_t p = got.find("data: "); p != std::string::npos; p = got.find("data: ", p + 1)) {
+      ++n_events;
+    }
+  }
+  EXPECT_EQ(got.find("[DONE]"), std::string::npos) << "finished before the disconnect";
+  EXPECT_GT(s.engine->stats().kv_blocks_used, 0);
+  close(fd);
+  const auto t0 = Clock::now();
+  while ((s.engine->stats().kv_blocks_used > 0 || s.srv->stats().n_live > 0) &&
+         Clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(s.engine->stats().kv_blocks_used, 0);
+  EXPECT_EQ(s.srv->stats().n_live, 0);
+  EXPECT_EQ(s.srv->stats().n_client_cancelled, 1);
+  EXPECT_EQ(s.engine->stats().n_cancelled, 1);
+  EXPECT_LT(waited, 1.0);
+}
+
+TEST(Server, ApiKeyIsEnforcedExceptOnHealth) {
+  LLMT_REQUIRE_DATA(kModel);
+  server::ServerOptions so = server_options();
+  so.api_key = "sekret";
+  Running s(so);
+  auto c = s.client();
+  auto h = c->Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto m = c->Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 401);
+  expect_error_body(json::parse(m->body, nullptr, false));
+  int st = 0;
+  post_json(*c, "/v1/completions", completion("Once", 4), &st, {{"Authorization", "Bearer nope"}});
+  EXPECT_EQ(st, 401);
+  post_json(*c, "/v1/completions", completion("Once", 4), &st, {{"Authorization", "sekret"}});
+  EXPECT_EQ(st, 401);
+  post_json(*c, "/v1/completions", completion("Once", 4), &st, {{"Authorization", "Bearer sekret"}});
+  EXPECT_EQ(st, 200);
+  c->set_bearer_token_auth("sekret");
+  auto m2 = c->Get("/v1/models");
+  ASSERT_TRUE(m2);
+  EXPECT_EQ(m2->status, 200);
+}
+
+TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
+  LLMT_REQUIRE_DATA(kModel);
+  server::Server srv(server_options());
+  ASSERT_TRUE(srv.start().is_ok());
+  httplib::Client c("127.0.0.1", srv.port());
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 503);
+  EXPECT_EQ(json::parse(h->body)["status"], "loading");
+  auto early = c.Post("/v1/completions", completion("Once", 4).dump(), "application/json");
+  ASSERT_TRUE(early);
+  EXPECT_EQ(early->status, 503);
+
+  auto e = Engine::create(engine_config());
+  ASSERT_TRUE(e.is_ok());
+  ASSERT_TRUE(srv.attach_engine(e->get()).is_ok());
+  h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+
+  // A second server cannot take the same port.
+  server::ServerOptions same = server_options();
+  same.port = srv.port();
+  EXPECT_FALSE(server::Server(same).start().is_ok());
+
+  // A long request in flight; stop() with a short grace cancels it and returns.
+  auto fut = std::async(std::launch::async, [&] {
+    httplib::Client c2("127.0.0.1", srv.port());
+    json b = completion("Once upon a time", kLongTokens);
+    b["stream"] = true;
+    auto r = c2.Post("/v1/completions", b.dump(), "application/json");
+    return r ? r->status : -1;
+  });
+  const auto t0 = Clock::now();
+  while (srv.stats().n_live == 0 && Clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(srv.stats().n_live, 1);
+  const auto t1 = Clock::now();
+  srv.stop(0.05);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t1).count(), 5.0);
+  EXPECT_EQ(srv.stats().n_live, 0);
+  EXPECT_EQ(fut.get(), 200);  // the stream ended (with finish_reason "stop") rather than hanging
+  EXPECT_FALSE(httplib::Client("127.0.0.1", srv.port()).Get("/health"));
+}
+
+}  // namespace
+}  // namespace llmt

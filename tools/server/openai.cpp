@@ -1,0 +1,356 @@
+#include "openai.h"
+
+#include <limits>
+
+#include "llmthreads/model.h"
+#include "llmthreads/tokenizer.h"
+
+namespace llmt::server {
+
+namespace {
+
+using nlohmann::json;
+
+std::string quoted(const char* key) { return std::string("\"") + key + "\""; }
+
+bool present(const json& body, const char* key) {
+  return body.contains(key) && !body[key].is_null();
+}
+
+// An integer field within [lo, hi]; absent or null leaves *out alone.
+Status get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+  if (!present(body, key)) return Status::ok();
+  const json& v = body[key];
+  const std::string range = " in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  if (!v.is_number_integer()) return invalid_argument(quoted(key) + " must be an integer" + range);
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > static_cast<uint64_t>(hi)) {
+      return invalid_argument(quoted(key) + " must be an integer" + range);
+    }
+  }
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) return invalid_argument(quoted(key) + " must be an integer" + range);
+  *out = x;
+  return Status::ok();
+}
+
+Status get_float(const json& body, const char* key, float* out) {
+  if (!present(body, key)) return Status::ok();
+  if (!body[key].is_number()) return invalid_argument(quoted(key) + " must be a number");
+  *out = body[key].get<float>();
+  return Status::ok();
+}
+
+Status get_bool(const json& body, const char* key, bool* out) {
+  if (!present(body, key)) return Status::ok();
+  if (!body[key].is_boolean()) return invalid_argument(quoted(key) + " must be true or false");
+  *out = body[key].get<bool>();
+  return Status::ok();
+}
+
+Status get_string(const json& body, const char* key, std::string* out) {
+  if (!present(body, key)) return Status::ok();
+  if (!body[key].is_string()) return invalid_argument(quoted(key) + " must be a string");
+  *out = body[key].get<std::string>();
+  return Status::ok();
+}
+
+Status parse_messages(const json& body, std::vector<ChatMessage>* out) {
+  if (!present(body, "messages")) return invalid_argument("\"messages\" is required");
+  const json& msgs = body["messages"];
+  if (!msgs.is_array() || msgs.empty()) {
+    return invalid_argument("\"messages\" must be a non-empty array of {role, content}");
+  }
+  for (const json& m : msgs) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return invalid_argument("every message needs a string \"role\"");
+    }
+    ChatMessage cm;
+    cm.role = m["role"].get<std::string>();
+    const json content = m.value("content", json());
+    if (content.is_string()) {
+      cm.content = content.get<std::string>();
+    } else if (content.is_array()) {
+      for (const json& part : content) {
+        if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+            part["text"].is_string()) {
+          cm.content += part["text"].get<std::string>();
+        } else {
+          return unsupported("only text content parts are supported");
+        }
+      }
+    } else if (!content.is_null()) {
+      return invalid_argument("message content must be a string or an array of parts");
+    }
+    out->push_back(std::move(cm));
+  }
+  return Status::ok();
+}
+
+Status parse_prompt(const json& body, std::string* out) {
+  if (!present(body, "prompt")) return invalid_argument("\"prompt\" is required");
+  const json& p = body["prompt"];
+  if (p.is_string()) {
+    *out = p.get<std::string>();
+  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+    *out = p[0].get<std::string>();
+  } else {
+    return unsupported("a completions prompt must be one string");
+  }
+  return Status::ok();
+}
+
+Status parse_stop(const json& body, std::optional<std::vector<std::string>>* out) {
+  if (!present(body, "stop")) return Status::ok();
+  std::vector<std::string> stop;
+  const json& s = body["stop"];
+  if (s.is_string()) {
+    if (!s.get<std::string>().empty()) stop.push_back(s.get<std::string>());
+  } else if (s.is_array()) {
+    for (const json& x : s) {
+      if (!x.is_string() || x.get<std::string>().empty()) {
+        return invalid_argument("\"stop\" must hold non-empty strings");
+      }
+      stop.push_back(x.get<std::string>());
+    }
+  } else {
+    return invalid_argument("\"stop\" must be a string or an array of strings");
+  }
+  *out = std::move(stop);
+  return Status::ok();
+}
+
+}  // namespace
+
+Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingParams& base,
+                            OpenAiRequest* out) {
+  if (!body.is_object()) return invalid_argument("the request body must be a JSON object");
+  OpenAiRequest r;
+  r.endpoint = endpoint;
+  LLMT_RETURN_IF_ERROR(get_string(body, "model", &r.model));
+  if (present(body, "n")) {
+    int64_t n = 1;
+    LLMT_RETURN_IF_ERROR(get_int(body, "n", 1, 1 << 20, &n));
+    if (n != 1) return unsupported("only n = 1 is supported");
+  }
+  if (present(body, "best_of")) {
+    int64_t b = 1;
+    LLMT_RETURN_IF_ERROR(get_int(body, "best_of", 1, 1 << 20, &b));
+    if (b != 1) return unsupported("only best_of = 1 is supported");
+  }
+  if (present(body, "logprobs")) {
+    const json& lp = body["logprobs"];
+    const bool on = lp.is_boolean() ? lp.get<bool>()
+                    : lp.is_number_integer() ? lp.get<int64_t>() != 0
+                                             : true;
+    if (on) return unsupported("\"logprobs\" is not supported by this server");
+  }
+  if (present(body, "echo")) {
+    bool echo = false;
+    LLMT_RETURN_IF_ERROR(get_bool(body, "echo", &echo));
+    if (echo) return unsupported("\"echo\" is not supported by this server");
+  }
+  if (endpoint == Endpoint::kChatCompletions) {
+    LLMT_RETURN_IF_ERROR(parse_messages(body, &r.messages));
+  } else {
+    LLMT_RETURN_IF_ERROR(parse_prompt(body, &r.prompt));
+  }
+  for (const char* key : {"max_completion_tokens", "max_tokens"}) {
+    if (present(body, key)) {
+      int64_t n = 0;
+      LLMT_RETURN_IF_ERROR(get_int(body, key, 1, 1 << 24, &n));
+      r.max_tokens = static_cast<int32_t>(n);
+      break;
+    }
+  }
+  r.sampling = base;
+  LLMT_RETURN_IF_ERROR(get_float(body, "temperature", &r.sampling.temperature));
+  LLMT_RETURN_IF_ERROR(get_float(body, "top_p", &r.sampling.top_p));
+  LLMT_RETURN_IF_ERROR(get_float(body, "frequency_penalty", &r.sampling.frequency_penalty));
+  LLMT_RETURN_IF_ERROR(get_float(body, "presence_penalty", &r.sampling.presence_penalty));
+  if (present(body, "seed")) {
+    int64_t seed = 0;
+    LLMT_RETURN_IF_ERROR(get_int(body, "seed", std::numeric_limits<int64_t>::min(),
+                                 std::numeric_limits<int64_t>::max(), &seed));
+    r.sampling.seed = static_cast<uint64_t>(seed);
+  }
+  LLMT_RETURN_IF_ERROR(r.sampling.validate());
+  LLMT_RETURN_IF_ERROR(parse_stop(body, &r.stop));
+  LLMT_RETURN_IF_ERROR(get_bool(body, "stream", &r.stream));
+  if (present(body, "stream_options")) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) return invalid_argument("\"stream_options\" must be an object");
+    LLMT_RETURN_IF_ERROR(get_bool(so, "include_usage", &r.include_usage));
+  }
+  int64_t priority = 0;
+  LLMT_RETURN_IF_ERROR(get_int(body, "priority", -(1 << 20), 1 << 20, &priority));
+  r.priority = static_cast<int32_t>(priority);
+  std::string user;
+  LLMT_RETURN_IF_ERROR(get_string(body, "user", &user));
+  LLMT_RETURN_IF_ERROR(get_string(body, "tenant", &r.tenant));
+  if (r.tenant.empty()) r.tenant = user;
+  *out = std::move(r);
+  return Status::ok();
+}
+
+uint64_t tenant_id(std::string_view tenant) {
+  if (tenant.empty()) return 0;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : tenant) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h == 0 ? 1 : h;
+}
+
+Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt) {
+  if (!req.model.empty() && req.model != opt.model_name) {
+    return invalid_argument("unknown model '" + req.model + "'; this server serves '" +
+                            opt.model_name + "' (see GET /v1/models)");
+  }
+  std::string text;
+  if (req.endpoint == Endpoint::kChatCompletions) {
+    if (!opt.chat_format) {
+      return unsupported("chat completions need a chat format: " + opt.chat_format_error);
+    }
+    text = render_chat(*opt.chat_format, req.messages, /*add_generation_prompt=*/true);
+  } else {
+    text = req.prompt;
+  }
+  if (text.empty()) return invalid_argument("the prompt is empty");
+  ThreadRequest tr;
+  TokenizeOptions to;
+  to.add_special = true;
+  to.parse_special = true;
+  tr.prompt_tokens = opt.model->tokenizer().encode(text, to);
+  const int64_t n_prompt = static_cast<int64_t>(tr.prompt_tokens.size());
+  if (n_prompt == 0) return invalid_argument("the prompt is empty");
+  if (n_prompt >= opt.n_ctx) {
+    return invalid_argument("the prompt is " + std::to_string(n_prompt) +
+                            " tokens; the context holds " + std::to_string(opt.n_ctx) +
+                            " (prompt too long)");
+  }
+  const int64_t room = opt.n_ctx - n_prompt;
+  if (req.max_tokens) {
+    if (*req.max_tokens > room) {
+      return invalid_argument("max_tokens " + std::to_string(*req.max_tokens) + " + prompt " +
+                              std::to_string(n_prompt) + " tokens exceed the context of " +
+                              std::to_string(opt.n_ctx) + " tokens");
+    }
+    tr.max_tokens = *req.max_tokens;
+  } else {
+    tr.max_tokens = static_cast<int32_t>(
+        opt.default_max_tokens > 0 ? std::min<int64_t>(opt.default_max_tokens, room) : room);
+  }
+  tr.sampling = req.sampling;
+  if (req.stop) tr.stop = *req.stop;
+  tr.priority = req.priority;
+  tr.tenant = tenant_id(req.tenant);
+  return tr;
+}
+
+const char* openai_finish_reason(FinishReason r) {
+  return r == FinishReason::kLength ? "length" : "stop";
+}
+
+json usage_json(const Usage& u) {
+  const int64_t p = u.prompt_tokens, c = u.completion_tokens;
+  return {{"prompt_tokens", p},
+          {"completion_tokens", c},
+          {"total_tokens", p + c},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+}
+
+json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                     int64_t created, const std::string& text, FinishReason finish,
+                     const Usage& usage) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  json choice = {{"index", 0}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+    choice["logprobs"] = nullptr;
+  }
+  choice["finish_reason"] = openai_finish_reason(finish);
+  return {{"id", id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(usage)}};
+}
+
+json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                int64_t created, std::string_view text, const char* finish, bool first) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  json choice = {{"index", 0}};
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && !finish)) delta["content"] = std::string(text);
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = std::string(text);
+    choice["logprobs"] = nullptr;
+  }
+  choice["finish_reason"] = finish ? json(finish) : json(nullptr);
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
+}
+
+json usage_chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                      int64_t created, const Usage& usage) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array()},
+          {"usage", usage_json(usage)}};
+}
+
+std::string dump_json(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; }
+
+json error_body(std::string_view message, std::string_view type, std::string_view code,
+                std::string_view param) {
+  return {{"error",
+           {{"message", std::string(message)},
+            {"type", std::string(type)},
+            {"param", param.empty() ? json(nullptr) : json(std::string(param))},
+            {"code", code.empty() ? json(nullptr) : json(std::string(code))}}}};
+}
+
+int http_status_for(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kUnsupported:
+    case StatusCode::kNotFound:
+      return 400;
+    case StatusCode::kOutOfMemory:
+      return 429;
+    default:
+      return 500;
+  }
+}
+
+json error_body_for(const Status& s) {
+  switch (http_status_for(s)) {
+    case 400:
+      return error_body(s.message(), "invalid_request_error",
+                        s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request");
+    case 429:
+      return error_body(s.message(), "rate_limit_error", "queue_full");
+    default:
+      return error_body(s.message(), "server_error", "internal_error");
+  }
+}
+
+}  // namespace llmt::server

@@ -1,0 +1,116 @@
+// OpenAI request/response translation, shared by `llmthreads serve` (the HTTP endpoints) and
+// `llmthreads run` (OpenAI Batch API lines): parse and validate a /v1/completions or
+// /v1/chat/completions body into engine terms, and build the response bodies, SSE stream chunks
+// and OpenAI-style error bodies. No I/O and no HTTP here, so all of it is unit-testable.
+//
+// Request fields (everything else is ignored, as OpenAI clients expect):
+//   model (string), prompt (completions: a string or an array of one string), messages (chat: an
+//   array of {role, content}, content a string, null or an array of text parts), max_tokens /
+//   max_completion_tokens (positive integer), temperature, top_p, presence_penalty,
+//   frequency_penalty (numbers), stop (string or array of non-empty strings), seed (integer),
+//   n (only 1), stream (bool), stream_options.include_usage (bool), user (string);
+//   logprobs (true / a positive count) and echo (true) are rejected as unsupported (400);
+//   extensions: priority (integer, higher runs first) and tenant (string; defaults to `user`).
+//
+// Thread-safety: every function here is pure (no shared state); call from any thread.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "llmthreads/chat-template.h"
+#include "llmthreads/engine.h"
+#include "llmthreads/sampling.h"
+#include "llmthreads/status.h"
+
+namespace llmt::server {
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+// The fields of a completions / chat request body that apply to an LLM thread.
+struct OpenAiRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;                  // "" when absent
+  std::vector<ChatMessage> messages;  // chat
+  std::string prompt;                 // completions
+  std::optional<int32_t> max_tokens;  // absent: the caller's default
+  SamplingParams sampling;            // the caller's base with the body's fields applied
+  std::optional<std::vector<std::string>> stop;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  int32_t priority = 0;
+  std::string tenant;  // "tenant", else "user", else ""
+};
+
+// Parses `body` (a JSON object) for `endpoint`. `base` supplies the sampling fields the body does
+// not set. Errors: kInvalidArgument (wrong type or range, missing prompt / messages; the message
+// names the field) or kUnsupported (n != 1, logprobs, echo, non-text content parts, several
+// prompts).
+Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
+                            const SamplingParams& base, OpenAiRequest* out);
+
+// What turning a parsed request into a ThreadRequest needs from the served model.
+struct TranslateOptions {
+  const Model* model = nullptr;       // tokenizer (required)
+  std::string model_name;             // the served model id; a body naming another one fails
+  std::optional<ChatFormat> chat_format;  // chat requests fail without one
+  std::string chat_format_error;      // why there is none (said to chat clients)
+  int32_t n_ctx = 0;                  // positions per thread
+  int32_t default_max_tokens = 0;     // when the body has none; 0 = up to the context's end
+};
+
+// Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;
+// chat: the messages rendered with the chat format plus the assistant opening) into
+// ThreadRequest::prompt_tokens and fills sampling, max_tokens, stop, priority and tenant
+// (tenant_id()). Errors (kInvalidArgument): unknown model, empty prompt, a prompt that does not
+// fit n_ctx, prompt + max_tokens beyond n_ctx; kUnsupported: chat without a chat format.
+Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt);
+
+// A stable 64-bit id for a tenant name (FNV-1a; "" -> 0, the engine's default tenant).
+uint64_t tenant_id(std::string_view tenant);
+
+// OpenAI's finish_reason for an engine finish reason: "length" for kLength, else "stop".
+const char* openai_finish_reason(FinishReason r);
+
+// {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details":
+// {"cached_tokens"}}.
+nlohmann::json usage_json(const Usage& usage);
+
+// The whole non-streaming response: a "text_completion" or "chat.completion" object with one
+// choice and usage.
+nlohmann::json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                               int64_t created, const std::string& text, FinishReason finish,
+                               const Usage& usage);
+
+// One streaming chunk ("text_completion" or "chat.completion.chunk"): a choice with `text`
+// (completions) or `delta` (chat: with the role when `first`), and finish_reason (null when
+// `finish` is nullptr).
+nlohmann::json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                          int64_t created, std::string_view text, const char* finish, bool first);
+// The final usage chunk of a stream with include_usage: no choices, usage set.
+nlohmann::json usage_chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                                int64_t created, const Usage& usage);
+
+// "data: <json>\n\n".
+std::string sse_event(const nlohmann::json& j);
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+// JSON text; invalid UTF-8 in strings (model output cut mid-character) becomes U+FFFD instead of
+// throwing.
+std::string dump_json(const nlohmann::json& j);
+
+// {"error": {"message", "type", "param", "code"}} as the OpenAI API returns.
+nlohmann::json error_body(std::string_view message, std::string_view type,
+                          std::string_view code = {}, std::string_view param = {});
+// The HTTP status and error body for a failed Status: kInvalidArgument, kUnsupported and
+// kNotFound -> 400 "invalid_request_error"; kOutOfMemory (a queue limit) -> 429
+// "rate_limit_error"; anything else -> 500 "server_error". The code is "unsupported" for
+// kUnsupported and "invalid_request" for kInvalidArgument.
+int http_status_for(const Status& s);
+nlohmann::json error_body_for(const Status& s);
+
+}  // namespace llmt::server

@@ -1,0 +1,90 @@
+// The HTTP layer of `llmthreads serve`: an OpenAI-compatible server over an Engine, on
+// cpp-httplib (HTTP/1.1, keep-alive, one pool thread per open connection).
+//
+// Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming; the request
+// translation is openai.h), GET /v1/models, GET /health (200 {"status":"ok"} once an engine is
+// attached, 503 {"status":"loading"} before, 503 {"status":"shutting_down"} while stopping).
+//
+// Admission control: a completion request is admitted only while fewer than max_queue requests
+// are live and the prompt tokens of admitted requests that have not produced their first token
+// (queued or prefilling) stay within max_queue_tokens; otherwise 429 with Retry-After and an
+// OpenAI error body. Bodies over max_body_bytes get 413; validation errors 400; with an api_key,
+// every endpoint but /health needs `Authorization: Bearer KEY` (compared in constant time) or
+// gets 401. No CORS headers are sent.
+//
+// Cancellation: a streaming client that goes away (a chunk write fails, or the socket is no
+// longer writable while waiting) cancels its LLM thread at once. cpp-httplib 0.11.4 gives a
+// request handler no way to see a closed connection, so a non-streaming request whose client
+// disconnects runs to its end (bounded by its max_tokens) before the slot is freed.
+//
+// Lifetime: start() binds and serves on an internal thread; attach_engine() makes the model
+// endpoints ready (the engine must outlive the server's stop() / destruction); stop() shuts down
+// gracefully. Thread-safety: every public member may be called from any thread; start() and
+// attach_engine() once each, stop() any number of times (later calls return at once).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "llmthreads/engine.h"
+#include "llmthreads/sampling.h"
+#include "llmthreads/status.h"
+
+namespace llmt::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                  // 0: any free port (see Server::port())
+  std::string api_key;              // "" = no authentication
+  int32_t max_queue = 64;           // live completion requests at most
+  int64_t max_queue_tokens = 65536; // prompt tokens of not-yet-generating requests; 0 = no limit
+  size_t max_body_bytes = size_t{8} << 20;
+  int32_t n_http_threads = 0;       // connection threads; 0 = max_queue + 16
+  double read_timeout_s = 5.0;      // a client that stops sending a request for this long: 400
+  std::string model_name;           // the model id clients see; "" = "model"
+  std::string chat_format;          // chat format name; "" = from the model's chat template
+  int32_t default_max_tokens = 0;   // when a request has none; 0 = up to the context's end
+  SamplingParams sampling;          // fields a request does not set (llama.cpp's defaults)
+  bool log_requests = false;        // one line per request to stderr
+};
+
+struct ServerStats {
+  int64_t n_live = 0;            // admitted completion requests not yet answered
+  int64_t n_queued_tokens = 0;   // their prompt tokens not yet past prefill
+  int64_t n_requests = 0;        // HTTP requests answered
+  int64_t n_rejected_queue = 0;  // 429s
+  int64_t n_client_cancelled = 0;  // threads cancelled because the client went away
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  // stop(0) if still running.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port and starts serving (without an engine: /health says 503). Errors: kIo when
+  // the address cannot be bound, kInvalidArgument for bad options.
+  Status start();
+  // The bound port (after start()).
+  int port() const;
+  // Makes the model endpoints ready. kInvalidArgument for an unknown ServerOptions::chat_format.
+  Status attach_engine(Engine* engine);
+  // Stops accepting connections, answers new requests on open connections with 503, lets live
+  // requests finish for up to grace_s seconds, then cancels their threads and waits for their
+  // handlers to return; the serving thread is joined before this returns.
+  void stop(double grace_s);
+  ServerStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Constant-time comparison of two strings (time depends on their lengths only).
+bool constant_time_equal(const std::string& a, const std::string& b);
+
+}  // namespace llmt::server
