@@ -462,8 +462,8 @@ Status ServerMetrics::init() {
                         r.add_gauge(p + "queue_threads", "Threads waiting for their first step."));
   LLMT_ASSIGN_OR_RETURN(queue_tokens_,
                         r.add_gauge(p + "queue_tokens",
-                                    "Tokens (prompt + max_tokens) of requests admitted and not "
-                                    "finished, as admission control counts them."));
+                                    "Prompt tokens of admitted requests that have not produced "
+                                    "their first token, as admission control counts them."));
   LLMT_ASSIGN_OR_RETURN(running_threads_,
                         r.add_gauge(p + "running_threads", "Threads in the running set."));
   LLMT_ASSIGN_OR_RETURN(

@@ -183,8 +183,9 @@ std::vector<double> latency_buckets_seconds();
 //   requests_total{endpoint,status}           counter  count_request()
 //   time_to_first_token_seconds               histogram observe_ttft() (latency_buckets_seconds)
 //   inter_token_latency_seconds               histogram observe_itl()
-//   queue_tokens                              gauge    set_queue_tokens(): prompt + max tokens of
-//                                                      queued requests, as admission counts them
+//   queue_tokens                              gauge    set_queue_tokens(): tokens of queued
+//                                                      requests as admission counts them (the
+//                                                      server: their prompt tokens)
 // from update_engine(EngineStats):
 //   queue_threads                             gauge    n_waiting
 //   running_threads                           gauge    n_running

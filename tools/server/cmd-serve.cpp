@@ -25,7 +25,7 @@ namespace llmt::cli {
 
 int cmd_serve(int argc, char** argv) {
   CLI::App app{"Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
-               "/v1/chat/completions, /v1/models, /health)",
+               "/v1/chat/completions, /v1/models, /health, /metrics, /v1/tasks)",
                "serve"};
   std::string model_arg, max_body = "8M";
   server::ServerOptions so;

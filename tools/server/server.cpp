@@ -14,8 +14,12 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <vector>
 
+#include "llmthreads/tasks.h"
 #include "openai.h"
+#include "server/metrics.h"
+#include "task-api.h"
 
 namespace llmt::server {
 
@@ -25,6 +29,8 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kJson = "application/json";
+// Tasks kept (running or finished); see server.h.
+constexpr size_t kMaxTasks = 64;
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -37,6 +43,98 @@ void send_error(httplib::Response& res, const Status& s) {
 }
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// The route name a request is counted under in /metrics: one of a fixed set, never the raw path
+// (which a client chooses, and would make the series unbounded).
+const char* route_name(const std::string& path) {
+  static constexpr const char* kRoutes[] = {"/health",    "/v1/models", "/v1/completions",
+                                            "/v1/chat/completions", "/v1/tasks", "/metrics"};
+  for (const char* r : kRoutes) {
+    if (path == r) return r;
+  }
+  if (path.rfind("/v1/tasks/", 0) == 0) return "/v1/tasks/{id}";
+  return "other";
+}
+
+// The n of "task_<n>" (n >= 1), or 0 for anything else.
+uint64_t parse_task_number(const std::string& id) {
+  constexpr std::string_view kPrefix = "task_";
+  if (id.size() <= kPrefix.size() || id.size() > kPrefix.size() + 19 ||
+      id.compare(0, kPrefix.size(), kPrefix) != 0) {
+    return 0;
+  }
+  uint64_t n = 0;
+  for (size_t i = kPrefix.size(); i < id.size(); ++i) {
+    if (id[i] < '0' || id[i] > '9') return 0;
+    n = n * 10 + static_cast<uint64_t>(id[i] - '0');
+  }
+  return n;
+}
+
+enum class TaskStatus { kRunning, kCompleted, kCancelled, kFailed };
+const char* task_status_name(TaskStatus s) {
+  switch (s) {
+    case TaskStatus::kRunning: return "running";
+    case TaskStatus::kCompleted: return "completed";
+    case TaskStatus::kCancelled: return "cancelled";
+    case TaskStatus::kFailed: return "failed";
+  }
+  return "running";
+}
+
+// One task of POST /v1/tasks: its Job and its per-document results.
+struct TaskEntry {
+  std::string id;                    // "task_<n>"
+  TaskSpec spec;                     // for the result JSON (label names)
+  std::vector<json> doc_ids;         // the clients' ids, in input order
+
+  mutable std::mutex mu;             // guards the fields below
+  TaskStatus status = TaskStatus::kRunning;
+  std::vector<json> results;         // per document in input order; null until delivered
+  size_t n_done = 0;
+  size_t n_failed = 0;
+
+  // Guards `job` (cancel() and add() against its destruction); never held by the callback.
+  std::mutex job_mu;
+  std::unique_ptr<Job> job;          // declared last: destroyed first, while the above live
+
+  // Records one document's result (the job's callback, or add() refused). Thread-safe.
+  void deliver(size_t index, json result, bool ok) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (index >= results.size() || !results[index].is_null()) return;
+    results[index] = std::move(result);
+    ++n_done;
+    if (!ok) ++n_failed;
+    if (n_done == results.size() && status == TaskStatus::kRunning) {
+      status = n_failed == n_done ? TaskStatus::kFailed : TaskStatus::kCompleted;
+    }
+  }
+  bool finished() const {
+    std::lock_guard<std::mutex> lk(mu);
+    return status != TaskStatus::kRunning;
+  }
+  // {"id", "object": "task", "task", "status", "progress": {"done", "total"}, "results"}.
+  json to_json() const {
+    std::lock_guard<std::mutex> lk(mu);
+    return {{"id", id},
+            {"object", "task"},
+            {"task", task_type_name(spec.type)},
+            {"status", task_status_name(status)},
+            {"progress", {{"done", n_done}, {"total", results.size()}}},
+            {"results", results}};
+  }
+};
+
+// Destroys a task's Job (cancelling what still runs and waiting for its worker) without holding
+// any server lock.
+void release_job(TaskEntry& e) {
+  std::unique_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lk(e.job_mu);
+    job = std::move(e.job);
+  }
+  job.reset();
+}
 
 // httplib::Server with access to its listening socket: cpp-httplib 0.11.4 listens with a
 // backlog of 5, so a burst of connections overflows the accept queue (the kernel then drops
@@ -86,6 +184,34 @@ struct Server::Impl {
 
   std::atomic<uint64_t> next_id{1};
 
+  // Created in the constructor; null only when that failed (start() then fails).
+  std::unique_ptr<ServerMetrics> metrics;
+
+  // Tasks (POST /v1/tasks) by the n of their id "task_<n>", so oldest first.
+  std::mutex tasks_mu;
+  std::map<uint64_t, std::shared_ptr<TaskEntry>> tasks;
+  uint64_t next_task = 1;
+  bool tasks_closed = false;  // stop() passed: no new tasks
+
+  // The queued-tokens gauge follows queued_tokens. Requires mu.
+  void publish_queue_locked() {
+    if (metrics) metrics->set_queue_tokens(queued_tokens);
+  }
+  // TTFT of a finished completion that produced at least one token.
+  void observe_finished(const ThreadResult& r) {
+    if (metrics && r.finish_reason != FinishReason::kError && r.usage.completion_tokens > 0) {
+      metrics->observe_ttft(r.timings.ttft_s);
+    }
+  }
+  // The gap since the previous token event of the same request (none for the first).
+  void observe_token(std::optional<Clock::time_point>* last) {
+    const Clock::time_point now = Clock::now();
+    if (metrics && *last) {
+      metrics->observe_itl(std::chrono::duration<double>(now - **last).count());
+    }
+    *last = now;
+  }
+
   // One admitted request: holds its slot (and its prompt tokens until the first token) until
   // destroyed.
   class Ticket {
@@ -94,6 +220,7 @@ struct Server::Impl {
     ~Ticket() {
       std::lock_guard<std::mutex> lk(impl_->mu);
       impl_->queued_tokens -= tokens_;
+      impl_->publish_queue_locked();
       impl_->live.erase(key_);
       impl_->cv.notify_all();
     }
@@ -109,6 +236,7 @@ struct Server::Impl {
       if (tokens_ == 0) return;
       std::lock_guard<std::mutex> lk(impl_->mu);
       impl_->queued_tokens -= tokens_;
+      impl_->publish_queue_locked();
       tokens_ = 0;
     }
 
@@ -139,6 +267,7 @@ struct Server::Impl {
     const uint64_t key = next_key++;
     live[key] = 0;
     queued_tokens += n_prompt;
+    publish_queue_locked();
     return std::make_shared<Ticket>(this, key, n_prompt);
   }
 
@@ -167,6 +296,9 @@ struct Server::Impl {
   void handle_completion(const httplib::Request& req, httplib::Response& res, Endpoint ep);
   void stream_response(httplib::Response& res, Endpoint ep, std::shared_ptr<Ticket> ticket,
                        ThreadHandle handle, Engine* engine, std::string model, bool include_usage);
+  void handle_task_create(const httplib::Request& req, httplib::Response& res);
+  // The task named by the route's id, or nullptr after answering 404.
+  std::shared_ptr<TaskEntry> find_task(const httplib::Request& req, httplib::Response& res);
   void install_routes();
 };
 
@@ -213,6 +345,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   // Non-streaming: drain the events (the first token releases the queued prompt tokens).
   ThreadHandle handle = *h;
   std::shared_ptr<const ThreadResult> result;
+  std::optional<Clock::time_point> last_token;
   while (!result) {
     std::optional<ThreadEvent> ev = handle.next(std::chrono::milliseconds(200));
     if (!ev) {
@@ -221,10 +354,12 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     }
     if (ev->kind == ThreadEvent::Kind::kToken) {
       (*ticket)->started();
+      observe_token(&last_token);
     } else {
       result = ev->result;
     }
   }
+  observe_finished(*result);
   if (result->finish_reason == FinishReason::kError) {
     send_json(res, 500, error_body("generation failed: " + result->error, "server_error",
                                    "engine_error"));
@@ -247,8 +382,9 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
     ThreadHandle handle;
     Engine* engine;
     bool finished = false;
+    std::optional<Clock::time_point> last_token;  // for the inter-token latency
   };
-  auto st = std::make_shared<StreamState>(StreamState{std::move(ticket), handle, eng});
+  auto st = std::make_shared<StreamState>(StreamState{std::move(ticket), handle, eng, false, std::nullopt});
   const std::string id = new_id(ep);
   const int64_t created = unix_now();
   res.status = 200;
@@ -277,6 +413,7 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
           }
           if (ev->kind == ThreadEvent::Kind::kToken) {
             st->ticket->started();
+            observe_token(&st->last_token);
             if (ev->text.empty()) continue;
             if (!write(sse_event(chunk_body(ep, id, model, created, ev->text, nullptr, first)))) {
               return client_gone();
@@ -286,6 +423,7 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
           }
           const ThreadResult& r = *ev->result;
           st->finished = true;
+          observe_finished(r);
           bool ok = true;
           if (r.finish_reason == FinishReason::kError) {
             ok = write(sse_event(error_body("generation failed: " + r.error, "server_error",
@@ -309,6 +447,120 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
       });
 }
 
+void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Response& res) {
+  Engine* eng = ready_engine(res, nullptr);
+  if (!eng) return;
+  json body;
+  try {
+    body = json::parse(req.body);
+  } catch (const json::exception& e) {
+    send_json(res, 400, error_body(std::string("invalid JSON body: ") + e.what(),
+                                   "invalid_request_error", "invalid_json"));
+    return;
+  }
+  TaskRequest treq;
+  if (Status s = parse_task_request(body, &treq); !s.is_ok()) {
+    send_error(res, s);
+    return;
+  }
+  auto entry = std::make_shared<TaskEntry>();
+  entry->spec = treq.spec;
+  entry->doc_ids = std::move(treq.ids);
+  entry->results.assign(treq.texts.size(), json());
+  TaskEntry* e = entry.get();  // the job is destroyed before the entry
+  Result<std::unique_ptr<Job>> job =
+      Job::create(*eng, std::move(treq.spec), [e](DocumentResult r) {
+        const size_t i = static_cast<size_t>(r.index);
+        if (i >= e->doc_ids.size()) return;
+        const bool ok = r.ok();
+        e->deliver(i, document_result_json(r, e->doc_ids[i], e->spec), ok);
+      });
+  if (!job.is_ok()) {
+    send_error(res, job.status());
+    return;
+  }
+  entry->job = std::move(*job);
+
+  // Keep at most kMaxTasks: evict finished tasks oldest-first; refuse when all are running.
+  std::vector<std::shared_ptr<TaskEntry>> evicted;
+  Status refused = Status::ok();
+  bool closed = false;
+  {
+    std::lock_guard<std::mutex> lk(tasks_mu);
+    for (auto it = tasks.begin(); it != tasks.end() && tasks.size() >= kMaxTasks;) {
+      if (it->second->finished()) {
+        evicted.push_back(std::move(it->second));
+        it = tasks.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (tasks_closed) {
+      closed = true;
+    } else if (tasks.size() >= kMaxTasks) {
+      refused = Status(StatusCode::kOutOfMemory,
+                       "too many tasks running (limit " + std::to_string(kMaxTasks) +
+                           "); retry later");
+    } else {
+      const uint64_t n = next_task++;
+      entry->id = "task_" + std::to_string(n);
+      tasks[n] = entry;
+    }
+  }
+  for (auto& ev : evicted) release_job(*ev);
+  evicted.clear();
+  if (closed || !refused.is_ok()) {
+    release_job(*entry);
+    if (closed) {
+      send_json(res, 503, error_body("the server is shutting down", "server_error",
+                                     "shutting_down"));
+    } else {
+      send_error(res, refused);
+    }
+    return;
+  }
+  {
+    // Under job_mu: a DELETE waits for the documents to be added, and an eviction (possible once
+    // a DELETE marked the task cancelled) cannot destroy the job meanwhile.
+    std::lock_guard<std::mutex> lk(entry->job_mu);
+    for (size_t i = 0; i < treq.texts.size(); ++i) {
+      Document d;
+      d.index = i;
+      d.text = std::move(treq.texts[i]);
+      Status s = entry->job ? entry->job->add(std::move(d))
+                            : invalid_argument("the task was cancelled");
+      if (!s.is_ok()) {
+        DocumentResult r;
+        r.index = i;
+        r.type = entry->spec.type;
+        r.error_code = "cancelled";
+        r.error = s.message();
+        entry->deliver(i, document_result_json(r, entry->doc_ids[i], entry->spec), false);
+      }
+    }
+  }
+  send_json(res, 202, {{"id", entry->id},
+                       {"object", "task"},
+                       {"status", "running"},
+                       {"n_documents", entry->results.size()}});
+}
+
+std::shared_ptr<TaskEntry> Server::Impl::find_task(const httplib::Request& req,
+                                                   httplib::Response& res) {
+  const std::string id = req.matches.size() > 1 ? req.matches[1].str() : std::string();
+  const uint64_t n = parse_task_number(id);
+  {
+    std::lock_guard<std::mutex> lk(tasks_mu);
+    auto it = tasks.find(n);
+    if (n != 0 && it != tasks.end()) return it->second;
+  }
+  send_json(res, 404, error_body("no task with id '" + id.substr(0, 64) +
+                                     "' (finished tasks are kept only for the last " +
+                                     std::to_string(kMaxTasks) + " tasks)",
+                                 "invalid_request_error", "task_not_found", "id"));
+  return nullptr;
+}
+
 void Server::Impl::install_routes() {
   // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
   // without an error; SO_REUSEADDR alone allows a quick restart and still refuses that.
@@ -329,6 +581,8 @@ void Server::Impl::install_routes() {
     if (!constant_time_equal(auth, "Bearer " + opt.api_key)) {
       send_json(res, 401, error_body("invalid or missing API key (Authorization: Bearer KEY)",
                                      "invalid_request_error", "invalid_api_key"));
+      // The request body (if any) was not read: the connection cannot carry another request.
+      res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -346,6 +600,8 @@ void Server::Impl::install_routes() {
                                           : "bad request";
     const char* type = res.status >= 500 ? "server_error" : "invalid_request_error";
     res.set_content(dump_json(error_body(msg, type)), kJson);
+    // No handler ran, so a request body may be unread: close rather than parse it as a request.
+    res.set_header("Connection", "close");
     return httplib::Server::HandlerResponse::Handled;
   }));
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
@@ -356,6 +612,7 @@ void Server::Impl::install_routes() {
       std::lock_guard<std::mutex> lk(mu);
       ++counters.n_requests;
     }
+    if (metrics) metrics->count_request(route_name(req.path), res.status);
     if (opt.log_requests) {
       std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
     }
@@ -380,6 +637,41 @@ void Server::Impl::install_routes() {
   http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     handle_completion(req, res, Endpoint::kChatCompletions);
   });
+  http.Post("/v1/tasks", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_task_create(req, res);
+  });
+  http.Get(R"(/v1/tasks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    if (std::shared_ptr<TaskEntry> e = find_task(req, res)) send_json(res, 200, e->to_json());
+  });
+  http.Delete(R"(/v1/tasks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<TaskEntry> e = find_task(req, res);
+    if (!e) return;
+    {
+      // Marked first, so the cancelled documents' results do not make it "failed".
+      std::lock_guard<std::mutex> lk(e->mu);
+      if (e->status == TaskStatus::kRunning) e->status = TaskStatus::kCancelled;
+    }
+    {
+      std::lock_guard<std::mutex> lk(e->job_mu);
+      if (e->job) e->job->cancel();
+    }
+    send_json(res, 200, e->to_json());
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    if (!metrics) {
+      send_json(res, 500, error_body("metrics unavailable", "server_error", "internal_error"));
+      return;
+    }
+    Engine* eng = nullptr;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      eng = engine;
+      publish_queue_locked();
+    }
+    if (eng) metrics->update_engine(eng->stats());
+    res.status = 200;
+    res.set_content(metrics->render(), "text/plain; version=0.0.4");
+  });
 }
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
@@ -389,6 +681,8 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "%08x-", rd());
   impl_->id_prefix = buf;
+  Result<std::unique_ptr<ServerMetrics>> m = ServerMetrics::create();
+  if (m.is_ok()) impl_->metrics = std::move(*m);
 }
 
 Server::~Server() { stop(0.0); }
@@ -400,6 +694,7 @@ Status Server::start() {
   if (s.opt.max_body_bytes < 1) return invalid_argument("max_body_bytes must be >= 1");
   if (!(s.opt.read_timeout_s > 0)) return invalid_argument("read_timeout_s must be > 0");
   if (s.listen_thread.joinable()) return invalid_argument("the server is already started");
+  if (!s.metrics) return internal_error("cannot create the metrics registry");
   s.install_routes();
   if (s.opt.port == 0) {
     s.port = s.http.bind_to_any_port(s.opt.host);
@@ -465,6 +760,21 @@ void Server::stop(double grace_s) {
   // Cancelled threads finish within a step; their handlers then return.
   s.cv.wait_for(lk, std::chrono::seconds(30), [&] { return s.live.empty(); });
   lk.unlock();
+  // Tasks: no new ones; running ones are cancelled and every Job is destroyed (its worker
+  // joined), so nothing uses the engine after stop(). Their results stay readable.
+  std::vector<std::shared_ptr<TaskEntry>> tasks;
+  {
+    std::lock_guard<std::mutex> tlk(s.tasks_mu);
+    s.tasks_closed = true;
+    for (auto& [n, e] : s.tasks) tasks.push_back(e);
+  }
+  for (auto& e : tasks) {
+    {
+      std::lock_guard<std::mutex> elk(e->mu);
+      if (e->status == TaskStatus::kRunning) e->status = TaskStatus::kCancelled;
+    }
+    release_job(*e);
+  }
   s.listen_thread.join();
 }
 

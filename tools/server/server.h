@@ -3,7 +3,33 @@
 //
 // Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming; the request
 // translation is openai.h), GET /v1/models, GET /health (200 {"status":"ok"} once an engine is
-// attached, 503 {"status":"loading"} before, 503 {"status":"shutting_down"} while stopping).
+// attached, 503 {"status":"loading"} before, 503 {"status":"shutting_down"} while stopping),
+// GET /metrics, POST /v1/tasks, GET /v1/tasks/{id}, DELETE /v1/tasks/{id}.
+//
+// Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
+// ServerMetrics' in src/server/metrics.h): every answered request is counted by route name (a
+// fixed set: /health, /v1/models, /v1/completions, /v1/chat/completions, /v1/tasks,
+// /v1/tasks/{id}, /metrics, "other"; never the raw path) and HTTP status. TTFT is the engine's
+// submit -> first token sampled (ThreadTimings::ttft_s), observed once per completion request,
+// streaming or not, that produced a token and was not failed by the engine nor abandoned by its
+// client mid-stream. Inter-token latency is observed for every gap between consecutive token
+// events as the request's handler receives them (streaming or not: both drain the thread's
+// events), so a request of n tokens gives n - 1 observations. Task (/v1/tasks) threads are in
+// the engine gauges and counters but not in the latency histograms. The queue-tokens gauge is
+// the admission control's queued prompt tokens; engine figures are read right before rendering.
+//
+// Tasks (POST /v1/tasks, body as task-api.h): validated (400 naming the field), then run as a Job
+// (tasks.h) on the engine; answers 202 {"id": "task_<n>", "object": "task", "status": "running",
+// "n_documents"}. Task threads do not pass the completions' admission control; a task has at
+// most kMaxTaskDocuments documents. GET /v1/tasks/{id} -> {"id", "object": "task", "task",
+// "status": "running" | "completed" | "cancelled" | "failed", "progress": {"done", "total"},
+// "results": one entry per document in input order, null until that document is finished
+// (partial results are shown while running)}; "failed" when every document failed, "completed"
+// when all finished and at least one succeeded (each result carries its own error). DELETE
+// /v1/tasks/{id} cancels the task's threads (their KV is freed within an engine step) and answers
+// 200 with the task (status "cancelled" unless it had already finished); unknown ids get 404. At
+// most 64 tasks are kept in memory: creating one more evicts finished tasks oldest-first, and
+// when all 64 are still running the request gets 429. stop() cancels running tasks.
 //
 // Admission control: a completion request is admitted only while fewer than max_queue requests
 // are live and the prompt tokens of admitted requests that have not produced their first token
