@@ -20,6 +20,7 @@
 #include "llmthreads/engine.h"
 #include "server.h"
 #include "task-api.h"
+#include "server-fixture.h"
 #include "test-util.h"
 
 namespace llmt {
@@ -31,55 +32,10 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kModel = "models/stories260K.gguf";
 constexpr int kLongTokens = 2000;  // as test-server.cpp: runs well past the DELETE
 
-class IgnoreSigpipe : public ::testing::Environment {
- public:
-  void SetUp() override { signal(SIGPIPE, SIG_IGN); }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
-
-EngineConfig engine_config() {
-  EngineConfig ec;
-  ec.model_path = test::data_path(kModel);
-  ec.n_threads = 1;
-  ec.measure_costs = false;
-  ec.kv_budget_bytes = uint64_t{16} << 20;
-  return ec;
-}
-
-server::ServerOptions server_options() {
-  server::ServerOptions so;
-  so.port = 0;
-  so.model_name = "stories260K";
-  so.chat_format = "chatml";
-  so.read_timeout_s = 1.0;
-  return so;
-}
-
-struct Running {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<server::Server> srv;
-
-  explicit Running(server::ServerOptions so = server_options(), EngineConfig ec = engine_config()) {
-    auto e = Engine::create(ec);
-    EXPECT_TRUE(e.is_ok()) << e.status().to_string();
-    if (!e.is_ok()) return;
-    engine = std::move(*e);
-    srv = std::make_unique<server::Server>(so);
-    Status s = srv->start();
-    EXPECT_TRUE(s.is_ok()) << s.to_string();
-    s = srv->attach_engine(engine.get());
-    EXPECT_TRUE(s.is_ok()) << s.to_string();
-  }
-  ~Running() {
-    if (srv) srv->stop(1.0);
-    srv.reset();
-  }
-  std::unique_ptr<httplib::Client> client() const {
-    auto c = std::make_unique<httplib::Client>("127.0.0.1", srv->port());
-    c->set_read_timeout(60, 0);
-    c->set_keep_alive(true);  // one server thread, so each request is counted before the next
-    return c;
-  }
+// One keep-alive connection per client: each request is handled (and counted) before the next.
+struct Running : test::RunningServer {
+  using RunningServer::RunningServer;
+  std::unique_ptr<httplib::Client> client() const { return RunningServer::client(true); }
 };
 
 json post_json(httplib::Client& c, const std::string& path, const std::string& body, int* status) {
@@ -284,9 +240,9 @@ TEST(ServerTasks, ClassifyCompletesInInputOrderWithProbabilities) {
 
 TEST(ServerTasks, DeleteCancelsALongGenerateAndFreesTheKv) {
   LLMT_REQUIRE_DATA(kModel);
-  EngineConfig ec = engine_config();
+  EngineConfig ec = test::server_engine_config();
   ec.prefix_caching = false;
-  Running s(server_options(), ec);
+  Running s(test::server_test_options(), ec);
   auto c = s.client();
   json body = {{"task", "generate"},
                {"prompt", "{text}"},
@@ -329,7 +285,7 @@ TEST(ServerTasks, DeleteCancelsALongGenerateAndFreesTheKv) {
 
 TEST(ServerTasks, BadBodiesGet400UnknownIds404) {
   LLMT_REQUIRE_DATA(kModel);
-  server::ServerOptions so = server_options();
+  server::ServerOptions so = test::server_test_options();
   so.max_body_bytes = size_t{1} << 20;
   Running s(so);
   auto c = s.client();
@@ -393,7 +349,7 @@ TEST(ServerTasks, BadBodiesGet400UnknownIds404) {
 
 TEST(ServerTasks, ApiKeyIsEnforcedOnMetricsAndTasks) {
   LLMT_REQUIRE_DATA(kModel);
-  server::ServerOptions so = server_options();
+  server::ServerOptions so = test::server_test_options();
   so.api_key = "sekret";
   Running s(so);
   auto c = s.client();

@@ -23,6 +23,7 @@
 #include "llmthreads/engine.h"
 #include "openai.h"
 #include "server.h"
+#include "server-fixture.h"
 #include "test-util.h"
 
 namespace llmt {
@@ -36,56 +37,7 @@ constexpr const char* kModel = "models/stories260K.gguf";
 // before this many (greedy, "Once upon a time"), so such a request runs for 80 ms or more.
 constexpr int kLongTokens = 2000;
 
-class IgnoreSigpipe : public ::testing::Environment {
- public:
-  void SetUp() override { signal(SIGPIPE, SIG_IGN); }
-};
-const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
-
-EngineConfig engine_config() {
-  EngineConfig ec;
-  ec.model_path = test::data_path(kModel);
-  ec.n_threads = 1;
-  ec.measure_costs = false;
-  ec.kv_budget_bytes = uint64_t{16} << 20;
-  return ec;
-}
-
-server::ServerOptions server_options() {
-  server::ServerOptions so;
-  so.port = 0;
-  so.model_name = "stories260K";
-  so.chat_format = "chatml";
-  so.read_timeout_s = 1.0;
-  return so;
-}
-
-// An engine and a server over it on an ephemeral port.
-struct Running {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<server::Server> srv;
-
-  explicit Running(server::ServerOptions so = server_options(), EngineConfig ec = engine_config()) {
-    auto e = Engine::create(ec);
-    EXPECT_TRUE(e.is_ok()) << e.status().to_string();
-    if (!e.is_ok()) return;
-    engine = std::move(*e);
-    srv = std::make_unique<server::Server>(so);
-    Status s = srv->start();
-    EXPECT_TRUE(s.is_ok()) << s.to_string();
-    s = srv->attach_engine(engine.get());
-    EXPECT_TRUE(s.is_ok()) << s.to_string();
-  }
-  ~Running() {
-    if (srv) srv->stop(1.0);
-    srv.reset();
-  }
-  std::unique_ptr<httplib::Client> client() const {
-    auto c = std::make_unique<httplib::Client>("127.0.0.1", srv->port());
-    c->set_read_timeout(60, 0);
-    return c;
-  }
-};
+using Running = test::RunningServer;
 
 json post_json(httplib::Client& c, const std::string& path, const json& body, int* status,
                const httplib::Headers& headers = {}) {
@@ -333,9 +285,9 @@ TEST(Server, ParallelClientsMatchSequential) {
 
 TEST(Server, HighPriorityOvertakesQueuedLowPriority) {
   LLMT_REQUIRE_DATA(kModel);
-  EngineConfig ec = engine_config();
+  EngineConfig ec = test::server_engine_config();
   ec.max_running = 1;
-  Running s(server_options(), ec);
+  Running s(test::server_test_options(), ec);
   constexpr int kLow = 3;
   std::vector<std::future<Clock::time_point>> lows;
   for (int i = 0; i < kLow; ++i) {
@@ -370,9 +322,9 @@ TEST(Server, HighPriorityOvertakesQueuedLowPriority) {
 
 TEST(Server, OverloadGives429AndKeepsServing) {
   LLMT_REQUIRE_DATA(kModel);
-  server::ServerOptions so = server_options();
+  server::ServerOptions so = test::server_test_options();
   so.max_queue = 2;
-  EngineConfig ec = engine_config();
+  EngineConfig ec = test::server_engine_config();
   ec.max_running = 1;
   Running s(so, ec);
   constexpr int kN = 8;
@@ -415,7 +367,7 @@ TEST(Server, OverloadGives429AndKeepsServing) {
 
 TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
   LLMT_REQUIRE_DATA(kModel);
-  server::ServerOptions so = server_options();
+  server::ServerOptions so = test::server_test_options();
   so.max_body_bytes = 64 << 10;
   Running s(so);
   auto c = s.client();
@@ -508,9 +460,9 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
 
 TEST(Server, DisconnectDuringStreamingFreesTheKv) {
   LLMT_REQUIRE_DATA(kModel);
-  EngineConfig ec = engine_config();
+  EngineConfig ec = test::server_engine_config();
   ec.prefix_caching = false;
-  Running s(server_options(), ec);
+  Running s(test::server_test_options(), ec);
   const int fd = connect_to(s.srv->port());
   ASSERT_GE(fd, 0);
   json b = completion("Once upon a time", kLongTokens);
@@ -551,7 +503,7 @@ TEST(Server, DisconnectDuringStreamingFreesTheKv) {
 
 TEST(Server, ApiKeyIsEnforcedExceptOnHealth) {
   LLMT_REQUIRE_DATA(kModel);
-  server::ServerOptions so = server_options();
+  server::ServerOptions so = test::server_test_options();
   so.api_key = "sekret";
   Running s(so);
   auto c = s.client();
@@ -577,7 +529,7 @@ TEST(Server, ApiKeyIsEnforcedExceptOnHealth) {
 
 TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
   LLMT_REQUIRE_DATA(kModel);
-  server::Server srv(server_options());
+  server::Server srv(test::server_test_options());
   ASSERT_TRUE(srv.start().is_ok());
   httplib::Client c("127.0.0.1", srv.port());
   auto h = c.Get("/health");
@@ -588,7 +540,7 @@ TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
   ASSERT_TRUE(early);
   EXPECT_EQ(early->status, 503);
 
-  auto e = Engine::create(engine_config());
+  auto e = Engine::create(test::server_engine_config());
   ASSERT_TRUE(e.is_ok());
   ASSERT_TRUE(srv.attach_engine(e->get()).is_ok());
   h = c.Get("/health");
@@ -596,7 +548,7 @@ TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
   EXPECT_EQ(h->status, 200);
 
   // A second server cannot take the same port.
-  server::ServerOptions same = server_options();
+  server::ServerOptions same = test::server_test_options();
   same.port = srv.port();
   EXPECT_FALSE(server::Server(same).start().is_ok());
 

@@ -42,6 +42,18 @@ void send_error(httplib::Response& res, const Status& s) {
   if (res.status == 429) res.set_header("Retry-After", "1");
 }
 
+// Parses the request body as JSON into *out; false after answering 400 when it is not JSON.
+bool parse_body(const httplib::Request& req, httplib::Response& res, json* out) {
+  try {
+    *out = json::parse(req.body);
+  } catch (const json::exception& e) {
+    send_json(res, 400, error_body(std::string("invalid JSON body: ") + e.what(),
+                                   "invalid_request_error", "invalid_json"));
+    return false;
+  }
+  return true;
+}
+
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 // The route name a request is counted under in /metrics: one of a fixed set, never the raw path
@@ -308,13 +320,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   Engine* eng = ready_engine(res, &tr);
   if (!eng) return;
   json body;
-  try {
-    body = json::parse(req.body);
-  } catch (const json::exception& e) {
-    send_json(res, 400, error_body(std::string("invalid JSON body: ") + e.what(),
-                                   "invalid_request_error", "invalid_json"));
-    return;
-  }
+  if (!parse_body(req, res, &body)) return;
   OpenAiRequest oreq;
   if (Status s = parse_openai_request(body, ep, opt.sampling, &oreq); !s.is_ok()) {
     send_error(res, s);
@@ -451,13 +457,7 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
   Engine* eng = ready_engine(res, nullptr);
   if (!eng) return;
   json body;
-  try {
-    body = json::parse(req.body);
-  } catch (const json::exception& e) {
-    send_json(res, 400, error_body(std::string("invalid JSON body: ") + e.what(),
-                                   "invalid_request_error", "invalid_json"));
-    return;
-  }
+  if (!parse_body(req, res, &body)) return;
   TaskRequest treq;
   if (Status s = parse_task_request(body, &treq); !s.is_ok()) {
     send_error(res, s);

@@ -1,0 +1,76 @@
+// Shared fixture of the server tests (test-server.cpp, test-server-tasks.cpp): an Engine on
+// stories260K and a server::Server over it on a loopback ephemeral port, with SIGPIPE ignored.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <memory>
+
+#include "llmthreads/engine.h"
+#include "server.h"
+#include "test-util.h"
+
+namespace llmt::test {
+
+inline constexpr const char* kServerModel = "models/stories260K.gguf";
+
+class IgnoreSigpipe : public ::testing::Environment {
+ public:
+  void SetUp() override { signal(SIGPIPE, SIG_IGN); }
+};
+
+// Registered once per test binary (each includes this header from one file).
+inline const auto* const kIgnoreSigpipeEnv =
+    ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
+
+inline EngineConfig server_engine_config() {
+  EngineConfig ec;
+  ec.model_path = data_path(kServerModel);
+  ec.n_threads = 1;
+  ec.measure_costs = false;
+  ec.kv_budget_bytes = uint64_t{16} << 20;
+  return ec;
+}
+
+inline server::ServerOptions server_test_options() {
+  server::ServerOptions so;
+  so.port = 0;
+  so.model_name = "stories260K";
+  so.chat_format = "chatml";
+  so.read_timeout_s = 1.0;
+  return so;
+}
+
+// An engine and a server over it on an ephemeral port; stopped (1 s grace) on destruction.
+struct RunningServer {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<server::Server> srv;
+
+  explicit RunningServer(server::ServerOptions so = server_test_options(),
+                         EngineConfig ec = server_engine_config()) {
+    auto e = Engine::create(ec);
+    EXPECT_TRUE(e.is_ok()) << e.status().to_string();
+    if (!e.is_ok()) return;
+    engine = std::move(*e);
+    srv = std::make_unique<server::Server>(so);
+    Status s = srv->start();
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    s = srv->attach_engine(engine.get());
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+  }
+  ~RunningServer() {
+    if (srv) srv->stop(1.0);
+    srv.reset();
+  }
+  // keep_alive: one connection reused (a request is handled before the next one is sent).
+  std::unique_ptr<httplib::Client> client(bool keep_alive = false) const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", srv->port());
+    c->set_read_timeout(60, 0);
+    if (keep_alive) c->set_keep_alive(true);
+    return c;
+  }
+};
+
+}  // namespace llmt::test
