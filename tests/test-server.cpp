@@ -575,3 +575,52 @@ TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
 
 }  // namespace
 }  // namespace llmt
+
+namespace llmt {
+namespace {
+
+// Per-tenant admission: with a limit of 1, a tenant's second concurrent request gets 429 while
+// another tenant is still served. The first request runs on synth-125m (one thread, 150 tokens:
+// most of a second), so it is certainly live while the others arrive.
+TEST(Server, PerTenantLimit) {
+  const char* kSynth = "models/synth/synth-125m-q4_k_m.gguf";
+  LLMT_REQUIRE_DATA(kSynth);
+  EngineConfig ec = test::server_engine_config();
+  ec.model_path = test::data_path(kSynth);
+  ec.kv_budget_bytes = uint64_t{64} << 20;
+  server::ServerOptions so = test::server_test_options();
+  so.model_name = "synth";
+  so.max_queue_per_tenant = 1;
+  Running s(so, ec);
+  ASSERT_TRUE(s.srv);
+  auto body = [](const char* tenant, int max_tokens) {
+    return json{{"prompt", "Once upon a time"}, {"max_tokens", max_tokens}, {"temperature", 0},
+                {"tenant", tenant}};
+  };
+  auto long_request = std::async(std::launch::async, [&] {
+    auto c = s.client();
+    int st = 0;
+    post_json(*c, "/v1/completions", body("a", 150), &st);
+    return st;
+  });
+  const auto t0 = Clock::now();
+  while (s.srv->stats().n_live < 1 && Clock::now() - t0 < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(s.srv->stats().n_live, 1);
+  auto c = s.client();
+  int st = 0;
+  json r = post_json(*c, "/v1/completions", body("a", 1), &st);
+  EXPECT_EQ(st, 429) << r.dump();
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("tenant"), std::string::npos);
+  ASSERT_EQ(s.srv->stats().n_live, 1) << "the long request ended too early for this test";
+  post_json(*c, "/v1/completions", body("b", 1), &st);
+  EXPECT_EQ(st, 200);
+  EXPECT_EQ(long_request.get(), 200);
+  // The tenant's slot is free again.
+  post_json(*c, "/v1/completions", body("a", 1), &st);
+  EXPECT_EQ(st, 200);
+}
+
+}  // namespace
+}  // namespace llmt

@@ -39,6 +39,10 @@ int cmd_serve(int argc, char** argv) {
                  "require 'Authorization: Bearer KEY' on every endpoint but /health");
   app.add_option("--max-queue", so.max_queue, "requests in flight at most; beyond: 429 (default 64)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-queue-per-tenant", so.max_queue_per_tenant,
+                 "requests in flight per tenant (the request's tenant, else user) at most; beyond: "
+                 "429 (default 0 = no limit)")
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-queue-tokens", so.max_queue_tokens,
                  "prompt tokens waiting for their first token at most; beyond: 429 (default "
                  "65536, 0 = no limit)")

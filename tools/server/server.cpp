@@ -188,6 +188,7 @@ struct Server::Impl {
   std::condition_variable cv;            // n_live changes
   std::map<uint64_t, ThreadId> live;     // admission key -> thread (0 until submitted)
   int64_t queued_tokens = 0;
+  std::map<uint64_t, int32_t> tenant_live;  // live requests per tenant id (entries > 0 only)
   uint64_t next_key = 1;
   bool draining = false;
   bool stopped = false;
@@ -228,9 +229,12 @@ struct Server::Impl {
   // destroyed.
   class Ticket {
    public:
-    Ticket(Impl* impl, uint64_t key, int64_t tokens) : impl_(impl), key_(key), tokens_(tokens) {}
+    Ticket(Impl* impl, uint64_t key, int64_t tokens, uint64_t tenant)
+        : impl_(impl), key_(key), tokens_(tokens), tenant_(tenant) {}
     ~Ticket() {
       std::lock_guard<std::mutex> lk(impl_->mu);
+      auto t = impl_->tenant_live.find(tenant_);
+      if (t != impl_->tenant_live.end() && --t->second <= 0) impl_->tenant_live.erase(t);
       impl_->queued_tokens -= tokens_;
       impl_->publish_queue_locked();
       impl_->live.erase(key_);
@@ -256,11 +260,21 @@ struct Server::Impl {
     Impl* impl_;
     uint64_t key_;
     int64_t tokens_;
+    uint64_t tenant_;
   };
 
-  // Admits a request of n_prompt tokens, or says why not (kOutOfMemory -> 429).
-  Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt) {
+  // Admits a request of n_prompt tokens from `tenant`, or says why not (kOutOfMemory -> 429).
+  Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt, uint64_t tenant) {
     std::lock_guard<std::mutex> lk(mu);
+    if (opt.max_queue_per_tenant > 0) {
+      auto t = tenant_live.find(tenant);
+      if (t != tenant_live.end() && t->second >= opt.max_queue_per_tenant) {
+        ++counters.n_rejected_queue;
+        return Status(StatusCode::kOutOfMemory,
+                      "too many requests in flight for this tenant (limit " +
+                          std::to_string(opt.max_queue_per_tenant) + "); retry later");
+      }
+    }
     if (static_cast<int64_t>(live.size()) >= opt.max_queue) {
       ++counters.n_rejected_queue;
       return Status(StatusCode::kOutOfMemory,
@@ -279,8 +293,9 @@ struct Server::Impl {
     const uint64_t key = next_key++;
     live[key] = 0;
     queued_tokens += n_prompt;
+    ++tenant_live[tenant];
     publish_queue_locked();
-    return std::make_shared<Ticket>(this, key, n_prompt);
+    return std::make_shared<Ticket>(this, key, n_prompt, tenant);
   }
 
   std::string new_id(Endpoint ep) {
@@ -332,7 +347,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     return;
   }
   const int64_t n_prompt = static_cast<int64_t>(treq->prompt_tokens.size());
-  Result<std::shared_ptr<Ticket>> ticket = admit(n_prompt);
+  Result<std::shared_ptr<Ticket>> ticket = admit(n_prompt, treq->tenant);
   if (!ticket.is_ok()) {
     send_error(res, ticket.status());
     return;
@@ -691,6 +706,9 @@ Status Server::start() {
   Impl& s = *impl_;
   if (s.opt.max_queue < 1) return invalid_argument("max_queue must be >= 1");
   if (s.opt.max_queue_tokens < 0) return invalid_argument("max_queue_tokens must be >= 0");
+  if (s.opt.max_queue_per_tenant < 0) {
+    return invalid_argument("max_queue_per_tenant must be >= 0");
+  }
   if (s.opt.max_body_bytes < 1) return invalid_argument("max_body_bytes must be >= 1");
   if (!(s.opt.read_timeout_s > 0)) return invalid_argument("read_timeout_s must be > 0");
   if (s.listen_thread.joinable()) return invalid_argument("the server is already started");

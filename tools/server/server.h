@@ -33,8 +33,9 @@
 //
 // Admission control: a completion request is admitted only while fewer than max_queue requests
 // are live and the prompt tokens of admitted requests that have not produced their first token
-// (queued or prefilling) stay within max_queue_tokens; otherwise 429 with Retry-After and an
-// OpenAI error body. Bodies over max_body_bytes get 413; validation errors 400; with an api_key,
+// (queued or prefilling) stay within max_queue_tokens, and (max_queue_per_tenant > 0) while its
+// tenant has fewer than max_queue_per_tenant live requests; otherwise 429 with Retry-After and
+// an OpenAI error body. Bodies over max_body_bytes get 413; validation errors 400; with an api_key,
 // every endpoint but /health needs `Authorization: Bearer KEY` (compared in constant time) or
 // gets 401. No CORS headers are sent.
 //
@@ -66,6 +67,7 @@ struct ServerOptions {
   std::string api_key;              // "" = no authentication
   int32_t max_queue = 64;           // live completion requests at most
   int64_t max_queue_tokens = 65536; // prompt tokens of not-yet-generating requests; 0 = no limit
+  int32_t max_queue_per_tenant = 0; // live completion requests of one tenant at most; 0 = no limit
   size_t max_body_bytes = size_t{8} << 20;
   int32_t n_http_threads = 0;       // connection threads; 0 = max_queue + 16
   double read_timeout_s = 5.0;      // a client that stops sending a request for this long: 400
