@@ -458,6 +458,23 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
   EXPECT_EQ(st, 200);
 }
 
+// Closes the client socket of the server's only live request and expects the server to cancel
+// its thread and free its KV within a second.
+void close_and_expect_cancelled(Running& s, int fd) {
+  close(fd);
+  const auto t0 = Clock::now();
+  while ((s.engine->stats().kv_blocks_used > 0 || s.srv->stats().n_live > 0) &&
+         Clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(s.engine->stats().kv_blocks_used, 0);
+  EXPECT_EQ(s.srv->stats().n_live, 0);
+  EXPECT_EQ(s.srv->stats().n_client_cancelled, 1);
+  EXPECT_EQ(s.engine->stats().n_cancelled, 1);
+  EXPECT_LT(waited, 1.0);
+}
+
 TEST(Server, DisconnectDuringStreamingFreesTheKv) {
   LLMT_REQUIRE_DATA(kModel);
   EngineConfig ec = test::server_engine_config();
@@ -487,18 +504,7 @@ TEST(Server, DisconnectDuringStreamingFreesTheKv) {
   }
   EXPECT_EQ(got.find("[DONE]"), std::string::npos) << "finished before the disconnect";
   EXPECT_GT(s.engine->stats().kv_blocks_used, 0);
-  close(fd);
-  const auto t0 = Clock::now();
-  while ((s.engine->stats().kv_blocks_used > 0 || s.srv->stats().n_live > 0) &&
-         Clock::now() - t0 < std::chrono::seconds(5)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
-  EXPECT_EQ(s.engine->stats().kv_blocks_used, 0);
-  EXPECT_EQ(s.srv->stats().n_live, 0);
-  EXPECT_EQ(s.srv->stats().n_client_cancelled, 1);
-  EXPECT_EQ(s.engine->stats().n_cancelled, 1);
-  EXPECT_LT(waited, 1.0);
+  close_and_expect_cancelled(s, fd);
 }
 
 TEST(Server, ApiKeyIsEnforcedExceptOnHealth) {
@@ -579,15 +585,22 @@ TEST(Server, HealthIs503WhileLoadingAndStopCancelsLiveThreads) {
 namespace llmt {
 namespace {
 
+// synth-125m on one thread: slow enough (hundreds of tokens take seconds) that a request is
+// certainly still running while a test acts on it.
+const char* const kSynth = "models/synth/synth-125m-q4_k_m.gguf";
+EngineConfig synth_engine_config() {
+  EngineConfig ec = test::server_engine_config();
+  ec.model_path = test::data_path(kSynth);
+  ec.kv_budget_bytes = uint64_t{64} << 20;
+  return ec;
+}
+
 // Per-tenant admission: with a limit of 1, a tenant's second concurrent request gets 429 while
 // another tenant is still served. The first request runs on synth-125m (one thread, 150 tokens:
 // most of a second), so it is certainly live while the others arrive.
 TEST(Server, PerTenantLimit) {
-  const char* kSynth = "models/synth/synth-125m-q4_k_m.gguf";
   LLMT_REQUIRE_DATA(kSynth);
-  EngineConfig ec = test::server_engine_config();
-  ec.model_path = test::data_path(kSynth);
-  ec.kv_budget_bytes = uint64_t{64} << 20;
+  EngineConfig ec = synth_engine_config();
   server::ServerOptions so = test::server_test_options();
   so.model_name = "synth";
   so.max_queue_per_tenant = 1;
@@ -620,6 +633,39 @@ TEST(Server, PerTenantLimit) {
   // The tenant's slot is free again.
   post_json(*c, "/v1/completions", body("a", 1), &st);
   EXPECT_EQ(st, 200);
+}
+
+}  // namespace
+}  // namespace llmt
+
+namespace llmt {
+namespace {
+
+// A non-streaming client that closes its connection while its request generates: the server
+// notices (it polls the connection while waiting) and cancels the thread; its KV is freed.
+TEST(Server, DisconnectDuringNonStreamingFreesTheKv) {
+  LLMT_REQUIRE_DATA(kSynth);
+  EngineConfig ec = synth_engine_config();
+  server::ServerOptions so = test::server_test_options();
+  so.model_name = "synth";
+  Running s(so, ec);
+  ASSERT_TRUE(s.srv);
+  const int fd = connect_to(s.srv->port());
+  ASSERT_GE(fd, 0);
+  const std::string body =
+      json{{"prompt", "Once upon a time"}, {"max_tokens", 400}, {"temperature", 0}}.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  // Generating (400 tokens on one thread take seconds) and holding KV blocks.
+  auto t0 = Clock::now();
+  while (s.engine->stats().generated_tokens < 3 && Clock::now() - t0 < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_GT(s.engine->stats().kv_blocks_used, 0);
+  close_and_expect_cancelled(s, fd);
+  EXPECT_LT(s.engine->stats().generated_tokens, 400);
 }
 
 }  // namespace

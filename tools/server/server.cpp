@@ -1,12 +1,21 @@
 #include "server.h"
 
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
@@ -29,6 +38,58 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kJson = "application/json";
+// The connection of a request, for noticing that a non-streaming client went away (cpp-httplib
+// 0.11.4 does not expose it to handlers): the socket among this process's descriptors whose
+// local port is the server's and whose peer is the request's remote address and port. -1 when
+// none is found (e.g. an address family we do not match). Linux (/proc/self/fd); the descriptor
+// stays this connection's while its handler runs (httplib closes it afterwards).
+int find_connection_fd(const std::string& remote_addr, int remote_port, int local_port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* ent = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(ent->d_name, &end, 10);
+    if (end == ent->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0 ||
+        getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) {
+      continue;
+    }
+    char host[INET6_ADDRSTRLEN] = {0};
+    int lport = -1, pport = -1;
+    if (peer.ss_family == AF_INET && local.ss_family == AF_INET) {
+      const auto* p4 = reinterpret_cast<const sockaddr_in*>(&peer);
+      inet_ntop(AF_INET, &p4->sin_addr, host, sizeof(host));
+      pport = ntohs(p4->sin_port);
+      lport = ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
+    } else if (peer.ss_family == AF_INET6 && local.ss_family == AF_INET6) {
+      const auto* p6 = reinterpret_cast<const sockaddr_in6*>(&peer);
+      inet_ntop(AF_INET6, &p6->sin6_addr, host, sizeof(host));
+      pport = ntohs(p6->sin6_port);
+      lport = ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
+    } else {
+      continue;
+    }
+    if (lport == local_port && pport == remote_port && remote_addr == host) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// True when the peer of socket fd has closed or reset the connection (no data is consumed).
+bool peer_gone(int fd) {
+  pollfd p{fd, static_cast<short>(POLLRDHUP), 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 // Tasks kept (running or finished); see server.h.
 constexpr size_t kMaxTasks = 64;
 
@@ -367,8 +428,24 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   ThreadHandle handle = *h;
   std::shared_ptr<const ThreadResult> result;
   std::optional<Clock::time_point> last_token;
+  // The connection is looked up only once the request has run for a while (short requests never
+  // pay for the scan); a client that closed it gets its thread cancelled.
+  int conn_fd = -2;  // -2: not looked up yet; -1: not found
+  bool client_gone = false;
+  constexpr auto kCheckEvery = std::chrono::milliseconds(100);
+  Clock::time_point next_check = Clock::now() + kCheckEvery;
   while (!result) {
-    std::optional<ThreadEvent> ev = handle.next(std::chrono::milliseconds(200));
+    std::optional<ThreadEvent> ev = handle.next(kCheckEvery);
+    if (!client_gone && Clock::now() >= next_check) {
+      next_check = Clock::now() + kCheckEvery;
+      if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
+      if (conn_fd >= 0 && peer_gone(conn_fd)) {
+        client_gone = true;
+        eng->cancel(handle.id());
+        std::lock_guard<std::mutex> lk(mu);
+        ++counters.n_client_cancelled;
+      }
+    }
     if (!ev) {
       if (handle.done()) result = std::make_shared<ThreadResult>(handle.wait());
       continue;

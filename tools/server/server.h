@@ -41,8 +41,10 @@
 //
 // Cancellation: a streaming client that goes away (a chunk write fails, or the socket is no
 // longer writable while waiting) cancels its LLM thread at once. cpp-httplib 0.11.4 gives a
-// request handler no way to see a closed connection, so a non-streaming request whose client
-// disconnects runs to its end (bounded by its max_tokens) before the slot is freed.
+// request handler no view of its connection, so a non-streaming request that has run for 100 ms
+// looks its socket up once (the descriptor whose local port is the server's and whose peer is
+// the request's remote address; Linux /proc/self/fd) and then polls it for a hang-up every
+// 100 ms: a client that closed cancels its thread within about 100 ms.
 //
 // Lifetime: start() binds and serves on an internal thread; attach_engine() makes the model
 // endpoints ready (the engine must outlive the server's stop() / destruction); stop() shuts down
