@@ -7,6 +7,8 @@
 #include <signal.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
 
 #include "llmthreads/engine.h"
 #include "server.h"
@@ -72,5 +74,40 @@ struct RunningServer {
     return c;
   }
 };
+
+// The JSON body of a response (a discarded value when it is not JSON), its status in *status;
+// -1 and a test failure when no response came.
+inline nlohmann::json response_json(const httplib::Result& r, int* status) {
+  if (!r) {
+    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
+    *status = -1;
+    return nlohmann::json();
+  }
+  *status = r->status;
+  return nlohmann::json::parse(r->body, nullptr, false);
+}
+
+inline nlohmann::json post_json(httplib::Client& c, const std::string& path,
+                                const std::string& body, int* status,
+                                const httplib::Headers& headers = {}) {
+  return response_json(c.Post(path.c_str(), headers, body, "application/json"), status);
+}
+inline nlohmann::json post_json(httplib::Client& c, const std::string& path,
+                                const nlohmann::json& body, int* status,
+                                const httplib::Headers& headers = {}) {
+  return post_json(c, path, body.dump(), status, headers);
+}
+inline nlohmann::json get_json(httplib::Client& c, const std::string& path, int* status) {
+  return response_json(c.Get(path.c_str()), status);
+}
+
+// An OpenAI-style error body: {"error": {"message": non-empty string, "type": string, ...}}.
+inline void expect_error_body(const nlohmann::json& j) {
+  ASSERT_TRUE(j.is_object()) << j;
+  ASSERT_TRUE(j.contains("error")) << j;
+  EXPECT_TRUE(j["error"]["message"].is_string()) << j;
+  EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << j;
+  EXPECT_TRUE(j["error"]["type"].is_string()) << j;
+}
 
 }  // namespace llmt::test

@@ -33,43 +33,15 @@ constexpr const char* kModel = "models/stories260K.gguf";
 constexpr int kLongTokens = 2000;  // as test-server.cpp: runs well past the DELETE
 
 // One keep-alive connection per client: each request is handled (and counted) before the next.
+using test::expect_error_body;
+using test::get_json;
+using test::post_json;
+
 struct Running : test::RunningServer {
   using RunningServer::RunningServer;
   std::unique_ptr<httplib::Client> client() const { return RunningServer::client(true); }
 };
 
-json post_json(httplib::Client& c, const std::string& path, const std::string& body, int* status) {
-  auto r = c.Post(path.c_str(), body, "application/json");
-  if (!r) {
-    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
-    *status = -1;
-    return json();
-  }
-  *status = r->status;
-  return json::parse(r->body, nullptr, false);
-}
-json post_json(httplib::Client& c, const std::string& path, const json& body, int* status) {
-  return post_json(c, path, body.dump(), status);
-}
-
-json get_json(httplib::Client& c, const std::string& path, int* status) {
-  auto r = c.Get(path.c_str());
-  if (!r) {
-    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
-    *status = -1;
-    return json();
-  }
-  *status = r->status;
-  return json::parse(r->body, nullptr, false);
-}
-
-void expect_error_body(const json& j) {
-  ASSERT_TRUE(j.is_object()) << j;
-  ASSERT_TRUE(j.contains("error")) << j;
-  EXPECT_TRUE(j["error"]["message"].is_string()) << j;
-  EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << j;
-  EXPECT_TRUE(j["error"]["type"].is_string()) << j;
-}
 
 // Polls GET /v1/tasks/{id} until its status is not "running" (or 60 s).
 json wait_task(httplib::Client& c, const std::string& id) {

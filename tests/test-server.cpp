@@ -38,18 +38,8 @@ constexpr const char* kModel = "models/stories260K.gguf";
 constexpr int kLongTokens = 2000;
 
 using Running = test::RunningServer;
-
-json post_json(httplib::Client& c, const std::string& path, const json& body, int* status,
-               const httplib::Headers& headers = {}) {
-  auto r = c.Post(path.c_str(), headers, body.dump(), "application/json");
-  if (!r) {
-    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
-    *status = -1;
-    return json();
-  }
-  *status = r->status;
-  return json::parse(r->body, nullptr, false);
-}
+using test::expect_error_body;
+using test::post_json;
 
 json completion(const std::string& prompt, int max_tokens) {
   return {{"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens},
@@ -81,13 +71,6 @@ void expect_usage(const json& u) {
   EXPECT_TRUE(u["prompt_tokens_details"]["cached_tokens"].is_number_integer());
 }
 
-void expect_error_body(const json& j) {
-  ASSERT_TRUE(j.is_object()) << j;
-  ASSERT_TRUE(j.contains("error")) << j;
-  EXPECT_TRUE(j["error"]["message"].is_string()) << j;
-  EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << j;
-  EXPECT_TRUE(j["error"]["type"].is_string()) << j;
-}
 
 // A raw TCP connection to the server.
 int connect_to(int port) {
