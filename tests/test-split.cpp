@@ -285,22 +285,8 @@ TEST(SplitNone, WholeTrimmedText) {
 
 // ---- token windows ----
 
-struct Loaded {
-  std::unique_ptr<GgufFile> gguf;
-  std::unique_ptr<Tokenizer> tok;
-};
-
-Loaded load(const std::string& rel) {
-  Loaded l;
-  auto g = GgufFile::open(test::data_path(rel));
-  EXPECT_TRUE(g.is_ok()) << g.status().to_string();
-  if (!g.is_ok()) return l;
-  l.gguf = std::move(g).value();
-  auto t = Tokenizer::from_gguf(*l.gguf);
-  EXPECT_TRUE(t.is_ok()) << rel << ": " << t.status().to_string();
-  if (t.is_ok()) l.tok = std::move(t).value();
-  return l;
-}
+using test::Loaded;
+using test::load;
 
 const char* const kModels[] = {
     "models/vocab/ggml-vocab-llama-spm.gguf", "models/vocab/ggml-vocab-gpt-2.gguf",

@@ -23,24 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 using test::data_path;
 
-struct Loaded {
-  std::unique_ptr<GgufFile> gguf;
-  std::unique_ptr<Tokenizer> tok;
-};
-
-// Opens a model / vocab file under the data folder and builds its tokenizer (fails the test on
-// error).
-Loaded load(const std::string& rel) {
-  Loaded l;
-  auto g = GgufFile::open(data_path(rel));
-  EXPECT_TRUE(g.is_ok()) << g.status().to_string();
-  if (!g.is_ok()) return l;
-  l.gguf = std::move(g).value();
-  auto t = Tokenizer::from_gguf(*l.gguf);
-  EXPECT_TRUE(t.is_ok()) << rel << ": " << t.status().to_string();
-  if (t.is_ok()) l.tok = std::move(t).value();
-  return l;
-}
+using test::Loaded;
+using test::load;
 
 std::vector<std::string> split_cases(const std::string& inp) {
   const std::string sep = "\n__ggml_vocab_test__\n";

@@ -1,5 +1,6 @@
 #include "test-util.h"
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -16,6 +17,18 @@ std::string data_dir() {
 }
 
 std::string data_path(const std::string& rel) { return data_dir() + "/" + rel; }
+
+Loaded load(const std::string& rel) {
+  Loaded l;
+  auto g = GgufFile::open(data_path(rel));
+  EXPECT_TRUE(g.is_ok()) << g.status().to_string();
+  if (!g.is_ok()) return l;
+  l.gguf = std::move(g).value();
+  auto t = Tokenizer::from_gguf(*l.gguf);
+  EXPECT_TRUE(t.is_ok()) << rel << ": " << t.status().to_string();
+  if (t.is_ok()) l.tok = std::move(t).value();
+  return l;
+}
 
 bool data_available() { return std::filesystem::is_directory(data_dir()); }
 

@@ -1,7 +1,11 @@
 // Shared helpers for tests: locating test data under LLMT_DATA.
 #pragma once
 
+#include <memory>
 #include <string>
+
+#include "llmthreads/gguf.h"
+#include "llmthreads/tokenizer.h"
 
 namespace llmt::test {
 
@@ -22,6 +26,14 @@ struct CommandResult {
 CommandResult run_command(const std::string& command_line, bool merge_stderr = false);
 // Quotes one argument for /bin/sh.
 std::string shell_quote(const std::string& arg);
+// A model / vocab file under the data folder and the tokenizer built from it.
+struct Loaded {
+  std::unique_ptr<GgufFile> gguf;
+  std::unique_ptr<Tokenizer> tok;
+};
+// Opens data_path(rel) and builds its tokenizer; a test failure (and null members) on error.
+Loaded load(const std::string& rel);
+
 // The built `llmthreads` executable (CLI tests run it as a user would).
 inline std::string cli_path() { return LLMT_CLI; }
 
