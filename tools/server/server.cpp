@@ -842,7 +842,9 @@ void Server::stop(double grace_s) {
     s.draining = true;
   }
   if (!s.listen_thread.joinable()) return;
-  s.http.stop();  // no new connections; idle keep-alive connections close
+  // The listener stays up until every live request has ended: new requests meanwhile get 503
+  // (draining), and cpp-httplib stops writing chunked responses once it is stopped, so stopping
+  // it first would cut a cancelled stream before its final chunk.
   std::unique_lock<std::mutex> lk(s.mu);
   const auto grace = std::chrono::duration<double>(std::max(0.0, grace_s));
   s.cv.wait_for(lk, grace, [&] { return s.live.empty(); });
@@ -870,6 +872,7 @@ void Server::stop(double grace_s) {
     }
     release_job(*e);
   }
+  s.http.stop();  // no new connections; idle keep-alive connections close
   s.listen_thread.join();
 }
 

@@ -103,9 +103,10 @@ class Server {
   int port() const;
   // Makes the model endpoints ready. kInvalidArgument for an unknown ServerOptions::chat_format.
   Status attach_engine(Engine* engine);
-  // Stops accepting connections, answers new requests on open connections with 503, lets live
-  // requests finish for up to grace_s seconds, then cancels their threads and waits for their
-  // handlers to return; the serving thread is joined before this returns.
+  // Answers new requests with 503, lets live requests finish for up to grace_s seconds, then
+  // cancels their threads and waits for their responses to end (a cancelled stream still gets its
+  // final chunk); only then stops listening and closes idle connections. The serving thread is
+  // joined before this returns.
   void stop(double grace_s);
   ServerStats stats() const;
 
