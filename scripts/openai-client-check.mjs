@@ -1,0 +1,157 @@
+// Checks a running `llmthreads serve` with the official OpenAI JavaScript client (npm `openai`).
+//
+// Usage (the client is not a project dependency; install it anywhere and point NODE_PATH there):
+//   mkdir -p /tmp/oai && (cd /tmp/oai && npm install openai)
+//   ./build/llmthreads serve -m ../shared/models/stories260K.gguf --port 18080 --api-key k \
+//       --chat-template chatml &
+//   NODE_PATH=/tmp/oai/node_modules node scripts/openai-client-check.mjs http://127.0.0.1:18080/v1 k
+//
+// Every call goes through the client's own request, SSE and error code paths; each check prints
+// one line, and the exit status is the number of failed checks. Bounded: about 20 requests, each
+// with a 60 s timeout and no retries.
+import {createRequire} from "node:module";
+
+const require = createRequire(import.meta.url);
+const OpenAI = require(require.resolve("openai", {paths: (process.env.NODE_PATH || "").split(":")}));
+const Client = OpenAI.default || OpenAI;
+
+const baseURL = process.argv[2] || "http://127.0.0.1:18080/v1";
+const apiKey = process.argv[3] || "none";
+const client = new Client({baseURL, apiKey, maxRetries: 0, timeout: 60000});
+const model = "model";  // the server accepts any model name it serves; fixed below from /models
+
+let failed = 0;
+async function check(name, fn) {
+  try {
+    const detail = await fn();
+    const skipped = typeof detail === "string" && detail.startsWith("skipped");
+    console.log(`${skipped ? "skip" : "ok  "}  ${name}${detail ? ": " + detail : ""}`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL  ${name}: ${e && e.stack ? e.stack.split("\n").slice(0, 3).join(" | ") : e}`);
+  }
+}
+function expect(cond, what) {
+  if (!cond) throw new Error("expected " + what);
+}
+
+let served = model;
+await check("models.list", async () => {
+  const page = await client.models.list();
+  const ids = page.data.map(m => m.id);
+  expect(ids.length >= 1 && page.data.every(m => m.object === "model"), "model objects");
+  served = ids[0];
+  return ids.join(",");
+});
+
+await check("completions.create", async () => {
+  const r = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 8, temperature: 0});
+  expect(r.object === "text_completion" && r.choices.length === 1, "one text_completion choice");
+  expect(typeof r.choices[0].text === "string" && r.choices[0].text.length > 0, "text");
+  expect(["stop", "length"].includes(r.choices[0].finish_reason), "finish_reason");
+  expect(r.usage.prompt_tokens > 0 && r.usage.completion_tokens === 8, "usage");
+  expect(r.usage.total_tokens === r.usage.prompt_tokens + r.usage.completion_tokens, "total");
+  return JSON.stringify(r.choices[0].text);
+});
+
+let greedy = "";
+await check("completions.create stream", async () => {
+  const stream = await client.completions.create({model: served, prompt: "Once upon a time",
+                                                  max_tokens: 8, temperature: 0, stream: true,
+                                                  stream_options: {include_usage: true}});
+  let n = 0, finish = null, usage = null;
+  for await (const c of stream) {
+    n++;
+    if (c.choices.length) {
+      greedy += c.choices[0].text;
+      if (c.choices[0].finish_reason) finish = c.choices[0].finish_reason;
+    }
+    if (c.usage) usage = c.usage;
+  }
+  expect(n >= 2 && finish !== null, "chunks and a finish_reason");
+  expect(usage && usage.completion_tokens === 8, "the usage chunk");
+  return `${n} chunks ${JSON.stringify(greedy)}`;
+});
+
+await check("stream equals non-stream (greedy)", async () => {
+  const r = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 8, temperature: 0});
+  expect(r.choices[0].text === greedy, `${JSON.stringify(r.choices[0].text)} == streamed`);
+});
+
+await check("chat.completions.create", async () => {
+  const r = await client.chat.completions.create({
+    model: served, max_tokens: 8, temperature: 0,
+    messages: [{role: "system", content: "You tell stories."}, {role: "user", content: "Hi"}]});
+  expect(r.object === "chat.completion", "chat.completion");
+  expect(r.choices[0].message.role === "assistant", "assistant message");
+  expect(typeof r.choices[0].message.content === "string", "content");
+  return JSON.stringify(r.choices[0].message.content);
+});
+
+await check("chat.completions.create stream", async () => {
+  const stream = await client.chat.completions.create({
+    model: served, max_tokens: 8, temperature: 0, stream: true,
+    messages: [{role: "user", content: "Hi"}]});
+  let text = "", role = null, finish = null;
+  for await (const c of stream) {
+    expect(c.object === "chat.completion.chunk", "chunk object");
+    const d = c.choices[0]?.delta || {};
+    if (d.role) role = d.role;
+    if (d.content) text += d.content;
+    if (c.choices[0]?.finish_reason) finish = c.choices[0].finish_reason;
+  }
+  expect(role === "assistant" && finish !== null, "role and finish_reason");
+  return JSON.stringify(text);
+});
+
+await check("stream.finalChatCompletion (client-side assembly)", async () => {
+  const runner = client.chat.completions.stream({
+    model: served, max_tokens: 6, temperature: 0, messages: [{role: "user", content: "Hi"}]});
+  const done = await runner.finalChatCompletion();
+  expect(done.choices[0].message.role === "assistant", "assembled message");
+  return JSON.stringify(done.choices[0].message.content);
+});
+
+await check("extension fields pass through (priority, tenant)", async () => {
+  const r = await client.completions.create({model: served, prompt: "Hi", max_tokens: 2,
+                                             priority: 5, tenant: "client-check"});
+  expect(r.choices.length === 1, "a choice");
+});
+
+await check("400 -> BadRequestError", async () => {
+  try {
+    await client.completions.create({model: served, prompt: "Hi", max_tokens: -3});
+  } catch (e) {
+    expect(e instanceof Client.BadRequestError && e.status === 400, "BadRequestError");
+    expect(typeof e.error?.message === "string" || typeof e.message === "string", "a message");
+    return e.message.slice(0, 80);
+  }
+  throw new Error("no error");
+});
+
+await check("unknown model -> 4xx error class", async () => {
+  try {
+    await client.completions.create({model: "no-such-model", prompt: "Hi", max_tokens: 2});
+  } catch (e) {
+    expect(e instanceof Client.APIError && e.status >= 400 && e.status < 500, "APIError 4xx");
+    return `${e.status} ${e.message.slice(0, 60)}`;
+  }
+  throw new Error("no error");
+});
+
+await check("401 with a wrong key -> AuthenticationError", async () => {
+  if (apiKey === "none") return "skipped: server started without --api-key";
+  const bad = new Client({baseURL, apiKey: apiKey + "x", maxRetries: 0});
+  try {
+    await bad.models.list();
+  } catch (e) {
+    expect(e instanceof Client.AuthenticationError && e.status === 401, "AuthenticationError");
+    return "401";
+  }
+  throw new Error("no error");
+});
+
+console.log(failed === 0 ? "all checks passed" : `${failed} check(s) failed`);
+process.exit(failed);
