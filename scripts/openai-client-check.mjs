@@ -120,6 +120,53 @@ await check("extension fields pass through (priority, tenant)", async () => {
   expect(r.choices.length === 1, "a choice");
 });
 
+await check("completions logprobs (legacy object)", async () => {
+  const r = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 4, temperature: 0, logprobs: 3});
+  const lp = r.choices[0].logprobs;
+  expect(lp && lp.tokens.length === 4 && lp.token_logprobs.length === 4, "4 tokens");
+  expect(lp.tokens.join("") === r.choices[0].text, "tokens spell the text");
+  expect(lp.token_logprobs.every(x => x <= 0), "logprobs <= 0");
+  expect(lp.top_logprobs.every(t => Object.keys(t).length >= 3), "3 alternatives");
+  return lp.token_logprobs.map(x => x.toFixed(3)).join(" ");
+});
+
+await check("chat logprobs + top_logprobs (content entries)", async () => {
+  const r = await client.chat.completions.create({
+    model: served, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2,
+    messages: [{role: "user", content: "Hi"}]});
+  const c = r.choices[0].logprobs.content;
+  expect(c.length >= 1 && c.every(e => e.top_logprobs.length === 2 && Array.isArray(e.bytes)),
+         "entries with 2 alternatives and bytes");
+  expect(c.every(e => e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob), "sorted");
+  return c.map(e => JSON.stringify(e.token)).join(" ");
+});
+
+await check("n = 3 choices, seeded", async () => {
+  const r = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 6, temperature: 1.5, seed: 7, n: 3});
+  expect(r.choices.length === 3, "3 choices");
+  expect(r.choices.map(c => c.index).join() === "0,1,2", "indexes 0..2");
+  expect(r.usage.completion_tokens === 18, "completion tokens summed");
+  expect(new Set(r.choices.map(c => c.text)).size > 1, "different samples (seeds 7, 8, 9)");
+  return r.choices.map(c => JSON.stringify(c.text)).join(" | ");
+});
+
+await check("n = 2 streamed chat, chunks by index", async () => {
+  const stream = await client.chat.completions.create({
+    model: served, max_tokens: 4, temperature: 1.0, seed: 3, n: 2, stream: true,
+    messages: [{role: "user", content: "Hi"}]});
+  const text = ["", ""], finished = [false, false];
+  for await (const c of stream) {
+    for (const ch of c.choices) {
+      if (ch.delta?.content) text[ch.index] += ch.delta.content;
+      if (ch.finish_reason) finished[ch.index] = true;
+    }
+  }
+  expect(finished[0] && finished[1], "both choices finished");
+  return text.map(t => JSON.stringify(t)).join(" | ");
+});
+
 await check("400 -> BadRequestError", async () => {
   try {
     await client.completions.create({model: served, prompt: "Hi", max_tokens: -3});

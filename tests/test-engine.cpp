@@ -328,6 +328,115 @@ TEST(Engine, ScoringMatchesContextLogits) {
   EXPECT_EQ((*e)->stats().prefix_hit_tokens, 2 * static_cast<int64_t>(prompt.size() - 1));
 }
 
+// Generated-token logprobs: the sampled token's logprob and the top alternatives equal an
+// independent log-softmax over the logits of a plain Context on prompt + generated tokens (the
+// model's distribution, before temperature / penalties); greedy tokens are the top alternative;
+// the top list is sorted with exactly N entries; events carry the same entries as the result;
+// threads that did not ask get none.
+TEST(Engine, LogprobsMatchContextLogSoftmax) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto model = load(kStories);
+  const std::vector<int32_t> prompt = model->tokenizer().encode("Once upon a time, Lily");
+  auto cfg = base_config(model);
+  cfg.kv_type = KvType::kF32;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  struct Case {
+    int32_t logprobs;
+    float temperature;
+    float repeat_penalty;
+  };
+  const std::vector<Case> cases = {
+      {5, 0.0f, 1.0f}, {3, 1.2f, 1.0f}, {0, 0.8f, 1.3f}, {20, 0.0f, 1.0f}, {-1, 0.0f, 1.0f}};
+  std::vector<ThreadHandle> hs;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ThreadRequest r;
+    r.prompt_tokens = prompt;
+    r.max_tokens = 12;
+    r.ignore_eos = true;
+    r.logprobs = cases[i].logprobs;
+    r.sampling.temperature = cases[i].temperature;
+    r.sampling.repeat_penalty = cases[i].repeat_penalty;
+    r.sampling.seed = 7 + i;
+    auto h = (*e)->submit(r);
+    ASSERT_TRUE(h.is_ok()) << h.status().to_string();
+    hs.push_back(*h);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    // The events, then the result.
+    std::vector<TokenLogprobs> from_events;
+    while (auto ev = hs[i].next(std::chrono::seconds(30))) {
+      if (ev->kind != ThreadEvent::Kind::kToken) continue;
+      if (ev->token < 0) {
+        EXPECT_FALSE(ev->logprob.has_value());
+        continue;
+      }
+      EXPECT_EQ(ev->logprob.has_value(), cases[i].logprobs >= 0);
+      if (ev->logprob) {
+        EXPECT_EQ(ev->logprob->token, ev->token);
+        from_events.push_back(*ev->logprob);
+      }
+    }
+    const ThreadResult& res = hs[i].wait();
+    ASSERT_EQ(res.finish_reason, FinishReason::kLength) << res.error;
+    ASSERT_EQ(res.tokens.size(), 12u);
+    if (cases[i].logprobs < 0) {
+      EXPECT_TRUE(res.logprobs.empty());
+      continue;
+    }
+    ASSERT_EQ(res.logprobs.size(), res.tokens.size());
+    ASSERT_EQ(from_events.size(), res.tokens.size());
+    // Reference logits: prompt + generated tokens through a plain Context.
+    ContextOptions co;
+    co.all_logits = true;
+    co.n_threads = 1;
+    auto ctx = Context::create(model, co);
+    ASSERT_TRUE(ctx.is_ok());
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), res.tokens.begin(), res.tokens.end() - 1);
+    ASSERT_TRUE((*ctx)->eval(all).is_ok());
+    for (size_t k = 0; k < res.tokens.size(); ++k) {
+      const TokenLogprobs& got = res.logprobs[k];
+      EXPECT_EQ(got.token, res.tokens[k]);
+      EXPECT_EQ(from_events[k].token, got.token);
+      EXPECT_EQ(from_events[k].logprob, got.logprob);
+      EXPECT_EQ(from_events[k].top.size(), got.top.size());
+      const auto lg = (*ctx)->logits(static_cast<int32_t>(prompt.size() + k - 1));
+      double mx = -INFINITY;
+      for (float v : lg) mx = std::max<double>(mx, v);
+      double sum = 0;
+      for (float v : lg) sum += std::exp(static_cast<double>(v) - mx);
+      auto ref = [&](int32_t id) { return static_cast<double>(lg[id]) - mx - std::log(sum); };
+      EXPECT_NEAR(got.logprob, ref(got.token), 1e-4) << "token " << k;
+      ASSERT_EQ(got.top.size(), static_cast<size_t>(cases[i].logprobs)) << "token " << k;
+      // The reference top list: ids by logit descending, id ascending.
+      std::vector<int32_t> ids(lg.size());
+      for (size_t v = 0; v < ids.size(); ++v) ids[v] = static_cast<int32_t>(v);
+      std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return lg[a] > lg[b]; });
+      for (size_t j = 0; j < got.top.size(); ++j) {
+        EXPECT_EQ(got.top[j].token, ids[j]) << "token " << k << " rank " << j;
+        EXPECT_NEAR(got.top[j].logprob, ref(got.top[j].token), 1e-4);
+        if (j > 0) EXPECT_GE(got.top[j - 1].logprob, got.top[j].logprob);
+      }
+      if (cases[i].temperature == 0.0f && cases[i].repeat_penalty == 1.0f) {
+        // Greedy: the sampled token has the largest logprob and is the first alternative.
+        EXPECT_EQ(got.top[0].token, got.token) << "token " << k;
+        EXPECT_NEAR(got.logprob, -std::log(sum), 1e-4);
+      } else if (!got.top.empty()) {
+        EXPECT_LE(got.logprob, got.top[0].logprob + 1e-6);
+      }
+    }
+  }
+  // Out of range: rejected, nothing queued.
+  ThreadRequest bad;
+  bad.prompt_tokens = prompt;
+  bad.logprobs = ThreadRequest::kMaxLogprobs + 1;
+  EXPECT_EQ((*e)->submit(bad).status().code(), StatusCode::kInvalidArgument);
+  bad.logprobs = -2;
+  EXPECT_EQ((*e)->submit(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Engine, CancelFreesBlocksWithinOneStep) {
   LLMT_REQUIRE_DATA(kStories);
   auto e = Engine::create(base_config(load(kStories)));

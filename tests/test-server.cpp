@@ -13,17 +13,22 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "llmthreads/engine.h"
+#include "llmthreads/model.h"
+#include "llmthreads/tokenizer.h"
 #include "openai.h"
-#include "server.h"
 #include "server-fixture.h"
+#include "server.h"
 #include "test-util.h"
 
 namespace llmt {
@@ -113,12 +118,13 @@ TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
   EXPECT_NE(server::tenant_id("alice"), server::tenant_id("bob"));
   EXPECT_EQ(server::tenant_id(""), 0u);
 
-  for (const json& bad : {json{{"prompt", 1}}, json{{"prompt", "a"}, {"max_tokens", "1"}},
-                          json{{"prompt", "a"}, {"max_tokens", 0}},
-                          json{{"prompt", "a"}, {"max_tokens", 18446744073709551615ull}},
-                          json{{"prompt", "a"}, {"n", 2}}, json{{"prompt", "a"}, {"logprobs", 1}},
-                          json{{"prompt", "a"}, {"stream", 1}}, json{{"prompt", "a"}, {"top_p", 0}},
-                          json{{"prompt", "a"}, {"stop", {1}}}, json::array()}) {
+  for (const json& bad :
+       {json{{"prompt", 1}}, json{{"prompt", "a"}, {"max_tokens", "1"}},
+        json{{"prompt", "a"}, {"max_tokens", 0}},
+        json{{"prompt", "a"}, {"max_tokens", 18446744073709551615ull}},
+        json{{"prompt", "a"}, {"n", 17}}, json{{"prompt", "a"}, {"logprobs", 6}},
+        json{{"prompt", "a"}, {"logprobs", true}}, json{{"prompt", "a"}, {"stream", 1}},
+        json{{"prompt", "a"}, {"top_p", 0}}, json{{"prompt", "a"}, {"stop", {1}}}, json::array()}) {
     EXPECT_FALSE(
         server::parse_openai_request(bad, server::Endpoint::kCompletions, base, &r).is_ok())
         << bad;
@@ -333,7 +339,12 @@ TEST(Server, OverloadGives429AndKeepsServing) {
       ++n429;
       expect_error_body(bodies[i]);
       EXPECT_EQ(bodies[i]["error"]["type"], "rate_limit_error");
-      EXPECT_FALSE(retry[i].empty());
+      // Retry-After: an integer number of seconds in [1, 60].
+      ASSERT_FALSE(retry[i].empty());
+      EXPECT_EQ(retry[i].find_first_not_of("0123456789"), std::string::npos) << retry[i];
+      const int secs = std::atoi(retry[i].c_str());
+      EXPECT_GE(secs, 1) << retry[i];
+      EXPECT_LE(secs, 60) << retry[i];
     } else {
       EXPECT_EQ(statuses[i], 200);
       ++n200;
@@ -376,8 +387,10 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
       {"/v1/completions", R"({"prompt": "a", "temperature": -1})"},
       {"/v1/completions", R"({"prompt": "a", "top_p": 7})"},
       {"/v1/completions", R"({"prompt": "a", "stop": 5})"},
-      {"/v1/completions", R"({"prompt": "a", "n": 3})"},
-      {"/v1/completions", R"({"prompt": "a", "logprobs": 2})"},
+      {"/v1/completions", R"({"prompt": "a", "n": 17})"},
+      {"/v1/completions", R"({"prompt": "a", "n": 0})"},
+      {"/v1/completions", R"({"prompt": "a", "logprobs": 6})"},
+      {"/v1/completions", R"({"prompt": "a", "echo": true})"},
       {"/v1/completions", R"({"prompt": "a", "seed": 1.5})"},
       {"/v1/completions", R"({"prompt": "a", "priority": 1e10})"},
       {"/v1/completions", R"({"prompt": "a", "priority": 99999999999})"},
@@ -392,8 +405,12 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
       {"/v1/chat/completions", R"({"messages": []})"},
       {"/v1/chat/completions", R"({"messages": [{"content": "x"}]})"},
       {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": 5}]})"},
-      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"},
-      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})"},
+      {"/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})"},
       {"/v1/nope", R"({})"},
   };
   for (const auto& [path, body] : corpus) {
@@ -443,7 +460,7 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerStaysUp) {
 
 // Closes the client socket of the server's only live request and expects the server to cancel
 // its thread and free its KV within a second.
-void close_and_expect_cancelled(Running& s, int fd) {
+void close_and_expect_cancelled(Running& s, int fd, int n_threads = 1) {
   close(fd);
   const auto t0 = Clock::now();
   while ((s.engine->stats().kv_blocks_used > 0 || s.srv->stats().n_live > 0) &&
@@ -454,7 +471,7 @@ void close_and_expect_cancelled(Running& s, int fd) {
   EXPECT_EQ(s.engine->stats().kv_blocks_used, 0);
   EXPECT_EQ(s.srv->stats().n_live, 0);
   EXPECT_EQ(s.srv->stats().n_client_cancelled, 1);
-  EXPECT_EQ(s.engine->stats().n_cancelled, 1);
+  EXPECT_EQ(s.engine->stats().n_cancelled, n_threads);
   EXPECT_LT(waited, 1.0);
 }
 
@@ -649,6 +666,507 @@ TEST(Server, DisconnectDuringNonStreamingFreesTheKv) {
   ASSERT_GT(s.engine->stats().kv_blocks_used, 0);
   close_and_expect_cancelled(s, fd);
   EXPECT_LT(s.engine->stats().generated_tokens, 400);
+}
+
+}  // namespace
+}  // namespace llmt
+
+namespace llmt {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// logprobs, n > 1, Retry-After
+
+// One greedy step of the reference: the argmax token, its logprob and the log-softmax row.
+struct RefStep {
+  int32_t token = -1;
+  std::vector<double> logprobs;  // over the vocabulary
+};
+
+// Greedy decoding of `text` (tokenized as the server does) through a plain Context with the
+// engine's KV type; log-softmax of every step's logits computed here.
+std::vector<RefStep> reference_greedy(const Engine& engine, const std::string& text, int steps) {
+  std::shared_ptr<const Model> model = engine.model_ptr();
+  TokenizeOptions to;
+  to.add_special = true;
+  to.parse_special = true;
+  const std::vector<int32_t> prompt = model->tokenizer().encode(text, to);
+  ContextOptions co;
+  co.n_threads = 1;
+  co.kv_type = engine.config().kv_type;
+  auto ctx = Context::create(model, co);
+  EXPECT_TRUE(ctx.is_ok());
+  std::vector<RefStep> out;
+  if (!ctx.is_ok() || !(*ctx)->eval(prompt).is_ok()) return out;
+  for (int k = 0; k < steps; ++k) {
+    const auto lg = (*ctx)->logits();
+    double mx = -INFINITY, sum = 0.0;
+    for (float v : lg) mx = std::max<double>(mx, v);
+    for (float v : lg) sum += std::exp(static_cast<double>(v) - mx);
+    RefStep st;
+    st.token = argmax(lg);
+    for (float v : lg) st.logprobs.push_back(static_cast<double>(v) - mx - std::log(sum));
+    out.push_back(st);
+    const int32_t next = st.token;
+    if (!(*ctx)->eval(std::span<const int32_t>(&next, 1)).is_ok()) break;
+  }
+  return out;
+}
+
+json with(json body, const json& extra) {
+  for (auto it = extra.begin(); it != extra.end(); ++it) body[it.key()] = it.value();
+  return body;
+}
+
+json chat_request(int max_tokens) {
+  return {{"messages", {{{"role", "user"}, {"content", "Tell me about a cat"}}}},
+          {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+// The non-[DONE] chunks of an SSE body, which must end with exactly one [DONE].
+std::vector<json> sse_chunks(const std::string& body) {
+  std::vector<std::string> ev = sse_payloads(body);
+  std::vector<json> out;
+  EXPECT_FALSE(ev.empty());
+  if (ev.empty()) return out;
+  EXPECT_EQ(ev.back(), "[DONE]");
+  for (size_t i = 0; i + 1 < ev.size(); ++i) {
+    EXPECT_NE(ev[i], "[DONE]") << "[DONE] before the end";
+    out.push_back(json::parse(ev[i]));
+  }
+  return out;
+}
+
+TEST(ServerTranslate, LogprobsAndNFields) {
+  SamplingParams base;
+  server::OpenAiRequest r;
+  using server::Endpoint;
+  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}}, Endpoint::kCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, -1);
+  EXPECT_EQ(r.n, 1);
+  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}, {"logprobs", 0}, {"n", 16}},
+                                           Endpoint::kCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, 0);
+  EXPECT_EQ(r.n, 16);
+  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}, {"logprobs", nullptr}},
+                                           Endpoint::kCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, -1);
+  const json msgs = json::array({{{"role", "user"}, {"content", "x"}}});
+  ASSERT_TRUE(server::parse_openai_request(json{{"messages", msgs}, {"logprobs", true}},
+                                           Endpoint::kChatCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, 0);
+  ASSERT_TRUE(server::parse_openai_request(
+                  json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}},
+                  Endpoint::kChatCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, 20);
+  ASSERT_TRUE(server::parse_openai_request(json{{"messages", msgs}, {"logprobs", false}},
+                                           Endpoint::kChatCompletions, base, &r)
+                  .is_ok());
+  EXPECT_EQ(r.logprobs, -1);
+  EXPECT_EQ(server::error_param("\"top_logprobs\" must be an integer in [0, 20]"), "top_logprobs");
+  EXPECT_EQ(server::error_param("the prompt is empty"), "");
+  EXPECT_EQ(server::error_param("\"a b\" x"), "");
+  EXPECT_EQ(server::choice_seed(41, 1), 42u);
+  EXPECT_EQ(server::choice_seed(~uint64_t{0}, 1), 0u);
+  Usage a{5, 7, 3}, b{5, 4, 5};
+  const Usage m = server::merge_usage({a, b});
+  EXPECT_EQ(m.prompt_tokens, 5);
+  EXPECT_EQ(m.completion_tokens, 11);
+  EXPECT_EQ(m.cached_tokens, 3);
+}
+
+TEST(ServerRetryAfter, RuleIsClampedIntegerSeconds) {
+  EXPECT_EQ(server::retry_after_seconds(0, 100), 1);
+  EXPECT_EQ(server::retry_after_seconds(1000, 100), 10);
+  EXPECT_EQ(server::retry_after_seconds(1001, 100), 11);
+  EXPECT_EQ(server::retry_after_seconds(1e12, 1), 60);
+  EXPECT_EQ(server::retry_after_seconds(500, 0), 1);
+  EXPECT_EQ(server::retry_after_seconds(500, -3), 1);
+  EXPECT_EQ(server::retry_after_seconds(NAN, 10), 1);
+  EXPECT_EQ(server::retry_after_seconds(10, INFINITY), 1);
+}
+
+// Completions logprobs: token_logprobs equal an independent log-softmax of a plain Context's
+// logits on the same prompt; greedy tokens are the best alternative; top_logprobs have exactly
+// N entries; text_offset counts from the start of the generated text; streaming gives the same
+// entries spread over the chunks.
+TEST(Server, CompletionsLogprobsMatchReference) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  const std::string prompt = "Once upon a time";
+  constexpr int kTokens = 12;
+  int st = 0;
+  json r =
+      post_json(*c, "/v1/completions", with(completion(prompt, kTokens), {{"logprobs", 3}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  const json& ch = r["choices"][0];
+  const std::string text = ch["text"];
+  const json& lp = ch["logprobs"];
+  ASSERT_TRUE(lp.is_object()) << r;
+  const size_t n = lp["tokens"].size();
+  ASSERT_GT(n, 0u);
+  EXPECT_EQ(lp["token_logprobs"].size(), n);
+  EXPECT_EQ(lp["top_logprobs"].size(), n);
+  EXPECT_EQ(lp["text_offset"].size(), n);
+  const int completion_tokens = r["usage"]["completion_tokens"];
+  EXPECT_TRUE(n == static_cast<size_t>(completion_tokens) ||
+              (n + 1 == static_cast<size_t>(completion_tokens) && ch["finish_reason"] == "stop"));
+  const std::vector<RefStep> ref = reference_greedy(*s.engine, prompt, kTokens);
+  ASSERT_GE(ref.size(), n);
+  const Tokenizer& tok = s.engine->model().tokenizer();
+  std::string joined;
+  for (size_t k = 0; k < n; ++k) {
+    SCOPED_TRACE("token " + std::to_string(k));
+    const std::string piece = tok.token_to_piece(ref[k].token);
+    EXPECT_EQ(lp["tokens"][k], piece);
+    const double got = lp["token_logprobs"][k];
+    EXPECT_NEAR(got, ref[k].logprobs[ref[k].token], 1e-4);
+    const json& top = lp["top_logprobs"][k];
+    ASSERT_TRUE(top.is_object());
+    EXPECT_EQ(top.size(), 3u);
+    double best = -INFINITY;
+    for (auto it = top.begin(); it != top.end(); ++it)
+      best = std::max(best, it.value().get<double>());
+    EXPECT_DOUBLE_EQ(best, got);  // greedy: the sampled token is the most likely one
+    ASSERT_TRUE(top.contains(piece));
+    EXPECT_DOUBLE_EQ(top[piece].get<double>(), got);
+    EXPECT_EQ(lp["text_offset"][k], static_cast<int64_t>(joined.size()));  // ASCII text
+    joined += piece;
+  }
+  EXPECT_EQ(joined, text);
+
+  // Streaming: the same entries, spread over the chunks.
+  json sreq = with(completion(prompt, kTokens), {{"logprobs", 3}, {"stream", true}});
+  auto sr = c->Post("/v1/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(sr);
+  ASSERT_EQ(sr->status, 200);
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       offsets = json::array();
+  std::string streamed;
+  for (const json& chunk : sse_chunks(sr->body)) {
+    const json& c0 = chunk["choices"][0];
+    streamed += c0["text"].get<std::string>();
+    if (c0["logprobs"].is_null()) {
+      EXPECT_EQ(c0["text"], "") << chunk;
+      continue;
+    }
+    for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+      EXPECT_EQ(c0["logprobs"][key].size(), c0["logprobs"]["tokens"].size()) << chunk;
+    }
+    for (size_t i = 0; i < c0["logprobs"]["tokens"].size(); ++i) {
+      tokens.push_back(c0["logprobs"]["tokens"][i]);
+      token_logprobs.push_back(c0["logprobs"]["token_logprobs"][i]);
+      top_logprobs.push_back(c0["logprobs"]["top_logprobs"][i]);
+      offsets.push_back(c0["logprobs"]["text_offset"][i]);
+    }
+  }
+  EXPECT_EQ(streamed, text);
+  EXPECT_EQ(tokens, lp["tokens"]);
+  EXPECT_EQ(token_logprobs, lp["token_logprobs"]);
+  EXPECT_EQ(top_logprobs, lp["top_logprobs"]);
+  EXPECT_EQ(offsets, lp["text_offset"]);
+
+  // logprobs 0: the sampled token only; absent / null: no logprobs.
+  r = post_json(*c, "/v1/completions", with(completion(prompt, 4), {{"logprobs", 0}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  for (const json& top : r["choices"][0]["logprobs"]["top_logprobs"]) EXPECT_EQ(top.size(), 1u);
+  r = post_json(*c, "/v1/completions", with(completion(prompt, 4), {{"logprobs", nullptr}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  EXPECT_TRUE(r["choices"][0]["logprobs"].is_null());
+}
+
+// Chat logprobs: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}
+// with exactly top_logprobs alternatives, most likely first; streaming deltas carry the same.
+TEST(Server, ChatLogprobsShape) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  int st = 0;
+  const json req = with(chat_request(10), {{"logprobs", true}, {"top_logprobs", 2}});
+  json r = post_json(*c, "/v1/chat/completions", req, &st);
+  ASSERT_EQ(st, 200) << r;
+  const json& ch = r["choices"][0];
+  ASSERT_TRUE(ch["logprobs"].is_object()) << r;
+  const json& content = ch["logprobs"]["content"];
+  ASSERT_TRUE(content.is_array());
+  ASSERT_FALSE(content.empty());
+  std::string joined;
+  for (const json& e : content) {
+    ASSERT_TRUE(e["token"].is_string()) << e;
+    const std::string token = e["token"];
+    const double logprob = e["logprob"];
+    EXPECT_LE(logprob, 0.0);
+    std::vector<int> bytes(token.begin(), token.end());
+    for (int& b : bytes) b &= 0xFF;
+    EXPECT_EQ(e["bytes"].get<std::vector<int>>(), bytes) << e;
+    const json& top = e["top_logprobs"];
+    ASSERT_EQ(top.size(), 2u) << e;
+    EXPECT_EQ(top[0]["token"], token);  // greedy
+    EXPECT_DOUBLE_EQ(top[0]["logprob"].get<double>(), logprob);
+    EXPECT_GE(top[0]["logprob"].get<double>(), top[1]["logprob"].get<double>());
+    for (const json& t : top) EXPECT_TRUE(t["bytes"].is_array());
+    joined += token;
+  }
+  EXPECT_EQ(joined, ch["message"]["content"].get<std::string>());
+
+  // Streaming: the deltas' entries concatenated equal the non-streaming ones.
+  auto sr =
+      c->Post("/v1/chat/completions", with(req, {{"stream", true}}).dump(), "application/json");
+  ASSERT_TRUE(sr);
+  ASSERT_EQ(sr->status, 200);
+  json streamed = json::array();
+  for (const json& chunk : sse_chunks(sr->body)) {
+    const json& lp = chunk["choices"][0]["logprobs"];
+    if (lp.is_null()) continue;
+    for (const json& e : lp["content"]) streamed.push_back(e);
+  }
+  EXPECT_EQ(streamed, content);
+
+  // logprobs without top_logprobs: no alternatives; without logprobs: null.
+  r = post_json(*c, "/v1/chat/completions", with(chat_request(4), {{"logprobs", true}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  for (const json& e : r["choices"][0]["logprobs"]["content"]) {
+    EXPECT_TRUE(e["top_logprobs"].is_array());
+    EXPECT_TRUE(e["top_logprobs"].empty());
+  }
+  r = post_json(*c, "/v1/chat/completions", chat_request(4), &st);
+  ASSERT_EQ(st, 200) << r;
+  EXPECT_TRUE(r["choices"][0]["logprobs"].is_null());
+}
+
+// Out-of-range logprobs / top_logprobs / n: 400 invalid_request_error naming the field.
+TEST(Server, LogprobsAndNOutOfRangeAre400) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  const json comp = completion("Once", 4);
+  const json chat = chat_request(4);
+  const std::vector<std::tuple<std::string, json, std::string>> cases = {
+      {"/v1/completions", with(comp, {{"logprobs", 6}}), "logprobs"},
+      {"/v1/completions", with(comp, {{"logprobs", -1}}), "logprobs"},
+      {"/v1/completions", with(comp, {{"logprobs", true}}), "logprobs"},
+      {"/v1/completions", with(comp, {{"n", 17}}), "n"},
+      {"/v1/completions", with(comp, {{"n", 0}}), "n"},
+      {"/v1/chat/completions", with(chat, {{"logprobs", true}, {"top_logprobs", 21}}),
+       "top_logprobs"},
+      {"/v1/chat/completions", with(chat, {{"logprobs", true}, {"top_logprobs", -1}}),
+       "top_logprobs"},
+      {"/v1/chat/completions", with(chat, {{"top_logprobs", 2}}), "top_logprobs"},
+      {"/v1/chat/completions", with(chat, {{"logprobs", false}, {"top_logprobs", 1}}),
+       "top_logprobs"},
+      {"/v1/chat/completions", with(chat, {{"logprobs", 1}}), "logprobs"},
+      {"/v1/chat/completions", with(chat, {{"n", 17}}), "n"},
+  };
+  for (const auto& [path, body, param] : cases) {
+    int st = 0;
+    json r = post_json(*c, path, body, &st);
+    EXPECT_EQ(st, 400) << path << " " << body;
+    expect_error_body(r);
+    EXPECT_EQ(r["error"]["type"], "invalid_request_error") << r;
+    EXPECT_EQ(r["error"]["param"], param) << r;
+    EXPECT_NE(r["error"]["message"].get<std::string>().find(param), std::string::npos) << r;
+  }
+}
+
+// n = 3 with a seed: three choices equal to three requests with seeds s, s+1, s+2; usage counts
+// the prompt once and sums the completions; temperature 0 gives equal choices.
+TEST(Server, NChoicesEqualSeparateSeeds) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  const json base = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 16}, {"temperature", 0.9}, {"seed", 42}};
+  int st = 0;
+  json r = post_json(*c, "/v1/completions", with(base, {{"n", 3}, {"logprobs", 1}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  ASSERT_EQ(r["choices"].size(), 3u);
+  int completion_sum = 0, prompt_tokens = 0;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 3; ++i) {
+    json one = post_json(*c, "/v1/completions", with(base, {{"seed", 42 + i}}), &st);
+    ASSERT_EQ(st, 200) << one;
+    const json& ch = r["choices"][i];
+    EXPECT_EQ(ch["index"], i);
+    EXPECT_EQ(ch["text"], one["choices"][0]["text"]) << "choice " << i;
+    EXPECT_EQ(ch["finish_reason"], one["choices"][0]["finish_reason"]);
+    EXPECT_TRUE(ch["logprobs"].is_object());
+    completion_sum += one["usage"]["completion_tokens"].get<int>();
+    prompt_tokens = one["usage"]["prompt_tokens"];
+    texts.push_back(ch["text"]);
+  }
+  expect_usage(r["usage"]);
+  EXPECT_EQ(r["usage"]["completion_tokens"], completion_sum);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_FALSE(texts[0] == texts[1] && texts[1] == texts[2]) << "seeds did not differ";
+
+  // Greedy: all choices equal.
+  r = post_json(*c, "/v1/completions", with(completion("Lily went", 12), {{"n", 3}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  ASSERT_EQ(r["choices"].size(), 3u);
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(r["choices"][i]["text"], r["choices"][0]["text"]);
+  // Chat too.
+  r = post_json(*c, "/v1/chat/completions", with(chat_request(8), {{"n", 2}}), &st);
+  ASSERT_EQ(st, 200) << r;
+  ASSERT_EQ(r["choices"].size(), 2u);
+  EXPECT_EQ(r["choices"][1]["index"], 1);
+  EXPECT_EQ(r["choices"][1]["message"], r["choices"][0]["message"]);
+  EXPECT_EQ(s.srv->stats().n_live_threads, 0);
+}
+
+// n = 2 streaming: chunks of both indexes interleaved, one finish chunk per index, the usage
+// chunk, then exactly one [DONE]; the texts equal the non-streaming n = 2 answer.
+TEST(Server, NChoicesStream) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s;
+  auto c = s.client();
+  const json base = {{"prompt", "Once upon a time"},
+                     {"max_tokens", 20},
+                     {"temperature", 1.0},
+                     {"seed", 7},
+                     {"n", 2}};
+  int st = 0;
+  const json plain = post_json(*c, "/v1/completions", base, &st);
+  ASSERT_EQ(st, 200) << plain;
+  auto sr =
+      c->Post("/v1/completions",
+              with(base, {{"stream", true}, {"stream_options", {{"include_usage", true}}}}).dump(),
+              "application/json");
+  ASSERT_TRUE(sr);
+  ASSERT_EQ(sr->status, 200);
+  std::vector<std::string> text(2);
+  std::vector<int> finishes(2, 0);
+  bool usage_seen = false;
+  const std::vector<json> chunks = sse_chunks(sr->body);
+  for (const json& chunk : chunks) {
+    if (chunk.contains("usage")) {
+      // The same counts (the prompt now comes from the prefix cache).
+      EXPECT_EQ(chunk["usage"]["completion_tokens"], plain["usage"]["completion_tokens"]);
+      EXPECT_EQ(chunk["usage"]["prompt_tokens"], plain["usage"]["prompt_tokens"]);
+      usage_seen = true;
+      continue;
+    }
+    EXPECT_FALSE(usage_seen) << "usage chunk before the end";
+    ASSERT_EQ(chunk["choices"].size(), 1u);
+    const json& ch = chunk["choices"][0];
+    const int index = ch["index"];
+    ASSERT_TRUE(index == 0 || index == 1) << chunk;
+    EXPECT_EQ(finishes[index], 0) << "chunk after the finish of choice " << index;
+    text[index] += ch["text"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) ++finishes[index];
+  }
+  EXPECT_TRUE(usage_seen);
+  EXPECT_EQ(finishes, (std::vector<int>{1, 1}));
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(text[i], plain["choices"][i]["text"]) << i;
+
+  // Chat: a role chunk per choice first.
+  json chat = with(chat_request(6), {{"n", 2}, {"stream", true}});
+  auto sc = c->Post("/v1/chat/completions", chat.dump(), "application/json");
+  ASSERT_TRUE(sc);
+  ASSERT_EQ(sc->status, 200);
+  std::vector<int> roles(2, 0);
+  std::vector<int> chat_finishes(2, 0);
+  for (const json& chunk : sse_chunks(sc->body)) {
+    const json& ch = chunk["choices"][0];
+    const int index = ch["index"];
+    if (ch["delta"].contains("role")) {
+      EXPECT_EQ(chat_finishes[index], 0);
+      ++roles[index];
+    }
+    if (!ch["finish_reason"].is_null()) ++chat_finishes[index];
+  }
+  EXPECT_EQ(roles, (std::vector<int>{1, 1}));
+  EXPECT_EQ(chat_finishes, (std::vector<int>{1, 1}));
+}
+
+// A streaming client of an n = 2 request that goes away cancels both threads.
+TEST(Server, NChoicesDisconnectCancelsAll) {
+  LLMT_REQUIRE_DATA(kModel);
+  EngineConfig ec = test::server_engine_config();
+  ec.prefix_caching = false;
+  Running s(test::server_test_options(), ec);
+  const int fd = connect_to(s.srv->port());
+  ASSERT_GE(fd, 0);
+  json b = with(completion("Once upon a time", kLongTokens), {{"stream", true}, {"n", 2}});
+  const std::string body = b.dump();
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  std::string got;
+  char buf[512];
+  size_t n_events = 0;
+  while (n_events < 4) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<size_t>(n));
+    n_events = 0;
+    for (size_t p = got.find("data: "); p != std::string::npos; p = got.find("data: ", p + 1)) {
+      ++n_events;
+    }
+  }
+  EXPECT_EQ(got.find("[DONE]"), std::string::npos) << "finished before the disconnect";
+  EXPECT_EQ(s.srv->stats().n_live_threads, 2);
+  close_and_expect_cancelled(s, fd, 2);
+}
+
+}  // namespace
+}  // namespace llmt
+
+namespace llmt {
+namespace {
+
+// Admission counts threads: with --max-queue 3 and an n = 2 request running, another n = 2
+// request gets 429 (with an integer Retry-After in [1, 60]) while an n = 1 one is served; n
+// beyond max_queue is a 400. The running request is on synth-125m (one thread), so it is
+// certainly live meanwhile.
+TEST(Server, AdmissionCountsChoicesAsThreads) {
+  LLMT_REQUIRE_DATA(kSynth);
+  EngineConfig ec = synth_engine_config();
+  server::ServerOptions so = test::server_test_options();
+  so.model_name = "synth";
+  so.max_queue = 3;
+  Running s(so, ec);
+  ASSERT_TRUE(s.srv);
+  auto body = [](int n, int max_tokens) {
+    return json{
+        {"prompt", "Once upon a time"}, {"max_tokens", max_tokens}, {"temperature", 0}, {"n", n}};
+  };
+  auto long_request = std::async(std::launch::async, [&] {
+    auto c = s.client();
+    int st = 0;
+    json r = post_json(*c, "/v1/completions", body(2, 150), &st);
+    return st;
+  });
+  const auto t0 = Clock::now();
+  while (s.srv->stats().n_live_threads < 2 && Clock::now() - t0 < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(s.srv->stats().n_live_threads, 2);
+  auto c = s.client();
+  auto r = c->Post("/v1/completions", body(2, 1).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429) << r->body;
+  const std::string retry = r->get_header_value("Retry-After");
+  ASSERT_FALSE(retry.empty());
+  EXPECT_EQ(retry.find_first_not_of("0123456789"), std::string::npos) << retry;
+  EXPECT_GE(std::atoi(retry.c_str()), 1);
+  EXPECT_LE(std::atoi(retry.c_str()), 60);
+  ASSERT_EQ(s.srv->stats().n_live_threads, 2) << "the long request ended too early for this test";
+  int st = 0;
+  post_json(*c, "/v1/completions", body(1, 1), &st);
+  EXPECT_EQ(st, 200);
+  json big = post_json(*c, "/v1/completions", body(4, 1), &st);
+  EXPECT_EQ(st, 400) << big;
+  EXPECT_EQ(long_request.get(), 200);
+  EXPECT_EQ(s.srv->stats().n_live_threads, 0);
 }
 
 }  // namespace

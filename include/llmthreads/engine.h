@@ -98,6 +98,21 @@ struct ThreadRequest {
   // same prompt share its KV through the prefix cache.
   std::vector<int32_t> score_tokens;
 
+  // Log-probabilities of the generated tokens (opt-in): -1 = off; 0 = the sampled token's only;
+  // N in [1, kMaxLogprobs] = also the N most likely tokens at that position (min(N, n_vocab) of
+  // them). Each kToken event that carries a sampled token then has ThreadEvent::logprob, and
+  // ThreadResult::logprobs gets one entry per generated token. Ignored by scoring threads.
+  //
+  // Which distribution: the model's, i.e. a log-softmax over the full vocabulary of the raw
+  // logits, before any sampling transform (penalties, top-k, top-p, min-p, temperature). This
+  // is what OpenAI returns, and it does not depend on the sampling settings, so a token drawn at
+  // temperature 1.5 reports its probability under the model, and a greedy token chosen under a
+  // repetition penalty need not be the top alternative. Cost: one pass over the vocabulary (plus
+  // a top-N selection) per generated token, paid only by threads that asked; other threads take
+  // no extra work, allocation or formatting per token.
+  int32_t logprobs = -1;
+  static constexpr int32_t kMaxLogprobs = 20;
+
   int32_t priority = 0;       // higher runs first (kPriority)
   uint64_t tenant = 0;        // job / tenant (kFairShare)
   // Finish with FinishReason::kDeadline once this much time has passed since submit (0 = none).
@@ -117,6 +132,21 @@ struct Usage {
   int32_t cached_tokens = 0;     // prompt tokens served from the prefix cache
 };
 
+// One token with its natural-log probability under the model (see ThreadRequest::logprobs).
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+};
+
+// The log-probability of one sampled token and the top alternatives at its position: `top` has
+// min(ThreadRequest::logprobs, n_vocab) entries in (logprob descending, id ascending) order, so a
+// greedy token (no penalties) is top[0]; the sampled token may or may not be among them.
+struct TokenLogprobs {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top;
+};
+
 struct ThreadTimings {
   double queue_s = 0.0;   // submit -> first step that computed its tokens
   double ttft_s = 0.0;    // submit -> first token sampled
@@ -132,6 +162,9 @@ struct ThreadResult {
   FinishReason finish_reason = FinishReason::kStop;
   std::string stop_matched;     // the stop string or token text that ended it
   std::string error;            // kError: why
+  // ThreadRequest::logprobs >= 0: one entry per element of `tokens` (same order; a matched stop
+  // token's entry included). Empty otherwise.
+  std::vector<TokenLogprobs> logprobs;
   std::vector<float> score_logprobs;  // scoring threads: log P(score_tokens[i] | before)
   double score_logprob = 0.0;         // their sum
   Usage usage;
@@ -146,6 +179,10 @@ struct ThreadEvent {
   // of a possible stop string is held back until resolved).
   int32_t token = -1;
   std::string text;
+  // kToken with token >= 0 of a thread with ThreadRequest::logprobs >= 0: that token's
+  // log-probability and top alternatives. Empty otherwise (also for the token = -1 event that
+  // carries text held back until the finish).
+  std::optional<TokenLogprobs> logprob;
   // kFinished: the whole result.
   std::shared_ptr<const ThreadResult> result;
 };
@@ -199,8 +236,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates (tokens in range, prompt not empty, sampling params, prompt + max_tokens within
-  // n_ctx and within the KV pool, queue limit) and queues the thread. Errors are returned here;
+  // Validates (tokens in range, prompt not empty, sampling params, logprobs in
+  // [-1, kMaxLogprobs], prompt + max_tokens within n_ctx and within the KV pool, queue limit)
+  // and queues the thread. Errors are returned here;
   // nothing is queued then.
   Result<ThreadHandle> submit(ThreadRequest request);
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one

@@ -22,6 +22,8 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -58,6 +60,66 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The engine's one log-softmax over a row of logits (the full vocabulary), used by scoring
+// threads and by generated-token logprobs: log P(i) = logits[i] - max - log_sum, in double.
+struct LogSoftmax {
+  double max = -INFINITY;
+  double log_sum = 0.0;
+  float logprob(float logit) const {
+    return static_cast<float>(static_cast<double>(logit) - max - log_sum);
+  }
+};
+
+// log_sum for a row whose maximum is known.
+LogSoftmax log_softmax_with_max(std::span<const float> logits, double mx) {
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+  return LogSoftmax{mx, std::log(sum)};
+}
+
+LogSoftmax log_softmax(std::span<const float> logits) {
+  double mx = -INFINITY;
+  for (float v : logits) mx = std::max<double>(mx, v);
+  return log_softmax_with_max(logits, mx);
+}
+
+// Strict total order of alternatives: higher logit first, then lower id (NaN never ranks first).
+bool ranks_before(float la, int32_t ia, float lb, int32_t ib) {
+  return la > lb || (la == lb && ia < ib);
+}
+
+// Fills *out for the sampled `token` of a row of raw logits: its log-probability and the n_top
+// most likely tokens (logprob descending, id ascending). One pass finds the maximum and the top
+// n_top (insertion into a sorted list of at most n_top entries), a second sums the exponentials.
+void token_logprobs(std::span<const float> logits, int32_t token, int32_t n_top,
+                    TokenLogprobs* out) {
+  const int32_t n = std::min<int32_t>(n_top, static_cast<int32_t>(logits.size()));
+  out->token = token;
+  out->top.clear();
+  out->top.reserve(static_cast<size_t>(std::max(n, 0)));
+  std::vector<TokenLogprob>& top = out->top;
+  double mx = -INFINITY;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = logits[i];
+    mx = std::max<double>(mx, v);
+    if (n <= 0) continue;
+    const int32_t id = static_cast<int32_t>(i);
+    if (static_cast<int32_t>(top.size()) == n &&
+        !ranks_before(v, id, top.back().logprob, top.back().token)) {
+      continue;
+    }
+    if (static_cast<int32_t>(top.size()) == n) top.pop_back();
+    size_t at = top.size();
+    while (at > 0 && ranks_before(v, id, top[at - 1].logprob, top[at - 1].token)) --at;
+    top.insert(top.begin() + static_cast<std::ptrdiff_t>(at), TokenLogprob{id, v});
+  }
+  const LogSoftmax ls = log_softmax_with_max(logits, mx);
+  for (TokenLogprob& t : top) t.logprob = ls.logprob(t.logprob);  // logit -> logprob
+  out->logprob = token >= 0 && static_cast<size_t>(token) < logits.size()
+                     ? ls.logprob(logits[static_cast<size_t>(token)])
+                     : -INFINITY;
 }
 
 }  // namespace
@@ -192,6 +254,9 @@ struct Live {
   int32_t score_from = -1;
   int32_t n_score = 0;
   size_t max_stop_len = 0;
+  // ThreadRequest::logprobs >= 0: the logprobs of the token sampled this step, until on_token()
+  // moves them into the event and the result.
+  std::optional<TokenLogprobs> next_logprob;
 };
 
 struct Command {
@@ -244,7 +309,6 @@ struct Engine::Impl {
   std::vector<std::span<const int32_t>> tables;
   std::vector<int32_t> logit_row;  // per chunk: row in batch_logits, or -1
   std::vector<std::pair<size_t, int32_t>> score_rows;  // scoring chunks: (chunk, first row)
-  std::vector<float> lsm;  // log-softmax scratch
   std::vector<ThreadId> finished_now;
   bool stopping = false;
 
@@ -377,6 +441,11 @@ bool Engine::Impl::on_token(Live& l, int32_t token) {
   ev.kind = ThreadEvent::Kind::kToken;
   ev.id = l.id;
   ev.token = token;
+  if (l.next_logprob) {
+    l.result.logprobs.push_back(*l.next_logprob);
+    ev.logprob = std::move(l.next_logprob);
+    l.next_logprob.reset();
+  }
   if (eog || stop_tok) {
     l.result.stop_matched = tok->token_to_piece(token, true);
     emit(l, std::move(ev));
@@ -572,7 +641,11 @@ void Engine::Impl::step() {
     const sched::Chunk& ch = plan.chunks[ci];
     auto it = live.find(ch.id);
     if (it == live.end()) continue;
-    const int32_t token = it->second->sampler->sample(ctx->batch_logits(logit_row[ci]));
+    Live& l = *it->second;
+    const auto logits = ctx->batch_logits(logit_row[ci]);
+    const int32_t token = l.sampler->sample(logits);  // reads the raw logits, does not change them
+    if (l.req.logprobs >= 0)
+      token_logprobs(logits, token, l.req.logprobs, &l.next_logprob.emplace());
     result.sampled.push_back({ch.id, token});
   }
   // Scoring chunks: log-probabilities of the score tokens their rows predict.
@@ -588,12 +661,7 @@ void Engine::Impl::step() {
       if (pos < l.score_from || pos >= l.score_from + l.n_score) continue;
       const auto logits = ctx->batch_logits(row++);
       const int32_t next = toks[pos + 1];
-      double mx = -INFINITY;
-      for (float v : logits) mx = std::max<double>(mx, v);
-      double sum = 0.0;
-      for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
-      l.result.score_logprobs[pos - l.score_from] =
-          static_cast<float>(static_cast<double>(logits[next]) - mx - std::log(sum));
+      l.result.score_logprobs[pos - l.score_from] = log_softmax(logits).logprob(logits[next]);
     }
   }
   sched->complete(result, now());
@@ -819,6 +887,11 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
     return invalid_argument("max_tokens must be >= 1, got " + std::to_string(request.max_tokens));
   }
   if (!(request.deadline_s >= 0)) return invalid_argument("deadline must be >= 0 seconds");
+  if (request.logprobs < -1 || request.logprobs > ThreadRequest::kMaxLogprobs) {
+    return invalid_argument("logprobs must be in [-1, " +
+                            std::to_string(ThreadRequest::kMaxLogprobs) + "] (-1 = off), got " +
+                            std::to_string(request.logprobs));
+  }
   auto l = std::make_unique<Live>();
   if (!request.prompt_tokens.empty()) {
     l->prompt = std::move(request.prompt_tokens);

@@ -105,6 +105,9 @@ Status document_from_openai(const tasks::InputRecord& rec, const SamplingParams&
   LLMT_RETURN_IF_ERROR(server::parse_openai_request(
       rec.body, chat ? server::Endpoint::kChatCompletions : server::Endpoint::kCompletions, base,
       &r));
+  // A batch line is one thread with one text result.
+  if (r.n != 1) return unsupported("only n = 1 is supported in batch input");
+  if (r.logprobs >= 0) return unsupported("\"logprobs\" is not supported in batch input");
   if (chat) {
     doc->messages = std::move(r.messages);
   } else {

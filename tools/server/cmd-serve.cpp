@@ -24,9 +24,12 @@
 namespace llmt::cli {
 
 int cmd_serve(int argc, char** argv) {
-  CLI::App app{"Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
-               "/v1/chat/completions, /v1/models, /health, /metrics, /v1/tasks)",
-               "serve"};
+  CLI::App app{
+      "Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
+      "/v1/chat/completions, /v1/models, /health, /metrics, /v1/tasks). Requests may "
+      "ask for n = 1..16 choices (one LLM thread each; 400 otherwise) and logprobs "
+      "(completions: logprobs 0..5; chat: logprobs true, top_logprobs 0..20)",
+      "serve"};
   std::string model_arg, max_body = "8M";
   server::ServerOptions so;
   double grace_s = 5.0;
@@ -37,11 +40,13 @@ int cmd_serve(int argc, char** argv) {
       ->check(CLI::Range(0, 65535));
   app.add_option("--api-key", so.api_key,
                  "require 'Authorization: Bearer KEY' on every endpoint but /health");
-  app.add_option("--max-queue", so.max_queue, "requests in flight at most; beyond: 429 (default 64)")
+  app.add_option("--max-queue", so.max_queue,
+                 "LLM threads in flight at most (a request of n choices counts n); beyond: 429 "
+                 "(default 64)")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--max-queue-per-tenant", so.max_queue_per_tenant,
-                 "requests in flight per tenant (the request's tenant, else user) at most; beyond: "
-                 "429 (default 0 = no limit)")
+                 "LLM threads in flight per tenant (the request's tenant, else user) at most; "
+                 "beyond: 429 (default 0 = no limit)")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-queue-tokens", so.max_queue_tokens,
                  "prompt tokens waiting for their first token at most; beyond: 429 (default "

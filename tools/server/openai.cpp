@@ -1,5 +1,7 @@
 #include "openai.h"
 
+#include <algorithm>
+#include <cctype>
 #include <limits>
 
 #include "llmthreads/model.h"
@@ -128,22 +130,29 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
   OpenAiRequest r;
   r.endpoint = endpoint;
   LLMT_RETURN_IF_ERROR(get_string(body, "model", &r.model));
-  if (present(body, "n")) {
+  {
     int64_t n = 1;
-    LLMT_RETURN_IF_ERROR(get_int(body, "n", 1, 1 << 20, &n));
-    if (n != 1) return unsupported("only n = 1 is supported");
+    LLMT_RETURN_IF_ERROR(get_int(body, "n", 1, kMaxChoices, &n));
+    r.n = static_cast<int32_t>(n);
   }
   if (present(body, "best_of")) {
     int64_t b = 1;
     LLMT_RETURN_IF_ERROR(get_int(body, "best_of", 1, 1 << 20, &b));
     if (b != 1) return unsupported("only best_of = 1 is supported");
   }
-  if (present(body, "logprobs")) {
-    const json& lp = body["logprobs"];
-    const bool on = lp.is_boolean() ? lp.get<bool>()
-                    : lp.is_number_integer() ? lp.get<int64_t>() != 0
-                                             : true;
-    if (on) return unsupported("\"logprobs\" is not supported by this server");
+  if (endpoint == Endpoint::kCompletions) {
+    int64_t lp = -1;
+    LLMT_RETURN_IF_ERROR(get_int(body, "logprobs", 0, kMaxCompletionLogprobs, &lp));
+    r.logprobs = static_cast<int32_t>(lp);
+  } else {
+    bool lp = false;
+    LLMT_RETURN_IF_ERROR(get_bool(body, "logprobs", &lp));
+    int64_t top = 0;
+    LLMT_RETURN_IF_ERROR(get_int(body, "top_logprobs", 0, kMaxChatTopLogprobs, &top));
+    if (present(body, "top_logprobs") && !lp) {
+      return invalid_argument("\"top_logprobs\" needs \"logprobs\": true");
+    }
+    r.logprobs = lp ? static_cast<int32_t>(top) : -1;
   }
   if (present(body, "echo")) {
     bool echo = false;
@@ -246,7 +255,83 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
   if (req.stop) tr.stop = *req.stop;
   tr.priority = req.priority;
   tr.tenant = tenant_id(req.tenant);
+  tr.logprobs = req.logprobs;
   return tr;
+}
+
+Usage merge_usage(const std::vector<Usage>& per_choice) {
+  Usage u;
+  if (per_choice.empty()) return u;
+  u.prompt_tokens = per_choice[0].prompt_tokens;
+  u.cached_tokens = per_choice[0].cached_tokens;
+  for (const Usage& c : per_choice) {
+    u.completion_tokens += c.completion_tokens;
+    u.cached_tokens = std::min(u.cached_tokens, c.cached_tokens);
+  }
+  return u;
+}
+
+namespace {
+
+// Unicode code points in UTF-8 bytes: the bytes that do not continue a sequence.
+int64_t count_code_points(std::string_view s) {
+  int64_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+json bytes_json(std::string_view s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+}  // namespace
+
+json logprobs_json(Endpoint endpoint, const Tokenizer& tok,
+                   const std::vector<TokenLogprobs>& entries, int64_t* text_offset) {
+  if (endpoint == Endpoint::kChatCompletions) {
+    json content = json::array();
+    for (const TokenLogprobs& e : entries) {
+      if (tok.is_eog(e.token)) continue;
+      const std::string piece = tok.token_to_piece(e.token);
+      json top = json::array();
+      for (const TokenLogprob& t : e.top) {
+        const std::string tp = tok.token_to_piece(t.token);
+        top.push_back({{"token", tp}, {"logprob", t.logprob}, {"bytes", bytes_json(tp)}});
+      }
+      content.push_back({{"token", piece},
+                         {"logprob", e.logprob},
+                         {"bytes", bytes_json(piece)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       offsets = json::array();
+  int64_t offset = text_offset ? *text_offset : 0;
+  for (const TokenLogprobs& e : entries) {
+    if (tok.is_eog(e.token)) continue;
+    const std::string piece = tok.token_to_piece(e.token);
+    json top = json::object();
+    bool has_sampled = false;
+    for (const TokenLogprob& t : e.top) {
+      const std::string tp = tok.token_to_piece(t.token);
+      if (!top.contains(tp)) top[tp] = t.logprob;  // best first: the higher logprob stays
+      has_sampled = has_sampled || t.token == e.token;
+    }
+    if (!has_sampled && !top.contains(piece)) top[piece] = e.logprob;
+    tokens.push_back(piece);
+    token_logprobs.push_back(e.logprob);
+    top_logprobs.push_back(std::move(top));
+    offsets.push_back(offset);
+    offset += count_code_points(piece);
+  }
+  if (text_offset) *text_offset = offset;
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top_logprobs)},
+          {"text_offset", std::move(offsets)}};
 }
 
 const char* openai_finish_reason(FinishReason r) {
@@ -262,29 +347,42 @@ json usage_json(const Usage& u) {
 }
 
 json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
-                     int64_t created, const std::string& text, FinishReason finish,
+                     int64_t created, const std::vector<ChoiceOutput>& choices,
                      const Usage& usage) {
   const bool chat = endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
-    choice["logprobs"] = nullptr;
+  json out = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceOutput& c = choices[i];
+    json choice = {{"index", i}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = c.logprobs;
+    choice["finish_reason"] = openai_finish_reason(c.finish);
+    out.push_back(std::move(choice));
   }
-  choice["finish_reason"] = openai_finish_reason(finish);
   return {{"id", id},
           {"object", chat ? "chat.completion" : "text_completion"},
           {"created", created},
           {"model", model},
-          {"choices", json::array({choice})},
+          {"choices", std::move(out)},
           {"usage", usage_json(usage)}};
 }
 
-json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
-                int64_t created, std::string_view text, const char* finish, bool first) {
+json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                     int64_t created, const std::string& text, FinishReason finish,
+                     const Usage& usage) {
+  return completion_body(endpoint, id, model, created,
+                         std::vector<ChoiceOutput>{ChoiceOutput{text, finish, nullptr}}, usage);
+}
+
+json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model, int64_t created,
+                std::string_view text, const char* finish, bool first, int32_t index,
+                const json& logprobs) {
   const bool chat = endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}};
+  json choice = {{"index", index}};
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -292,8 +390,8 @@ json chunk_body(Endpoint endpoint, const std::string& id, const std::string& mod
     choice["delta"] = std::move(delta);
   } else {
     choice["text"] = std::string(text);
-    choice["logprobs"] = nullptr;
   }
+  choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish ? json(finish) : json(nullptr);
   return {{"id", id},
           {"object", chat ? "chat.completion.chunk" : "text_completion"},
@@ -341,11 +439,23 @@ int http_status_for(const Status& s) {
   }
 }
 
+std::string error_param(std::string_view message) {
+  if (message.size() < 3 || message[0] != '"') return {};
+  const size_t end = message.find('"', 1);
+  if (end == std::string_view::npos || end == 1) return {};
+  const std::string_view name = message.substr(1, end - 1);
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return {};
+  }
+  return std::string(name);
+}
+
 json error_body_for(const Status& s) {
   switch (http_status_for(s)) {
     case 400:
       return error_body(s.message(), "invalid_request_error",
-                        s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request");
+                        s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request",
+                        error_param(s.message()));
     case 429:
       return error_body(s.message(), "rate_limit_error", "queue_full");
     default:

@@ -8,9 +8,29 @@
 //   array of {role, content}, content a string, null or an array of text parts), max_tokens /
 //   max_completion_tokens (positive integer), temperature, top_p, presence_penalty,
 //   frequency_penalty (numbers), stop (string or array of non-empty strings), seed (integer),
-//   n (only 1), stream (bool), stream_options.include_usage (bool), user (string);
-//   logprobs (true / a positive count) and echo (true) are rejected as unsupported (400);
-//   extensions: priority (integer, higher runs first) and tenant (string; defaults to `user`).
+//   n (integer in [1, kMaxChoices]), stream (bool), stream_options.include_usage (bool), user
+//   (string); logprobs: completions an integer in [0, 5] (null = off), chat true / false with
+//   top_logprobs an integer in [0, 20] (only with logprobs: true); echo (true) and best_of > 1
+//   are rejected as unsupported (400); extensions: priority (integer, higher runs first) and
+//   tenant (string; defaults to `user`).
+//
+// Logprobs (see ThreadRequest::logprobs: the model's distribution, before sampling transforms).
+// A token's text is its piece as the detokenizer produces it (Tokenizer::token_to_piece; a
+// byte-fallback token is its raw byte, which the JSON output shows as U+FFFD when it is not a
+// whole character; chat's `bytes` gives the exact bytes). The end-of-generation token that ends
+// a choice is not listed (its text is not in the output); tokens of a matched stop string are
+// listed although the text is cut before it. Completions: {"tokens", "token_logprobs",
+// "top_logprobs": [{text: logprob}] with the `logprobs` most likely tokens plus the sampled one
+// when it is not among them (as OpenAI: up to logprobs + 1 entries; tokens with the same text
+// keep the higher logprob), "text_offset": where each token starts in the choice's text, in
+// Unicode code points from the start of the generated text (echo is not supported, so the prompt
+// is never part of it)}. Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs":
+// [{"token", "logprob", "bytes"}] with exactly top_logprobs entries, most likely first}]}.
+// Streaming chunks carry the entries of the tokens whose text they carry (tokens whose text is
+// held back, e.g. part of a character or of a possible stop string, go with the next chunk).
+//
+// n > 1: the caller runs n threads of the same prompt; choice i samples with seed + i (the
+// body's seed, else the server's default), so choice 0 equals the n = 1 answer.
 //
 // Thread-safety: every function here is pure (no shared state); call from any thread.
 #pragma once
@@ -26,6 +46,7 @@
 #include "llmthreads/engine.h"
 #include "llmthreads/sampling.h"
 #include "llmthreads/status.h"
+#include "llmthreads/tokenizer.h"
 
 namespace llmt::server {
 
@@ -44,12 +65,20 @@ struct OpenAiRequest {
   bool include_usage = false;  // stream_options.include_usage
   int32_t priority = 0;
   std::string tenant;  // "tenant", else "user", else ""
+  int32_t n = 1;       // choices, in [1, kMaxChoices]
+  // ThreadRequest::logprobs: -1 = off; completions: the `logprobs` count; chat: `top_logprobs`
+  // (0 when absent) when `logprobs` is true.
+  int32_t logprobs = -1;
 };
+
+inline constexpr int32_t kMaxChoices = 16;            // largest n
+inline constexpr int32_t kMaxCompletionLogprobs = 5;  // completions' logprobs
+inline constexpr int32_t kMaxChatTopLogprobs = 20;    // chat's top_logprobs
 
 // Parses `body` (a JSON object) for `endpoint`. `base` supplies the sampling fields the body does
 // not set. Errors: kInvalidArgument (wrong type or range, missing prompt / messages; the message
-// names the field) or kUnsupported (n != 1, logprobs, echo, non-text content parts, several
-// prompts).
+// names the field, which it starts with in quotes when it is one) or kUnsupported (best_of > 1,
+// echo, non-text content parts, several prompts).
 Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
                             const SamplingParams& base, OpenAiRequest* out);
 
@@ -65,10 +94,16 @@ struct TranslateOptions {
 
 // Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;
 // chat: the messages rendered with the chat format plus the assistant opening) into
-// ThreadRequest::prompt_tokens and fills sampling, max_tokens, stop, priority and tenant
-// (tenant_id()). Errors (kInvalidArgument): unknown model, empty prompt, a prompt that does not
+// ThreadRequest::prompt_tokens and fills sampling, max_tokens, stop, priority, tenant
+// (tenant_id()) and logprobs (one thread: the caller makes req.n of them, see choice_seed()).
+// Errors (kInvalidArgument): unknown model, empty prompt, a prompt that does not
 // fit n_ctx, prompt + max_tokens beyond n_ctx; kUnsupported: chat without a chat format.
 Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt);
+
+// The seed of choice `index` of a request whose sampling seed is `seed`: seed + index (wrapping).
+inline uint64_t choice_seed(uint64_t seed, int32_t index) {
+  return seed + static_cast<uint64_t>(index);
+}
 
 // A stable 64-bit id for a tenant name (FNV-1a; "" -> 0, the engine's default tenant).
 uint64_t tenant_id(std::string_view tenant);
@@ -80,17 +115,41 @@ const char* openai_finish_reason(FinishReason r);
 // {"cached_tokens"}}.
 nlohmann::json usage_json(const Usage& usage);
 
-// The whole non-streaming response: a "text_completion" or "chat.completion" object with one
-// choice and usage.
+// The usage of a request of several choices (one thread each, same prompt): prompt_tokens
+// counted once (the first's), completion_tokens summed, cached_tokens the smallest (the prompt
+// tokens every choice found in the cache). Zeros for an empty list.
+Usage merge_usage(const std::vector<Usage>& per_choice);
+
+// The logprobs of `entries` (engine entries of consecutive generated tokens of one choice) in
+// the endpoint's format (see the top of this file); the end-of-generation token is left out.
+// Completions: *text_offset is where the first entry's token starts (code points) and is
+// advanced past the entries; chat ignores it. `tok` renders token texts.
+nlohmann::json logprobs_json(Endpoint endpoint, const Tokenizer& tok,
+                             const std::vector<TokenLogprobs>& entries, int64_t* text_offset);
+
+// One choice of a non-streaming response.
+struct ChoiceOutput {
+  std::string text;
+  FinishReason finish = FinishReason::kStop;
+  nlohmann::json logprobs;  // null (not requested), or logprobs_json()
+};
+
+// The whole non-streaming response: a "text_completion" or "chat.completion" object with the
+// choices (index 0..n-1, in order) and usage.
+nlohmann::json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
+                               int64_t created, const std::vector<ChoiceOutput>& choices,
+                               const Usage& usage);
+// One choice without logprobs.
 nlohmann::json completion_body(Endpoint endpoint, const std::string& id, const std::string& model,
                                int64_t created, const std::string& text, FinishReason finish,
                                const Usage& usage);
 
-// One streaming chunk ("text_completion" or "chat.completion.chunk"): a choice with `text`
-// (completions) or `delta` (chat: with the role when `first`), and finish_reason (null when
-// `finish` is nullptr).
+// One streaming chunk ("text_completion" or "chat.completion.chunk"): a choice with `index`,
+// `text` (completions) or `delta` (chat: with the role when `first`), `logprobs` (null, or
+// logprobs_json() of the chunk's tokens) and finish_reason (null when `finish` is nullptr).
 nlohmann::json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
-                          int64_t created, std::string_view text, const char* finish, bool first);
+                          int64_t created, std::string_view text, const char* finish, bool first,
+                          int32_t index = 0, const nlohmann::json& logprobs = nullptr);
 // The final usage chunk of a stream with include_usage: no choices, usage set.
 nlohmann::json usage_chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
                                 int64_t created, const Usage& usage);
@@ -109,7 +168,9 @@ nlohmann::json error_body(std::string_view message, std::string_view type,
 // The HTTP status and error body for a failed Status: kInvalidArgument, kUnsupported and
 // kNotFound -> 400 "invalid_request_error"; kOutOfMemory (a queue limit) -> 429
 // "rate_limit_error"; anything else -> 500 "server_error". The code is "unsupported" for
-// kUnsupported and "invalid_request" for kInvalidArgument.
+// kUnsupported and "invalid_request" for kInvalidArgument; `param` is the field a 400's message
+// starts with in double quotes (error_param()), else null.
+std::string error_param(std::string_view message);
 int http_status_for(const Status& s);
 nlohmann::json error_body_for(const Status& s);
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "llmthreads/tasks.h"
+#include "llmthreads/tokenizer.h"
 #include "openai.h"
 #include "server/metrics.h"
 #include "task-api.h"
@@ -98,10 +100,41 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(dump_json(body), kJson);
 }
 
-void send_error(httplib::Response& res, const Status& s) {
+// A 429 gets Retry-After: retry_after_s (see retry_after_seconds()).
+void send_error(httplib::Response& res, const Status& s, int retry_after_s = 1) {
   send_json(res, http_status_for(s), error_body_for(s));
-  if (res.status == 429) res.set_header("Retry-After", "1");
+  if (res.status == 429) res.set_header("Retry-After", std::to_string(retry_after_s));
 }
+
+// The events of one request's threads (one per choice), gathered from the engine's callbacks
+// (ThreadRequest::on_event, run on the engine loop: push() only queues) for the handler thread.
+class Fanin {
+ public:
+  struct Item {
+    int32_t index;  // the choice
+    ThreadEvent event;
+  };
+  void push(int32_t index, const ThreadEvent& ev) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      items_.push_back(Item{index, ev});
+    }
+    cv_.notify_one();
+  }
+  // Appends the queued events to *out, waiting up to `timeout` for one; false when none came.
+  bool take(std::vector<Item>* out, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (!cv_.wait_for(lk, timeout, [&] { return !items_.empty(); })) return false;
+    for (Item& it : items_) out->push_back(std::move(it));
+    items_.clear();
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Item> items_;
+};
 
 // Parses the request body as JSON into *out; false after answering 400 when it is not JSON.
 bool parse_body(const httplib::Request& req, httplib::Response& res, json* out) {
@@ -223,6 +256,13 @@ class HttpServer : public httplib::Server {
 
 }  // namespace
 
+int retry_after_seconds(double work_tokens, double tokens_per_s) {
+  if (!(tokens_per_s > 0) || !std::isfinite(tokens_per_s)) return 1;
+  const double s = std::ceil(std::max(work_tokens, 0.0) / tokens_per_s);
+  if (!(s >= 1)) return 1;  // NaN too
+  return s >= kMaxRetryAfterS ? kMaxRetryAfterS : static_cast<int>(s);
+}
+
 bool constant_time_equal(const std::string& a, const std::string& b) {
   const size_t n = std::max(a.size(), b.size());
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -245,11 +285,25 @@ struct Server::Impl {
   Engine* engine = nullptr;
   TranslateOptions translate;
 
+  class Ticket;
+  // One admitted completion request.
+  struct LiveRequest {
+    Ticket* ticket = nullptr;
+    std::vector<ThreadId> threads;  // submitted so far
+  };
+
   mutable std::mutex mu;
   std::condition_variable cv;            // n_live changes
-  std::map<uint64_t, ThreadId> live;     // admission key -> thread (0 until submitted)
+  std::map<uint64_t, LiveRequest> live;  // admission key -> request
+  int64_t live_threads = 0;              // threads (choices) of the live requests
   int64_t queued_tokens = 0;
-  std::map<uint64_t, int32_t> tenant_live;  // live requests per tenant id (entries > 0 only)
+  std::map<uint64_t, int32_t> tenant_live;  // live threads per tenant id (entries > 0 only)
+  // The engine's recent throughput for Retry-After (guarded by mu): a snapshot of its processed
+  // tokens and busy time, replaced once it is kRateWindowS old, and the last rate measured.
+  Clock::time_point rate_snap_t{};
+  int64_t rate_snap_tokens = 0;
+  double rate_snap_busy_s = 0.0;
+  double tokens_per_s = 0.0;
   uint64_t next_key = 1;
   bool draining = false;
   bool stopped = false;
@@ -271,11 +325,18 @@ struct Server::Impl {
   void publish_queue_locked() {
     if (metrics) metrics->set_queue_tokens(queued_tokens);
   }
-  // TTFT of a finished completion that produced at least one token.
-  void observe_finished(const ThreadResult& r) {
-    if (metrics && r.finish_reason != FinishReason::kError && r.usage.completion_tokens > 0) {
-      metrics->observe_ttft(r.timings.ttft_s);
+  // TTFT of a finished completion request (its earliest choice to produce a token), unless
+  // one of its threads failed or none produced a token.
+  void observe_finished(const std::vector<std::shared_ptr<const ThreadResult>>& results) {
+    if (!metrics) return;
+    double ttft = -1.0;
+    for (const auto& r : results) {
+      if (!r || r->finish_reason == FinishReason::kError) return;
+      if (r->usage.completion_tokens > 0 && (ttft < 0 || r->timings.ttft_s < ttft)) {
+        ttft = r->timings.ttft_s;
+      }
     }
+    if (ttft >= 0) metrics->observe_ttft(ttft);
   }
   // The gap since the previous token event of the same request (none for the first).
   void observe_token(std::optional<Clock::time_point>* last) {
@@ -286,77 +347,155 @@ struct Server::Impl {
     *last = now;
   }
 
-  // One admitted request: holds its slot (and its prompt tokens until the first token) until
-  // destroyed.
+  // One admitted request of n_threads threads (choices): holds their slots (and its prompt
+  // tokens until the first token of any choice) until destroyed.
   class Ticket {
    public:
-    Ticket(Impl* impl, uint64_t key, int64_t tokens, uint64_t tenant)
-        : impl_(impl), key_(key), tokens_(tokens), tenant_(tenant) {}
+    Ticket(Impl* impl, uint64_t key, int64_t tokens, uint64_t tenant, int32_t n_threads,
+           int32_t max_tokens)
+        : impl_(impl),
+          key_(key),
+          tokens_(tokens),
+          tenant_(tenant),
+          n_threads_(n_threads),
+          max_tokens_(max_tokens) {}
     ~Ticket() {
       std::lock_guard<std::mutex> lk(impl_->mu);
       auto t = impl_->tenant_live.find(tenant_);
-      if (t != impl_->tenant_live.end() && --t->second <= 0) impl_->tenant_live.erase(t);
+      if (t != impl_->tenant_live.end() && (t->second -= n_threads_) <= 0) {
+        impl_->tenant_live.erase(t);
+      }
       impl_->queued_tokens -= tokens_;
+      impl_->live_threads -= n_threads_;
       impl_->publish_queue_locked();
       impl_->live.erase(key_);
       impl_->cv.notify_all();
     }
     Ticket(const Ticket&) = delete;
     Ticket& operator=(const Ticket&) = delete;
-    void set_thread(ThreadId id) {
+    void add_thread(ThreadId id) {
       std::lock_guard<std::mutex> lk(impl_->mu);
-      impl_->live[key_] = id;
+      impl_->live[key_].threads.push_back(id);
       if (impl_->cancel_all && impl_->engine) impl_->engine->cancel(id);  // stop() passed us by
     }
-    // The thread produced its first token: its prompt no longer counts as queued.
-    void started() {
+    // A choice produced a token: the prompt no longer counts as queued (after the first).
+    void on_token() {
+      generated_.fetch_add(1, std::memory_order_relaxed);
       if (tokens_ == 0) return;
       std::lock_guard<std::mutex> lk(impl_->mu);
       impl_->queued_tokens -= tokens_;
       impl_->publish_queue_locked();
       tokens_ = 0;
     }
+    // Engine tokens still to process before this request ends if the engine's throughput is
+    // shared by `n_live_threads` threads: its queued prompt plus, per thread, the tokens left to
+    // max_tokens times the threads sharing each step. Requires impl->mu.
+    double remaining_work_locked(int64_t n_live_threads) const {
+      const double per_thread_done =
+          static_cast<double>(generated_.load(std::memory_order_relaxed)) / n_threads_;
+      const double left = std::max(0.0, max_tokens_ - per_thread_done);
+      return static_cast<double>(tokens_) +
+             left * static_cast<double>(std::max<int64_t>(n_live_threads, 1));
+    }
+    uint64_t tenant() const { return tenant_; }
 
    private:
     Impl* impl_;
     uint64_t key_;
-    int64_t tokens_;
+    int64_t tokens_;  // guarded by impl->mu (written by the handler thread only)
     uint64_t tenant_;
+    int32_t n_threads_;
+    int32_t max_tokens_;
+    std::atomic<int64_t> generated_{0};  // token events of all choices
   };
 
-  // Admits a request of n_prompt tokens from `tenant`, or says why not (kOutOfMemory -> 429).
-  Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt, uint64_t tenant) {
+  // The engine's recent throughput in tokens (prefill + generated) per second of its busy time;
+  // 0 when nothing was measured yet. Requires mu.
+  double tokens_per_s_locked() {
+    if (!engine) return tokens_per_s;
+    constexpr double kRateWindowS = 2.0;
+    const EngineStats es = engine->stats();
+    const int64_t tokens = es.prefill_tokens + es.generated_tokens;
+    const Clock::time_point now = Clock::now();
+    if (rate_snap_t == Clock::time_point{}) {
+      // First look: the engine's lifetime average until a window has passed.
+      if (es.busy_s > 0) tokens_per_s = static_cast<double>(tokens) / es.busy_s;
+      rate_snap_t = now;
+      rate_snap_tokens = tokens;
+      rate_snap_busy_s = es.busy_s;
+      return tokens_per_s;
+    }
+    const double busy = es.busy_s - rate_snap_busy_s;
+    if (busy > 0.05) {
+      tokens_per_s = static_cast<double>(tokens - rate_snap_tokens) / busy;
+    } else if (tokens_per_s <= 0 && es.busy_s > 0) {
+      tokens_per_s = static_cast<double>(tokens) / es.busy_s;
+    }
+    if (std::chrono::duration<double>(now - rate_snap_t).count() >= kRateWindowS) {
+      rate_snap_t = now;
+      rate_snap_tokens = tokens;
+      rate_snap_busy_s = es.busy_s;
+    }
+    return tokens_per_s;
+  }
+
+  // Retry-After for a request refused by the thread limits: the soonest end of one of the live
+  // requests `of_tenant` selects (all when it is null), at the current throughput. Requires mu.
+  int retry_after_threads_locked(const uint64_t* of_tenant) {
+    double work = -1.0;
+    for (const auto& [key, lr] : live) {
+      if (!lr.ticket || (of_tenant && lr.ticket->tenant() != *of_tenant)) continue;
+      const double w = lr.ticket->remaining_work_locked(live_threads);
+      if (work < 0 || w < work) work = w;
+    }
+    return retry_after_seconds(std::max(work, 1.0), tokens_per_s_locked());
+  }
+
+  // Admits a request of n_threads threads (choices) of n_prompt prompt tokens and max_tokens
+  // each from `tenant`, or says why not (kOutOfMemory -> 429, *retry_after_s set).
+  Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt, uint64_t tenant, int32_t n_threads,
+                                        int32_t max_tokens, int* retry_after_s) {
     std::lock_guard<std::mutex> lk(mu);
+    *retry_after_s = 1;
     if (opt.max_queue_per_tenant > 0) {
       auto t = tenant_live.find(tenant);
-      if (t != tenant_live.end() && t->second >= opt.max_queue_per_tenant) {
+      const int64_t mine = t != tenant_live.end() ? t->second : 0;
+      if (mine > 0 && mine + n_threads > opt.max_queue_per_tenant) {
         ++counters.n_rejected_queue;
+        *retry_after_s = retry_after_threads_locked(&tenant);
         return Status(StatusCode::kOutOfMemory,
                       "too many requests in flight for this tenant (limit " +
-                          std::to_string(opt.max_queue_per_tenant) + "); retry later");
+                          std::to_string(opt.max_queue_per_tenant) + " threads); retry later");
       }
     }
-    if (static_cast<int64_t>(live.size()) >= opt.max_queue) {
+    if (live_threads + n_threads > opt.max_queue) {
       ++counters.n_rejected_queue;
+      *retry_after_s = retry_after_threads_locked(nullptr);
       return Status(StatusCode::kOutOfMemory,
-                    "the server is busy: " + std::to_string(live.size()) +
-                        " requests in flight (limit " + std::to_string(opt.max_queue) +
+                    "the server is busy: " + std::to_string(live_threads) +
+                        " threads in flight (limit " + std::to_string(opt.max_queue) +
                         "); retry later");
     }
     if (opt.max_queue_tokens > 0 && queued_tokens > 0 &&
         queued_tokens + n_prompt > opt.max_queue_tokens) {
       ++counters.n_rejected_queue;
+      *retry_after_s =
+          retry_after_seconds(static_cast<double>(queued_tokens + n_prompt - opt.max_queue_tokens),
+                              tokens_per_s_locked());
       return Status(StatusCode::kOutOfMemory,
                     "the server is busy: " + std::to_string(queued_tokens) +
                         " prompt tokens queued (limit " + std::to_string(opt.max_queue_tokens) +
                         "); retry later");
     }
+    (void)tokens_per_s_locked();  // keeps the throughput window moving
     const uint64_t key = next_key++;
-    live[key] = 0;
     queued_tokens += n_prompt;
-    ++tenant_live[tenant];
+    live_threads += n_threads;
+    tenant_live[tenant] += n_threads;
     publish_queue_locked();
-    return std::make_shared<Ticket>(this, key, n_prompt, tenant);
+    auto ticket = std::make_shared<Ticket>(this, key, n_prompt, tenant, n_threads, max_tokens);
+    live[key].ticket = ticket.get();
+    return ticket;
   }
 
   std::string new_id(Endpoint ep) {
@@ -382,8 +521,11 @@ struct Server::Impl {
   }
 
   void handle_completion(const httplib::Request& req, httplib::Response& res, Endpoint ep);
+  // Streams the choices of a submitted request (threads `ids`, events through `fan`) as SSE;
+  // logprobs_tok: render logprobs with it (null: not requested).
   void stream_response(httplib::Response& res, Endpoint ep, std::shared_ptr<Ticket> ticket,
-                       ThreadHandle handle, Engine* engine, std::string model, bool include_usage);
+                       std::shared_ptr<Fanin> fan, std::vector<ThreadId> ids, Engine* engine,
+                       std::string model, bool include_usage, const Tokenizer* logprobs_tok);
   void handle_task_create(const httplib::Request& req, httplib::Response& res);
   // The task named by the route's id, or nullptr after answering 404.
   std::shared_ptr<TaskEntry> find_task(const httplib::Request& req, httplib::Response& res);
@@ -407,141 +549,231 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     send_error(res, treq.status());
     return;
   }
+  const int32_t n = oreq.n;
+  if (n > opt.max_queue) {
+    send_error(res, invalid_argument("\"n\" = " + std::to_string(n) + " exceeds the " +
+                                     std::to_string(opt.max_queue) +
+                                     " threads this server runs at once (--max-queue)"));
+    return;
+  }
   const int64_t n_prompt = static_cast<int64_t>(treq->prompt_tokens.size());
-  Result<std::shared_ptr<Ticket>> ticket = admit(n_prompt, treq->tenant);
+  int retry_after_s = 1;
+  Result<std::shared_ptr<Ticket>> ticket =
+      admit(n_prompt, treq->tenant, n, treq->max_tokens, &retry_after_s);
   if (!ticket.is_ok()) {
-    send_error(res, ticket.status());
+    send_error(res, ticket.status(), retry_after_s);
     return;
   }
-  Result<ThreadHandle> h = eng->submit(std::move(*treq));
-  if (!h.is_ok()) {
-    send_error(res, h.status());
-    return;
+  // One thread per choice, same prompt (the prefix cache computes it once), seeds seed + i; their
+  // events meet in one queue.
+  auto fan = std::make_shared<Fanin>();
+  std::vector<ThreadId> ids;
+  const uint64_t seed = treq->sampling.seed;
+  for (int32_t i = 0; i < n; ++i) {
+    ThreadRequest r = i + 1 < n ? *treq : std::move(*treq);
+    r.sampling.seed = choice_seed(seed, i);
+    r.on_event = [fan, i](const ThreadEvent& ev) { fan->push(i, ev); };
+    Result<ThreadHandle> h = eng->submit(std::move(r));
+    if (!h.is_ok()) {
+      for (ThreadId id : ids) eng->cancel(id);
+      send_error(res, h.status(), retry_after_s);
+      return;
+    }
+    ids.push_back(h->id());
+    (*ticket)->add_thread(h->id());
   }
-  (*ticket)->set_thread(h->id());
   const std::string model = tr.model_name;
+  const Tokenizer& tok = tr.model->tokenizer();
+  const bool logprobs = oreq.logprobs >= 0;
   if (oreq.stream) {
-    stream_response(res, ep, std::move(*ticket), *h, eng, model, oreq.include_usage);
+    stream_response(res, ep, std::move(*ticket), std::move(fan), std::move(ids), eng, model,
+                    oreq.include_usage, logprobs ? &tok : nullptr);
     return;
   }
   // Non-streaming: drain the events (the first token releases the queued prompt tokens).
-  ThreadHandle handle = *h;
-  std::shared_ptr<const ThreadResult> result;
-  std::optional<Clock::time_point> last_token;
+  std::vector<std::shared_ptr<const ThreadResult>> results(static_cast<size_t>(n));
+  std::vector<std::optional<Clock::time_point>> last_token(static_cast<size_t>(n));
+  int32_t n_done = 0;
   // The connection is looked up only once the request has run for a while (short requests never
-  // pay for the scan); a client that closed it gets its thread cancelled.
+  // pay for the scan); a client that closed it gets its threads cancelled.
   int conn_fd = -2;  // -2: not looked up yet; -1: not found
   bool client_gone = false;
   constexpr auto kCheckEvery = std::chrono::milliseconds(100);
   Clock::time_point next_check = Clock::now() + kCheckEvery;
-  while (!result) {
-    std::optional<ThreadEvent> ev = handle.next(kCheckEvery);
+  std::vector<Fanin::Item> items;
+  while (n_done < n) {
+    items.clear();
+    fan->take(&items, kCheckEvery);
     if (!client_gone && Clock::now() >= next_check) {
       next_check = Clock::now() + kCheckEvery;
       if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
       if (conn_fd >= 0 && peer_gone(conn_fd)) {
         client_gone = true;
-        eng->cancel(handle.id());
+        for (ThreadId id : ids) eng->cancel(id);
         std::lock_guard<std::mutex> lk(mu);
         ++counters.n_client_cancelled;
       }
     }
-    if (!ev) {
-      if (handle.done()) result = std::make_shared<ThreadResult>(handle.wait());
-      continue;
+    for (Fanin::Item& it : items) {
+      const size_t i = static_cast<size_t>(it.index);
+      if (it.event.kind == ThreadEvent::Kind::kToken) {
+        (*ticket)->on_token();
+        observe_token(&last_token[i]);
+      } else if (!results[i]) {
+        results[i] = std::move(it.event.result);
+        ++n_done;
+      }
     }
-    if (ev->kind == ThreadEvent::Kind::kToken) {
-      (*ticket)->started();
-      observe_token(&last_token);
-    } else {
-      result = ev->result;
+  }
+  observe_finished(results);
+  std::vector<ChoiceOutput> choices;
+  std::vector<Usage> usages;
+  for (const auto& r : results) {
+    if (r->finish_reason == FinishReason::kError) {
+      send_json(res, 500,
+                error_body("generation failed: " + r->error, "server_error", "engine_error"));
+      return;
     }
+    if (r->finish_reason == FinishReason::kCancelled) {
+      send_json(res, 503,
+                error_body("the request was cancelled (server shutting down)", "server_error",
+                           "cancelled"));
+      return;
+    }
+    ChoiceOutput c;
+    c.text = r->text;
+    c.finish = r->finish_reason;
+    if (logprobs) {
+      int64_t offset = 0;
+      c.logprobs = logprobs_json(ep, tok, r->logprobs, &offset);
+    }
+    choices.push_back(std::move(c));
+    usages.push_back(r->usage);
   }
-  observe_finished(*result);
-  if (result->finish_reason == FinishReason::kError) {
-    send_json(res, 500, error_body("generation failed: " + result->error, "server_error",
-                                   "engine_error"));
-    return;
-  }
-  if (result->finish_reason == FinishReason::kCancelled) {
-    send_json(res, 503, error_body("the request was cancelled (server shutting down)",
-                                   "server_error", "cancelled"));
-    return;
-  }
-  send_json(res, 200, completion_body(ep, new_id(ep), model, unix_now(), result->text,
-                                      result->finish_reason, result->usage));
+  send_json(res, 200,
+            completion_body(ep, new_id(ep), model, unix_now(), choices, merge_usage(usages)));
 }
 
 void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
-                                   std::shared_ptr<Ticket> ticket, ThreadHandle handle,
-                                   Engine* eng, std::string model, bool include_usage) {
+                                   std::shared_ptr<Ticket> ticket, std::shared_ptr<Fanin> fan,
+                                   std::vector<ThreadId> ids, Engine* eng, std::string model,
+                                   bool include_usage, const Tokenizer* logprobs_tok) {
+  // Per request; touched by the content provider and then the release callback, which run one
+  // after the other on the connection's thread.
   struct StreamState {
     std::shared_ptr<Ticket> ticket;
-    ThreadHandle handle;
-    Engine* engine;
-    bool finished = false;
-    std::optional<Clock::time_point> last_token;  // for the inter-token latency
+    std::shared_ptr<Fanin> fan;
+    std::vector<ThreadId> ids;
+    Engine* engine = nullptr;
+    std::vector<std::shared_ptr<const ThreadResult>> results;  // per choice, once finished
+    // Inter-token latency, per choice.
+    std::vector<std::optional<Clock::time_point>> last_token;
+    // Logprobs of tokens whose text was not sent yet, and where the next one starts (per choice).
+    std::vector<std::vector<TokenLogprobs>> pending;
+    std::vector<int64_t> offsets;
   };
-  auto st = std::make_shared<StreamState>(StreamState{std::move(ticket), handle, eng, false, std::nullopt});
+  auto st = std::make_shared<StreamState>();
+  const size_t n = ids.size();
+  st->ticket = std::move(ticket);
+  st->fan = std::move(fan);
+  st->ids = std::move(ids);
+  st->engine = eng;
+  st->results.resize(n);
+  st->last_token.resize(n);
+  st->pending.resize(n);
+  st->offsets.assign(n, 0);
   const std::string id = new_id(ep);
   const int64_t created = unix_now();
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st, ep, id, created, model, include_usage](size_t, httplib::DataSink& sink) {
+      [this, st, ep, id, created, model, include_usage, logprobs_tok](size_t,
+                                                                      httplib::DataSink& sink) {
         auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
         auto client_gone = [&] {
-          st->engine->cancel(st->handle.id());
+          for (ThreadId tid : st->ids) st->engine->cancel(tid);
           std::lock_guard<std::mutex> lk(mu);
           ++counters.n_client_cancelled;
           return false;
         };
-        bool first = true;
-        if (ep == Endpoint::kChatCompletions &&
-            !write(sse_event(chunk_body(ep, id, model, created, "", nullptr, true)))) {
-          return client_gone();
+        // The logprobs of choice i's pending tokens (null when not requested or none).
+        auto take_logprobs = [&](size_t i) -> json {
+          if (!logprobs_tok || st->pending[i].empty()) return nullptr;
+          json lp = logprobs_json(ep, *logprobs_tok, st->pending[i], &st->offsets[i]);
+          st->pending[i].clear();
+          return lp;
+        };
+        const size_t n_choices = st->ids.size();
+        if (ep == Endpoint::kChatCompletions) {
+          for (size_t i = 0; i < n_choices; ++i) {
+            if (!write(sse_event(chunk_body(ep, id, model, created, "", nullptr, true,
+                                            static_cast<int32_t>(i))))) {
+              return client_gone();
+            }
+          }
         }
-        first = ep != Endpoint::kChatCompletions;
-        for (;;) {
-          std::optional<ThreadEvent> ev = st->handle.next(std::chrono::milliseconds(100));
-          if (!ev) {
+        size_t n_done = 0;
+        bool failed = false;  // a choice failed: its error event was sent, the others cancelled
+        std::vector<Fanin::Item> items;
+        while (n_done < n_choices) {
+          items.clear();
+          if (!st->fan->take(&items, std::chrono::milliseconds(100))) {
             if (!sink.is_writable()) return client_gone();
             continue;
           }
-          if (ev->kind == ThreadEvent::Kind::kToken) {
-            st->ticket->started();
-            observe_token(&st->last_token);
-            if (ev->text.empty()) continue;
-            if (!write(sse_event(chunk_body(ep, id, model, created, ev->text, nullptr, first)))) {
-              return client_gone();
+          for (Fanin::Item& it : items) {
+            const size_t i = static_cast<size_t>(it.index);
+            const int32_t index = it.index;
+            ThreadEvent& ev = it.event;
+            if (ev.kind == ThreadEvent::Kind::kToken) {
+              st->ticket->on_token();
+              observe_token(&st->last_token[i]);
+              if (logprobs_tok && ev.logprob) st->pending[i].push_back(std::move(*ev.logprob));
+              if (ev.text.empty() || failed) continue;
+              if (!write(sse_event(chunk_body(ep, id, model, created, ev.text, nullptr, false,
+                                              index, take_logprobs(i))))) {
+                return client_gone();
+              }
+              continue;
             }
-            first = false;
-            continue;
-          }
-          const ThreadResult& r = *ev->result;
-          st->finished = true;
-          observe_finished(r);
-          bool ok = true;
-          if (r.finish_reason == FinishReason::kError) {
-            ok = write(sse_event(error_body("generation failed: " + r.error, "server_error",
-                                            "engine_error")));
-          } else {
-            ok = write(sse_event(chunk_body(ep, id, model, created, "",
-                                            openai_finish_reason(r.finish_reason), first)));
-            if (ok && include_usage) {
-              ok = write(sse_event(usage_chunk_body(ep, id, model, created, r.usage)));
+            if (st->results[i]) continue;
+            st->results[i] = ev.result;
+            ++n_done;
+            const ThreadResult& r = *ev.result;
+            if (failed) continue;
+            bool ok = true;
+            if (r.finish_reason == FinishReason::kError) {
+              failed = true;
+              for (ThreadId tid : st->ids) st->engine->cancel(tid);
+              ok = write(sse_event(
+                  error_body("generation failed: " + r.error, "server_error", "engine_error")));
+            } else {
+              ok = write(sse_event(chunk_body(ep, id, model, created, "",
+                                              openai_finish_reason(r.finish_reason), false, index,
+                                              take_logprobs(i))));
             }
+            if (!ok) return client_gone();
           }
-          if (ok) ok = write(std::string(kSseDone));
-          if (!ok) return false;
-          sink.done();
-          return true;
         }
+        observe_finished(st->results);
+        bool ok = true;
+        if (!failed && include_usage) {
+          std::vector<Usage> usages;
+          for (const auto& r : st->results) usages.push_back(r->usage);
+          ok = write(sse_event(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
+        }
+        if (ok) ok = write(std::string(kSseDone));
+        if (!ok) return false;
+        sink.done();
+        return true;
       },
       [st](bool) {
-        // The response is gone (sent, or the connection failed between provider calls).
-        if (!st->finished) st->engine->cancel(st->handle.id());
+        // The response is gone (sent, or the connection failed between provider calls): cancel
+        // what still runs.
+        for (size_t i = 0; i < st->ids.size(); ++i) {
+          if (!st->results[i]) st->engine->cancel(st->ids[i]);
+        }
       });
 }
 
@@ -607,7 +839,17 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
       send_json(res, 503, error_body("the server is shutting down", "server_error",
                                      "shutting_down"));
     } else {
-      send_error(res, refused);
+      // Room comes when a task ends; estimated by the engine's backlog of prompt tokens not yet
+      // computed, at its recent throughput.
+      int retry_after_s = 1;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        const EngineStats es = eng->stats();
+        const int64_t backlog = es.prompt_tokens - es.prefill_tokens - es.prefix_hit_tokens;
+        retry_after_s = retry_after_seconds(static_cast<double>(std::max<int64_t>(backlog, 1)),
+                                            tokens_per_s_locked());
+      }
+      send_error(res, refused, retry_after_s);
     }
     return;
   }
@@ -850,8 +1092,8 @@ void Server::stop(double grace_s) {
   s.cv.wait_for(lk, grace, [&] { return s.live.empty(); });
   s.cancel_all = true;
   if (!s.live.empty() && s.engine) {
-    for (const auto& [key, id] : s.live) {
-      if (id != 0) s.engine->cancel(id);
+    for (const auto& [key, lr] : s.live) {
+      for (ThreadId id : lr.threads) s.engine->cancel(id);
     }
   }
   // Cancelled threads finish within a step; their handlers then return.
@@ -880,6 +1122,7 @@ ServerStats Server::stats() const {
   std::lock_guard<std::mutex> lk(impl_->mu);
   ServerStats st = impl_->counters;
   st.n_live = static_cast<int64_t>(impl_->live.size());
+  st.n_live_threads = impl_->live_threads;
   st.n_queued_tokens = impl_->queued_tokens;
   return st;
 }

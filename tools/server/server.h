@@ -10,11 +10,12 @@
 // ServerMetrics' in src/server/metrics.h): every answered request is counted by route name (a
 // fixed set: /health, /v1/models, /v1/completions, /v1/chat/completions, /v1/tasks,
 // /v1/tasks/{id}, /metrics, "other"; never the raw path) and HTTP status. TTFT is the engine's
-// submit -> first token sampled (ThreadTimings::ttft_s), observed once per completion request,
-// streaming or not, that produced a token and was not failed by the engine nor abandoned by its
-// client mid-stream. Inter-token latency is observed for every gap between consecutive token
-// events as the request's handler receives them (streaming or not: both drain the thread's
-// events), so a request of n tokens gives n - 1 observations. Task (/v1/tasks) threads are in
+// submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the earliest
+// choice's), observed once per completion request, streaming or not, that produced a token and
+// was not failed by the engine nor abandoned by its client mid-stream. Inter-token latency is
+// observed for every gap between consecutive token events of one choice as the request's handler
+// receives them (streaming or not: both drain the threads' events), so a choice of k tokens
+// gives k - 1 observations. Task (/v1/tasks) threads are in
 // the engine gauges and counters but not in the latency histograms. The queue-tokens gauge is
 // the admission control's queued prompt tokens; engine figures are read right before rendering.
 //
@@ -31,20 +32,47 @@
 // most 64 tasks are kept in memory: creating one more evicts finished tasks oldest-first, and
 // when all 64 are still running the request gets 429. stop() cancels running tasks.
 //
-// Admission control: a completion request is admitted only while fewer than max_queue requests
-// are live and the prompt tokens of admitted requests that have not produced their first token
-// (queued or prefilling) stay within max_queue_tokens, and (max_queue_per_tenant > 0) while its
-// tenant has fewer than max_queue_per_tenant live requests; otherwise 429 with Retry-After and
-// an OpenAI error body. Bodies over max_body_bytes get 413; validation errors 400; with an api_key,
-// every endpoint but /health needs `Authorization: Bearer KEY` (compared in constant time) or
-// gets 401. No CORS headers are sent.
+// Choices (n > 1): a request of n choices runs n engine threads of the same prompt (the prefix
+// cache computes it once; choice i samples with seed + i, see openai.h). The response has n
+// choices with index 0..n-1; usage counts the prompt once and sums the completion tokens.
+// Streaming interleaves the choices' chunks as their tokens come, each tagged with its index
+// (chat: first one role chunk per choice), then the usage chunk (include_usage) and one [DONE]
+// after every choice ended. A client that goes away cancels all n threads; a choice whose thread
+// fails ends the request (500, or an error event in a stream) and cancels the others.
+//
+// Admission control counts threads (a request of n choices counts n): a completion request is
+// admitted only while the live threads plus its n stay within max_queue (n > max_queue is a 400),
+// the prompt tokens of admitted requests that have not produced their first token (queued or
+// prefilling; a request's prompt counts once whatever its n) stay within max_queue_tokens, and
+// (max_queue_per_tenant > 0) its tenant's live threads plus n stay within max_queue_per_tenant
+// (a tenant with nothing live is always admitted); otherwise 429 with Retry-After and an OpenAI
+// error body.
+//
+// Retry-After (seconds, an integer in [1, kMaxRetryAfterS]) estimates when the refused request
+// would be admitted: retry_after_seconds(work, rate), where rate is the engine's recent
+// throughput (prefill + generated tokens per second of engine busy time, measured over a window
+// of about 2 s of wall time between admissions; the lifetime average until one has passed; 1 s
+// when nothing was measured yet) and work is, in engine tokens:
+//   * thread limits (max_queue, per tenant): the least remaining work of a live request (of that
+//     tenant) to its end, i.e. its prompt tokens not yet computed plus, per thread, its
+//     max_tokens not yet generated times the live threads sharing each step (a pessimistic
+//     bound: a thread ending early at end-of-text frees its slot sooner);
+//   * max_queue_tokens: the queued prompt tokens that must be computed before this prompt fits,
+//     queued + its prompt - max_queue_tokens;
+//   * 64 tasks running (/v1/tasks): the engine's prompt tokens not yet computed.
+// 503s while loading say Retry-After: 1. Bodies over max_body_bytes get 413; validation errors 400;
+// with an api_key, every endpoint but /health needs `Authorization: Bearer KEY` (compared in
+// constant time) or gets 401. No CORS headers are sent.
 //
 // Cancellation: a streaming client that goes away (a chunk write fails, or the socket is no
-// longer writable while waiting) cancels its LLM thread at once. cpp-httplib 0.11.4 gives a
-// request handler no view of its connection, so a non-streaming request that has run for 100 ms
-// looks its socket up once (the descriptor whose local port is the server's and whose peer is
-// the request's remote address; Linux /proc/self/fd) and then polls it for a hang-up every
-// 100 ms: a client that closed cancels its thread within about 100 ms.
+// longer writable while waiting) cancels its LLM threads (all n choices) at once. cpp-httplib
+// 0.11.4 gives a request handler no view of its connection, so a non-streaming request that has run
+// for 100 ms looks its socket up once (the descriptor whose local port is the server's and whose
+// peer is the request's remote address; Linux /proc/self/fd) and then polls it for a hang-up every
+// 100 ms: a client that closed cancels its threads within about 100 ms.
+//
+// Logprobs (completions `logprobs`, chat `logprobs` / `top_logprobs`; formats in openai.h) are
+// computed by the engine (ThreadRequest::logprobs) only for requests that ask.
 //
 // Lifetime: start() binds and serves on an internal thread; attach_engine() makes the model
 // endpoints ready (the engine must outlive the server's stop() / destruction); stop() shuts down
@@ -67,9 +95,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0: any free port (see Server::port())
   std::string api_key;              // "" = no authentication
-  int32_t max_queue = 64;           // live completion requests at most
+  int32_t max_queue = 64;           // live completion threads (choices) at most
   int64_t max_queue_tokens = 65536; // prompt tokens of not-yet-generating requests; 0 = no limit
-  int32_t max_queue_per_tenant = 0; // live completion requests of one tenant at most; 0 = no limit
+  int32_t max_queue_per_tenant = 0;  // live completion threads of one tenant at most; 0 = no limit
   size_t max_body_bytes = size_t{8} << 20;
   int32_t n_http_threads = 0;       // connection threads; 0 = max_queue + 16
   double read_timeout_s = 5.0;      // a client that stops sending a request for this long: 400
@@ -82,6 +110,7 @@ struct ServerOptions {
 
 struct ServerStats {
   int64_t n_live = 0;            // admitted completion requests not yet answered
+  int64_t n_live_threads = 0;    // their threads (choices)
   int64_t n_queued_tokens = 0;   // their prompt tokens not yet past prefill
   int64_t n_requests = 0;        // HTTP requests answered
   int64_t n_rejected_queue = 0;  // 429s
@@ -114,6 +143,13 @@ class Server {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+inline constexpr int kMaxRetryAfterS = 60;
+
+// Seconds until `work_tokens` of engine work are done at `tokens_per_s`, rounded up and clamped
+// to [1, kMaxRetryAfterS]; 1 when the rate is unknown (<= 0, not finite). The Retry-After rule
+// (see the top of this file).
+int retry_after_seconds(double work_tokens, double tokens_per_s);
 
 // Constant-time comparison of two strings (time depends on their lengths only).
 bool constant_time_equal(const std::string& a, const std::string& b);
