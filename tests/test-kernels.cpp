@@ -6,6 +6,8 @@
 //  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
 //      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3}
 //  (e) activation quantization round trip, and AVX2 quantize == scalar quantize (bytes)
+//  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16): AVX2 vs scalar
+//      within a per-case bound, and n_q heads in one call bitwise equal to one call per head
 //  plus fp16/bf16 conversions and, when real GGUF files are present, a cross-format check that
 //  the same tensor decodes to nearly the same values from every format's file.
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "llmthreads/gguf.h"
 #include "kernels/quant-blocks.h"
 #include "test-util.h"
@@ -442,6 +445,173 @@ TEST(Bf16, SpecialValues) {
     ASSERT_EQ(fp32_to_bf16(bf16_to_fp32(static_cast<uint16_t>(h))), h);
   }
 }
+
+// ---- attention ops ----
+
+// One attention shape: n_q query heads over one KV head of n_kv positions, head size hd;
+// block_size 0 = the contiguous entry points, else the paged ones (blocks in shuffled order).
+struct AttendCase {
+  int32_t n_q, hd, n_kv, block_size;
+  bool f16;
+  // |avx2 - scalar| <= tol * (1 + max_j scale*sum_d |q_d k_jd|) * sum_j p_j |v_jd| per output
+  // element (p the scalar softmax weights): the rounding scale of the score dot products (fed
+  // through the softmax) and of the weighted V sum.
+  double tol;
+};
+
+std::string attend_case_name(const testing::TestParamInfo<AttendCase>& info) {
+  const AttendCase& c = info.param;
+  return "q" + std::to_string(c.n_q) + "_hd" + std::to_string(c.hd) + "_kv" +
+         std::to_string(c.n_kv) + "_bs" + std::to_string(c.block_size) + (c.f16 ? "_f16" : "_f32");
+}
+
+std::vector<AttendCase> attend_cases() {
+  std::vector<AttendCase> v;
+  // The decode shapes of the GQA models (3 query heads per KV head, hd 64) over row counts
+  // around the 4- and 8-row passes, block sizes that cut runs at odd places, and other head
+  // counts (groups of 3 plus a rest of 1 or 2) and head sizes (hd 12: not a multiple of 8, the
+  // scalar fallback).
+  for (bool f16 : {false, true}) {
+    for (int32_t n_kv : {1, 3, 4, 5, 8, 9, 31, 128, 257}) {
+      for (int32_t bs : {0, 5, 16}) v.push_back({3, 64, n_kv, bs, f16, 1e-6});
+    }
+    for (int32_t n_q : {1, 2, 4, 5, 8}) {
+      v.push_back({n_q, 64, 77, 0, f16, 1e-6});
+      v.push_back({n_q, 64, 77, 32, f16, 1e-6});
+    }
+    for (int32_t hd : {8, 16, 40, 128}) {
+      v.push_back({3, hd, 45, 0, f16, 1e-6});
+      v.push_back({1, hd, 45, 7, f16, 1e-6});
+    }
+    v.push_back({3, 12, 45, 0, f16, 1e-6});
+    v.push_back({2, 12, 45, 4, f16, 1e-6});
+  }
+  return v;
+}
+
+// Runs one case's entry point of table ot on heads [h0, h0 + n_q).
+struct AttendInputs {
+  std::vector<float> q, k, v;          // q [n_q, hd]; k, v [n_kv, hd] (f32 values)
+  std::vector<uint16_t> k16, v16;      // the same rows as half (f16 cases use these)
+  std::vector<uint8_t> pool;           // paged: K and V rows scattered into blocks
+  std::vector<int32_t> table;
+  size_t stride = 0, v_off = 0;
+};
+
+AttendInputs attend_inputs(const AttendCase& c, uint32_t seed) {
+  AttendInputs in;
+  in.q = random_floats(static_cast<int64_t>(c.n_q) * c.hd, seed);
+  in.k = random_floats(static_cast<int64_t>(c.n_kv) * c.hd, seed + 1);
+  in.v = random_floats(static_cast<int64_t>(c.n_kv) * c.hd, seed + 2);
+  for (auto& x : in.k) x *= 2.0f;  // peaked softmax rows as well as flat ones
+  in.k16.resize(in.k.size());
+  in.v16.resize(in.v.size());
+  for (size_t i = 0; i < in.k.size(); ++i) {
+    in.k16[i] = fp32_to_fp16(in.k[i]);
+    in.v16[i] = fp32_to_fp16(in.v[i]);
+    if (c.f16) {  // the reference sees exactly the half values
+      in.k[i] = fp16_to_fp32(in.k16[i]);
+      in.v[i] = fp16_to_fp32(in.v16[i]);
+    }
+  }
+  if (c.block_size > 0) {
+    const size_t elem = c.f16 ? 2 : 4;
+    const size_t part = static_cast<size_t>(c.block_size) * c.hd * elem;
+    const int32_t n_blocks = (c.n_kv + c.block_size - 1) / c.block_size;
+    in.stride = 2 * part;
+    in.v_off = part;
+    in.pool.assign(in.stride * (n_blocks + 1), 0xFF);  // NaN fill: a stray read shows
+    in.table.resize(n_blocks);
+    for (int32_t b = 0; b < n_blocks; ++b) in.table[b] = (b * 7 + 3) % (n_blocks + 1);
+    for (int32_t j = 0; j < c.n_kv; ++j) {
+      const size_t at = static_cast<size_t>(in.table[j / c.block_size]) * in.stride +
+                        static_cast<size_t>(j % c.block_size) * c.hd * elem;
+      const size_t src = static_cast<size_t>(j) * c.hd;
+      const void* kp = c.f16 ? static_cast<const void*>(&in.k16[src]) : &in.k[src];
+      const void* vp = c.f16 ? static_cast<const void*>(&in.v16[src]) : &in.v[src];
+      std::memcpy(&in.pool[at], kp, c.hd * elem);
+      std::memcpy(&in.pool[at + in.v_off], vp, c.hd * elem);
+    }
+  }
+  return in;
+}
+
+std::vector<float> run_attend(const ops::OpsTable& ot, const AttendCase& c, const AttendInputs& in,
+                              int32_t h0, int32_t n_q) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  const float* q = in.q.data() + static_cast<int64_t>(h0) * c.hd;
+  std::vector<float> sc(static_cast<size_t>(n_q) * c.n_kv, -1.0f);
+  std::vector<float> out(static_cast<size_t>(n_q) * c.hd, -1.0f);
+  if (c.block_size == 0 && !c.f16) {
+    ot.attend(q, n_q, in.k.data(), in.v.data(), c.n_kv, c.hd, scale, sc.data(), out.data());
+  } else if (c.block_size == 0) {
+    ot.attend_f16(q, n_q, in.k16.data(), in.v16.data(), c.n_kv, c.hd, scale, sc.data(),
+                  out.data());
+  } else {
+    (c.f16 ? ot.attend_paged_f16 : ot.attend_paged)(
+        q, n_q, in.pool.data(), in.pool.data() + in.v_off, in.table.data(), in.stride,
+        c.block_size, c.n_kv, c.hd, scale, sc.data(), out.data());
+  }
+  return out;
+}
+
+class KernelAttend : public testing::TestWithParam<AttendCase> {};
+
+TEST_P(KernelAttend, Avx2MatchesScalarAndHeadsAreIndependent) {
+  const AttendCase& c = GetParam();
+  const AttendInputs in = attend_inputs(c, 100 + c.n_kv + c.hd);
+  const std::vector<float> want = run_attend(ops::ops_table(Isa::kScalar), c, in, 0, c.n_q);
+  // Per-element bound from the f32 values the kernels see.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  std::vector<double> bound(want.size());
+  for (int32_t h = 0; h < c.n_q; ++h) {
+    const float* q = in.q.data() + static_cast<int64_t>(h) * c.hd;
+    std::vector<double> s(c.n_kv);
+    double amax = 0.0, smax = -1e300;
+    for (int32_t j = 0; j < c.n_kv; ++j) {
+      double dot = 0.0, mag = 0.0;
+      for (int32_t d = 0; d < c.hd; ++d) {
+        dot += static_cast<double>(q[d]) * in.k[static_cast<size_t>(j) * c.hd + d];
+        mag += std::abs(static_cast<double>(q[d]) * in.k[static_cast<size_t>(j) * c.hd + d]);
+      }
+      s[j] = dot * scale;
+      smax = std::max(smax, s[j]);
+      amax = std::max(amax, mag * scale);
+    }
+    double z = 0.0;
+    for (int32_t j = 0; j < c.n_kv; ++j) z += std::exp(s[j] - smax);
+    for (int32_t d = 0; d < c.hd; ++d) {
+      double pv = 0.0;
+      for (int32_t j = 0; j < c.n_kv; ++j) {
+        pv += std::exp(s[j] - smax) / z * std::abs(in.v[static_cast<size_t>(j) * c.hd + d]);
+      }
+      bound[static_cast<size_t>(h) * c.hd + d] = c.tol * (1.0 + amax) * pv;
+    }
+  }
+  const std::vector<Isa> isas = have_avx2() ? std::vector<Isa>{Isa::kScalar, Isa::kAvx2}
+                                            : std::vector<Isa>{Isa::kScalar};
+  for (const Isa isa : isas) {
+    SCOPED_TRACE(isa_name(isa));
+    const ops::OpsTable& ot = ops::ops_table(isa);
+    const std::vector<float> got = run_attend(ot, c, in, 0, c.n_q);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_LE(std::abs(static_cast<double>(got[i]) - want[i]), bound[i])
+          << "element " << i << ": " << got[i] << " vs scalar " << want[i];
+    }
+    // The context groups a KV head's query heads into one call or not depending on the batch:
+    // each head's bits must not depend on that.
+    for (int32_t h = 0; h < c.n_q; ++h) {
+      const std::vector<float> one = run_attend(ot, c, in, h, 1);
+      ASSERT_EQ(std::memcmp(one.data(), got.data() + static_cast<size_t>(h) * c.hd,
+                            one.size() * sizeof(float)),
+                0)
+          << "head " << h << " alone differs from head " << h << " of " << c.n_q;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, KernelAttend, testing::ValuesIn(attend_cases()),
+                         attend_case_name);
 
 // ---- perf mode ----
 

@@ -161,7 +161,8 @@ void gemm_q45_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const 
 
 // Adds the Q6_K (code - 32) x q8 products of super-block b for NT tokens into sumi[t]: lane l
 // collects elements 4l..4l+3 of every 32-element run, times its group scale; the -32 offset is
-// removed with the activation group sums.
+// removed with the activation group sums (one vpmaddwd of the scales times -32 with the token's
+// 16 bsums, added like another run).
 template <int NT>
 inline void q6k_block(const BlockQ6K& b, const BlockQ8K* const xb[NT], __m256i sumi[NT]) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -195,10 +196,10 @@ inline void q6k_block(const BlockQ6K& b, const BlockQ8K* const xb[NT], __m256i s
       }
     }
   }
-  const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+  // -32 * scale fits int16 (|scale| <= 128); integer sums are exact in any order.
+  const __m256i sc16m = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_cvtepi8_epi16(sc8)), 5);
   for (int t = 0; t < NT; ++t) {
-    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(xb[t]->bsums)), 5);
-    sumi[t] = _mm256_sub_epi32(sumi[t], corr);
+    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc16m, load256(xb[t]->bsums)));
   }
 }
 

@@ -6,10 +6,19 @@
 namespace llmt::ops {
 
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  // Four double partial sums (element i goes to part i % 4, each part in index order), then
+  // (p0 + p1) + (p2 + p3): a fixed order for a given n (so a row's result depends on the row
+  // alone), with four independent add chains instead of one long one. Vectorizing the parts
+  // into lanes does not change any addition.
+  double part[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int l = 0; l < 4; ++l) part[l] += static_cast<double>(x[i + l]) * x[i + l];
+  }
+  for (int l = 0; i < n; ++i, ++l) part[l] += static_cast<double>(x[i]) * x[i];
+  const double sum = (part[0] + part[1]) + (part[2] + part[3]);
   const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+  for (i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
 }
 
 void softmax(float* x, int64_t n) {

@@ -11,7 +11,8 @@
 
 namespace llmt::ops {
 
-// y[i] = x[i] * w[i] / sqrt(mean(x^2) + eps). x and y may alias. Sum accumulated in double.
+// y[i] = x[i] * w[i] / sqrt(mean(x^2) + eps). x and y may alias. Sum of squares accumulated in
+// double, in four interleaved partial sums (see ops.cpp): a fixed order for each n.
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 
 // In-place softmax of x[0..n). Returns nothing; x sums to 1 afterwards (n >= 1).
@@ -28,10 +29,6 @@ void add(float* y, const float* x, int64_t n);
 // cs[2i+1] = sin(theta_i). neox false: pairs (2i, 2i+1); neox true: pairs (i, i + n_rot/2).
 // Dimensions >= n_rot are left unchanged.
 void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float* cs, bool neox);
-
-// Key/value rows the AVX2 attention walks per block (kept in L1 while every head of a group
-// uses them).
-constexpr int32_t kAttendBlock = 32;
 
 // Inner-product kernels for attention, per ISA.
 struct OpsTable {

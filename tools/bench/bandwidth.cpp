@@ -123,6 +123,9 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes) {
   peak.int8_gops = best([&](int ith, int) {
     ops[ith] = int8_dot_loop_avx2(kIter, &isink[static_cast<size_t>(ith) * 16]);
   });
+  peak.int8_scaled_gops = best([&](int ith, int) {
+    ops[ith] = int8_scaled_dot_loop_avx2(kIter, &isink[static_cast<size_t>(ith) * 16]);
+  });
   peak.f32_gops = best([&](int ith, int) {
     ops[ith] = fma_loop_avx2(kIter, &fsink[static_cast<size_t>(ith) * 16]);
   });

@@ -44,16 +44,20 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
 // (multiply and add counted as 2 ops). 0 when the CPU has no AVX2.
 struct ComputePeak {
   double int8_gops = 0.0;  // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
+  // vpmaddubsw + vpmaddwd (scale multiply, i32 widening) + vpaddd, 64 ops per 32 int8 products:
+  // the ceiling of a k-quant dot product, whose every 32 products take two multiply-port ops.
+  double int8_scaled_gops = 0.0;
   double f32_gops = 0.0;   // 256-bit FMA
 };
 ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes);
 
 // The AVX2 loops (bandwidth-avx2.cpp; only built on x86-64, only called when detect_isa() says
 // AVX2). sum_floats_avx2: sum of p[0..n), n a multiple of 64, p 32-byte aligned.
-// int8_dot_loop_avx2 / fma_loop_avx2: run n_iter iterations and return the ops performed; the
-// returned checksum in *sink only keeps the work observable.
+// int8_dot_loop_avx2 / int8_scaled_dot_loop_avx2 / fma_loop_avx2: run n_iter iterations and
+// return the ops performed; the returned checksum in *sink only keeps the work observable.
 float sum_floats_avx2(const float* p, size_t n);
 double int8_dot_loop_avx2(int64_t n_iter, int32_t* sink);
+double int8_scaled_dot_loop_avx2(int64_t n_iter, int32_t* sink);
 double fma_loop_avx2(int64_t n_iter, float* sink);
 
 // ---- matmul kernel micro-benchmarks (kernel-bench.cpp) ----

@@ -494,20 +494,27 @@ int cmd_bench(int argc, char** argv) {
     const bench::ComputePeak peak = bench::measure_compute_peak(pool, 10);
     out["compute_peak"] = {
         {"int8_gops", peak.int8_gops},
+        {"int8_scaled_gops", peak.int8_scaled_gops},
         {"f32_gops", peak.f32_gops},
         {"definition",
          "best of 10 passes of register-only AVX2 loops on all threads: int8 = vpmaddubsw+vpaddw (64 ops "
-         "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), f32 = 256-bit FMA (16 ops); 0 without AVX2"}};
+         "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
+         "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
+         "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
+         "FMA (16 ops); 0 without AVX2"}};
     out["kernels_definition"] =
         "Y[M,N] = X[M,K]*W[N,K]^T with random weights (valid fp16 scales) through "
         "matmul_prepare+matmul_compute on the thread pool; gbs = weight bytes / time, gops = "
         "2*N*K*M / time; fraction_of_limit = max(gbs / bandwidth_gbs, gops / peak) where peak is "
         "compute_peak.int8_gops for quantized types and f32_gops for f32/f16/bf16 (the roofline "
-        "fraction); bound names the larger term";
-    std::fprintf(stderr, "compute peak: int8 %.0f GOP/s, f32 FMA %.0f GOP/s\n", peak.int8_gops,
-                 peak.f32_gops);
-    std::fprintf(stderr, "%-7s %6s %6s %5s %10s %9s %9s %7s %s\n", "type", "N", "K", "M", "ms",
-                 "GB/s", "GOP/s", "frac", "bound");
+        "fraction); bound names the larger term; fraction_of_scaled_int8_peak (quantized types only) "
+        "= gops / compute_peak.int8_scaled_gops";
+    std::fprintf(stderr,
+                 "compute peak: int8 %.0f GOP/s, int8 scaled (maddubs+madd) %.0f GOP/s, f32 FMA "
+                 "%.0f GOP/s\n",
+                 peak.int8_gops, peak.int8_scaled_gops, peak.f32_gops);
+    std::fprintf(stderr, "%-7s %6s %6s %5s %10s %9s %9s %7s %7s %s\n", "type", "N", "K", "M", "ms",
+                 "GB/s", "GOP/s", "frac", "scaled", "bound");
     json rows = json::array();
     for (TensorType t : kernel_types) {
       const auto rb = tensor_row_bytes(t, o.kernel_k);
@@ -528,26 +535,34 @@ int cmd_bench(int argc, char** argv) {
         const double mem_frac = bandwidth_gbs > 0.0 ? kr.gbs.median / bandwidth_gbs : 0.0;
         const double cmp_frac = peak_gops > 0.0 ? kr.gops.median / peak_gops : 0.0;
         const bool compute_bound = cmp_frac > mem_frac;
-        rows.push_back({{"type", tensor_type_name(t)},
-                        {"n_tokens", m},
-                        {"n_rows", n},
-                        {"row_len", o.kernel_k},
-                        {"weight_bytes", kr.weight_bytes},
-                        {"ms", stats_json({kr.seconds.median * 1e3, kr.seconds.min * 1e3,
-                                           kr.seconds.max * 1e3, kr.seconds.mean * 1e3,
-                                           kr.seconds.n})},
-                        {"gbs", kr.gbs.median},
-                        {"gops", kr.gops.median},
-                        {"gbs_stats", stats_json(kr.gbs)},
-                        {"gops_stats", stats_json(kr.gops)},
-                        {"fraction_of_limit", std::max(mem_frac, cmp_frac)},
-                        {"bound", compute_bound ? "compute" : "bandwidth"},
-                        {"compute_bound", compute_bound}});
-        std::fprintf(stderr, "%-7s %6lld %6lld %5lld %10.3f %9.2f %9.1f %7.2f %s\n",
+        // Against the k-quant ceiling (vpmaddubsw + vpmaddwd per 32 products); quantized only.
+        const double scaled_frac =
+            !is_float && peak.int8_scaled_gops > 0.0 ? kr.gops.median / peak.int8_scaled_gops : 0.0;
+        json row = {{"type", tensor_type_name(t)},
+                    {"n_tokens", m},
+                    {"n_rows", n},
+                    {"row_len", o.kernel_k},
+                    {"weight_bytes", kr.weight_bytes},
+                    {"ms", stats_json({kr.seconds.median * 1e3, kr.seconds.min * 1e3,
+                                       kr.seconds.max * 1e3, kr.seconds.mean * 1e3,
+                                       kr.seconds.n})},
+                    {"gbs", kr.gbs.median},
+                    {"gops", kr.gops.median},
+                    {"gbs_stats", stats_json(kr.gbs)},
+                    {"gops_stats", stats_json(kr.gops)},
+                    {"fraction_of_limit", std::max(mem_frac, cmp_frac)},
+                    {"bound", compute_bound ? "compute" : "bandwidth"},
+                    {"compute_bound", compute_bound}};
+        if (!is_float) row["fraction_of_scaled_int8_peak"] = scaled_frac;
+        rows.push_back(std::move(row));
+        char scaled_col[16] = "-";
+        if (!is_float) std::snprintf(scaled_col, sizeof(scaled_col), "%.2f", scaled_frac);
+        std::fprintf(stderr, "%-7s %6lld %6lld %5lld %10.3f %9.2f %9.1f %7.2f %7s %s\n",
                      tensor_type_name(t), static_cast<long long>(n),
                      static_cast<long long>(o.kernel_k), static_cast<long long>(m),
                      kr.seconds.median * 1e3, kr.gbs.median, kr.gops.median,
-                     std::max(mem_frac, cmp_frac), compute_bound ? "compute" : "bandwidth");
+                     std::max(mem_frac, cmp_frac), scaled_col,
+                     compute_bound ? "compute" : "bandwidth");
       }
     }
     out["kernels"] = rows;
