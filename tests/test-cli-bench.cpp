@@ -73,7 +73,22 @@ TEST(CliBench, PpTgKernelsBandwidth) {
     }
     expect_stats(k["gbs_stats"], "kernels.gbs_stats");
     EXPECT_TRUE(k["compute_bound"].is_boolean());
+    // The scaled-int8 fraction is reported for quantized weights only, against a measured peak.
+    if (types[i] == "q4_K") {
+      ASSERT_TRUE(k["fraction_of_scaled_int8_peak"].is_number());
+      EXPECT_NEAR(k["fraction_of_scaled_int8_peak"].get<double>(),
+                  k["gops"].get<double>() / j["compute_peak"]["int8_scaled_gops"].get<double>(),
+                  1e-9);
+    } else {
+      EXPECT_FALSE(k.contains("fraction_of_scaled_int8_peak"));
+    }
   }
+  // Both int8 ceilings are measured (their ratio is not asserted: sanitizer builds time the
+  // intrinsic loop and the asm loop differently).
+  const json& peak = j["compute_peak"];
+  ASSERT_TRUE(peak["int8_gops"].is_number() && peak["int8_scaled_gops"].is_number());
+  EXPECT_GT(peak["int8_gops"].get<double>(), 0.0);
+  EXPECT_GT(peak["int8_scaled_gops"].get<double>(), 0.0);
 }
 
 TEST(CliBench, Batched) {
