@@ -102,6 +102,41 @@ std::string read_all(int fd) {
   return out;
 }
 
+// Sends `body` as POST /v1/completions on a raw socket and reads until `n_events` SSE events
+// arrived (a streaming request now generating). Returns the socket (the caller closes it), or -1
+// after a test failure; *got receives what was read.
+int start_raw_stream(int port, const json& body, size_t n_events, std::string* got) {
+  const int fd = connect_to(port);
+  if (fd < 0) {
+    ADD_FAILURE() << "cannot connect";
+    return -1;
+  }
+  const std::string text = body.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: " +
+                          std::to_string(text.size()) + "\r\n\r\n" + text;
+  if (send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
+    ADD_FAILURE() << "send failed";
+    close(fd);
+    return -1;
+  }
+  char buf[512];
+  for (size_t n = 0; n < n_events;) {
+    const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    if (r <= 0) {
+      ADD_FAILURE() << "the stream ended after " << n << " events: " << *got;
+      close(fd);
+      return -1;
+    }
+    got->append(buf, static_cast<size_t>(r));
+    n = 0;
+    for (size_t p = got->find("data: "); p != std::string::npos; p = got->find("data: ", p + 1)) {
+      ++n;
+    }
+  }
+  return fd;
+}
+
 TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
   server::OpenAiRequest r;
   SamplingParams base;
@@ -480,28 +515,12 @@ TEST(Server, DisconnectDuringStreamingFreesTheKv) {
   EngineConfig ec = test::server_engine_config();
   ec.prefix_caching = false;
   Running s(test::server_test_options(), ec);
-  const int fd = connect_to(s.srv->port());
-  ASSERT_GE(fd, 0);
   json b = completion("Once upon a time", kLongTokens);
   b["stream"] = true;
-  const std::string body = b.dump();
-  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                          "application/json\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body;
-  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
   // Read until a few tokens arrived: the thread is generating and holds KV blocks.
   std::string got;
-  char buf[512];
-  size_t n_events = 0;
-  while (n_events < 3) {
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    ASSERT_GT(n, 0);
-    got.append(buf, static_cast<size_t>(n));
-    n_events = 0;
-    for (size_t p = got.find("data: "); p != std::string::npos; p = got.find("data: ", p + 1)) {
-      ++n_events;
-    }
-  }
+  const int fd = start_raw_stream(s.srv->port(), b, 3, &got);
+  ASSERT_GE(fd, 0);
   EXPECT_EQ(got.find("[DONE]"), std::string::npos) << "finished before the disconnect";
   EXPECT_GT(s.engine->stats().kv_blocks_used, 0);
   close_and_expect_cancelled(s, fd);
@@ -1091,27 +1110,10 @@ TEST(Server, NChoicesDisconnectCancelsAll) {
   EngineConfig ec = test::server_engine_config();
   ec.prefix_caching = false;
   Running s(test::server_test_options(), ec);
-  const int fd = connect_to(s.srv->port());
-  ASSERT_GE(fd, 0);
   json b = with(completion("Once upon a time", kLongTokens), {{"stream", true}, {"n", 2}});
-  const std::string body = b.dump();
-  const std::string req =
-      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-      "application/json\r\nContent-Length: " +
-      std::to_string(body.size()) + "\r\n\r\n" + body;
-  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
   std::string got;
-  char buf[512];
-  size_t n_events = 0;
-  while (n_events < 4) {
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    ASSERT_GT(n, 0);
-    got.append(buf, static_cast<size_t>(n));
-    n_events = 0;
-    for (size_t p = got.find("data: "); p != std::string::npos; p = got.find("data: ", p + 1)) {
-      ++n_events;
-    }
-  }
+  const int fd = start_raw_stream(s.srv->port(), b, 4, &got);
+  ASSERT_GE(fd, 0);
   EXPECT_EQ(got.find("[DONE]"), std::string::npos) << "finished before the disconnect";
   EXPECT_EQ(s.srv->stats().n_live_threads, 2);
   close_and_expect_cancelled(s, fd, 2);
