@@ -4,7 +4,8 @@
 //  (c) vec_dot vs an fp64 dot of the dequantized weights and quantized-then-dequantized
 //      activations, within a relative bound
 //  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
-//      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3}
+//      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3},
+//      for every format with or without a GEMM tile (float formats also with K % 16 != 0)
 //  (e) activation quantization round trip, and AVX2 quantize == scalar quantize (bytes)
 //  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16): AVX2 vs scalar
 //      within a per-case bound, and n_q heads in one call bitwise equal to one call per head
@@ -294,6 +295,12 @@ TEST_P(KernelFormat, MatmulBatchInvariance) {
   check_batch_invariance(GetParam(), 512, 512);
   // 25 blocks of 32: a partial group of 8 blocks in the 32-element formats' GEMM tiles.
   if (tensor_type_info(GetParam().type)->block_size <= 32) check_batch_invariance(GetParam(), 800, 96);
+  // Float formats (GEMM tile 2 rows x 3 tokens, K walked in chunks): K = 803 has a partial last
+  // chunk and a 3-element scalar tail; K = 13 is the scalar tail alone.
+  if (tensor_type_info(GetParam().type)->block_size == 1) {
+    check_batch_invariance(GetParam(), 803, 96);
+    check_batch_invariance(GetParam(), 13, 96);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);

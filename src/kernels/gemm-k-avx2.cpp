@@ -436,7 +436,8 @@ GemmTileFn avx2_gemm_tile(TensorType t) {
     case TensorType::Q3_K: return gemm_k23<KQ3>;
     default: break;
   }
-  return avx2_gemm_tile_q8(t);
+  if (const GemmTileFn f = avx2_gemm_tile_q8(t)) return f;
+  return avx2_gemm_tile_float(t);
 }
 
 }  // namespace llmt::kernels

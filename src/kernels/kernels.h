@@ -6,8 +6,9 @@
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
 // rows are split over threads. matmul's register-tiled GEMM paths (AVX2 Q2_K..Q6_K, Q8_0,
-// Q4_0, Q5_0, IQ4_NL; 8 tokens per weight-row pass) evaluate per token lane exactly the float
-// operations of that format's vec_dot, so matmul with any M equals vec_dot bitwise.
+// Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens) evaluate
+// per (row, token) pair exactly the float operations of that format's vec_dot, so matmul with
+// any M equals vec_dot bitwise.
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
 // tables are immutable.

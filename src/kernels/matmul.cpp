@@ -1,11 +1,13 @@
 // Batched matmul Y[M, N] = X[M, K] · W[N, K]^T over the per-format kernels.
 // Phase 1 quantizes X's rows into the activation format and builds the small tables the AVX2
-// GEMM tiles read (Q8KGroup headers for Q8_K activations, per-token scale tables for Q8_0).
+// GEMM tiles read (Q8KGroup headers for Q8_K activations, per-token scale tables for Q8_0; F32
+// activations of F32/F16/BF16 weights are X itself, no work buffer).
 // Phase 2 splits W's rows over threads into contiguous ranges. Formats with a GEMM tile (AVX2:
-// k-quants, Q8_0, Q4_0, Q5_0, IQ4_NL) walk, inside a block of kTokenBlock tokens, tiles of
+// k-quants, Q8_0, Q4_0, Q5_0, IQ4_NL, F32, F16, BF16) walk, inside a block of kTokenBlock tokens, tiles of
 // kTileRows weight rows x kGemmTokens tokens (a weight row decoded once per 8 tokens,
 // accumulators in registers); token tails below kMinTileTokens (decode's M = 1) go through the
-// format's gemv when it has one (avx2_gemv: Q4_K, Q6_K), else vec_dot_rows. Other formats walk
+// format's gemv when it has one (avx2_gemv: Q4_K, Q6_K), else vec_dot_rows. Other formats (and
+// the float formats when M < kMinTileTokens, i.e. decode) walk
 // tiles of kTileRows rows x kMaxDotRows tokens with vec_dot_rows. Each (weight row, token) value comes from the same arithmetic whatever M,
 // the tiling or the thread split.
 //
@@ -147,9 +149,12 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
 
   const int64_t n0 = a.n * ith / nth;
   const int64_t n1 = a.n * (ith + 1) / nth;
-  if (const GemmTileFn tile_fn = gemm_tile(a.wtype, a.isa)) {
+  // Float formats below the tile minimum (decode) keep the plain vec_dot_rows walk below.
+  const GemmTileFn tile_fn = f32_act && a.m < kMinTileTokens ? nullptr : gemm_tile(a.wtype, a.isa);
+  if (tile_fn) {
     const GemmTileFn gemv_fn = gemv(a.wtype, a.isa);
-    const uint8_t* aux = xq + header_offset(x_stride, a.m);
+    // Float activations (F32/F16/BF16 tiles) are X itself: no tables follow them.
+    const uint8_t* aux = f32_act ? nullptr : xq + header_offset(x_stride, a.m);
     const bool q8k = tk->vec_dot_type == TensorType::Q8_K;
     // Bytes of aux per token (Q8_0 tables) or per group of kGemmTokens tokens (Q8_K headers).
     const size_t aux_step = q8k ? static_cast<size_t>(a.k / kQKK) * sizeof(Q8KGroup) : 0;
@@ -164,7 +169,7 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
           const uint8_t* xt = xq + static_cast<size_t>(t0) * x_stride;
           float* yt = a.y + t0 * a.n + tile;
           if (ntok >= kMinTileTokens) {
-            const uint8_t* at = aux + static_cast<size_t>(t0 / kGemmTokens) * aux_step + static_cast<size_t>(t0) * aux_tok;
+            const uint8_t* at = aux ? aux + static_cast<size_t>(t0 / kGemmTokens) * aux_step + static_cast<size_t>(t0) * aux_tok : nullptr;
             tile_fn(a.k, wt, w_stride, rows, xt, x_stride, at, yt, a.n, ntok);
           } else if (gemv_fn) {
             gemv_fn(a.k, wt, w_stride, rows, xt, x_stride, nullptr, yt, a.n, ntok);

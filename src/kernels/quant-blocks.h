@@ -256,6 +256,9 @@ GemmTileFn avx2_gemv(TensorType t);
 // Same for Q8_0 / Q4_0 / Q5_0 / IQ4_NL (gemm-q8-avx2.cpp).
 Avx2Entry avx2_entry_gemm_q8(TensorType t);
 GemmTileFn avx2_gemm_tile_q8(TensorType t);
+// Same for F32 / F16 / BF16 (quants-avx2.cpp; F32 activations read from X directly, aux unused):
+// 2 weight rows x 3 tokens per pass with FloatDot's per-pair arithmetic.
+GemmTileFn avx2_gemm_tile_float(TensorType t);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 // Helpers shared by the *-avx2.cpp files (visible only where those flags are on).

@@ -8,6 +8,7 @@
 // compiler contraction choice can differ between instantiations.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -78,6 +79,119 @@ struct FloatDot {
     for (int t = 0; t < NX; ++t) out[t * os] = hsum(_mm256_add_ps(a0[t], a1[t])) + tail[t];
   }
 };
+
+// GEMM register tile for the float formats: R weight rows x T tokens per pass, each (row, token)
+// pair with its own two accumulators, so the per-pair arithmetic is exactly FloatDot's (a0 over
+// elements i % 16 < 8, a1 over the rest, fma in element order; the caller adds the same scalar
+// std::fma tail and hsum(a0 + a1) + tail). A weight vector is loaded (and converted) once per
+// pass and serves T tokens; an activation vector serves R rows. The pass covers elements
+// [i0, i1) (multiples of 16): the accumulators are loaded from and stored back to acc (exact),
+// so K can be walked in cache-sized chunks without changing any pair's operation order.
+// x: token t's elements [i0, i1) at x + t * xs; acc: pair (r, t) at acc[(r * kFloatTileT + t) * 2].
+constexpr int kFloatTileT = kGemmTokens;
+// Pins a loaded vector to a register: without it the compiler folds the load into every FMA
+// that uses it (T or R loads instead of one), and the tile becomes load-bound again.
+inline __m256 in_reg(__m256 v) {
+  asm("" : "+x"(v));
+  return v;
+}
+template <class L, int R, int T>
+inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, int64_t i0, int64_t i1,
+                       __m256* acc) {
+  const void* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<size_t>(r) * ws;
+  __m256 a0[R][T], a1[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      a0[r][t] = acc[(r * kFloatTileT + t) * 2];
+      a1[r][t] = acc[(r * kFloatTileT + t) * 2 + 1];
+    }
+  }
+  const float* xi = x - i0;
+  for (int64_t i = i0; i < i1; i += 16) {
+    __m256 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = in_reg(L::load8(wr[r], i));
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = in_reg(_mm256_loadu_ps(xi + t * xs + i));
+      for (int r = 0; r < R; ++r) a0[r][t] = _mm256_fmadd_ps(wv[r], xv, a0[r][t]);
+    }
+    for (int r = 0; r < R; ++r) wv[r] = in_reg(L::load8(wr[r], i + 8));
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = in_reg(_mm256_loadu_ps(xi + t * xs + i + 8));
+      for (int r = 0; r < R; ++r) a1[r][t] = _mm256_fmadd_ps(wv[r], xv, a1[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      acc[(r * kFloatTileT + t) * 2] = a0[r][t];
+      acc[(r * kFloatTileT + t) * 2 + 1] = a1[r][t];
+    }
+  }
+}
+
+// Rows [0, nrows) x tokens [0, ntok) over elements [i0, i1): rows in pairs x tokens in threes,
+// then the leftover tokens, then a single-row pass for an odd last row.
+template <class L>
+inline void float_block(const uint8_t* w, size_t ws, int64_t nrows, const float* x, int64_t xs, int ntok,
+                        int64_t i0, int64_t i1, __m256* acc) {
+  int64_t r = 0;
+  for (; r + 2 <= nrows; r += 2) {
+    const uint8_t* wr = w + static_cast<size_t>(r) * ws;
+    __m256* ar = acc + r * kFloatTileT * 2;
+    int t = 0;
+    for (; t + 3 <= ntok; t += 3) float_tile<L, 2, 3>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+    if (ntok - t == 2) float_tile<L, 2, 2>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+    if (ntok - t == 1) float_tile<L, 2, 1>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+  }
+  if (r < nrows) {
+    const uint8_t* wr = w + static_cast<size_t>(r) * ws;
+    __m256* ar = acc + r * kFloatTileT * 2;
+    int t = 0;
+    for (; t + 4 <= ntok; t += 4) float_tile<L, 1, 4>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+    switch (ntok - t) {
+      case 3: float_tile<L, 1, 3>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
+      case 2: float_tile<L, 1, 2>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
+      case 1: float_tile<L, 1, 1>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
+      default: break;
+    }
+  }
+}
+
+// GemmTileFn for F32/F16/BF16 weights x F32 activations (aux unused). Blocks of 16 weight rows;
+// K walked in chunks of kFloatKc elements whose activations are first copied into a packed L1
+// buffer (power-of-two row strides would otherwise map every token's chunk onto the same cache
+// sets); then per pair FloatDot's scalar tail and horizontal sum.
+constexpr int64_t kFloatKc = 384;  // multiple of 16; 8 packed tokens = 12 KiB
+template <class L>
+void gemm_float(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
+                const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
+  constexpr int64_t kRows = 16;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const float* xr[kFloatTileT];
+  for (int t = 0; t < ntok; ++t) xr[t] = row_at<float>(x, x_stride, t);
+  const int64_t k16 = k / 16 * 16;
+  alignas(32) float xp[kFloatTileT * kFloatKc];
+  alignas(32) __m256 acc[kRows * kFloatTileT * 2];
+  for (int64_t r0 = 0; r0 < nrows; r0 += kRows) {
+    const int64_t rows = std::min(kRows, nrows - r0);
+    const uint8_t* wr = wb + static_cast<size_t>(r0) * w_stride;
+    for (int64_t j = 0; j < rows * kFloatTileT * 2; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t i0 = 0; i0 < k16; i0 += kFloatKc) {
+      const int64_t i1 = std::min(k16, i0 + kFloatKc);
+      for (int t = 0; t < ntok; ++t) std::memcpy(xp + t * kFloatKc, xr[t] + i0, static_cast<size_t>(i1 - i0) * sizeof(float));
+      float_block<L>(wr, w_stride, rows, xp, kFloatKc, ntok, i0, i1, acc);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const void* wrow = wr + static_cast<size_t>(r) * w_stride;
+      for (int t = 0; t < ntok; ++t) {
+        float tail = 0.0f;
+        for (int64_t i = k16; i < k; ++i) tail = std::fma(L::at(wrow, i), xr[t][i], tail);
+        const __m256* a = acc + (r * kFloatTileT + t) * 2;
+        y[t * y_stride + r0 + r] = hsum(_mm256_add_ps(a[0], a[1])) + tail;
+      }
+    }
+  }
+}
 
 void dequant_f16(const void* src, float* dst, int64_t n) {
   int64_t i = 0;
@@ -279,6 +393,16 @@ Avx2Entry avx2_entry(TensorType t) {
     default: break;
   }
   return avx2_entry_k(t);
+}
+
+GemmTileFn avx2_gemm_tile_float(TensorType t) {
+  switch (t) {
+    case TensorType::F32: return gemm_float<LoadF32>;
+    case TensorType::F16: return gemm_float<LoadF16>;
+    case TensorType::BF16: return gemm_float<LoadBF16>;
+    default: break;
+  }
+  return nullptr;
 }
 
 }  // namespace llmt::kernels
