@@ -3,13 +3,13 @@
 // GEMM tiles read (Q8KGroup headers for Q8_K activations, per-token scale tables for Q8_0; F32
 // activations of F32/F16/BF16 weights are X itself, no work buffer).
 // Phase 2 splits W's rows over threads into contiguous ranges. Formats with a GEMM tile (AVX2:
-// k-quants, Q8_0, Q4_0, Q5_0, IQ4_NL, F32, F16, BF16) walk, inside a block of kTokenBlock tokens, tiles of
-// kTileRows weight rows x kGemmTokens tokens (a weight row decoded once per 8 tokens,
+// k-quants, Q8_0, Q4_0, Q5_0, IQ4_NL, F32, F16, BF16) walk, inside a block of kTokenBlock tokens,
+// tiles of kTileRows weight rows x kGemmTokens tokens (a weight row decoded once per 8 tokens,
 // accumulators in registers); token tails below kMinTileTokens (decode's M = 1) go through the
-// format's gemv when it has one (avx2_gemv: Q4_K, Q6_K), else vec_dot_rows. Other formats (and
-// the float formats when M < kMinTileTokens, i.e. decode) walk
-// tiles of kTileRows rows x kMaxDotRows tokens with vec_dot_rows. Each (weight row, token) value comes from the same arithmetic whatever M,
-// the tiling or the thread split.
+// format's gemv when it has one (avx2_gemv: Q4_K, Q6_K), else vec_dot_rows (the same calls as
+// the walk below, so float decode is unchanged by the float tiles). Other formats walk
+// tiles of kTileRows rows x kMaxDotRows tokens with vec_dot_rows. Each (weight row, token) value
+// comes from the same arithmetic whatever M, the tiling or the thread split.
 //
 // Work buffer layout (a function of wtype, M and K only): M activation rows of
 // act_row_bytes(K) bytes, then, 64-byte aligned: for Q8_K activations ceil(M/8) groups of K/256
@@ -149,9 +149,7 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
 
   const int64_t n0 = a.n * ith / nth;
   const int64_t n1 = a.n * (ith + 1) / nth;
-  // Float formats below the tile minimum (decode) keep the plain vec_dot_rows walk below.
-  const GemmTileFn tile_fn = f32_act && a.m < kMinTileTokens ? nullptr : gemm_tile(a.wtype, a.isa);
-  if (tile_fn) {
+  if (const GemmTileFn tile_fn = gemm_tile(a.wtype, a.isa)) {
     const GemmTileFn gemv_fn = gemv(a.wtype, a.isa);
     // Float activations (F32/F16/BF16 tiles) are X itself: no tables follow them.
     const uint8_t* aux = f32_act ? nullptr : xq + header_offset(x_stride, a.m);

@@ -622,18 +622,25 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
       } else if (!results[i]) {
         results[i] = std::move(it.event.result);
         ++n_done;
+        // A failed choice fails the request (500 below): stop the others now, as streaming does.
+        if (results[i]->finish_reason == FinishReason::kError) {
+          for (ThreadId id : ids) eng->cancel(id);
+        }
       }
     }
   }
   observe_finished(results);
   std::vector<ChoiceOutput> choices;
   std::vector<Usage> usages;
+  // A failure first: its siblings were cancelled because of it, not by a shutdown.
   for (const auto& r : results) {
     if (r->finish_reason == FinishReason::kError) {
       send_json(res, 500,
                 error_body("generation failed: " + r->error, "server_error", "engine_error"));
       return;
     }
+  }
+  for (const auto& r : results) {
     if (r->finish_reason == FinishReason::kCancelled) {
       send_json(res, 503,
                 error_body("the request was cancelled (server shutting down)", "server_error",
