@@ -79,6 +79,11 @@ class Sampler {
   // returned when that is none). NaN logits count as -inf; if every candidate is -inf the result is
   // the lowest id, as with argmax.
   int32_t sample(std::span<const float> logits);
+  // Constrained: only tokens whose bit is set in `allowed` (bit i of word i / 64 = token i; a
+  // GrammarMatcher's mask) are candidates; the penalties are applied first, then the chain runs
+  // on the allowed tokens alone. Returns -1 when no candidate is allowed. An allowed token wins
+  // even when every allowed logit is -inf (the lowest allowed id). RNG use as sample().
+  int32_t sample(std::span<const float> logits, std::span<const uint64_t> allowed);
 
   // Appends a token to the penalty history (the engine may feed prompt tokens as well as sampled
   // ones). Only the last repeat_last_n tokens are kept. Ids outside [0, n_vocab) are ignored.
@@ -99,6 +104,7 @@ class Sampler {
     int32_t id;
   };
 
+  int32_t sample_impl(std::span<const float> logits, const uint64_t* allowed, size_t n_words);
   uint64_t next_u64();
   double next_unit();  // uniform in [0, 1)
   // Adjusts candidates_[0, n) (still in id order) by the history's counts.

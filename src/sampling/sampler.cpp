@@ -207,7 +207,16 @@ void Sampler::sort_prefix(size_t k, size_t n) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  const size_t n = std::min(logits.size(), static_cast<size_t>(n_vocab_));
+  return sample_impl(logits, nullptr, 0);
+}
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const uint64_t> allowed) {
+  return sample_impl(logits, allowed.data(), allowed.size());
+}
+
+int32_t Sampler::sample_impl(std::span<const float> logits, const uint64_t* allowed,
+                             size_t n_words) {
+  size_t n = std::min(logits.size(), static_cast<size_t>(n_vocab_));
   if (n == 0) return -1;
   constexpr float kMax = std::numeric_limits<float>::max();
   for (size_t i = 0; i < n; ++i) {
@@ -217,6 +226,16 @@ int32_t Sampler::sample(std::span<const float> logits) {
     candidates_[i] = {v, static_cast<int32_t>(i)};
   }
   if (penalties_on_) apply_penalties(n);
+  if (allowed) {
+    // Keep the allowed candidates, in id order (the order the unconstrained path sees).
+    size_t kept = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t w = i / 64;
+      if (w < n_words && ((allowed[w] >> (i % 64)) & 1)) candidates_[kept++] = candidates_[i];
+    }
+    n = kept;
+    if (n == 0) return -1;
+  }
   if (greedy_) return greedy(n);
 
   // One RNG output per non-greedy sample, drawn up front so the stream does not depend on the
