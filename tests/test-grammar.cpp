@@ -524,5 +524,24 @@ TEST(GrammarEngine, UnsatisfiableGrammarEndsTheThreadWithAnError) {
   EXPECT_TRUE(res2.text == "The cat." || res2.text == "The dog.") << res2.text;
 }
 
+TEST(GrammarBench, ScenarioRunsAndReports) {
+  const char* rel = "models/stories260K.gguf";
+  LLMT_REQUIRE_DATA(rel);
+  const auto r = test::run_command(
+      test::cli_path() + " bench --scenario grammar --scenario-threads 4 --repetitions 1 -m " +
+      test::shell_quote(test::data_path(rel)));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["scenario"], "grammar");
+  EXPECT_EQ(j["llm_threads"], 4);
+  // The schema needs at least 60 items: every thread runs to max_tokens under the grammar.
+  EXPECT_EQ(j["grammar_run"]["finished_by_length"], 4);
+  EXPECT_EQ(j["grammar_run"]["tokens"], 4 * 96);
+  EXPECT_GT(j["replay_us_per_token"]["cold"].get<double>(), 0.0);
+  EXPECT_GT(j["step_ms"]["plain_p50"].get<double>(), 0.0);
+  EXPECT_GT(j["step_ms"]["grammar_p50"].get<double>(), 0.0);
+  EXPECT_TRUE(j.contains("overhead_fraction"));
+}
+
 }  // namespace
 }  // namespace llmt

@@ -211,7 +211,7 @@ int cmd_bench(int argc, char** argv) {
   app.add_flag("--all", o.all, "pp, tg, bandwidth, kernels and batched (default --npl)");
   app.add_option("--scenario", o.scenario,
                  "engine scenario instead of the throughput figures: priority, shared-prefix, "
-                 "switch (see bench/README.md)");
+                 "switch, classify-job, grammar (see bench/README.md)");
   app.add_option("--scenario-threads", o.scenario_threads,
                  "LLM threads of the scenario (default: priority 64, shared-prefix 32, switch 16 "
                  "per batch; classify-job: documents, default 1000)")
