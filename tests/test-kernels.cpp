@@ -38,6 +38,7 @@
 #include "kernels/quant-blocks.h"
 #include "llmthreads/gguf.h"
 #include "test-util.h"
+#include "tier-util.h"
 
 namespace llmt::kernels {
 namespace {
@@ -83,12 +84,7 @@ std::vector<Isa> all_runnable() {
   for (Isa isa : runnable_tiers()) v.push_back(isa);
   return v;
 }
-constexpr Isa kTiers[] = {Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon};
-
-#define LLMT_REQUIRE_TIER(isa)             \
-  if (!isa_supported(isa))                 \
-  GTEST_SKIP() << "tier " << isa_name(isa) \
-               << " is not available on this CPU/build (best: " << isa_name(best_isa()) << ")"
+using test::kTestTiers;
 
 size_t row_bytes(TensorType t, int64_t k) {
   return *tensor_row_bytes(t, k);
@@ -379,7 +375,7 @@ TEST_P(KernelTier, MatmulEqualsLowerX86Tier) {
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
-                                          testing::ValuesIn(kTiers)),
+                                          testing::ValuesIn(kTestTiers)),
                          tier_case_name);
 
 TEST(KernelDispatch, TablesAndIsa) {

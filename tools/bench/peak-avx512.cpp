@@ -69,11 +69,12 @@ double int8_scaled_dot_loop_avx512(int64_t n_iter, int32_t* sink) {
   const __m512i a = _mm512_set1_epi8(3);
   const __m512i s = _mm512_set1_epi32(5);
   const __m512i b0 = _mm512_set1_epi8(1), b1 = _mm512_set1_epi8(2);
-#define LLMT_SUB(acc, sum)                                                                                    \
-  "vpxord %%zmm" #acc ", %%zmm" #acc ", %%zmm" #acc "\n\t" LLMT_DP(2, acc) LLMT_DP(3, acc) LLMT_DP(2, acc) \
-      LLMT_DP(3, acc) LLMT_DP(2, acc) LLMT_DP(3, acc) LLMT_DP(2, acc) LLMT_DP(3, acc)                        \
-          "vpmulld %%zmm1, %%zmm" #acc ", %%zmm" #acc "\n\t"                                                  \
-          "vpaddd %%zmm" #acc ", %%zmm" #sum ", %%zmm" #sum "\n\t"
+#define LLMT_SUB(acc, sum)                                                                 \
+  "vpxord %%zmm" #acc ", %%zmm" #acc ", %%zmm" #acc "\n\t" LLMT_DP(2, acc) LLMT_DP(3, acc) \
+      LLMT_DP(2, acc) LLMT_DP(3, acc) LLMT_DP(2, acc) LLMT_DP(3, acc) LLMT_DP(2, acc)      \
+          LLMT_DP(3, acc) "vpmulld %%zmm1, %%zmm" #acc ", %%zmm" #acc                      \
+                          "\n\t"                                                           \
+                          "vpaddd %%zmm" #acc ", %%zmm" #sum ", %%zmm" #sum "\n\t"
 #define LLMT_DP(b, acc) "vpdpbusd %%zmm" #b ", %%zmm0, %%zmm" #acc "\n\t"
   int64_t n = n_iter;
   __asm__ volatile(
