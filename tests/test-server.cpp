@@ -788,9 +788,16 @@ TEST(ServerTranslate, LogprobsAndNFields) {
                                            Endpoint::kChatCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, -1);
-  EXPECT_EQ(openai::error_param("\"top_logprobs\" must be an integer in [0, 20]"), "top_logprobs");
-  EXPECT_EQ(openai::error_param("the prompt is empty"), "");
-  EXPECT_EQ(openai::error_param("\"a b\" x"), "");
+  // The field at fault travels in the Status (the error body's "param"), not in its text.
+  const Status bad_top = openai::parse_openai_request(
+      json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 21}},
+      Endpoint::kChatCompletions, base, &r);
+  EXPECT_EQ(bad_top.field(), "top_logprobs");
+  EXPECT_EQ(openai::error_body_for(bad_top)["error"]["param"], "top_logprobs");
+  const Status no_field = invalid_argument("the prompt is empty");
+  EXPECT_EQ(no_field.field(), "");
+  EXPECT_TRUE(openai::error_body_for(no_field)["error"]["param"].is_null());
+  EXPECT_TRUE(openai::error_body_for(invalid_argument("\"a b\" x"))["error"]["param"].is_null());
   EXPECT_EQ(openai::choice_seed(41, 1), 42u);
   EXPECT_EQ(openai::choice_seed(~uint64_t{0}, 1), 0u);
   Usage a{5, 7, 3}, b{5, 4, 5};

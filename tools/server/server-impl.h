@@ -360,7 +360,7 @@ struct Server::Impl {
   }
 
   // Admits a request of n_threads threads (choices) of n_prompt prompt tokens and max_tokens
-  // each from `tenant`, or says why not (kOutOfMemory -> 429, *retry_after_s set).
+  // each from `tenant`, or says why not (kOverCapacity -> 429, *retry_after_s set).
   Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt, uint64_t tenant, int32_t n_threads,
                                         int32_t max_tokens, int* retry_after_s) {
     std::lock_guard<std::mutex> lk(mu);
@@ -371,18 +371,16 @@ struct Server::Impl {
       if (mine > 0 && mine + n_threads > opt.max_queue_per_tenant) {
         ++counters.n_rejected_queue;
         *retry_after_s = retry_after_threads_locked(&tenant);
-        return Status(StatusCode::kOutOfMemory,
-                      "too many requests in flight for this tenant (limit " +
-                          std::to_string(opt.max_queue_per_tenant) + " threads); retry later");
+        return over_capacity("too many requests in flight for this tenant (limit " +
+                             std::to_string(opt.max_queue_per_tenant) + " threads); retry later");
       }
     }
     if (live_threads + n_threads > opt.max_queue) {
       ++counters.n_rejected_queue;
       *retry_after_s = retry_after_threads_locked(nullptr);
-      return Status(StatusCode::kOutOfMemory,
-                    "the server is busy: " + std::to_string(live_threads) +
-                        " threads in flight (limit " + std::to_string(opt.max_queue) +
-                        "); retry later");
+      return over_capacity("the server is busy: " + std::to_string(live_threads) +
+                           " threads in flight (limit " + std::to_string(opt.max_queue) +
+                           "); retry later");
     }
     if (opt.max_queue_tokens > 0 && queued_tokens > 0 &&
         queued_tokens + n_prompt > opt.max_queue_tokens) {
@@ -390,10 +388,9 @@ struct Server::Impl {
       *retry_after_s =
           retry_after_seconds(static_cast<double>(queued_tokens + n_prompt - opt.max_queue_tokens),
                               tokens_per_s_locked());
-      return Status(StatusCode::kOutOfMemory,
-                    "the server is busy: " + std::to_string(queued_tokens) +
-                        " prompt tokens queued (limit " + std::to_string(opt.max_queue_tokens) +
-                        "); retry later");
+      return over_capacity("the server is busy: " + std::to_string(queued_tokens) +
+                           " prompt tokens queued (limit " + std::to_string(opt.max_queue_tokens) +
+                           "); retry later");
     }
     (void)tokens_per_s_locked();  // keeps the throughput window moving
     const uint64_t key = next_key++;

@@ -69,8 +69,8 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
     if (tasks_closed) {
       closed = true;
     } else if (tasks.size() >= kMaxTasks) {
-      refused = Status(StatusCode::kOutOfMemory, "too many tasks running (limit " +
-                                                     std::to_string(kMaxTasks) + "); retry later");
+      refused = over_capacity("too many tasks running (limit " + std::to_string(kMaxTasks) +
+                              "); retry later");
     } else {
       const uint64_t n = next_task++;
       entry->id = "task_" + std::to_string(n);
