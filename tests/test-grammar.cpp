@@ -5,7 +5,10 @@
 // at temperature 1.5 on stories260K and a random-weight Llama 3 parsing and validating.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -541,6 +544,63 @@ TEST(GrammarBench, ScenarioRunsAndReports) {
   EXPECT_GT(j["step_ms"]["plain_p50"].get<double>(), 0.0);
   EXPECT_GT(j["step_ms"]["grammar_p50"].get<double>(), 0.0);
   EXPECT_TRUE(j.contains("overhead_fraction"));
+}
+
+TEST(GrammarCli, RunExtractWithSchemaGivesValidJsonOnEveryLine) {
+  const char* rel = "models/stories260K.gguf";
+  LLMT_REQUIRE_DATA(rel);
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("llmt-grammar-cli-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string schema =
+      R"({"type":"object","properties":{"who":{"type":"string","maxLength":16},)"
+      R"("mood":{"enum":["happy","sad"]},"count":{"type":"integer"}},)"
+      R"("required":["who","mood","count"],"additionalProperties":false})";
+  {
+    std::ofstream(dir / "schema.json") << schema;
+    std::ofstream in(dir / "in.jsonl");
+    for (int i = 0; i < 12; ++i)
+      in << R"({"id": )" << i << R"(, "text": "Tom had )" << i
+         << R"( red balls and he was happy."})"
+         << "\n";
+  }
+  const std::string out = (dir / "out.jsonl").string();
+  const auto r = test::run_command(
+      test::cli_path() + " run -m " + test::shell_quote(test::data_path(rel)) +
+          " --task extract --schema " + test::shell_quote((dir / "schema.json").string()) +
+          " --prompt 'Who, mood, count: {text}' --temp 1.5 --top-k 0 --top-p 1 --min-p 0 -n 200"
+          " --threads 2 --progress none -i " +
+          test::shell_quote((dir / "in.jsonl").string()) + " -o " + test::shell_quote(out),
+      true);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::ifstream f(out);
+  std::string line;
+  int n = 0;
+  std::set<std::string> distinct;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j["error"].is_null()) << line;
+    const std::string text = j["result"]["text"].get<std::string>();
+    const Status s = validate_json(text, schema);
+    EXPECT_TRUE(s.is_ok()) << text << ": " << s.to_string();
+    distinct.insert(text);
+    ++n;
+  }
+  EXPECT_EQ(n, 12);
+  // One seed for every thread (run's --seed), so similar prompts may share answers; the prompts
+  // still change some.
+  EXPECT_GT(distinct.size(), 1u);
+  // A schema we cannot enforce is refused before anything runs, naming the keyword.
+  { std::ofstream(dir / "bad.json") << R"({"type":"string","pattern":"x"})"; }
+  const auto bad = test::run_command(
+      test::cli_path() + " run -m " + test::shell_quote(test::data_path(rel)) +
+          " --task extract --schema " + test::shell_quote((dir / "bad.json").string()) + " -i " +
+          test::shell_quote((dir / "in.jsonl").string()) + " -o " +
+          test::shell_quote((dir / "bad-out.jsonl").string()),
+      true);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("'pattern'"), std::string::npos) << bad.out;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

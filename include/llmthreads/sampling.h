@@ -3,7 +3,7 @@
 // The chain follows llama.cpp's common sampler default order (common/common.h,
 // `common_params_sampling::samplers`, with the stages we do not implement left out):
 //
-//   penalties -> top-k -> top-p -> min-p -> temperature -> softmax + draw
+//   logit bias -> penalties -> top-k -> typical -> top-p -> min-p -> temperature -> draw
 //
 // (llama.cpp's default list is penalties, dry, top-n-sigma, top-k, typical, top-p, min-p, xtc,
 // temperature, then dist. Temperature therefore only shapes the final draw: top-p and min-p see
@@ -25,6 +25,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "llmthreads/status.h"
@@ -43,6 +44,12 @@ struct SamplingParams {
   float frequency_penalty = 0.0f; // 0 = off; subtracted once per occurrence in the window; finite
   float presence_penalty = 0.0f;  // 0 = off; subtracted once if present in the window; finite
   uint64_t seed = kDefaultSeed;   // RNG seed; any value is valid
+  float typical_p = 1.0f;         // locally typical sampling (Meister et al. 2022); 1 = off;
+                                  // must be in (0, 1]
+  // Added to the logits of these token ids before anything else (-inf bans the token). Ids
+  // must be >= 0 (ids >= n_vocab are ignored by the Sampler; callers that know the vocabulary
+  // reject them); biases must be finite or -inf. Later entries for the same id add up.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 
   static constexpr uint64_t kDefaultSeed = 0x5eed'0000'0000'0001ull;
   static constexpr int32_t kMaxRepeatLastN = 1 << 20;
@@ -109,6 +116,9 @@ class Sampler {
   double next_unit();  // uniform in [0, 1)
   // Adjusts candidates_[0, n) (still in id order) by the history's counts.
   void apply_penalties(size_t n);
+  // Locally typical sampling over candidates_[0, *m): keeps, in their current order, the
+  // smallest set of most typical tokens (|-log p - entropy| ascending) reaching typical_p.
+  void apply_typical(size_t* m);
   // Puts the best k of candidates_[0, n) first, in (logit desc, id asc) order.
   void sort_prefix(size_t k, size_t n);
   // Best of candidates_[0, n): highest logit, earliest position on ties.
@@ -127,6 +137,7 @@ class Sampler {
   std::vector<Candidate> candidates_;
   std::vector<float> probs_;
   std::vector<int32_t> window_;
+  std::vector<std::pair<double, int32_t>> typical_;  // (score, position) scratch
 };
 
 }  // namespace llmt

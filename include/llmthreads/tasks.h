@@ -97,6 +97,9 @@ struct TaskSpec {
   SamplingParams sampling = greedy_sampling();
   int32_t max_tokens = 128;  // lowered per thread to what fits the context
   std::vector<std::string> stop;
+  // Constrained output of every generation thread (e.g. a compiled JSON Schema for extract);
+  // null = none. Shared and immutable (see ThreadRequest::grammar).
+  std::shared_ptr<const Grammar> grammar;
 
   int32_t priority = 0;  // every thread of the job
   uint64_t tenant = 0;
@@ -124,6 +127,7 @@ struct Document {
   std::optional<int32_t> max_tokens;
   std::optional<SamplingParams> sampling;
   std::optional<std::vector<std::string>> stop;
+  std::optional<std::shared_ptr<const Grammar>> grammar;  // (a null grammar = unconstrained)
 };
 
 struct PieceDetail {

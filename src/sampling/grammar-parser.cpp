@@ -13,6 +13,7 @@ namespace {
 
 constexpr uint32_t kMaxCodepoint = 0x10FFFF;
 constexpr int kMaxRepeat = 10000;
+constexpr size_t kMaxRules = size_t{1} << 18;  // synthetic ones included
 
 bool is_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -76,6 +77,7 @@ class Parser {
   std::map<std::vector<std::pair<uint32_t, uint32_t>>, int32_t> class_ids_;
   std::vector<CharClass> classes_;
   int synth_ = 0;
+  bool too_many_ = false;  // past kMaxRules (reported at the end)
 };
 
 void Parser::skip_space() {
@@ -126,6 +128,7 @@ int32_t Parser::new_rule(const std::string& base) {
   } while (ids_.count(name));
   const int32_t id = rule_id(name, pos_);
   defined_[static_cast<size_t>(id)] = true;
+  if (names_.size() > kMaxRules) too_many_ = true;
   return id;
 }
 
