@@ -77,6 +77,22 @@ TEST(Gbnf, InvalidUtf8IsNeverAccepted) {
   EXPECT_FALSE(g->matches("\xC3"));              // cut short
 }
 
+TEST(Gbnf, LongNullableRepetitionsStayUsable) {
+  // 5,000 nested optional copies of a nullable item: every step expands a long chain of empty
+  // alternatives; it must still compile and match promptly (no left recursion, no blow-up).
+  auto g = compile(R"(root ::= ("a"?){0,5000} "b")");
+  ASSERT_TRUE(g);
+  EXPECT_TRUE(g->matches("b"));
+  EXPECT_TRUE(g->matches(std::string(300, 'a') + "b"));
+  EXPECT_FALSE(g->matches("c"));
+  // Too many rules after expansion is an error, not an allocation storm.
+  std::string many = "root ::=";
+  for (int i = 0; i < 30; ++i) many += " \"a\"{0,9999}";
+  auto big = Grammar::parse(many);
+  ASSERT_FALSE(big.is_ok());
+  EXPECT_NE(big.status().message().find("rules"), std::string::npos) << big.status().message();
+}
+
 TEST(Gbnf, ErrorsNamePlaceAndProblem) {
   struct Bad {
     const char* gbnf;

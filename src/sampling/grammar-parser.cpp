@@ -448,6 +448,9 @@ Result<std::unique_ptr<Rules>> Parser::run() {
     if (!eof() && !at_rule_start()) return error(std::string("unexpected '") + peek() + "'", pos_);
     alts_[static_cast<size_t>(r)] = std::move(alts);
   }
+  if (too_many_)
+    return invalid_argument("grammar: more than " + std::to_string(kMaxRules) +
+                            " rules after expanding repetitions");
   for (size_t r = 0; r < names_.size(); ++r)
     if (!defined_[r])
       return error("rule '" + names_[r] + "' is used but not defined", first_use_[r]);

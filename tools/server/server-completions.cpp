@@ -90,9 +90,10 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     return;
   }
   if (!oreq.seed_given) {
-    // No seed: a fresh one per request (as OpenAI and llama.cpp), returned as "seed".
+    // No seed: a fresh one per request (as OpenAI and llama.cpp), returned as "seed". 53 bits,
+    // so that it survives a JavaScript client and fits the body's signed 64-bit "seed".
     std::random_device rd;
-    treq->sampling.seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    treq->sampling.seed = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) & ((uint64_t{1} << 53) - 1);
   }
   const int32_t n = oreq.n;
   if (n > opt.max_queue) {
