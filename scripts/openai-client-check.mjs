@@ -209,7 +209,7 @@ await check("sampling fields (top_k, min_p, typical_p, repeat_penalty, logit_bia
   return "5 fields";
 });
 
-await check("no seed: a fresh one, returned and replayable", async () => {
+await check("no seed: a fresh one per request, returned", async () => {
   const a = await client.completions.create({model: served, prompt: "Once upon a time",
                                              max_tokens: 12, temperature: 1.0});
   expect(typeof a.seed === "number", "a seed in the response");
