@@ -22,7 +22,9 @@
 // Tasks (POST /v1/tasks, body as task-api.h): validated (400 naming the field), then run as a Job
 // (tasks.h) on the engine; answers 202 {"id": "task_<n>", "object": "task", "status": "running",
 // "n_documents"}. Task threads do not pass the completions' admission control; a task has at
-// most kMaxTaskDocuments documents. GET /v1/tasks/{id} -> {"id", "object": "task", "task",
+// most kMaxTaskDocuments documents, which its Job takes from the request while its window
+// allows (JobLimits' defaults), so the engine's queue (max_queue) is never overrun. Results are
+// rendered as `llmthreads run` renders them (common/task-render.h). GET /v1/tasks/{id} -> {"id", "object": "task", "task",
 // "status": "running" | "completed" | "cancelled" | "failed", "progress": {"done", "total"},
 // "results": one entry per document in input order, null until that document is finished
 // (partial results are shown while running)}; "failed" when every document failed, "completed"

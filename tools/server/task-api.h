@@ -44,9 +44,11 @@ struct TaskRequest {
 Status parse_task_request(const nlohmann::json& body, TaskRequest* out);
 
 // One document's result: {"id", "status": "completed" | "failed", "error": null |
-// {"code", "message"}} plus, when it succeeded, for scored tasks (classify, extract with
-// choices) "label" and "probs" {label: probability}, for generation tasks "text" and
-// "finish_reason" ("stop" | "length"), and "usage".
+// {"code", "message"}} plus, when it succeeded, the fields of common/task-render.h (the same as
+// a `llmthreads run` output line's "result": scored tasks "label" (classify) or "answer"
+// (extract) and "probs" {option: probability, 6 significant digits}; generation tasks "text" and
+// "finish_reason" ("stop" | "length"); n_pieces, n_reduce_rounds, votes when they apply) and
+// "usage".
 nlohmann::json document_result_json(const DocumentResult& r, const nlohmann::json& id,
                                      const TaskSpec& spec);
 
