@@ -4,7 +4,9 @@
 // Engine::create() loads the model once and starts the engine loop thread, which owns every piece
 // of mutable state (KV cache, scheduler, samplers, swap store). Callers talk to it through a
 // lock-free inbox (submit, cancel) and receive each thread's events through a lock-free channel
-// (ThreadHandle) or a callback run on the loop thread. The per-step path takes no mutex.
+// (ThreadHandle) or a callback run on the loop thread. The engine's own per-step code takes no
+// mutex; a callback runs on the loop thread, so it must only hand the event off (the Job and the
+// server push it to a queue under a short mutex of their own).
 //
 // Every step the scheduler packs the decode tokens of running threads and chunks of pending
 // prompts under a token budget (continuous batching); threads join and leave between steps; a
@@ -27,22 +29,14 @@
 
 #include "llmthreads/model.h"
 #include "llmthreads/sampling.h"
+#include "llmthreads/sched-types.h"
 #include "llmthreads/status.h"
 
 namespace llmt {
 
 using ThreadId = uint64_t;
 
-enum class SchedPolicy { kFcfs, kPriority, kRoundRobin, kFairShare };
-// How a preempted thread's KV is kept. kAuto picks per victim by measured cost (bytes to move vs
-// tokens to recompute); the others force one method.
-enum class EvictionMethod { kAuto, kSwapRam, kSwapDisk, kRecompute };
-
-const char* sched_policy_name(SchedPolicy p);  // "fcfs", "priority", "round-robin", "fair-share"
-// Parses those names; kInvalidArgument otherwise.
-Result<SchedPolicy> parse_sched_policy(const std::string& name);
-const char* eviction_method_name(EvictionMethod m);  // "auto", "ram", "disk", "recompute"
-Result<EvictionMethod> parse_eviction_method(const std::string& name);
+// SchedPolicy, EvictionMethod and their names: llmthreads/sched-types.h.
 
 struct EngineConfig {
   // The model: an already loaded one (shared), or a path to load.

@@ -26,34 +26,6 @@
 
 namespace llmt::sched {
 
-const char* policy_name(Policy p) {
-  switch (p) {
-    case Policy::kFcfs:
-      return "fcfs";
-    case Policy::kPriority:
-      return "priority";
-    case Policy::kRoundRobin:
-      return "round-robin";
-    case Policy::kFairShare:
-      return "fair-share";
-  }
-  return "unknown";
-}
-
-const char* eviction_name(Eviction e) {
-  switch (e) {
-    case Eviction::kAuto:
-      return "auto";
-    case Eviction::kSwapRam:
-      return "ram";
-    case Eviction::kSwapDisk:
-      return "disk";
-    case Eviction::kRecompute:
-      return "recompute";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr double kNoFloor = -std::numeric_limits<double>::infinity();

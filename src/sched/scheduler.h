@@ -66,18 +66,20 @@
 #include <vector>
 
 #include "kv/kv-manager.h"
+#include "llmthreads/sched-types.h"
 #include "llmthreads/status.h"
 
 namespace llmt::sched {
 
 using ThreadId = uint64_t;
 
-enum class Policy { kFcfs, kPriority, kRoundRobin, kFairShare };
+// The engine's enums themselves (llmthreads/sched-types.h), so nothing converts between copies.
+using Policy = SchedPolicy;
+using Eviction = EvictionMethod;
 enum class Phase { kWaiting, kRunning, kSwapped };
-enum class Eviction { kAuto, kSwapRam, kSwapDisk, kRecompute };
 
-const char* policy_name(Policy p);      // "fcfs", "priority", "round-robin", "fair-share"
-const char* eviction_name(Eviction e);  // "auto", "ram", "disk", "recompute"
+inline const char* policy_name(Policy p) { return sched_policy_name(p); }
+inline const char* eviction_name(Eviction e) { return eviction_method_name(e); }
 
 // Measured by the engine at start-up; used to pick the cheapest eviction method.
 struct EvictionCosts {

@@ -95,14 +95,15 @@ int cmd_run(int argc, char** argv) {
   app.add_option("--merge", merge_name,
                  "vote, mean, weighted-mean, concat, reduce (default by task)");
   app.add_option("--priority", priority, "priority of the job's LLM threads (default 0)");
-  app.add_option("-n,--max-tokens", max_tokens, "tokens generated per thread at most (default 128)")
+  app.add_option("-n,--max-tokens", max_tokens,
+                 "tokens generated per LLM thread at most (default 128)")
       ->check(CLI::Range(1, 1 << 24));
   app.add_option("--stop", stop, "stop string (repeatable)");
   app.add_option("--temp", sp.temperature, "temperature; 0 = greedy (default 0)");
   app.add_option("--top-k", sp.top_k, "top-k, 0 = off (default 40)");
   app.add_option("--top-p", sp.top_p, "top-p, 1 = off (default 0.95)");
   app.add_option("--min-p", sp.min_p, "min-p, 0 = off (default 0.05)");
-  app.add_option("-s,--seed", sp.seed, "RNG seed of every thread (default fixed)");
+  app.add_option("-s,--seed", sp.seed, "RNG seed of every LLM thread (default fixed)");
   app.add_flag("--details", details, "add per-piece results to each output line");
   app.add_flag("--overwrite", overwrite, "discard an existing output instead of resuming it");
   app.add_option("--window", window, "documents in flight at most (default 4 x --max-running)")
