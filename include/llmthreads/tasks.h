@@ -31,11 +31,11 @@
 // stays bounded too. Results leave through the one result callback (the sink).
 //
 // Thread-safety: Job::add(), cancel(), stats(), n_in_flight(), wait_idle*() may be called from any
-// thread concurrently; feed() / feed_async() by one caller at a time. The result callback runs on the job's own worker thread (never on the
-// engine loop thread, never concurrently with itself), so it may block (e.g. write files); it
-// must not call the job's destructor. The Engine must outlive every Job on it. The destructor
-// cancels what is still running, waits for the worker, and calls no callback after it returns;
-// it must not run concurrently with other calls on the same Job.
+// thread concurrently; feed() / feed_async() by one caller at a time. The result callback runs on
+// the job's own worker thread (never on the engine loop thread, never concurrently with itself), so
+// it may block (e.g. write files); it must not call the job's destructor. The Engine must outlive
+// every Job on it. The destructor cancels what is still running, waits for the worker, and calls no
+// callback after it returns; it must not run concurrently with other calls on the same Job.
 #pragma once
 
 #include <chrono>
@@ -136,12 +136,12 @@ struct Document {
 };
 
 struct PieceDetail {
-  int32_t index = 0;           // piece index (document order)
-  size_t begin = 0, end = 0;   // byte span in the document's text
-  std::string text;            // generation: the piece's output
+  int32_t index = 0;          // piece index (document order)
+  size_t begin = 0, end = 0;  // byte span in the document's text
+  std::string text;           // generation: the piece's output
   FinishReason finish_reason = FinishReason::kStop;
-  int32_t label = -1;          // classify / choices: argmax of probs
-  std::vector<double> probs;   // classify / choices: per label, sums to 1
+  int32_t label = -1;            // classify / choices: argmax of probs
+  std::vector<double> probs;     // classify / choices: per label, sums to 1
   std::vector<double> logprobs;  // classify / choices: summed log-prob of each label's tokens
 };
 
@@ -168,9 +168,9 @@ struct DocumentResult {
 
   int32_t n_pieces = 0;
   int32_t n_reduce_rounds = 0;
-  int32_t n_threads = 0;  // LLM threads run for this document
-  Usage usage;            // summed over its threads
-  std::vector<PieceDetail> pieces;  // TaskSpec::piece_details
+  int32_t n_threads = 0;                  // LLM threads run for this document
+  Usage usage;                            // summed over its threads
+  std::vector<PieceDetail> pieces;        // TaskSpec::piece_details
   std::shared_ptr<const void> user_data;  // Document::user_data
 };
 
@@ -179,7 +179,7 @@ struct JobStats {
   uint64_t n_delivered = 0;  // results delivered (callback returned)
   uint64_t n_failed = 0;     // of those, with an error
   uint64_t n_threads_submitted = 0;
-  uint64_t n_threads_live = 0;  // submitted to the engine, finish not yet taken by the job
+  uint64_t n_threads_live = 0;     // submitted to the engine, finish not yet taken by the job
   uint64_t n_threads_waiting = 0;  // held by the job until its threads in the engine drop below
                                    // JobLimits::max_threads
   uint64_t prompt_tokens = 0, completion_tokens = 0;

@@ -139,8 +139,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   Status chat_fmt_error;
   tasks::SplitSpec split;
   MergeKind merge = MergeKind::kDefault;
-  bool scoring = false;                // classify, extract with choices
-  std::vector<std::string> options;    // labels or choices
+  bool scoring = false;              // classify, extract with choices
+  std::vector<std::string> options;  // labels or choices
   std::string reduce_template;
 
   // Event queue (engine loop thread -> worker).
@@ -299,19 +299,21 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   void submit_map(DocState& d) {
     const int32_t n = static_cast<int32_t>(d.pieces.size());
     const bool parse_special = spec.chat;
-    if (scoring) d.logprobs.assign(static_cast<size_t>(n), std::vector<double>(options.size()));
-    else d.texts.assign(static_cast<size_t>(n), std::string());
+    if (scoring)
+      d.logprobs.assign(static_cast<size_t>(n), std::vector<double>(options.size()));
+    else
+      d.texts.assign(static_cast<size_t>(n), std::string());
     d.finish.assign(static_cast<size_t>(n), FinishReason::kStop);
     for (int32_t p = 0; p < n && d.result.ok(); ++p) {
-      const std::string prompt_text =
-          render(fill_template(spec.prompt_template, d.pieces[static_cast<size_t>(p)].text(d.text)));
+      const std::string prompt_text = render(
+          fill_template(spec.prompt_template, d.pieces[static_cast<size_t>(p)].text(d.text)));
       std::vector<int32_t> prompt = encode_prompt(prompt_text, parse_special);
       if (!scoring) {
         submit_generation(d, p, prompt);
         continue;
       }
-      const std::string sep = spec.label_separator ? *spec.label_separator
-                                                   : (ends_in_space(prompt_text) ? "" : " ");
+      const std::string sep =
+          spec.label_separator ? *spec.label_separator : (ends_in_space(prompt_text) ? "" : " ");
       for (size_t l = 0; l < options.size() && d.result.ok(); ++l) {
         // The label's tokens are those of prompt text + label after the prompt's own tokens, so
         // the label is tokenized as it would appear in running text. When tokenizing the two
@@ -331,8 +333,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
         }
         if (prompt.size() + label_tokens.size() + 1 > static_cast<size_t>(n_ctx)) {
           fail(d, "context_overflow",
-               "prompt of " + std::to_string(prompt.size()) + " tokens plus label '" +
-                   options[l] + "' does not fit the context of " + std::to_string(n_ctx) +
+               "prompt of " + std::to_string(prompt.size()) + " tokens plus label '" + options[l] +
+                   "' does not fit the context of " + std::to_string(n_ctx) +
                    " positions (split the text into smaller pieces)");
           break;
         }
@@ -450,8 +452,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
         for (size_t p = 0; p < d.texts.size(); ++p) {
           rows.push_back({static_cast<int32_t>(p), d.texts[p]});
         }
-        auto text = tasks::merge_concatenate(rows, static_cast<int32_t>(rows.size()),
-                                             spec.separator);
+        auto text =
+            tasks::merge_concatenate(rows, static_cast<int32_t>(rows.size()), spec.separator);
         if (!text.is_ok()) {
           fail(d, "internal", text.status().message());
           return true;
@@ -481,7 +483,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
     d.result.usage.prompt_tokens += r.usage.prompt_tokens;
     d.result.usage.completion_tokens += r.usage.completion_tokens;
     d.result.usage.cached_tokens += r.usage.cached_tokens;
-    prompt_tokens.fetch_add(static_cast<uint64_t>(r.usage.prompt_tokens), std::memory_order_relaxed);
+    prompt_tokens.fetch_add(static_cast<uint64_t>(r.usage.prompt_tokens),
+                            std::memory_order_relaxed);
     completion_tokens.fetch_add(static_cast<uint64_t>(r.usage.completion_tokens),
                                 std::memory_order_relaxed);
     switch (r.finish_reason) {
@@ -593,7 +596,8 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
     for (size_t i = 0; i < v.size(); ++i) {
       if (v[i].empty()) return invalid_argument(std::string("empty entry in ") + what);
       for (size_t j = 0; j < i; ++j) {
-        if (v[i] == v[j]) return invalid_argument(std::string("duplicate '") + v[i] + "' in " + what);
+        if (v[i] == v[j])
+          return invalid_argument(std::string("duplicate '") + v[i] + "' in " + what);
       }
     }
     return Status::ok();
@@ -618,7 +622,7 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
   // Merge kind for the task.
   MergeKind m = spec.merge;
   if (m == MergeKind::kDefault) {
-    m = core->scoring ? MergeKind::kMean
+    m = core->scoring                       ? MergeKind::kMean
         : spec.type == TaskType::kSummarize ? MergeKind::kReduce
                                             : MergeKind::kConcat;
   }
@@ -631,17 +635,17 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
                             (core->scoring ? "mean, weighted-mean or vote" : "concat or reduce"));
   }
   core->merge = m;
-  core->reduce_template = spec.reduce_template.empty() ? spec.prompt_template
-                                                       : spec.reduce_template;
+  core->reduce_template =
+      spec.reduce_template.empty() ? spec.prompt_template : spec.reduce_template;
 
   // Chat format: needed when chat is set; otherwise resolved when possible for message documents.
   const Model& model = engine.model();
   Result<ChatFormat> fmt =
       !spec.chat_format.empty() ? chat_format_from_name(spec.chat_format)
       : model.chat_template().empty()
-          ? Result<ChatFormat>(invalid_argument(
-                "the model has no tokenizer.chat_template; name a chat format (" +
-                chat_format_names() + ")"))
+          ? Result<ChatFormat>(
+                invalid_argument("the model has no tokenizer.chat_template; name a chat format (" +
+                                 chat_format_names() + ")"))
           : detect_chat_format(model.chat_template());
   if (fmt.is_ok()) {
     core->chat_fmt = *fmt;
@@ -835,7 +839,9 @@ Status Job::feed_async(DocumentSource& source, FeedOptions opt,
   return Status::ok();
 }
 
-const JobLimits& Job::limits() const { return core_->limits; }
+const JobLimits& Job::limits() const {
+  return core_->limits;
+}
 
 JobStats Job::stats() const {
   const Core& c = *core_;
@@ -866,8 +872,7 @@ void Job::wait_idle() const {
 
 bool Job::wait_idle_for(std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> lk(core_->idle_mu);
-  return core_->idle_cv.wait_for(lk, timeout,
-                                 [&] { return core_->n_delivered == core_->n_added; });
+  return core_->idle_cv.wait_for(lk, timeout, [&] { return core_->n_delivered == core_->n_added; });
 }
 
 }  // namespace llmt
