@@ -40,17 +40,17 @@ enum class RopeType {
 };
 
 struct ModelHparams {
-  std::string arch;          // general.architecture ("llama", "mistral", "qwen2")
-  int32_t n_vocab = 0;       // rows of token_embd
-  int32_t n_ctx_train = 0;   // <arch>.context_length
-  int32_t n_embd = 0;        // <arch>.embedding_length
-  int32_t n_layer = 0;       // <arch>.block_count
-  int32_t n_ff = 0;          // <arch>.feed_forward_length
-  int32_t n_head = 0;        // <arch>.attention.head_count
-  int32_t n_head_kv = 0;     // <arch>.attention.head_count_kv (default n_head)
-  int32_t head_dim = 0;      // <arch>.attention.key_length (default n_embd / n_head)
-  int32_t n_rot = 0;         // <arch>.rope.dimension_count (default head_dim); even, <= head_dim
-  float rms_eps = 1e-5f;     // <arch>.attention.layer_norm_rms_epsilon
+  std::string arch;         // general.architecture ("llama", "mistral", "qwen2")
+  int32_t n_vocab = 0;      // rows of token_embd
+  int32_t n_ctx_train = 0;  // <arch>.context_length
+  int32_t n_embd = 0;       // <arch>.embedding_length
+  int32_t n_layer = 0;      // <arch>.block_count
+  int32_t n_ff = 0;         // <arch>.feed_forward_length
+  int32_t n_head = 0;       // <arch>.attention.head_count
+  int32_t n_head_kv = 0;    // <arch>.attention.head_count_kv (default n_head)
+  int32_t head_dim = 0;     // <arch>.attention.key_length (default n_embd / n_head)
+  int32_t n_rot = 0;        // <arch>.rope.dimension_count (default head_dim); even, <= head_dim
+  float rms_eps = 1e-5f;    // <arch>.attention.layer_norm_rms_epsilon
   float rope_freq_base = 10000.0f;  // <arch>.rope.freq_base
   float rope_freq_scale = 1.0f;     // 1 / <arch>.rope.scaling.factor for linear scaling
   RopeType rope_type = RopeType::kNormal;
@@ -102,7 +102,7 @@ class Model {
   // architecture, missing or malformed hyperparameter key, missing tensor, tensor with a wrong
   // shape or an unsupported type, missing/invalid tokenizer metadata.
   static Result<std::shared_ptr<const Model>> load(const std::string& path,
-                                                    const ModelOptions& options = {});
+                                                   const ModelOptions& options = {});
 
   const ModelHparams& hparams() const { return hparams_; }
   const GgufFile& gguf() const { return *gguf_; }
@@ -168,7 +168,7 @@ struct ContextOptions {
   // (decode_paged()). n_seq_max and the sequence-0 API (eval, decode, seq_len, seq_clear,
   // truncate, n_past) are not used in paged mode (they return kInvalidArgument / 0).
   int32_t n_kv_blocks = 0;
-  int32_t kv_block_size = 16;   // tokens per block, in [1, 4096] (checked in paged mode only)
+  int32_t kv_block_size = 16;  // tokens per block, in [1, 4096] (checked in paged mode only)
   // Element type of the K/V cache. Default F32.
   KvType kv_type = KvType::kF32;
   // Compute threads. 0 (default): the number of physical cores.
