@@ -33,10 +33,15 @@ int arch_rank(Isa isa) {
 }
 
 #if defined(__x86_64__)
+// F16C (CPUID.1:ECX bit 29), read directly: clang's __builtin_cpu_supports has no "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+  return ((c >> 29) & 1u) != 0;
+}
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 // __builtin_cpu_supports also checks that the OS saves the zmm state (XCR0).
 bool cpu_has_avx512() {
