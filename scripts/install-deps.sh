@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages llmthreads needs to build and test (only the missing ones).
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev libgmock-dev liblz4-dev libcpp-httplib-dev)
+      libgtest-dev libgmock-dev liblz4-dev libcpp-httplib-dev
+      python3-jinja2)  # python3-jinja2: the chat-template oracle in tests/test-jinja.cpp
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
