@@ -16,6 +16,7 @@
 
 #include "llmthreads/model.h"
 #include "test-util.h"
+#include "tier-util.h"
 
 namespace {
 
@@ -30,12 +31,17 @@ struct Case {
   int32_t n_decode;           // greedy steps of sequence A
 };
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  std::string m = std::filesystem::path(info.param.model).stem().string();
+// Case x CPU tier: the model is loaded with LLMT_ISA capped at the tier, so the invariance is
+// checked within each tier the machine has (others are skipped by name).
+using TierCase = std::tuple<Case, llmt::kernels::Isa>;
+
+std::string case_name(const ::testing::TestParamInfo<TierCase>& info) {
+  const Case& c = std::get<0>(info.param);
+  std::string m = std::filesystem::path(c.model).stem().string();
   for (char& ch : m) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
-  return m + (info.param.kv == llmt::KvType::kF16 ? "_f16" : "_f32");
+  return m + (c.kv == llmt::KvType::kF16 ? "_f16_" : "_f32_") + llmt::kernels::isa_name(std::get<1>(info.param));
 }
 
 int32_t argmax(std::span<const float> v) {
@@ -46,12 +52,18 @@ bool bitwise_equal(std::span<const float> a, const Logits& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), b.size() * sizeof(float)) == 0;
 }
 
-class BatchInvariance : public ::testing::TestWithParam<Case> {
+class BatchInvariance : public ::testing::TestWithParam<TierCase> {
  protected:
+  static const Case& GetParam() { return std::get<0>(TestWithParam<TierCase>::GetParam()); }
+  static llmt::kernels::Isa tier() { return std::get<1>(TestWithParam<TierCase>::GetParam()); }
+
   void SetUp() override {
     LLMT_REQUIRE_DATA(GetParam().model);
+    LLMT_REQUIRE_TIER(tier());
+    const llmt::test::ScopedTier scoped_tier(tier());
     auto m = llmt::Model::load(llmt::test::data_path(GetParam().model));
     ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+    ASSERT_EQ((*m)->isa(), static_cast<int>(tier())) << "model bound another tier";
     model_ = *m;
     n_vocab_ = model_->hparams().n_vocab;
     std::mt19937 rng(1234);
@@ -297,13 +309,14 @@ TEST_P(BatchInvariance, ErrorsLeaveStateUnchanged) {
 
 INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvariance,
-    ::testing::Values(
+    ::testing::Combine(::testing::Values(
         Case{"models/stories260K.gguf", llmt::KvType::kF32, {1, 3, 7, 15, 31, 63}, 20, 12},
         Case{"models/stories260K.gguf", llmt::KvType::kF16, {1, 3, 7, 15, 31, 63}, 20, 12},
         Case{"models/synth/synth-tiny-q4_k_m.gguf", llmt::KvType::kF32, {1, 3, 7, 15, 31, 63}, 20, 12},
         Case{"models/synth/synth-tiny-q4_k_m.gguf", llmt::KvType::kF16, {1, 3, 7, 15, 31, 63}, 20, 12},
         Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF32, {3}, 12, 4},
         Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF16, {3}, 12, 4}),
+                       ::testing::ValuesIn(llmt::test::kTestTiers)),
     case_name);
 
 }  // namespace

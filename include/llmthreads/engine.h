@@ -73,7 +73,7 @@ struct EngineConfig {
   // uses fixed estimates.
   bool measure_costs = true;
 
-  int32_t max_queue = 0;             // live threads accepted (0 = unlimited); beyond: kOutOfMemory
+  int32_t max_queue = 0;             // live threads accepted (0 = unlimited); beyond: kOverCapacity
 };
 
 struct ThreadRequest {
@@ -236,10 +236,12 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates (tokens in range, prompt not empty, sampling params, logprobs in
-  // [-1, kMaxLogprobs], prompt + max_tokens within n_ctx and within the KV pool, queue limit)
-  // and queues the thread. Errors are returned here;
-  // nothing is queued then.
+  // Validates and queues the thread. Errors are returned here (nothing is queued then):
+  // kInvalidArgument for bad tokens, an empty prompt, sampling params or logprobs outside
+  // [-1, kMaxLogprobs], and with field() "prompt" or "max_tokens" when the prompt (+ max_tokens)
+  // exceeds n_ctx; kCannotFit (field "max_tokens") when prompt + max_tokens need more KV blocks
+  // than the pool has (no retry can help); kOverCapacity when max_queue threads are live
+  // (retryable).
   Result<ThreadHandle> submit(ThreadRequest request);
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one
   // step. No effect when the id is unknown or the thread already finished.

@@ -12,6 +12,9 @@ const char* status_code_name(StatusCode code) {
     case StatusCode::kIo: return "i/o error";
     case StatusCode::kOutOfMemory: return "out of memory";
     case StatusCode::kInternal: return "internal error";
+    case StatusCode::kCannotFit: return "cannot fit";
+    case StatusCode::kOverCapacity: return "over capacity";
+    case StatusCode::kCancelled: return "cancelled";
   }
   return "unknown";
 }

@@ -914,8 +914,9 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   const int64_t n_prompt = static_cast<int64_t>(l->prompt.size());
   if (n_prompt >= e.n_ctx) {
     return invalid_argument("prompt of " + std::to_string(n_prompt) +
-                            " tokens does not fit the context of " + std::to_string(e.n_ctx) +
-                            " positions");
+                                " tokens does not fit the context of " + std::to_string(e.n_ctx) +
+                                " positions",
+                            "prompt");
   }
   // A scoring thread needs prompt + score tokens (+1: the scheduler's generation limit).
   if (!request.score_tokens.empty()) {
@@ -923,16 +924,17 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   }
   if (n_prompt + request.max_tokens > e.n_ctx) {
     return invalid_argument("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
-                            std::to_string(request.max_tokens) + ") exceeds the context of " +
-                            std::to_string(e.n_ctx) + " positions");
+                                std::to_string(request.max_tokens) + ") exceeds the context of " +
+                                std::to_string(e.n_ctx) + " positions",
+                            "max_tokens");
   }
   const int64_t need_blocks =
       (n_prompt + request.max_tokens + e.cfg.kv_block_size - 1) / e.cfg.kv_block_size;
   if (need_blocks > e.n_blocks) {
-    return Status(StatusCode::kOutOfMemory,
-                  "prompt + max_tokens need " + std::to_string(need_blocks) +
-                      " KV blocks but the pool has " + std::to_string(e.n_blocks) +
-                      " (raise the KV budget)");
+    return cannot_fit("prompt + max_tokens need " + std::to_string(need_blocks) +
+                          " KV blocks but the pool has " + std::to_string(e.n_blocks) +
+                          " (raise the KV budget)",
+                      "max_tokens");
   }
   for (size_t i = 0; i < request.score_tokens.size(); ++i) {
     if (request.score_tokens[i] < 0 || request.score_tokens[i] >= e.n_vocab) {
@@ -953,8 +955,7 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
     const int64_t prev = e.n_live.fetch_add(1, std::memory_order_relaxed);
     if (prev >= e.cfg.max_queue) {
       e.n_live.fetch_sub(1, std::memory_order_relaxed);
-      return Status(StatusCode::kOutOfMemory,
-                    "queue full: " + std::to_string(e.cfg.max_queue) + " threads live");
+      return over_capacity("queue full: " + std::to_string(e.cfg.max_queue) + " threads live");
     }
   } else {
     e.n_live.fetch_add(1, std::memory_order_relaxed);

@@ -71,10 +71,20 @@ int32_t argmax_d(const std::vector<double>& v) {
   return v.empty() ? -1 : best;
 }
 
+// The document error code of a refused Engine::submit (see its contract): beyond n_ctx
+// (kInvalidArgument naming "prompt" / "max_tokens") is context_overflow; more KV blocks than the
+// pool has (kCannotFit) or a full queue (kOverCapacity) is out_of_memory.
 const char* code_for_submit_error(const Status& s) {
-  if (s.code() == StatusCode::kOutOfMemory) return "out_of_memory";
-  if (s.message().find("context") != std::string::npos) return "context_overflow";
-  return "invalid_request";
+  switch (s.code()) {
+    case StatusCode::kOverCapacity:
+    case StatusCode::kCannotFit:
+      return "out_of_memory";
+    case StatusCode::kInvalidArgument:
+      return s.field() == "prompt" || s.field() == "max_tokens" ? "context_overflow"
+                                                                : "invalid_request";
+    default:
+      return "invalid_request";
+  }
 }
 
 struct Event {

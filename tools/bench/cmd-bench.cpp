@@ -18,7 +18,7 @@
 #include <sys/resource.h>
 
 #include "bench.h"
-#include "commands.h"
+#include "common/commands.h"
 #include "scenarios.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
@@ -327,12 +327,14 @@ int cmd_bench(int argc, char** argv) {
       "the output matrix; token_embd is only gathered and not counted unless tied to the output)";
   out["threads"] = n_threads;
   out["isa"] = kernels::isa_name(isa);
+  out["tier"] = kernels::isa_name(isa);
+  out["tier_best"] = kernels::isa_name(kernels::best_isa());
   out["kv_type"] = o.kv_type;
   out["repetitions"] = o.repetitions;
   out["load_ms"] = load_ms;
   out["version"] = kVersion;
   out["timestamp"] = utc_timestamp();
-  std::fprintf(stderr, "model %s (%s, %.1f MB of weights, %.1f MB read per token), %d threads, %s, kv %s\n",
+  std::fprintf(stderr, "model %s (%s, %.1f MB of weights, %.1f MB read per token), %d threads, tier %s, kv %s\n",
                out["model_name"].get<std::string>().c_str(), hp.arch.c_str(),
                static_cast<double>(model->weight_bytes()) / 1e6, static_cast<double>(fp.bytes) / 1e6,
                n_threads, kernels::isa_name(isa), o.kv_type.c_str());
@@ -491,8 +493,9 @@ int cmd_bench(int argc, char** argv) {
   if (sel.kernels) {
     if (kernel_types.empty()) kernel_types.assign(fp.types.begin(), fp.types.end());
     ThreadPool pool(n_threads);
-    const bench::ComputePeak peak = bench::measure_compute_peak(pool, 10);
+    const bench::ComputePeak peak = bench::measure_compute_peak(pool, 10, isa);
     out["compute_peak"] = {
+        {"tier", peak.tier},
         {"int8_gops", peak.int8_gops},
         {"int8_scaled_gops", peak.int8_scaled_gops},
         {"f32_gops", peak.f32_gops},
@@ -501,7 +504,9 @@ int cmd_bench(int argc, char** argv) {
          "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
          "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
          "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
-         "FMA (16 ops); 0 without AVX2"}};
+         "FMA (16 ops); 0 without AVX2. For tier avx512/amx the AVX-512 loops instead: int8 = vpdpbusd "
+         "zmm (128 ops per 64 int8 products), int8_scaled = 8 vpdpbusd + vpmulld + vpaddd per 512 "
+         "products (the wide k-quant tiles' inner step), f32 = 512-bit FMA (32 ops)"}};
     out["kernels_definition"] =
         "Y[M,N] = X[M,K]*W[N,K]^T with random weights (valid fp16 scales) through "
         "matmul_prepare+matmul_compute on the thread pool; gbs = weight bytes / time, gops = "
@@ -510,9 +515,9 @@ int cmd_bench(int argc, char** argv) {
         "fraction); bound names the larger term; fraction_of_scaled_int8_peak (quantized types only) "
         "= gops / compute_peak.int8_scaled_gops";
     std::fprintf(stderr,
-                 "compute peak: int8 %.0f GOP/s, int8 scaled (maddubs+madd) %.0f GOP/s, f32 FMA "
+                 "compute peak (%s loops): int8 %.0f GOP/s, int8 scaled %.0f GOP/s, f32 FMA "
                  "%.0f GOP/s\n",
-                 peak.int8_gops, peak.int8_scaled_gops, peak.f32_gops);
+                 peak.tier, peak.int8_gops, peak.int8_scaled_gops, peak.f32_gops);
     std::fprintf(stderr, "%-7s %6s %6s %5s %10s %9s %9s %7s %7s %s\n", "type", "N", "K", "M", "ms",
                  "GB/s", "GOP/s", "frac", "scaled", "bound");
     json rows = json::array();

@@ -2,16 +2,18 @@
 
 #include <limits>
 
-#include "openai.h"
+#include "common/openai.h"
 
 namespace llmt::server {
+
+using namespace openai;
 
 namespace {
 
 using nlohmann::json;
 
 Status bad(const std::string& field, const std::string& what) {
-  return invalid_argument("'" + field + "' " + what);
+  return invalid_argument("'" + field + "' " + what, field);
 }
 
 Status get_string_array(const json& body, const char* field, std::vector<std::string>* out) {
