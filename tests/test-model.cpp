@@ -14,6 +14,7 @@
 
 #include "kernels/ops.h"
 #include "llmthreads/model.h"
+#include "model/model-impl.h"  // bound layer weights (internal)
 #include "llmthreads/tokenizer.h"
 #include "test-util.h"
 
@@ -337,7 +338,7 @@ TEST_P(CompleteTiny, LoadsTiedAndEvaluatesConsistently) {
   EXPECT_EQ(model->hparams().head_dim, 4);
   EXPECT_EQ(model->hparams().rope_type,
             GetParam() == "qwen2" ? llmt::RopeType::kNeox : llmt::RopeType::kNormal);
-  EXPECT_EQ(model->layer(0).bq != nullptr, GetParam() == "qwen2");
+  EXPECT_EQ(model->weights().layers[0].bq != nullptr, GetParam() == "qwen2");
   llmt::ContextOptions o;
   o.n_ctx = 16;
   o.all_logits = true;
