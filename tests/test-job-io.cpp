@@ -1,7 +1,7 @@
-// Tests of tasks/job-io: both input formats and their detection, every kind of malformed line,
+// Tests of common/job-io: both input formats and their detection, every kind of malformed line,
 // output line schemas, the in-order buffer, crash-safe resume (partial lines, cut files, damaged
 // lines, a SIGKILLed writer), sidecar refusals, overwrite, and progress formatting and timing.
-#include "tasks/job-io.h"
+#include "common/job-io.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

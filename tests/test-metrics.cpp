@@ -2,7 +2,7 @@
 // parsed back line by line (HELP/TYPE/sample grammar, label unescaping) and checked for exact
 // lines with known values, escaping, name validation, cumulative histogram buckets, and exact
 // totals after concurrent updates from 8 threads.
-#include "server/metrics.h"
+#include "metrics.h"
 
 #include <gtest/gtest.h>
 

@@ -26,7 +26,7 @@
 #include "llmthreads/engine.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
-#include "openai.h"
+#include "common/openai.h"
 #include "server-fixture.h"
 #include "server.h"
 #include "test-util.h"
@@ -138,11 +138,11 @@ int start_raw_stream(int port, const json& body, size_t n_events, std::string* g
 }
 
 TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
-  server::OpenAiRequest r;
+  openai::OpenAiRequest r;
   SamplingParams base;
   json body = {{"prompt", "hi"}, {"max_tokens", 7}, {"temperature", 0.5}, {"stop", "x"},
                {"seed", 3}, {"priority", 5}, {"user", "alice"}, {"unknown_field", {1, 2}}};
-  ASSERT_TRUE(server::parse_openai_request(body, server::Endpoint::kCompletions, base, &r).is_ok());
+  ASSERT_TRUE(openai::parse_openai_request(body, openai::Endpoint::kCompletions, base, &r).is_ok());
   EXPECT_EQ(r.prompt, "hi");
   EXPECT_EQ(*r.max_tokens, 7);
   EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
@@ -150,8 +150,8 @@ TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
   EXPECT_EQ(r.sampling.seed, 3u);
   EXPECT_EQ(r.priority, 5);
   EXPECT_EQ(r.tenant, "alice");
-  EXPECT_NE(server::tenant_id("alice"), server::tenant_id("bob"));
-  EXPECT_EQ(server::tenant_id(""), 0u);
+  EXPECT_NE(openai::tenant_id("alice"), openai::tenant_id("bob"));
+  EXPECT_EQ(openai::tenant_id(""), 0u);
 
   for (const json& bad :
        {json{{"prompt", 1}}, json{{"prompt", "a"}, {"max_tokens", "1"}},
@@ -161,11 +161,11 @@ TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
         json{{"prompt", "a"}, {"logprobs", true}}, json{{"prompt", "a"}, {"stream", 1}},
         json{{"prompt", "a"}, {"top_p", 0}}, json{{"prompt", "a"}, {"stop", {1}}}, json::array()}) {
     EXPECT_FALSE(
-        server::parse_openai_request(bad, server::Endpoint::kCompletions, base, &r).is_ok())
+        openai::parse_openai_request(bad, openai::Endpoint::kCompletions, base, &r).is_ok())
         << bad;
   }
-  EXPECT_FALSE(server::parse_openai_request(json{{"messages", "hi"}},
-                                            server::Endpoint::kChatCompletions, base, &r)
+  EXPECT_FALSE(openai::parse_openai_request(json{{"messages", "hi"}},
+                                            openai::Endpoint::kChatCompletions, base, &r)
                    .is_ok());
   EXPECT_TRUE(server::constant_time_equal("Bearer a", "Bearer a"));
   EXPECT_FALSE(server::constant_time_equal("Bearer a", "Bearer ab"));
@@ -759,42 +759,42 @@ std::vector<json> sse_chunks(const std::string& body) {
 
 TEST(ServerTranslate, LogprobsAndNFields) {
   SamplingParams base;
-  server::OpenAiRequest r;
-  using server::Endpoint;
-  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}}, Endpoint::kCompletions, base, &r)
+  openai::OpenAiRequest r;
+  using openai::Endpoint;
+  ASSERT_TRUE(openai::parse_openai_request(json{{"prompt", "a"}}, Endpoint::kCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, -1);
   EXPECT_EQ(r.n, 1);
-  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}, {"logprobs", 0}, {"n", 16}},
+  ASSERT_TRUE(openai::parse_openai_request(json{{"prompt", "a"}, {"logprobs", 0}, {"n", 16}},
                                            Endpoint::kCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, 0);
   EXPECT_EQ(r.n, 16);
-  ASSERT_TRUE(server::parse_openai_request(json{{"prompt", "a"}, {"logprobs", nullptr}},
+  ASSERT_TRUE(openai::parse_openai_request(json{{"prompt", "a"}, {"logprobs", nullptr}},
                                            Endpoint::kCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, -1);
   const json msgs = json::array({{{"role", "user"}, {"content", "x"}}});
-  ASSERT_TRUE(server::parse_openai_request(json{{"messages", msgs}, {"logprobs", true}},
+  ASSERT_TRUE(openai::parse_openai_request(json{{"messages", msgs}, {"logprobs", true}},
                                            Endpoint::kChatCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, 0);
-  ASSERT_TRUE(server::parse_openai_request(
+  ASSERT_TRUE(openai::parse_openai_request(
                   json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}},
                   Endpoint::kChatCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, 20);
-  ASSERT_TRUE(server::parse_openai_request(json{{"messages", msgs}, {"logprobs", false}},
+  ASSERT_TRUE(openai::parse_openai_request(json{{"messages", msgs}, {"logprobs", false}},
                                            Endpoint::kChatCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, -1);
-  EXPECT_EQ(server::error_param("\"top_logprobs\" must be an integer in [0, 20]"), "top_logprobs");
-  EXPECT_EQ(server::error_param("the prompt is empty"), "");
-  EXPECT_EQ(server::error_param("\"a b\" x"), "");
-  EXPECT_EQ(server::choice_seed(41, 1), 42u);
-  EXPECT_EQ(server::choice_seed(~uint64_t{0}, 1), 0u);
+  EXPECT_EQ(openai::error_param("\"top_logprobs\" must be an integer in [0, 20]"), "top_logprobs");
+  EXPECT_EQ(openai::error_param("the prompt is empty"), "");
+  EXPECT_EQ(openai::error_param("\"a b\" x"), "");
+  EXPECT_EQ(openai::choice_seed(41, 1), 42u);
+  EXPECT_EQ(openai::choice_seed(~uint64_t{0}, 1), 0u);
   Usage a{5, 7, 3}, b{5, 4, 5};
-  const Usage m = server::merge_usage({a, b});
+  const Usage m = openai::merge_usage({a, b});
   EXPECT_EQ(m.prompt_tokens, 5);
   EXPECT_EQ(m.completion_tokens, 11);
   EXPECT_EQ(m.cached_tokens, 3);

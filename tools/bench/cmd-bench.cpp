@@ -18,7 +18,7 @@
 #include <sys/resource.h>
 
 #include "bench.h"
-#include "commands.h"
+#include "common/commands.h"
 #include "scenarios.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"

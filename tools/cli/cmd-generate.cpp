@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "commands.h"
+#include "common/commands.h"
 #include "llmthreads/chat-template.h"
 #include "llmthreads/model.h"
 #include "llmthreads/sampling.h"

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "commands.h"
+#include "common/commands.h"
 #include "llmthreads/gguf.h"
 
 namespace llmt::cli {

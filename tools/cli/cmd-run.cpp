@@ -32,13 +32,13 @@
 #include <thread>
 #include <vector>
 
-#include "commands.h"
-#include "engine-options.h"
+#include "common/commands.h"
+#include "common/engine-options.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
-#include "openai.h"
-#include "signal-watcher.h"
-#include "tasks/job-io.h"
+#include "common/openai.h"
+#include "common/signal-watcher.h"
+#include "common/job-io.h"
 
 namespace llmt::cli {
 
@@ -101,9 +101,9 @@ struct RecordMeta {
 Status document_from_openai(const tasks::InputRecord& rec, const SamplingParams& base,
                             Document* doc) {
   const bool chat = rec.endpoint == tasks::OpenAiEndpoint::kChatCompletions;
-  server::OpenAiRequest r;
-  LLMT_RETURN_IF_ERROR(server::parse_openai_request(
-      rec.body, chat ? server::Endpoint::kChatCompletions : server::Endpoint::kCompletions, base,
+  openai::OpenAiRequest r;
+  LLMT_RETURN_IF_ERROR(openai::parse_openai_request(
+      rec.body, chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions, base,
       &r));
   // A batch line is one thread with one text result.
   if (r.n != 1) return unsupported("only n = 1 is supported in batch input");
@@ -130,8 +130,8 @@ tasks::RecordOutcome make_outcome(const RecordMeta& meta, const DocumentResult& 
   }
   if (meta.record.format == tasks::InputFormat::kOpenAiBatch) {
     const bool chat = meta.record.endpoint == tasks::OpenAiEndpoint::kChatCompletions;
-    o.result = server::completion_body(
-        chat ? server::Endpoint::kChatCompletions : server::Endpoint::kCompletions,
+    o.result = openai::completion_body(
+        chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
         (chat ? "chatcmpl-" : "cmpl-") + std::to_string(meta.record.index), meta.model,
         static_cast<int64_t>(std::time(nullptr)), r.text, r.finish_reason, r.usage);
     return o;

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "commands.h"
+#include "common/commands.h"
 #include "llmthreads/gguf.h"
 #include "llmthreads/tokenizer.h"
 

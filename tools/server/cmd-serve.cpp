@@ -15,11 +15,11 @@
 #include <mutex>
 #include <string>
 
-#include "commands.h"
-#include "engine-options.h"
+#include "common/commands.h"
+#include "common/engine-options.h"
 #include "llmthreads/engine.h"
 #include "server.h"
-#include "signal-watcher.h"
+#include "common/signal-watcher.h"
 
 namespace llmt::cli {
 

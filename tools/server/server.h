@@ -7,7 +7,7 @@
 // GET /metrics, POST /v1/tasks, GET /v1/tasks/{id}, DELETE /v1/tasks/{id}.
 //
 // Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
-// ServerMetrics' in src/server/metrics.h): every answered request is counted by route name (a
+// ServerMetrics' in metrics.h): every answered request is counted by route name (a
 // fixed set: /health, /v1/models, /v1/completions, /v1/chat/completions, /v1/tasks,
 // /v1/tasks/{id}, /metrics, "other"; never the raw path) and HTTP status. TTFT is the engine's
 // submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the earliest

@@ -2,9 +2,11 @@
 
 #include <limits>
 
-#include "openai.h"
+#include "common/openai.h"
 
 namespace llmt::server {
+
+using namespace openai;
 
 namespace {
 

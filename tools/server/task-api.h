@@ -1,5 +1,5 @@
 // The JSON side of the server's /v1/tasks endpoints: a task request body -> a validated TaskSpec
-// and its documents, and a DocumentResult -> its JSON. No I/O and no HTTP here (server.cpp runs
+// and its documents, and a DocumentResult -> its JSON. No I/O and no HTTP here (server-tasks.cpp runs
 // the Job and keeps the tasks), so all of it is unit-testable.
 //
 // Request body (a JSON object; unknown fields are ignored):

@@ -1,5 +1,5 @@
 // Job I/O: streaming JSONL input, output line formatting, resumable output, progress text.
-#include "tasks/job-io.h"
+#include "common/job-io.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -48,7 +48,7 @@
 #include "llmthreads/status.h"
 #include "llmthreads/tokenizer.h"
 
-namespace llmt::server {
+namespace llmt::openai {
 
 enum class Endpoint { kCompletions, kChatCompletions };
 
@@ -174,4 +174,4 @@ std::string error_param(std::string_view message);
 int http_status_for(const Status& s);
 nlohmann::json error_body_for(const Status& s);
 
-}  // namespace llmt::server
+}  // namespace llmt::openai

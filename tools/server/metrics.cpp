@@ -1,5 +1,5 @@
 // Prometheus text-format registry and the server's metrics (see metrics.h).
-#include "server/metrics.h"
+#include "metrics.h"
 
 #include <algorithm>
 #include <charconv>

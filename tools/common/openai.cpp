@@ -7,7 +7,7 @@
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
 
-namespace llmt::server {
+namespace llmt::openai {
 
 namespace {
 
@@ -463,4 +463,4 @@ json error_body_for(const Status& s) {
   }
 }
 
-}  // namespace llmt::server
+}  // namespace llmt::openai

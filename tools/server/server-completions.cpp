@@ -1,0 +1,203 @@
+// POST /v1/completions and /v1/chat/completions: the OpenAI body -> one LLM thread per choice ->
+// the JSON response (or the SSE stream, server-streaming.cpp).
+#include "server-impl.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace llmt::server {
+
+namespace {
+
+// The connection of a request, for noticing that a non-streaming client went away (cpp-httplib
+// 0.11.4 does not expose it to handlers): the socket among this process's descriptors whose
+// local port is the server's and whose peer is the request's remote address and port. -1 when
+// none is found (e.g. an address family we do not match). Linux (/proc/self/fd); the descriptor
+// stays this connection's while its handler runs (httplib closes it afterwards).
+int find_connection_fd(const std::string& remote_addr, int remote_port, int local_port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* ent = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(ent->d_name, &end, 10);
+    if (end == ent->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0 ||
+        getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) {
+      continue;
+    }
+    char host[INET6_ADDRSTRLEN] = {0};
+    int lport = -1, pport = -1;
+    if (peer.ss_family == AF_INET && local.ss_family == AF_INET) {
+      const auto* p4 = reinterpret_cast<const sockaddr_in*>(&peer);
+      inet_ntop(AF_INET, &p4->sin_addr, host, sizeof(host));
+      pport = ntohs(p4->sin_port);
+      lport = ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
+    } else if (peer.ss_family == AF_INET6 && local.ss_family == AF_INET6) {
+      const auto* p6 = reinterpret_cast<const sockaddr_in6*>(&peer);
+      inet_ntop(AF_INET6, &p6->sin6_addr, host, sizeof(host));
+      pport = ntohs(p6->sin6_port);
+      lport = ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
+    } else {
+      continue;
+    }
+    if (lport == local_port && pport == remote_port && remote_addr == host) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// True when the peer of socket fd has closed or reset the connection (no data is consumed).
+bool peer_gone(int fd) {
+  pollfd p{fd, static_cast<short>(POLLRDHUP), 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace
+
+void Server::Impl::handle_completion(const httplib::Request& req, httplib::Response& res,
+                                     Endpoint ep) {
+  TranslateOptions tr;
+  Engine* eng = ready_engine(res, &tr);
+  if (!eng) return;
+  json body;
+  if (!parse_body(req, res, &body)) return;
+  OpenAiRequest oreq;
+  if (Status s = parse_openai_request(body, ep, opt.sampling, &oreq); !s.is_ok()) {
+    send_error(res, s);
+    return;
+  }
+  Result<ThreadRequest> treq = to_thread_request(oreq, tr);
+  if (!treq.is_ok()) {
+    send_error(res, treq.status());
+    return;
+  }
+  const int32_t n = oreq.n;
+  if (n > opt.max_queue) {
+    send_error(res, invalid_argument("\"n\" = " + std::to_string(n) + " exceeds the " +
+                                     std::to_string(opt.max_queue) +
+                                     " threads this server runs at once (--max-queue)"));
+    return;
+  }
+  const int64_t n_prompt = static_cast<int64_t>(treq->prompt_tokens.size());
+  int retry_after_s = 1;
+  Result<std::shared_ptr<Ticket>> ticket =
+      admit(n_prompt, treq->tenant, n, treq->max_tokens, &retry_after_s);
+  if (!ticket.is_ok()) {
+    send_error(res, ticket.status(), retry_after_s);
+    return;
+  }
+  // One thread per choice, same prompt (the prefix cache computes it once), seeds seed + i; their
+  // events meet in one queue.
+  auto fan = std::make_shared<Fanin>();
+  std::vector<ThreadId> ids;
+  const uint64_t seed = treq->sampling.seed;
+  for (int32_t i = 0; i < n; ++i) {
+    ThreadRequest r = i + 1 < n ? *treq : std::move(*treq);
+    r.sampling.seed = choice_seed(seed, i);
+    r.on_event = [fan, i](const ThreadEvent& ev) { fan->push(i, ev); };
+    Result<ThreadHandle> h = eng->submit(std::move(r));
+    if (!h.is_ok()) {
+      for (ThreadId id : ids) eng->cancel(id);
+      send_error(res, h.status(), retry_after_s);
+      return;
+    }
+    ids.push_back(h->id());
+    (*ticket)->add_thread(h->id());
+  }
+  const std::string model = tr.model_name;
+  const Tokenizer& tok = tr.model->tokenizer();
+  const bool logprobs = oreq.logprobs >= 0;
+  if (oreq.stream) {
+    stream_response(res, ep, std::move(*ticket), std::move(fan), std::move(ids), eng, model,
+                    oreq.include_usage, logprobs ? &tok : nullptr);
+    return;
+  }
+  // Non-streaming: drain the events (the first token releases the queued prompt tokens).
+  std::vector<std::shared_ptr<const ThreadResult>> results(static_cast<size_t>(n));
+  std::vector<std::optional<Clock::time_point>> last_token(static_cast<size_t>(n));
+  int32_t n_done = 0;
+  // The connection is looked up only once the request has run for a while (short requests never
+  // pay for the scan); a client that closed it gets its threads cancelled.
+  int conn_fd = -2;  // -2: not looked up yet; -1: not found
+  bool client_gone = false;
+  constexpr auto kCheckEvery = std::chrono::milliseconds(100);
+  Clock::time_point next_check = Clock::now() + kCheckEvery;
+  std::vector<Fanin::Item> items;
+  while (n_done < n) {
+    items.clear();
+    fan->take(&items, kCheckEvery);
+    if (!client_gone && Clock::now() >= next_check) {
+      next_check = Clock::now() + kCheckEvery;
+      if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
+      if (conn_fd >= 0 && peer_gone(conn_fd)) {
+        client_gone = true;
+        for (ThreadId id : ids) eng->cancel(id);
+        std::lock_guard<std::mutex> lk(mu);
+        ++counters.n_client_cancelled;
+      }
+    }
+    for (Fanin::Item& it : items) {
+      const size_t i = static_cast<size_t>(it.index);
+      if (it.event.kind == ThreadEvent::Kind::kToken) {
+        (*ticket)->on_token();
+        observe_token(&last_token[i]);
+      } else if (!results[i]) {
+        results[i] = std::move(it.event.result);
+        ++n_done;
+        // A failed choice fails the request (500 below): stop the others now, as streaming does.
+        if (results[i]->finish_reason == FinishReason::kError) {
+          for (ThreadId id : ids) eng->cancel(id);
+        }
+      }
+    }
+  }
+  observe_finished(results);
+  std::vector<ChoiceOutput> choices;
+  std::vector<Usage> usages;
+  // A failure first: its siblings were cancelled because of it, not by a shutdown.
+  for (const auto& r : results) {
+    if (r->finish_reason == FinishReason::kError) {
+      send_json(res, 500,
+                error_body("generation failed: " + r->error, "server_error", "engine_error"));
+      return;
+    }
+  }
+  for (const auto& r : results) {
+    if (r->finish_reason == FinishReason::kCancelled) {
+      send_json(res, 503,
+                error_body("the request was cancelled (server shutting down)", "server_error",
+                           "cancelled"));
+      return;
+    }
+    ChoiceOutput c;
+    c.text = r->text;
+    c.finish = r->finish_reason;
+    if (logprobs) {
+      int64_t offset = 0;
+      c.logprobs = logprobs_json(ep, tok, r->logprobs, &offset);
+    }
+    choices.push_back(std::move(c));
+    usages.push_back(r->usage);
+  }
+  send_json(res, 200,
+            completion_body(ep, new_id(ep), model, unix_now(), choices, merge_usage(usages)));
+}
+
+}  // namespace llmt::server

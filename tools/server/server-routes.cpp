@@ -1,0 +1,149 @@
+// The HTTP routes, API-key check, error bodies for httplib's own statuses, request logging and
+// /metrics.
+#include "server-impl.h"
+
+#include <sys/socket.h>
+
+#include <cstdio>
+
+namespace llmt::server {
+
+namespace {
+
+// The route name a request is counted under in /metrics: one of a fixed set, never the raw path
+// (which a client chooses, and would make the series unbounded).
+const char* route_name(const std::string& path) {
+  static constexpr const char* kRoutes[] = {
+      "/health", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/tasks", "/metrics"};
+  for (const char* r : kRoutes) {
+    if (path == r) return r;
+  }
+  if (path.rfind("/v1/tasks/", 0) == 0) return "/v1/tasks/{id}";
+  return "other";
+}
+
+}  // namespace
+
+void Server::Impl::install_routes() {
+  // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
+  // without an error; SO_REUSEADDR alone allows a quick restart and still refuses that.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  http.set_payload_max_length(opt.max_body_bytes);
+  http.set_read_timeout(
+      static_cast<time_t>(opt.read_timeout_s),
+      static_cast<time_t>((opt.read_timeout_s - static_cast<time_t>(opt.read_timeout_s)) * 1e6));
+  const size_t n_threads =
+      static_cast<size_t>(opt.n_http_threads > 0 ? opt.n_http_threads : opt.max_queue + 16);
+  http.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
+
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (opt.api_key.empty() || req.path == "/health")
+      return httplib::Server::HandlerResponse::Unhandled;
+    const std::string auth = req.get_header_value("Authorization");
+    if (!constant_time_equal(auth, "Bearer " + opt.api_key)) {
+      send_json(res, 401,
+                error_body("invalid or missing API key (Authorization: Bearer KEY)",
+                           "invalid_request_error", "invalid_api_key"));
+      // The request body (if any) was not read: the connection cannot carry another request.
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Statuses httplib sets itself (404 no route, 413 too large, 400 unreadable request) get an
+  // OpenAI error body too.
+  http.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+        if (!res.body.empty() || res.is_chunked_content_provider_) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        const char* msg = res.status == 413   ? "request body too large"
+                          : res.status == 404 ? "no such endpoint"
+                          : res.status == 405 ? "method not allowed"
+                                              : "bad request";
+        const char* type = res.status >= 500 ? "server_error" : "invalid_request_error";
+        res.set_content(dump_json(error_body(msg, type)), kJson);
+        // No handler ran, so a request body may be unread: close rather than parse it as a request.
+        res.set_header("Connection", "close");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        send_json(res, 500, error_body("internal error", "server_error", "internal_error"));
+      });
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      ++counters.n_requests;
+    }
+    if (metrics) metrics->count_request(route_name(req.path), res.status);
+    if (opt.log_requests) {
+      std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    }
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (draining)
+      send_json(res, 503, {{"status", "shutting_down"}});
+    else if (!engine)
+      send_json(res, 503, {{"status", "loading"}});
+    else
+      send_json(res, 200, {{"status", "ok"}});
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    TranslateOptions tr;
+    if (!ready_engine(res, &tr)) return;
+    json m = {{"id", tr.model_name},
+              {"object", "model"},
+              {"created", unix_now()},
+              {"owned_by", "llmthreads"}};
+    send_json(res, 200, {{"object", "list"}, {"data", json::array({m})}});
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, Endpoint::kCompletions);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, Endpoint::kChatCompletions);
+  });
+  http.Post("/v1/tasks", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_task_create(req, res);
+  });
+  http.Get(R"(/v1/tasks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    if (std::shared_ptr<TaskEntry> e = find_task(req, res)) send_json(res, 200, e->to_json());
+  });
+  http.Delete(R"(/v1/tasks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<TaskEntry> e = find_task(req, res);
+    if (!e) return;
+    {
+      // Marked first, so the cancelled documents' results do not make it "failed".
+      std::lock_guard<std::mutex> lk(e->mu);
+      if (e->status == TaskStatus::kRunning) e->status = TaskStatus::kCancelled;
+    }
+    {
+      std::lock_guard<std::mutex> lk(e->job_mu);
+      if (e->job) e->job->cancel();
+    }
+    send_json(res, 200, e->to_json());
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    if (!metrics) {
+      send_json(res, 500, error_body("metrics unavailable", "server_error", "internal_error"));
+      return;
+    }
+    Engine* eng = nullptr;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      eng = engine;
+      publish_queue_locked();
+    }
+    if (eng) metrics->update_engine(eng->stats());
+    res.status = 200;
+    res.set_content(metrics->render(), "text/plain; version=0.0.4");
+  });
+}
+
+}  // namespace llmt::server
