@@ -266,6 +266,16 @@ TEST(ModelLoad, UnknownArchitectureIsNamed) {
   EXPECT_NE(st.message().find("mamba"), std::string::npos) << st.message();
 }
 
+TEST(ModelLoad, UnknownArchitectureListsSupported) {
+  GgufWriter w = tiny_llama("mamba");
+  add_tensors(w);
+  const llmt::Status st = load_status(w);
+  EXPECT_NE(st.message().find("supported: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, "
+                              "gpt2, bert"),
+            std::string::npos)
+      << st.message();
+}
+
 TEST(ModelLoad, VocabOnlyGpt2FileIsUnsupportedArch) {
   LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-gpt-2.gguf");
   auto r = llmt::Model::load(llmt::test::data_path("models/vocab/ggml-vocab-gpt-2.gguf"));
