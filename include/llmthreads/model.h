@@ -211,11 +211,12 @@ class Context {
   // (of the last token, or of all of them with ContextOptions::all_logits). Equivalent to
   // decode() with entries {tokens[i], 0, n_past() + i, last or all_logits} (bitwise the same
   // logits). Errors leave the state unchanged: empty input, a token id outside [0, n_vocab), or
-  // n_past() + tokens.size() > n_ctx() ("context full"), paged mode.
+  // n_past() + tokens.size() > n_ctx() ("context full"), paged mode, an encoder model (eval,
+  // decode and decode_paged refuse those: use embed()).
   Status eval(std::span<const int32_t> tokens);
 
   // Encoder models (hparams().causal == false, e.g. bert): runs `tokens` (one sequence, all of
-  // it, bidirectionally; at most n_batch and the model's context_length tokens) and returns its
+  // it, bidirectionally; at most min(n_batch, n_ctx, context_length) tokens) and returns its
   // pooled state [n_embd] (pooling kMean / kCls), or every token's state [n_tokens, n_embd]
   // (kNone). `pooling` nullopt: the model's own pooling_type (kMean when it has none). Uses no
   // KV cache and changes no sequence state. Errors: a causal (decoder) model, empty input, a

@@ -428,11 +428,13 @@ Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
                             "' is a causal (decoder) model; embed() needs an encoder (bert)");
   }
   if (tokens.empty()) return invalid_argument("embed: no tokens");
-  const int64_t n_max = std::min<int64_t>(c.n_batch, h.n_ctx_train);
+  // One pass holds every token (scratch for n_batch rows, attention scores for n_ctx) and the
+  // learned positions stop at context_length.
+  const int64_t n_max = std::min<int64_t>({c.n_batch, c.n_ctx, h.n_ctx_train});
   if (static_cast<int64_t>(tokens.size()) > n_max) {
     return invalid_argument("embed: " + std::to_string(tokens.size()) +
                             " tokens exceed the most one pass takes (" + std::to_string(n_max) +
-                            ": min(n_batch, context_length))");
+                            ": min(n_batch, n_ctx, context_length))");
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= h.n_vocab) {
