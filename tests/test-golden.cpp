@@ -61,12 +61,7 @@ bool high_precision(llmt::TensorType t) {
 
 bool all_high_precision(const llmt::Model& m) {
   bool ok = high_precision(m.token_embd().type) && high_precision(m.output().type);
-  for (int32_t il = 0; il < m.hparams().n_layer; ++il) {
-    const auto& L = m.layer(il);
-    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      ok = ok && high_precision(w->type);
-    }
-  }
+  for (const auto* w : m.matrices()) ok = ok && high_precision(w->type);
   return ok;
 }
 
@@ -79,12 +74,7 @@ bool quantized_activations(const llmt::Model& m) {
     return t != TensorType::F32 && t != TensorType::F16 && t != TensorType::BF16;
   };
   bool any = q(m.output().type);
-  for (int32_t il = 0; il < m.hparams().n_layer; ++il) {
-    const auto& L = m.layer(il);
-    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      any = any || q(w->type);
-    }
-  }
+  for (const auto* w : m.matrices()) any = any || q(w->type);
   return any;
 }
 

@@ -14,6 +14,7 @@
 
 #include "kernels/ops.h"
 #include "llmthreads/model.h"
+#include "model/model-impl.h"  // bound layer weights (internal)
 #include "llmthreads/tokenizer.h"
 #include "test-util.h"
 
@@ -266,6 +267,16 @@ TEST(ModelLoad, UnknownArchitectureIsNamed) {
   EXPECT_NE(st.message().find("mamba"), std::string::npos) << st.message();
 }
 
+TEST(ModelLoad, UnknownArchitectureListsSupported) {
+  GgufWriter w = tiny_llama("mamba");
+  add_tensors(w);
+  const llmt::Status st = load_status(w);
+  EXPECT_NE(st.message().find("supported: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, "
+                              "gpt2, bert"),
+            std::string::npos)
+      << st.message();
+}
+
 TEST(ModelLoad, VocabOnlyGpt2FileIsUnsupportedArch) {
   LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-gpt-2.gguf");
   auto r = llmt::Model::load(llmt::test::data_path("models/vocab/ggml-vocab-gpt-2.gguf"));
@@ -338,7 +349,7 @@ TEST_P(CompleteTiny, LoadsTiedAndEvaluatesConsistently) {
   EXPECT_EQ(model->hparams().head_dim, 4);
   EXPECT_EQ(model->hparams().rope_type,
             GetParam() == "qwen2" ? llmt::RopeType::kNeox : llmt::RopeType::kNormal);
-  EXPECT_EQ(model->layer(0).bq != nullptr, GetParam() == "qwen2");
+  EXPECT_EQ(model->weights().layers[0].bq != nullptr, GetParam() == "qwen2");
   llmt::ContextOptions o;
   o.n_ctx = 16;
   o.all_logits = true;

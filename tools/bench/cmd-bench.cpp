@@ -97,12 +97,7 @@ MatmulFootprint matmul_footprint(const Model& model) {
     f.params += static_cast<uint64_t>(w.row_len) * static_cast<uint64_t>(w.n_rows);
     f.types.insert(w.type);
   };
-  for (int32_t il = 0; il < model.hparams().n_layer; ++il) {
-    const LayerWeights& l = model.layer(il);
-    for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      add(*w);
-  }
-  add(model.output());
+  for (const WeightMatrix* w : model.matrices()) add(*w);  // every layer's, then the output
   return f;
 }
 
