@@ -195,7 +195,7 @@ int cmd_run(int argc, char** argv) {
 
   // What makes an existing output resumable by this run.
   std::error_code fs_ec;
-  json fp = {
+  const json fp = {
       {"task", task_type_name(spec.type)},
       {"labels", spec.labels},
       {"choices", spec.choices},
@@ -219,7 +219,8 @@ int cmd_run(int argc, char** argv) {
       {"model", std::filesystem::path(model_path).filename().string()},
       {"model_bytes", static_cast<uint64_t>(std::filesystem::file_size(model_path, fs_ec))}};
 
-  if (!schema_text.empty()) fp["schema"] = schema_text;  // only then: older fingerprints stay
+  json fp_all = fp;
+  if (!schema_text.empty()) fp_all["schema"] = schema_text;  // only then: older ones stay valid
 
   BatchRunOptions opt;
   opt.spec = std::move(spec);
@@ -227,7 +228,7 @@ int cmd_run(int argc, char** argv) {
   opt.input_path = input_path;
   opt.output_path = output_path;
   opt.overwrite = overwrite;
-  opt.fingerprint = fp.dump();
+  opt.fingerprint = fp_all.dump();
   opt.window = static_cast<uint64_t>(window);
   opt.grace_s = grace_s;
   opt.progress = progress;
