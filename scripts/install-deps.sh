@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages llmthreads needs to build and test (only the missing ones).
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev libgmock-dev liblz4-dev libcpp-httplib-dev)
+      libgtest-dev libgmock-dev liblz4-dev libcpp-httplib-dev clang-format
+      clang libclang-rt-14-dev  # clang + its runtimes: the libFuzzer targets (scripts/fuzz.sh)
+      python3-jinja2)           # the chat-template oracle in tests/test-jinja.cpp
 # The AArch64 cross build of the kernel tests in .ci/run (x86-64 hosts): Debian's cross compiler,
 # qemu-user, and the arm64 multiarch -dev packages of the libraries the test binaries link.
 cross_pkgs=(g++-aarch64-linux-gnu qemu-user libpcre2-dev:arm64 liblz4-dev:arm64 libgtest-dev:arm64

@@ -28,7 +28,7 @@ struct Expr {
   enum class Kind {
     kLiteral,  // value
     kName,     // name
-    kList,     // items (also tuples)
+    kList,     // items (value.truthy(): a tuple)
     kDict,     // keys/items pairs: items[2k] key, items[2k+1] value
     kUnary,    // op ("-", "+", "not"), a
     kBinary,   // op, a, b ("+", "-", "*", "/", "//", "%", "**", "~", "and", "or")

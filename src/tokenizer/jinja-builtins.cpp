@@ -173,6 +173,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
       type_error(std::string("can only concatenate str (not \"") + b.type_name() + "\") to str");
     }
     if (a.is_list() && b.is_list()) {
+      if ((a.list().size() + b.list().size()) * sizeof(Value) > max_bytes)
+        throw Error("list too large");
       List l = a.list();
       l.insert(l.end(), b.list().begin(), b.list().end());
       return Value(std::move(l));
@@ -186,7 +188,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
     if ((s->is_string() || s->is_list()) &&
         (n->type() == Value::Type::kInt || n->type() == Value::Type::kBool)) {
       const int64_t k = std::max<int64_t>(0, n->as_int());
-      const size_t unit = s->is_string() ? s->str().size() : s->list().size() * 16;
+      const size_t unit = s->is_string() ? s->str().size() : s->list().size() * sizeof(Value);
       if (unit != 0 && static_cast<uint64_t>(k) > max_bytes / unit)
         throw Error("sequence too large");
       if (s->is_string()) {
@@ -475,7 +477,7 @@ bool call_method(Interp& in, const Value& obj, const std::string& name, Args& a,
     const Dict& d = obj.dict();
     if (name == "items") {
       List l;
-      for (const auto& kv : d.items) l.push_back(Value(List{Value(kv.first), kv.second}));
+      for (const auto& kv : d.items) l.push_back(Value::tuple(List{Value(kv.first), kv.second}));
       *out = Value(std::move(l));
     } else if (name == "keys") {
       List l;
@@ -571,7 +573,8 @@ Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
     return Value(s);
   }
   if (name == "string") return Value(to_str(v));
-  if (name == "safe" || (name == "list" && v.is_list())) return v;
+  if (name == "safe") return v;
+  if (name == "list" && v.is_list()) return Value(v.list());
   if (name == "list") return Value(iterate(v));
   if (name == "upper") return Value(ascii_map(to_str(v), [](int c) { return std::toupper(c); }));
   if (name == "lower") return Value(lower_str(v));
@@ -658,7 +661,8 @@ Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
   if (name == "dictsort") {
     if (!v.is_dict()) type_error("dictsort needs a mapping");
     List l;
-    for (const auto& kv : v.dict().items) l.push_back(Value(List{Value(kv.first), kv.second}));
+    for (const auto& kv : v.dict().items)
+      l.push_back(Value::tuple(List{Value(kv.first), kv.second}));
     const bool by_value = to_str(a.get(1, "by", Value("key"))) == "value";
     const bool reverse = a.get(2, "reverse", Value(false)).truthy();
     std::stable_sort(l.begin(), l.end(), [&](const Value& x, const Value& y) {

@@ -317,7 +317,7 @@ Value Interp::eval(const Expr& e) {
       List l;
       l.reserve(e.items.size());
       for (const ExprPtr& x : e.items) l.push_back(eval(*x));
-      return Value(std::move(l));
+      return e.value.truthy() ? Value::tuple(std::move(l)) : Value(std::move(l));
     }
     case Expr::Kind::kDict: {
       Dict d;

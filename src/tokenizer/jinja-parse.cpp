@@ -549,6 +549,7 @@ class Parser {
     ExprPtr first = with_cond ? parse_expr() : parse_or();
     if (!is_op(",")) return first;
     auto t = make(Expr::Kind::kList);
+    t->value = Value(true);
     t->items.push_back(std::move(first));
     while (skip_op(",")) {
       if (cur().type == Tok::kBlockEnd || cur().type == Tok::kVarEnd || is_op(")")) break;
@@ -693,13 +694,18 @@ class Parser {
       return e;
     }
     if (skip_op("(")) {
-      if (skip_op(")")) return make(Expr::Kind::kList);
+      if (skip_op(")")) {
+        auto t = make(Expr::Kind::kList);
+        t->value = Value(true);
+        return t;
+      }
       ExprPtr first = parse_expr();
       if (!is_op(",")) {
         expect_op(")");
         return first;
       }
       auto l = make(Expr::Kind::kList);
+      l->value = Value(true);
       l->items.push_back(std::move(first));
       while (skip_op(",")) {
         if (is_op(")")) break;

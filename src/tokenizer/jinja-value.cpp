@@ -296,14 +296,15 @@ std::string to_repr(const Value& v) {
     case Value::Type::kString:
       return str_repr(v.str());
     case Value::Type::kList: {
-      std::string out = "[";
+      std::string out = v.is_tuple() ? "(" : "[";
       bool first = true;
       for (const Value& e : v.list()) {
         if (!first) out += ", ";
         first = false;
         out += to_repr(e);
       }
-      return out + "]";
+      if (v.is_tuple() && v.list().size() == 1) out += ",";
+      return out + (v.is_tuple() ? ")" : "]");
     }
     case Value::Type::kDict: {
       std::string out = "{";

@@ -68,6 +68,13 @@ class Value {
   Value(Dict d, bool is_namespace = false)
       : type_(is_namespace ? Type::kNamespace : Type::kDict),
         dict_(std::make_shared<Dict>(std::move(d))) {}
+  // A tuple: a list that prints as (a, b).
+  static Value tuple(List l) {
+    Value v(std::move(l));
+    v.is_tuple_ = true;
+    return v;
+  }
+  bool is_tuple() const { return is_tuple_; }
   static Value callable(std::string name, NativeFn fn) {
     Value v(Type::kCallable);
     v.str_ = std::move(name);
@@ -103,6 +110,7 @@ class Value {
  private:
   explicit Value(Type t) : type_(t) {}
   Type type_ = Type::kUndefined;
+  bool is_tuple_ = false;
   int64_t i_ = 0;
   double f_ = 0;
   std::string str_;

@@ -14,10 +14,13 @@ namespace {
 
 nlohmann::json value_to_json(const GgufValue& v, size_t max_elems) {
   switch (v.type) {
-    case GgufType::STRING: return std::string(v.str);
-    case GgufType::BOOL: return v.num.u != 0;
+    case GgufType::STRING:
+      return std::string(v.str);
+    case GgufType::BOOL:
+      return v.num.u != 0;
     case GgufType::FLOAT32:
-    case GgufType::FLOAT64: return v.num.f;
+    case GgufType::FLOAT64:
+      return v.num.f;
     case GgufType::ARRAY: {
       if (v.array.size() > max_elems) {
         return nlohmann::json{{"type", std::string("array of ") + gguf_type_name(v.elem_type)},
@@ -65,14 +68,16 @@ int cmd_info(int argc, char** argv) {
     return 1;
   }
   const GgufFile& g = **file;
-  // The CPU tier the kernels run on (LLMT_ISA caps it; a bad value is an error, as in a model load).
+  // The CPU tier the kernels run on (LLMT_ISA caps it; a bad value is an error, as in a model
+  // load).
   const auto tier = kernels::select_isa();
   if (!tier) {
     std::fprintf(stderr, "error: %s\n", tier.status().to_string().c_str());
     return 1;
   }
-  const std::string tier_line = std::string(kernels::isa_name(tier.value())) + " (best on this CPU: " +
-                                kernels::isa_name(kernels::best_isa()) + ")";
+  const std::string tier_line = std::string(kernels::isa_name(tier.value())) +
+                                " (best on this CPU: " + kernels::isa_name(kernels::best_isa()) +
+                                ")";
 
   std::string arch;
   if (auto a = g.get_string("general.architecture"); a && *a) arch = std::string(**a);

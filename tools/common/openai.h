@@ -84,12 +84,12 @@ Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
 
 // What turning a parsed request into a ThreadRequest needs from the served model.
 struct TranslateOptions {
-  const Model* model = nullptr;       // tokenizer (required)
-  std::string model_name;             // the served model id; a body naming another one fails
+  const Model* model = nullptr;           // tokenizer (required)
+  std::string model_name;                 // the served model id; a body naming another one fails
   std::optional<ChatFormat> chat_format;  // chat requests fail without one
-  std::string chat_format_error;      // why there is none (said to chat clients)
-  int32_t n_ctx = 0;                  // positions per thread
-  int32_t default_max_tokens = 0;     // when the body has none; 0 = up to the context's end
+  std::string chat_format_error;          // why there is none (said to chat clients)
+  int32_t n_ctx = 0;                      // positions per thread
+  int32_t default_max_tokens = 0;         // when the body has none; 0 = up to the context's end
 };
 
 // Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;
