@@ -96,6 +96,7 @@ Result<ChatTemplate> ChatTemplate::from_jinja(std::string_view source, std::stri
   j->tmpl = std::move(parsed).value();
   t.jinja_ = std::move(j);
   t.description_ = "Jinja from " + origin;
+  t.source_ = std::string(source);
   t.bos_token_ = std::move(bos_token);
   t.eos_token_ = std::move(eos_token);
   return t;

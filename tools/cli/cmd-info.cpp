@@ -6,6 +6,7 @@
 
 #include "common/commands.h"
 #include "kernels/kernels.h"
+#include "llmthreads/chat-template.h"
 #include "llmthreads/gguf.h"
 
 namespace llmt::cli {
@@ -14,10 +15,13 @@ namespace {
 
 nlohmann::json value_to_json(const GgufValue& v, size_t max_elems) {
   switch (v.type) {
-    case GgufType::STRING: return std::string(v.str);
-    case GgufType::BOOL: return v.num.u != 0;
+    case GgufType::STRING:
+      return std::string(v.str);
+    case GgufType::BOOL:
+      return v.num.u != 0;
     case GgufType::FLOAT32:
-    case GgufType::FLOAT64: return v.num.f;
+    case GgufType::FLOAT64:
+      return v.num.f;
     case GgufType::ARRAY: {
       if (v.array.size() > max_elems) {
         return nlohmann::json{{"type", std::string("array of ") + gguf_type_name(v.elem_type)},
@@ -65,14 +69,16 @@ int cmd_info(int argc, char** argv) {
     return 1;
   }
   const GgufFile& g = **file;
-  // The CPU tier the kernels run on (LLMT_ISA caps it; a bad value is an error, as in a model load).
+  // The CPU tier the kernels run on (LLMT_ISA caps it; a bad value is an error, as in a model
+  // load).
   const auto tier = kernels::select_isa();
   if (!tier) {
     std::fprintf(stderr, "error: %s\n", tier.status().to_string().c_str());
     return 1;
   }
-  const std::string tier_line = std::string(kernels::isa_name(tier.value())) + " (best on this CPU: " +
-                                kernels::isa_name(kernels::best_isa()) + ")";
+  const std::string tier_line = std::string(kernels::isa_name(tier.value())) +
+                                " (best on this CPU: " + kernels::isa_name(kernels::best_isa()) +
+                                ")";
 
   std::string arch;
   if (auto a = g.get_string("general.architecture"); a && *a) arch = std::string(**a);
@@ -86,6 +92,15 @@ int cmd_info(int argc, char** argv) {
   }
   const GgufValue* tmpl = g.find("tokenizer.chat_template");
   const bool has_template = tmpl && tmpl->type == GgufType::STRING && !tmpl->str.empty();
+  // The template chat requests use by default (what `--chat-template` would override).
+  std::string template_used =
+      "none (tokenizer.chat_template absent; choose one with --chat-template NAME|FILE)";
+  if (has_template) {
+    auto t = ChatTemplate::select("", tmpl->str, nullptr);
+    template_used = t.is_ok()
+                        ? t->description() + " (" + std::to_string(tmpl->str.size()) + " bytes)"
+                        : "none: " + t.status().message();
+  }
   const std::string prefix = arch + ".";
   uint64_t total_bytes = 0, total_elems = 0;
   for (const auto& t : g.tensors()) {
@@ -112,6 +127,7 @@ int cmd_info(int argc, char** argv) {
     if (all) j["metadata"] = meta;
     j["tokenizer"] = {{"model", tok_model}, {"pre", tok_pre}, {"n_vocab", n_vocab}};
     j["chat_template"] = has_template;
+    j["chat_template_used"] = template_used;
     j["n_params"] = total_elems;
     j["n_bytes"] = total_bytes;
     j["cpu_tier"] = kernels::isa_name(tier.value());
@@ -137,7 +153,7 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("tokenizer:     %s (pre: %s), %zu tokens\n",
               tok_model.empty() ? "(none)" : tok_model.c_str(), tok_pre.c_str(), n_vocab);
-  std::printf("chat template: %s\n", has_template ? "present" : "absent");
+  std::printf("chat template: %s\n", template_used.c_str());
   std::printf("parameters:    %llu (%llu bytes of tensor data)\n",
               static_cast<unsigned long long>(total_elems),
               static_cast<unsigned long long>(total_bytes));
