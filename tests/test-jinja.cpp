@@ -360,7 +360,7 @@ TEST(ChatTemplateApi, RolesRequestsAndSelection) {
   fs::remove(file);
   auto missing = ChatTemplate::select("/nonexistent/t.jinja", src, nullptr);
   ASSERT_FALSE(missing.is_ok());
-  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
   auto bad_gguf = ChatTemplate::select("", "{% if %}", nullptr);
   ASSERT_FALSE(bad_gguf.is_ok());
   EXPECT_NE(bad_gguf.status().message().find("GGUF tokenizer.chat_template"), std::string::npos);

@@ -119,8 +119,8 @@ class ChatTemplate {
                                          const JinjaLimits& limits = {});
   // What `--chat-template OPTION` selects: "" -> the GGUF's template (`gguf_template`; an
   // absent one is not_found naming the built-in formats); a built-in format name; otherwise the
-  // path of a Jinja file (unreadable -> not_found / io_error). bos/eos come from `tok` (may be
-  // null: empty strings).
+  // path of a Jinja file (neither a name nor a readable file -> invalid_argument). bos/eos come
+  // from `tok` (may be null: empty strings).
   static Result<ChatTemplate> select(std::string_view option, std::string_view gguf_template,
                                      const Tokenizer* tok, const JinjaLimits& limits = {});
 

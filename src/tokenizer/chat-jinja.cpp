@@ -119,9 +119,9 @@ Result<ChatTemplate> ChatTemplate::select(std::string_view option, std::string_v
   if (auto f = chat_format_from_name(option); f.is_ok()) return from_format(*f);
   std::ifstream in{std::string(option), std::ios::binary};
   if (!in) {
-    return not_found("--chat-template '" + std::string(option) +
-                     "' is neither a built-in format (" + chat_format_names() +
-                     ") nor a readable file");
+    return invalid_argument("--chat-template '" + std::string(option) +
+                            "' is neither a built-in format (" + chat_format_names() +
+                            ") nor a readable file");
   }
   std::ostringstream ss;
   ss << in.rdbuf();
