@@ -10,8 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -61,12 +61,7 @@ bool high_precision(llmt::TensorType t) {
 
 bool all_high_precision(const llmt::Model& m) {
   bool ok = high_precision(m.token_embd().type) && high_precision(m.output().type);
-  for (int32_t il = 0; il < m.hparams().n_layer; ++il) {
-    const auto& L = m.layer(il);
-    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      ok = ok && high_precision(w->type);
-    }
-  }
+  for (const auto* w : m.matrices()) ok = ok && high_precision(w->type);
   return ok;
 }
 
@@ -79,12 +74,7 @@ bool quantized_activations(const llmt::Model& m) {
     return t != TensorType::F32 && t != TensorType::F16 && t != TensorType::BF16;
   };
   bool any = q(m.output().type);
-  for (int32_t il = 0; il < m.hparams().n_layer; ++il) {
-    const auto& L = m.layer(il);
-    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      any = any || q(w->type);
-    }
-  }
+  for (const auto* w : m.matrices()) any = any || q(w->type);
   return any;
 }
 
@@ -138,18 +128,19 @@ class GoldenTable : public ::testing::Environment {
   }
   void TearDown() override {
     if (rows_.empty()) return;
-    std::printf("\n%-27s %7s %10s %6s %9s %9s %6s %9s %9s %6s\n", "model", "ids ok",
-                "max NMSE", "tol", "top1", "swap gap", "ratio", "greedy", "div marg", "sec");
+    std::printf("\n%-27s %7s %10s %6s %9s %9s %6s %9s %9s %6s\n", "model", "ids ok", "max NMSE",
+                "tol", "top1", "swap gap", "ratio", "greedy", "div marg", "sec");
     for (const auto& [stem, r] : rows_) {
       std::printf("%-27s %3d/%-3d %10.3g %6.0e %4d/%-4d %9.3f %6.2f %4d/%-4d %9.4f %6.2f\n",
-                  stem.c_str(), r.ids_ok, r.n_prompts, r.max_nmse, r.tol, r.top1_ok,
-                  r.top1_checked, r.worst_top1_gap, r.worst_swap_ratio, r.greedy_matched,
-                  r.greedy_total, r.worst_greedy_margin, r.seconds);
+                  stem.c_str(), r.ids_ok, r.n_prompts, r.max_nmse, r.tol, r.top1_ok, r.top1_checked,
+                  r.worst_top1_gap, r.worst_swap_ratio, r.greedy_matched, r.greedy_total,
+                  r.worst_greedy_margin, r.seconds);
     }
-    std::printf("top1: positions with reference gap > 0.05 whose top-1 matched; swap gap: the\n"
-                "largest reference gap among swaps; ratio: largest swap gap / local RMS logit\n"
-                "error; greedy: steps matched before the first\n"
-                "reference margin < 0.01; div marg: reference margin where greedy diverged.\n");
+    std::printf(
+        "top1: positions with reference gap > 0.05 whose top-1 matched; swap gap: the\n"
+        "largest reference gap among swaps; ratio: largest swap gap / local RMS logit\n"
+        "error; greedy: steps matched before the first\n"
+        "reference margin < 0.01; div marg: reference margin where greedy diverged.\n");
   }
 
  private:
@@ -161,7 +152,8 @@ class GoldenTable : public ::testing::Environment {
 [[maybe_unused]] const GoldenTable* const kGoldenTable = GoldenTable::instance();
 
 // Reference stem x CPU tier (LLMT_ISA capped at the tier; a tier this machine lacks is skipped).
-class GoldenLlamaCpp : public ::testing::TestWithParam<std::tuple<std::string, llmt::kernels::Isa>> {};
+class GoldenLlamaCpp
+    : public ::testing::TestWithParam<std::tuple<std::string, llmt::kernels::Isa>> {};
 
 TEST_P(GoldenLlamaCpp, MatchesReference) {
   const auto& [stem, tier] = GetParam();
@@ -243,8 +235,8 @@ TEST_P(GoldenLlamaCpp, MatchesReference) {
           row.worst_top1_gap = std::max(row.worst_top1_gap, gap);
           // Exact-activation formats must match; quantized-activation formats may swap a
           // near-tie within their measured logit noise (see kQuantTop1Gap).
-          const bool in_top3 = ours == top10[pos][1][0].get<int32_t>() ||
-                               ours == top10[pos][2][0].get<int32_t>();
+          const bool in_top3 =
+              ours == top10[pos][1][0].get<int32_t>() || ours == top10[pos][2][0].get<int32_t>();
           const bool allowed = quant_act && in_top3 && gap < kQuantTop1NoiseFactor * rms_abs;
           row.worst_swap_ratio = std::max(row.worst_swap_ratio, gap / rms_abs);
           EXPECT_TRUE(allowed) << "top-1 at position " << pos << ": got " << ours << ", want "
@@ -277,8 +269,7 @@ TEST_P(GoldenLlamaCpp, MatchesReference) {
       }
     }
   }
-  row.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   GoldenTable::instance()->add(row_name, row);
   std::printf("[golden] %s: ids %d/%d, max NMSE %.3g (tol %.0e), top1 %d/%d, greedy %d/%d, %.2fs\n",
               row_name.c_str(), row.ids_ok, row.n_prompts, row.max_nmse, row.tol, row.top1_ok,
@@ -293,8 +284,10 @@ std::string stem_name(const ::testing::TestParamInfo<std::string>& info) {
   return s;
 }
 
-std::string stem_tier_name(const ::testing::TestParamInfo<std::tuple<std::string, llmt::kernels::Isa>>& info) {
-  return stem_name({std::get<0>(info.param), info.index}) + "_" + llmt::kernels::isa_name(std::get<1>(info.param));
+std::string stem_tier_name(
+    const ::testing::TestParamInfo<std::tuple<std::string, llmt::kernels::Isa>>& info) {
+  return stem_name({std::get<0>(info.param), info.index}) + "_" +
+         llmt::kernels::isa_name(std::get<1>(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GoldenLlamaCpp,

@@ -14,6 +14,7 @@
 
 #include "kernels/ops.h"
 #include "llmthreads/model.h"
+#include "model/model-impl.h"  // bound layer weights (internal)
 #include "llmthreads/tokenizer.h"
 #include "test-util.h"
 
@@ -244,7 +245,8 @@ GgufWriter complete_tiny(const std::string& arch) {
 }
 
 std::string temp_file(const std::string& name) {
-  return (fs::temp_directory_path() / ("llmt-test-model-" + std::to_string(::getpid()) + "-" + name))
+  return (fs::temp_directory_path() /
+          ("llmt-test-model-" + std::to_string(::getpid()) + "-" + name))
       .string();
 }
 
@@ -263,6 +265,16 @@ TEST(ModelLoad, UnknownArchitectureIsNamed) {
   ASSERT_FALSE(st.is_ok());
   EXPECT_EQ(st.code(), llmt::StatusCode::kUnsupported);
   EXPECT_NE(st.message().find("mamba"), std::string::npos) << st.message();
+}
+
+TEST(ModelLoad, UnknownArchitectureListsSupported) {
+  GgufWriter w = tiny_llama("mamba");
+  add_tensors(w);
+  const llmt::Status st = load_status(w);
+  EXPECT_NE(st.message().find("supported: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, "
+                              "gpt2, bert"),
+            std::string::npos)
+      << st.message();
 }
 
 TEST(ModelLoad, VocabOnlyGpt2FileIsUnsupportedArch) {
@@ -337,7 +349,7 @@ TEST_P(CompleteTiny, LoadsTiedAndEvaluatesConsistently) {
   EXPECT_EQ(model->hparams().head_dim, 4);
   EXPECT_EQ(model->hparams().rope_type,
             GetParam() == "qwen2" ? llmt::RopeType::kNeox : llmt::RopeType::kNormal);
-  EXPECT_EQ(model->layer(0).bq != nullptr, GetParam() == "qwen2");
+  EXPECT_EQ(model->weights().layers[0].bq != nullptr, GetParam() == "qwen2");
   llmt::ContextOptions o;
   o.n_ctx = 16;
   o.all_logits = true;
@@ -606,8 +618,8 @@ TEST(ContextOptionsTest, BadOptionsAreErrors) {
   o.kv_type = static_cast<llmt::KvType>(7);
   EXPECT_FALSE(llmt::Context::create(*r, o).is_ok());
   // Default cells per sequence with many sequences: min(2048, max(256, 16384 / n_seq_max)).
-  for (auto [n_seq, want] : {std::pair{4, 2048}, std::pair{16, 1024}, std::pair{64, 256},
-                             std::pair{128, 256}}) {
+  for (auto [n_seq, want] :
+       {std::pair{4, 2048}, std::pair{16, 1024}, std::pair{64, 256}, std::pair{128, 256}}) {
     o = {};
     o.n_seq_max = n_seq;
     o.kv_type = llmt::KvType::kF16;

@@ -1,5 +1,5 @@
-// Transformer models loaded from GGUF (the llama family: llama, mistral, qwen2) and the
-// per-sequence inference state that runs them.
+// Transformer models loaded from GGUF (llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, gpt2
+// and the bert encoder) and the per-sequence inference state that runs them.
 //
 // A Model is immutable after load(): it owns the GgufFile (the mmap), the Tokenizer, the
 // hyperparameters and pointers to every weight tensor inside the mapping (quantized weights are
@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,28 +33,41 @@ namespace llmt {
 
 class GgufFile;
 class Tokenizer;
+struct ModelWeights;  // internal (src/model/model-impl.h)
+struct ArchSpec;      // internal
 
 // How rotary position embedding pairs dimensions of a head.
 enum class RopeType {
   kNormal,  // llama: adjacent pairs (x[2i], x[2i+1])
   kNeox,    // qwen2 / NeoX: halves (x[i], x[i + n_rot/2])
+  kNone,    // no rotary embedding (learned positions: gpt2, bert)
+};
+
+// How an encoder's per-token states become one vector (values of GGUF <arch>.pooling_type).
+enum class Pooling {
+  kNone = 0,  // no pooling: every token's state
+  kMean = 1,  // mean over the tokens
+  kCls = 2,   // the first token's state
 };
 
 struct ModelHparams {
-  std::string arch;          // general.architecture ("llama", "mistral", "qwen2")
-  int32_t n_vocab = 0;       // rows of token_embd
-  int32_t n_ctx_train = 0;   // <arch>.context_length
-  int32_t n_embd = 0;        // <arch>.embedding_length
-  int32_t n_layer = 0;       // <arch>.block_count
-  int32_t n_ff = 0;          // <arch>.feed_forward_length
-  int32_t n_head = 0;        // <arch>.attention.head_count
-  int32_t n_head_kv = 0;     // <arch>.attention.head_count_kv (default n_head)
-  int32_t head_dim = 0;      // <arch>.attention.key_length (default n_embd / n_head)
-  int32_t n_rot = 0;         // <arch>.rope.dimension_count (default head_dim); even, <= head_dim
-  float rms_eps = 1e-5f;     // <arch>.attention.layer_norm_rms_epsilon
+  std::string arch;         // general.architecture ("llama", "qwen3", "gemma2", "bert", ...)
+  int32_t n_vocab = 0;      // rows of token_embd
+  int32_t n_ctx_train = 0;  // <arch>.context_length
+  int32_t n_embd = 0;       // <arch>.embedding_length
+  int32_t n_layer = 0;      // <arch>.block_count
+  int32_t n_ff = 0;         // <arch>.feed_forward_length
+  int32_t n_head = 0;       // <arch>.attention.head_count
+  int32_t n_head_kv = 0;    // <arch>.attention.head_count_kv (default n_head)
+  int32_t head_dim = 0;     // <arch>.attention.key_length (default n_embd / n_head)
+  int32_t n_rot = 0;        // <arch>.rope.dimension_count (default head_dim); even, <= head_dim
+  float rms_eps = 1e-5f;    // <arch>.attention.layer_norm_rms_epsilon
   float rope_freq_base = 10000.0f;  // <arch>.rope.freq_base
   float rope_freq_scale = 1.0f;     // 1 / <arch>.rope.scaling.factor for linear scaling
   RopeType rope_type = RopeType::kNormal;
+  int32_t n_swa = 0;   // <arch>.attention.sliding_window on sliding-window layers; 0: none
+  bool causal = true;  // false: a bidirectional encoder (bert; use Context::embed())
+  Pooling pooling = Pooling::kNone;  // <arch>.pooling_type of an encoder
 
   int32_t q_dim() const { return n_head * head_dim; }      // width of Q / attention output
   int32_t kv_dim() const { return n_head_kv * head_dim; }  // width of K and V
@@ -67,23 +81,6 @@ struct WeightMatrix {
   int64_t row_len = 0;         // K: input features (GGUF ne[0])
   int64_t n_rows = 0;          // N: output features (GGUF ne[1])
   size_t row_bytes = 0;
-};
-
-// Weights of one transformer block. Vectors are F32 [n] views into the mapping; biases are
-// nullptr when the file has none.
-struct LayerWeights {
-  const float* attn_norm = nullptr;  // [n_embd]
-  WeightMatrix wq;                   // [q_dim, n_embd]
-  WeightMatrix wk;                   // [kv_dim, n_embd]
-  WeightMatrix wv;                   // [kv_dim, n_embd]
-  WeightMatrix wo;                   // [n_embd, q_dim]
-  const float* bq = nullptr;         // [q_dim]  (qwen2)
-  const float* bk = nullptr;         // [kv_dim] (qwen2)
-  const float* bv = nullptr;         // [kv_dim] (qwen2)
-  const float* ffn_norm = nullptr;   // [n_embd]
-  WeightMatrix ffn_gate;             // [n_ff, n_embd]
-  WeightMatrix ffn_up;               // [n_ff, n_embd]
-  WeightMatrix ffn_down;             // [n_embd, n_ff]
 };
 
 struct ModelOptions {
@@ -102,23 +99,29 @@ class Model {
   // architecture, missing or malformed hyperparameter key, missing tensor, tensor with a wrong
   // shape or an unsupported type, missing/invalid tokenizer metadata.
   static Result<std::shared_ptr<const Model>> load(const std::string& path,
-                                                    const ModelOptions& options = {});
+                                                   const ModelOptions& options = {});
 
   const ModelHparams& hparams() const { return hparams_; }
   const GgufFile& gguf() const { return *gguf_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& path() const { return path_; }
 
-  const WeightMatrix& token_embd() const { return token_embd_; }  // [n_vocab, n_embd]
-  const float* output_norm() const { return output_norm_; }       // [n_embd]
-  // [n_vocab, n_embd]; token_embd itself when the file ties the output to the embedding.
-  const WeightMatrix& output() const { return output_; }
-  bool tied_output() const { return tied_output_; }
-  const LayerWeights& layer(int32_t il) const { return layers_[il]; }
+  const WeightMatrix& token_embd() const;  // [n_vocab, n_embd]
+  // [n_vocab, n_embd]; token_embd itself when the file ties the output to the embedding; no
+  // data (nullptr) for an encoder without an output head (bert).
+  const WeightMatrix& output() const;
+  bool tied_output() const;
+  // Every weight matrix a token is multiplied by (all layers, then the output), e.g. to count
+  // the bytes read per token or the formats in use.
+  std::span<const WeightMatrix* const> matrices() const;
 
   // Writes the embedding of token `id` (0 <= id < n_vocab, checked by the caller) to
   // dst[0..n_embd).
   void embed_token(int32_t id, float* dst) const;
+
+  // Internal (src/model): the bound weights and the architecture's hooks.
+  const ModelWeights& weights() const { return *weights_; }
+  const ArchSpec& arch_spec() const { return *arch_; }
 
   // Kernel ISA chosen at load (an int holding kernels::Isa, kept opaque here).
   int isa() const { return isa_; }
@@ -135,15 +138,11 @@ class Model {
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<Tokenizer> tokenizer_;
   ModelHparams hparams_;
-  WeightMatrix token_embd_;
-  WeightMatrix output_;
-  const float* output_norm_ = nullptr;
-  bool tied_output_ = false;
-  std::vector<LayerWeights> layers_;
+  std::unique_ptr<ModelWeights> weights_;
+  const ArchSpec* arch_ = nullptr;
   int isa_ = 0;
   uint64_t weight_bytes_ = 0;
   std::string_view chat_template_;
-  void (*embed_dequant_)(const void* src, float* dst, int64_t n) = nullptr;
 };
 
 // Element type of the K/V cache.
@@ -168,7 +167,7 @@ struct ContextOptions {
   // (decode_paged()). n_seq_max and the sequence-0 API (eval, decode, seq_len, seq_clear,
   // truncate, n_past) are not used in paged mode (they return kInvalidArgument / 0).
   int32_t n_kv_blocks = 0;
-  int32_t kv_block_size = 16;   // tokens per block, in [1, 4096] (checked in paged mode only)
+  int32_t kv_block_size = 16;  // tokens per block, in [1, 4096] (checked in paged mode only)
   // Element type of the K/V cache. Default F32.
   KvType kv_type = KvType::kF32;
   // Compute threads. 0 (default): the number of physical cores.
@@ -212,8 +211,18 @@ class Context {
   // (of the last token, or of all of them with ContextOptions::all_logits). Equivalent to
   // decode() with entries {tokens[i], 0, n_past() + i, last or all_logits} (bitwise the same
   // logits). Errors leave the state unchanged: empty input, a token id outside [0, n_vocab), or
-  // n_past() + tokens.size() > n_ctx() ("context full"), paged mode.
+  // n_past() + tokens.size() > n_ctx() ("context full"), paged mode, an encoder model (eval,
+  // decode and decode_paged refuse those: use embed()).
   Status eval(std::span<const int32_t> tokens);
+
+  // Encoder models (hparams().causal == false, e.g. bert): runs `tokens` (one sequence, all of
+  // it, bidirectionally; at most min(n_batch, n_ctx, context_length) tokens) and returns its
+  // pooled state [n_embd] (pooling kMean / kCls), or every token's state [n_tokens, n_embd]
+  // (kNone). `pooling` nullopt: the model's own pooling_type (kMean when it has none). Uses no
+  // KV cache and changes no sequence state. Errors: a causal (decoder) model, empty input, a
+  // token outside [0, n_vocab), too many tokens.
+  Result<std::vector<float>> embed(std::span<const int32_t> tokens,
+                                   std::optional<Pooling> pooling = std::nullopt);
 
   // Logits [n_vocab] of the i-th row kept by the last eval() or decode() (i = -1: the last one).
   // After eval(): row i is position n_past_before + i with all_logits, else the single last

@@ -20,9 +20,9 @@ enum class StatusCode {
   kIo,               // OS-level failure (open, mmap, read, write, disk full)
   kOutOfMemory,      // an allocation or a fixed budget was exceeded (memory, a registry's size)
   kInternal,         // a bug: an invariant did not hold
-  kCannotFit,        // a request that can never run with these limits (context, KV pool): do not retry
-  kOverCapacity,     // a queue or in-flight limit is full now: retryable later
-  kCancelled,        // the operation was cancelled (by its caller or a shutdown)
+  kCannotFit,     // a request that can never run with these limits (context, KV pool): do not retry
+  kOverCapacity,  // a queue or in-flight limit is full now: retryable later
+  kCancelled,     // the operation was cancelled (by its caller or a shutdown)
 };
 
 class [[nodiscard]] Status {
@@ -51,30 +51,46 @@ class [[nodiscard]] Status {
 
 const char* status_code_name(StatusCode code);
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status invalid_argument(std::string m, std::string field) {
   return {StatusCode::kInvalidArgument, std::move(m), std::move(field)};
 }
-inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
-inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
+inline Status not_found(std::string m) {
+  return {StatusCode::kNotFound, std::move(m)};
+}
+inline Status corrupt(std::string m) {
+  return {StatusCode::kCorrupt, std::move(m)};
+}
+inline Status unsupported(std::string m) {
+  return {StatusCode::kUnsupported, std::move(m)};
+}
 inline Status unsupported(std::string m, std::string field) {
   return {StatusCode::kUnsupported, std::move(m), std::move(field)};
 }
-inline Status io_error(std::string m) { return {StatusCode::kIo, std::move(m)}; }
-inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status io_error(std::string m) {
+  return {StatusCode::kIo, std::move(m)};
+}
+inline Status internal_error(std::string m) {
+  return {StatusCode::kInternal, std::move(m)};
+}
 inline Status cannot_fit(std::string m, std::string field = {}) {
   return {StatusCode::kCannotFit, std::move(m), std::move(field)};
 }
-inline Status over_capacity(std::string m) { return {StatusCode::kOverCapacity, std::move(m)}; }
-inline Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
+inline Status over_capacity(std::string m) {
+  return {StatusCode::kOverCapacity, std::move(m)};
+}
+inline Status cancelled(std::string m) {
+  return {StatusCode::kCancelled, std::move(m)};
+}
 
 // Result<T>: either a value or a non-ok Status (a small std::expected for C++20).
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                 // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}          // NOLINT: must not be ok
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be ok
   bool is_ok() const { return v_.index() == 0; }
   explicit operator bool() const { return is_ok(); }
   T& value() & { return std::get<0>(v_); }

@@ -293,7 +293,7 @@ GemmTileFn avx512_wide_tile(TensorType t) {
     default:
       break;
   }
-  return nullptr;
+  return avx512_wide_tile_q8(t);
 }
 
 Avx2Entry avx512_entry(TensorType /*t*/) {

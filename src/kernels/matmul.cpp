@@ -142,10 +142,9 @@ void matmul_prepare(const MatmulArgs& a, int ith, int nth) {
       const int64_t nbp = tb / 8;
       for (int64_t i = 0; i < nbp; ++i) table[i] = i < nb ? fp16_to_fp32(xb[i].d) : 0.0f;
       auto* sums = reinterpret_cast<int32_t*>(table + nbp);
-      const bool need_sums = a.wtype == TensorType::Q4_0 || a.wtype == TensorType::Q5_0;
       for (int64_t i = 0; i < nbp; ++i) {
         int32_t sum = 0;
-        if (need_sums && i < nb) {
+        if (i < nb) {
           for (int j = 0; j < kQK; ++j) sum += xb[i].qs[j];
         }
         sums[i] = sum;

@@ -103,3 +103,48 @@ void silu_mul_avx2(float* g, const float* u, int64_t n);
 #endif
 
 }  // namespace llmt::ops
+
+// ---- Extra scalar ops for the non-llama architectures (ops-extra.cpp). Plain loops the
+// compiler can vectorize; every result depends only on its own row (batch invariance).
+namespace llmt::ops {
+
+// y[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i]; w and/or b may be nullptr (1 / 0).
+// Mean and variance accumulated in double. x and y may alias.
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);
+
+// x[i] = gelu(x[i]), the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+void gelu(float* x, int64_t n);
+
+// g[i] = gelu(g[i]) * u[i] (GELU-tanh GLU, Gemma).
+void gelu_mul(float* g, const float* u, int64_t n);
+
+// x[i] = cap * tanh(x[i] / cap) (soft-capping, Gemma 2); cap > 0.
+void softcap(float* x, int64_t n, float cap);
+
+// x[i] *= s.
+void scale(float* x, int64_t n, float s);
+
+// Attention of n_q query heads sharing one KV head over the cached positions [p0, p1)
+// (p0 < p1), with optional score soft-capping (cap > 0: s = cap * tanh(s / cap) after the
+// scale). The K row of position j is hd elements (float, or IEEE half when f16) at
+//   k_base + block_table[j / block_size] * block_stride + (j % block_size) * row_stride
+// bytes and the V row likewise from v_base. Covers the paged cache (row_stride = hd * elem) and
+// a contiguous activation buffer (block_size >= p1, block_table {0}, row_stride = its row
+// pitch). q, out [n_q, hd]; scores: scratch of p1 - p0 floats. Scores per position in order, one
+// softmax (sum in double), V accumulated in position order: each head depends on its inputs only.
+struct AttendSpan {
+  const void* k_base = nullptr;
+  const void* v_base = nullptr;
+  const int32_t* block_table = nullptr;
+  size_t block_stride = 0;
+  int32_t block_size = 1;
+  size_t row_stride = 0;
+  bool f16 = false;
+  int32_t hd = 0;
+  float scale = 1.0f;
+  float softcap = 0.0f;
+};
+void attend_span(const AttendSpan& a, const float* q, int32_t n_q, int32_t p0, int32_t p1,
+                 float* scores, float* out);
+
+}  // namespace llmt::ops

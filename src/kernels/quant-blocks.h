@@ -227,7 +227,7 @@ static_assert(sizeof(Q8KGroup) == 160);
 
 // Per-token table for Q8_0 activations, built by matmul_prepare: with nbp = K/32 rounded up to a
 // multiple of 8, nbp fp32 block scales then nbp int32 block sums of the q8 bytes (both
-// zero-padded; the sums are filled only for weight formats with offset codes, Q4_0/Q5_0).
+// zero-padded).
 // Bytes per token:
 inline int64_t q80_table_bytes(int64_t k) {
   return (k / kQK + 7) / 8 * 8 * 8;
@@ -274,6 +274,8 @@ Avx2Entry avx512_entry(TensorType t);
 inline constexpr int kWideTokens = 64;
 inline constexpr int kMinWideTokens = 16;
 GemmTileFn avx512_wide_tile(TensorType t);
+// The Q8_0 / Q4_0 / Q5_0 / IQ4_NL part of avx512_wide_tile (gemm-q8-avx512.cpp).
+GemmTileFn avx512_wide_tile_q8(TensorType t);
 // AArch64 NEON+dotprod kernels (*-neon.cpp); only called for tier kNeon, laid over the scalar
 // entries.
 Avx2Entry neon_entry(TensorType t);

@@ -1,5 +1,6 @@
-// Model loading: architecture and hyperparameters from GGUF metadata, then binding and validating
-// every weight tensor of the llama family (llama, mistral, qwen2) in place in the mapping.
+// Model loading: architecture and common hyperparameters from GGUF metadata, then the
+// architecture's own binder (src/model/arch/<name>.cpp) validates and binds every weight tensor in
+// place in the mapping. Also the architecture registry and the shared binding helpers.
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -8,21 +9,24 @@
 #include "llmthreads/gguf.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
+#include "model/model-impl.h"
 
 namespace llmt {
 
 namespace {
 
-struct ArchInfo {
-  const char* name;
-  RopeType rope_type;
-};
-
-// Architectures whose tensors follow the llama layout.
-constexpr ArchInfo kArchs[] = {
-    {"llama", RopeType::kNormal},
-    {"mistral", RopeType::kNormal},
-    {"qwen2", RopeType::kNeox},
+// The architectures this engine runs. To add one: a bind (and, unless it fits an existing
+// forward pass, a forward) in src/model/arch/<name>.cpp, declared in model-impl.h, and a row here.
+constexpr ArchSpec kArchs[] = {
+    {"llama", RopeType::kNormal, bind_llama, forward_llama, nullptr},
+    {"mistral", RopeType::kNormal, bind_llama, forward_llama, nullptr},
+    {"qwen2", RopeType::kNeox, bind_qwen2, forward_llama, nullptr},
+    {"qwen3", RopeType::kNeox, bind_qwen3, forward_llama, nullptr},
+    {"phi3", RopeType::kNeox, bind_phi3, forward_decoder, nullptr},
+    {"gemma2", RopeType::kNeox, bind_gemma2, forward_decoder, nullptr},
+    {"gemma3", RopeType::kNeox, bind_gemma3, forward_decoder, nullptr},
+    {"gpt2", RopeType::kNone, bind_gpt2, forward_decoder, nullptr},
+    {"bert", RopeType::kNone, bind_bert, nullptr, encode_bert},
 };
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -34,95 +38,10 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-class Binder {
- public:
-  Binder(const GgufFile& gguf, kernels::Isa isa) : gguf_(gguf), isa_(isa) {}
-
-  // A weight matrix with GGUF shape {row_len, n_rows} in a type the kernels support.
-  Result<WeightMatrix> matrix(const std::string& name, int64_t row_len, int64_t n_rows) {
-    const GgufTensor* t = gguf_.find_tensor(name);
-    if (!t) return not_found(gguf_.path() + ": missing tensor '" + name + "'");
-    LLMT_RETURN_IF_ERROR(check_shape(*t, {row_len, n_rows}));
-    if (!kernels::type_kernels(t->type, isa_)) {
-      return unsupported(gguf_.path() + ": tensor '" + name + "' has type " +
-                         tensor_type_name(t->type) + ", which this engine cannot compute with");
-    }
-    auto rb = tensor_row_bytes(t->type, row_len);
-    if (!rb) {
-      return unsupported(gguf_.path() + ": tensor '" + name + "' rows of " +
-                         std::to_string(row_len) + " elements do not fit type " +
-                         tensor_type_name(t->type) + "'s block size");
-    }
-    // The activation format must also tile the row.
-    const auto* tk = kernels::type_kernels(t->type, isa_);
-    if (!tensor_row_bytes(tk->vec_dot_type, row_len)) {
-      return unsupported(gguf_.path() + ": tensor '" + name + "' row length " +
-                         std::to_string(row_len) + " does not fit the activation format " +
-                         tensor_type_name(tk->vec_dot_type));
-    }
-    bytes_ += t->n_bytes;
-    WeightMatrix w;
-    w.name = t->name;
-    w.type = t->type;
-    w.data = t->data;
-    w.row_len = row_len;
-    w.n_rows = n_rows;
-    w.row_bytes = *rb;
-    return w;
-  }
-
-  // An F32 vector of n elements; nullptr (not an error) when optional and absent.
-  Result<const float*> vector(const std::string& name, int64_t n, bool optional = false) {
-    const GgufTensor* t = gguf_.find_tensor(name);
-    if (!t) {
-      if (optional) return static_cast<const float*>(nullptr);
-      return not_found(gguf_.path() + ": missing tensor '" + name + "'");
-    }
-    LLMT_RETURN_IF_ERROR(check_shape(*t, {n}));
-    if (t->type != TensorType::F32) {
-      return unsupported(gguf_.path() + ": tensor '" + name + "' has type " +
-                         tensor_type_name(t->type) + "; norms and biases must be f32");
-    }
-    if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
-      return corrupt(gguf_.path() + ": tensor '" + name + "' data is not 4-byte aligned");
-    }
-    bytes_ += t->n_bytes;
-    return reinterpret_cast<const float*>(t->data);
-  }
-
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  Status check_shape(const GgufTensor& t, std::vector<int64_t> want) const {
-    // Trailing dimensions of 1 are allowed.
-    std::vector<int64_t> have = t.shape;
-    while (have.size() > want.size() && have.back() == 1) have.pop_back();
-    if (have != want) {
-      return corrupt(gguf_.path() + ": tensor '" + std::string(t.name) + "' has shape " +
-                     shape_str(t.shape) + ", expected " + shape_str(want));
-    }
-    return Status::ok();
-  }
-
-  const GgufFile& gguf_;
-  kernels::Isa isa_;
-  uint64_t bytes_ = 0;
-};
-
 Result<int64_t> required_int(const GgufFile& g, const std::string& key) {
   LLMT_ASSIGN_OR_RETURN(auto v, g.get_int(key));
   if (!v) return not_found(g.path() + ": missing hyperparameter key '" + key + "'");
   return *v;
-}
-
-Result<int64_t> optional_int(const GgufFile& g, const std::string& key, int64_t def) {
-  LLMT_ASSIGN_OR_RETURN(auto v, g.get_int(key));
-  return v ? *v : def;
-}
-
-Result<double> optional_float(const GgufFile& g, const std::string& key, double def) {
-  LLMT_ASSIGN_OR_RETURN(auto v, g.get_float(key));
-  return v ? *v : def;
 }
 
 Status check_range(const GgufFile& g, const std::string& key, int64_t v, int64_t lo, int64_t hi) {
@@ -138,13 +57,10 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
   LLMT_ASSIGN_OR_RETURN(auto arch, g.get_string("general.architecture"));
   if (!arch) return not_found(g.path() + ": missing key 'general.architecture'");
   hp.arch = std::string(*arch);
-  const ArchInfo* info = nullptr;
-  for (const auto& a : kArchs) {
-    if (hp.arch == a.name) info = &a;
-  }
+  const ArchSpec* info = find_arch(hp.arch);
   if (!info) {
     return unsupported(g.path() + ": unsupported model architecture '" + hp.arch +
-                       "' (supported: llama, mistral, qwen2)");
+                       "' (supported: " + supported_archs() + ")");
   }
   hp.rope_type = info->rope_type;
   const std::string p = hp.arch + ".";
@@ -169,7 +85,8 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
     return corrupt(g.path() + ": embedding_length " + std::to_string(n_embd) +
                    " is not a multiple of attention.head_count " + std::to_string(n_head));
   }
-  LLMT_ASSIGN_OR_RETURN(int64_t head_dim, optional_int(g, p + "attention.key_length", def_head_dim));
+  LLMT_ASSIGN_OR_RETURN(int64_t head_dim,
+                        optional_int(g, p + "attention.key_length", def_head_dim));
   LLMT_RETURN_IF_ERROR(check_range(g, p + "attention.key_length", head_dim, 1, 65536));
   LLMT_ASSIGN_OR_RETURN(int64_t v_dim, optional_int(g, p + "attention.value_length", head_dim));
   if (v_dim != head_dim) {
@@ -183,7 +100,8 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
   }
   LLMT_ASSIGN_OR_RETURN(int64_t n_ctx_train, optional_int(g, p + "context_length", 2048));
   LLMT_RETURN_IF_ERROR(check_range(g, p + "context_length", n_ctx_train, 1, 1ll << 24));
-  LLMT_ASSIGN_OR_RETURN(double eps, optional_float(g, p + "attention.layer_norm_rms_epsilon", 1e-5));
+  LLMT_ASSIGN_OR_RETURN(double eps,
+                        optional_float(g, p + "attention.layer_norm_rms_epsilon", 1e-5));
   if (!(eps > 0.0 && eps < 1.0)) {
     return corrupt(g.path() + ": attention.layer_norm_rms_epsilon " + std::to_string(eps) +
                    " is out of range (0, 1)");
@@ -195,11 +113,16 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
   double scale = 1.0;
   LLMT_ASSIGN_OR_RETURN(auto scaling_type, g.get_string(p + "rope.scaling.type"));
   LLMT_ASSIGN_OR_RETURN(double factor, optional_float(g, p + "rope.scaling.factor", 0.0));
-  if (scaling_type && *scaling_type != "none" && *scaling_type != "linear") {
+  // llama3: the scaling is the rope_freqs.weight tensor (required by the llama binder then).
+  if (scaling_type && *scaling_type != "none" && *scaling_type != "linear" &&
+      *scaling_type != "llama3") {
     return unsupported(g.path() + ": rope.scaling.type '" + std::string(*scaling_type) +
-                       "' is not supported (only linear)");
+                       "' is not supported (none, linear, llama3)");
   }
   const bool scaled = scaling_type ? *scaling_type == "linear" : factor != 0.0;
+  if (scaling_type && *scaling_type == "llama3" && !g.find_tensor("rope_freqs.weight")) {
+    return corrupt(g.path() + ": rope.scaling.type llama3 without the rope_freqs.weight tensor");
+  }
   if (scaled && factor != 0.0 && factor != 1.0) {
     if (!(factor > 0.0) || !std::isfinite(factor)) {
       return corrupt(g.path() + ": rope.scaling.factor " + std::to_string(factor) + " is invalid");
@@ -216,7 +139,7 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
   hp.n_head = static_cast<int32_t>(n_head);
   hp.n_head_kv = static_cast<int32_t>(n_head_kv);
   hp.head_dim = static_cast<int32_t>(head_dim);
-  hp.n_rot = static_cast<int32_t>(n_rot);
+  hp.n_rot = hp.rope_type == RopeType::kNone ? 0 : static_cast<int32_t>(n_rot);
   hp.n_ctx_train = static_cast<int32_t>(n_ctx_train);
   hp.rms_eps = static_cast<float>(eps);
   hp.rope_freq_base = static_cast<float>(base);
@@ -229,7 +152,7 @@ Result<ModelHparams> read_hparams(const GgufFile& g) {
 Model::~Model() = default;
 
 Result<std::shared_ptr<const Model>> Model::load(const std::string& path,
-                                                  const ModelOptions& options) {
+                                                 const ModelOptions& options) {
   LLMT_ASSIGN_OR_RETURN(auto gguf, GgufFile::open(path));
   std::shared_ptr<Model> m(new Model());
   m->path_ = path;
@@ -247,10 +170,14 @@ Status Model::bind(const ModelOptions& options) {
   isa_ = static_cast<int>(isa);
   LLMT_ASSIGN_OR_RETURN(hparams_, read_hparams(g));
   ModelHparams& hp = hparams_;
+  arch_ = find_arch(hp.arch);
 
   // The vocabulary size comes from the embedding matrix.
   const GgufTensor* te = g.find_tensor("token_embd.weight");
-  if (!te) return not_found(g.path() + ": missing tensor 'token_embd.weight'");
+  if (!te) {
+    return not_found(g.path() + ": missing tensor 'token_embd.weight' (architecture " + hp.arch +
+                     "; a vocabulary-only file?)");
+  }
   if (te->shape.size() < 2 || te->shape[1] < 1 || te->shape[1] > (1ll << 31) - 1) {
     return corrupt(g.path() + ": tensor 'token_embd.weight' has shape " + shape_str(te->shape) +
                    ", expected [" + std::to_string(hp.n_embd) + ", n_vocab]");
@@ -262,37 +189,10 @@ Status Model::bind(const ModelOptions& options) {
                    " differs from token_embd rows " + std::to_string(hp.n_vocab));
   }
 
+  weights_ = std::make_unique<ModelWeights>();
   Binder b(g, isa);
-  const int64_t n_embd = hp.n_embd;
-  LLMT_ASSIGN_OR_RETURN(token_embd_, b.matrix("token_embd.weight", n_embd, hp.n_vocab));
-  embed_dequant_ = kernels::type_kernels(token_embd_.type, isa)->dequantize_row;
-  LLMT_ASSIGN_OR_RETURN(output_norm_, b.vector("output_norm.weight", n_embd));
-  if (g.find_tensor("output.weight")) {
-    LLMT_ASSIGN_OR_RETURN(output_, b.matrix("output.weight", n_embd, hp.n_vocab));
-    tied_output_ = false;
-  } else {
-    output_ = token_embd_;
-    tied_output_ = true;
-  }
-
-  layers_.resize(hp.n_layer);
-  for (int32_t il = 0; il < hp.n_layer; ++il) {
-    LayerWeights& l = layers_[il];
-    const std::string p = "blk." + std::to_string(il) + ".";
-    LLMT_ASSIGN_OR_RETURN(l.attn_norm, b.vector(p + "attn_norm.weight", n_embd));
-    LLMT_ASSIGN_OR_RETURN(l.wq, b.matrix(p + "attn_q.weight", n_embd, hp.q_dim()));
-    LLMT_ASSIGN_OR_RETURN(l.wk, b.matrix(p + "attn_k.weight", n_embd, hp.kv_dim()));
-    LLMT_ASSIGN_OR_RETURN(l.wv, b.matrix(p + "attn_v.weight", n_embd, hp.kv_dim()));
-    LLMT_ASSIGN_OR_RETURN(l.wo, b.matrix(p + "attn_output.weight", hp.q_dim(), n_embd));
-    LLMT_ASSIGN_OR_RETURN(l.bq, b.vector(p + "attn_q.bias", hp.q_dim(), true));
-    LLMT_ASSIGN_OR_RETURN(l.bk, b.vector(p + "attn_k.bias", hp.kv_dim(), true));
-    LLMT_ASSIGN_OR_RETURN(l.bv, b.vector(p + "attn_v.bias", hp.kv_dim(), true));
-    LLMT_ASSIGN_OR_RETURN(l.ffn_norm, b.vector(p + "ffn_norm.weight", n_embd));
-    LLMT_ASSIGN_OR_RETURN(l.ffn_gate, b.matrix(p + "ffn_gate.weight", n_embd, hp.n_ff));
-    LLMT_ASSIGN_OR_RETURN(l.ffn_up, b.matrix(p + "ffn_up.weight", n_embd, hp.n_ff));
-    LLMT_ASSIGN_OR_RETURN(l.ffn_down, b.matrix(p + "ffn_down.weight", hp.n_ff, n_embd));
-  }
-  // Mixture-of-experts files carry expert tensors instead of ffn_gate etc.; those fail above.
+  LLMT_RETURN_IF_ERROR(arch_->bind(b, hp, *weights_));
+  weights_->embed_dequant = kernels::type_kernels(weights_->token_embd.type, isa)->dequantize_row;
   weight_bytes_ = b.bytes();
 
   LLMT_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::from_gguf(g));
@@ -306,9 +206,145 @@ Status Model::bind(const ModelOptions& options) {
 }
 
 void Model::embed_token(int32_t id, float* dst) const {
-  const auto* row = static_cast<const uint8_t*>(token_embd_.data) +
-                    static_cast<size_t>(id) * token_embd_.row_bytes;
-  embed_dequant_(row, dst, token_embd_.row_len);
+  const WeightMatrix& te = weights_->token_embd;
+  const auto* row = static_cast<const uint8_t*>(te.data) + static_cast<size_t>(id) * te.row_bytes;
+  weights_->embed_dequant(row, dst, te.row_len);
+}
+
+const WeightMatrix& Model::token_embd() const {
+  return weights_->token_embd;
+}
+const WeightMatrix& Model::output() const {
+  return weights_->output;
+}
+bool Model::tied_output() const {
+  return weights_->tied_output;
+}
+std::span<const WeightMatrix* const> Model::matrices() const {
+  return weights_->matrices;
+}
+
+// ---- Registry and shared binding helpers.
+
+const ArchSpec* find_arch(std::string_view name) {
+  for (const auto& a : kArchs) {
+    if (name == a.name) return &a;
+  }
+  return nullptr;
+}
+
+std::string supported_archs() {
+  std::string s;
+  for (const auto& a : kArchs) {
+    if (!s.empty()) s += ", ";
+    s += a.name;
+  }
+  return s;
+}
+
+std::string blk(int32_t il, const char* name) {
+  return "blk." + std::to_string(il) + "." + name;
+}
+
+Result<int64_t> optional_int(const GgufFile& g, const std::string& key, int64_t def) {
+  LLMT_ASSIGN_OR_RETURN(auto v, g.get_int(key));
+  return v ? *v : def;
+}
+
+Result<double> optional_float(const GgufFile& g, const std::string& key, double def) {
+  LLMT_ASSIGN_OR_RETURN(auto v, g.get_float(key));
+  return v ? *v : def;
+}
+
+Status bind_embd_output(Binder& b, const ModelHparams& hp, ModelWeights& w, bool norm_bias) {
+  LLMT_ASSIGN_OR_RETURN(w.token_embd, b.matrix("token_embd.weight", hp.n_embd, hp.n_vocab));
+  LLMT_ASSIGN_OR_RETURN(w.output_norm, b.vector("output_norm.weight", hp.n_embd));
+  if (norm_bias) {
+    LLMT_ASSIGN_OR_RETURN(w.output_norm_b, b.vector("output_norm.bias", hp.n_embd));
+  }
+  if (b.gguf().find_tensor("output.weight")) {
+    LLMT_ASSIGN_OR_RETURN(w.output, b.matrix("output.weight", hp.n_embd, hp.n_vocab));
+    w.tied_output = false;
+  } else {
+    w.output = w.token_embd;
+    w.tied_output = true;
+  }
+  return Status::ok();
+}
+
+void collect_matrices(ModelWeights& w) {
+  w.matrices.clear();
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightMatrix* m :
+         {&l.wq, &l.wk, &l.wv, &l.wqkv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      if (m->data) w.matrices.push_back(m);
+    }
+  }
+  if (w.output.data) w.matrices.push_back(&w.output);
+}
+
+Result<WeightMatrix> Binder::matrix(const std::string& name, int64_t row_len, int64_t n_rows,
+                                    bool optional) {
+  const GgufTensor* t = gguf_.find_tensor(name);
+  if (!t) {
+    if (optional) return WeightMatrix{};
+    return not_found(gguf_.path() + ": missing tensor '" + name + "'");
+  }
+  LLMT_RETURN_IF_ERROR(check_shape(*t, {row_len, n_rows}));
+  if (!kernels::type_kernels(t->type, isa_)) {
+    return unsupported(gguf_.path() + ": tensor '" + name + "' has type " +
+                       tensor_type_name(t->type) + ", which this engine cannot compute with");
+  }
+  auto rb = tensor_row_bytes(t->type, row_len);
+  if (!rb) {
+    return unsupported(gguf_.path() + ": tensor '" + name + "' rows of " + std::to_string(row_len) +
+                       " elements do not fit type " + tensor_type_name(t->type) + "'s block size");
+  }
+  // The activation format must also tile the row.
+  const auto* tk = kernels::type_kernels(t->type, isa_);
+  if (!tensor_row_bytes(tk->vec_dot_type, row_len)) {
+    return unsupported(gguf_.path() + ": tensor '" + name + "' row length " +
+                       std::to_string(row_len) + " does not fit the activation format " +
+                       tensor_type_name(tk->vec_dot_type));
+  }
+  bytes_ += t->n_bytes;
+  WeightMatrix w;
+  w.name = t->name;
+  w.type = t->type;
+  w.data = t->data;
+  w.row_len = row_len;
+  w.n_rows = n_rows;
+  w.row_bytes = *rb;
+  return w;
+}
+
+Result<const float*> Binder::vector(const std::string& name, int64_t n, bool optional) {
+  const GgufTensor* t = gguf_.find_tensor(name);
+  if (!t) {
+    if (optional) return static_cast<const float*>(nullptr);
+    return not_found(gguf_.path() + ": missing tensor '" + name + "'");
+  }
+  LLMT_RETURN_IF_ERROR(check_shape(*t, {n}));
+  if (t->type != TensorType::F32) {
+    return unsupported(gguf_.path() + ": tensor '" + name + "' has type " +
+                       tensor_type_name(t->type) + "; norms and biases must be f32");
+  }
+  if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
+    return corrupt(gguf_.path() + ": tensor '" + name + "' data is not 4-byte aligned");
+  }
+  bytes_ += t->n_bytes;
+  return reinterpret_cast<const float*>(t->data);
+}
+
+Status Binder::check_shape(const GgufTensor& t, std::vector<int64_t> want) const {
+  // Trailing dimensions of 1 are allowed.
+  std::vector<int64_t> have = t.shape;
+  while (have.size() > want.size() && have.back() == 1) have.pop_back();
+  if (have != want) {
+    return corrupt(gguf_.path() + ": tensor '" + std::string(t.name) + "' has shape " +
+                   shape_str(t.shape) + ", expected " + shape_str(want));
+  }
+  return Status::ok();
 }
 
 }  // namespace llmt

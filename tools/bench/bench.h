@@ -23,7 +23,7 @@ struct Stats {
   double min = 0.0;
   double max = 0.0;
   double mean = 0.0;
-  int32_t n = 0;        // number of repetitions summarized
+  int32_t n = 0;  // number of repetitions summarized
 };
 // Summarizes `values` (may be empty: all zeros).
 Stats summarize(std::vector<double> values);
@@ -45,11 +45,11 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
 // avx2 tier, AVX-512 VNNI loops for avx512/amx. 0 for tiers without peak loops (scalar, neon).
 struct ComputePeak {
   const char* tier = "scalar";  // whose loops were measured
-  double int8_gops = 0.0;  // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
+  double int8_gops = 0.0;       // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
   // vpmaddubsw + vpmaddwd (scale multiply, i32 widening) + vpaddd, 64 ops per 32 int8 products:
   // the ceiling of a k-quant dot product, whose every 32 products take two multiply-port ops.
   double int8_scaled_gops = 0.0;
-  double f32_gops = 0.0;   // 256-bit FMA
+  double f32_gops = 0.0;  // 256-bit FMA
   // avx512 tier: int8 = vpdpbusd zmm (64 products, 128 ops); int8_scaled = 8 vpdpbusd + vpmulld +
   // vpaddd per 512 products (the wide k-quant tiles' inner step); f32 = 512-bit FMA.
 };

@@ -60,7 +60,7 @@ struct OpenAiRequest {
   // Chat: {"messages", "tools", "add_generation_prompt": true, and chat_template_kwargs' keys}
   // as JSON text, what a Jinja template renders (ChatTemplate::render_json).
   std::string chat_json;
-  bool has_tools = false;  // chat: a non-empty "tools" array
+  bool has_tools = false;             // chat: a non-empty "tools" array
   std::string prompt;                 // completions
   std::optional<int32_t> max_tokens;  // absent: the caller's default
   SamplingParams sampling;            // the caller's base with the body's fields applied
@@ -88,15 +88,15 @@ Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
 
 // What turning a parsed request into a ThreadRequest needs from the served model.
 struct TranslateOptions {
-  const Model* model = nullptr;       // tokenizer (required)
-  std::string model_name;             // the served model id; a body naming another one fails
+  const Model* model = nullptr;           // tokenizer (required)
+  std::string model_name;                 // the served model id; a body naming another one fails
   std::optional<ChatFormat> chat_format;  // chat requests fail without one (or chat_template)
-  std::optional<ChatTemplate> chat_template;  // wins over chat_format when set
+  std::optional<ChatTemplate> chat_template;           // wins over chat_format when set
   ToolCallFamily tool_family = ToolCallFamily::kNone;  // how answers carry tool calls
-  bool parse_reasoning = false;  // the template knows <think>: answers give reasoning_content
-  std::string chat_format_error;      // why there is none (said to chat clients)
-  int32_t n_ctx = 0;                  // positions per thread
-  int32_t default_max_tokens = 0;     // when the body has none; 0 = up to the context's end
+  bool parse_reasoning = false;    // the template knows <think>: answers give reasoning_content
+  std::string chat_format_error;   // why there is none (said to chat clients)
+  int32_t n_ctx = 0;               // positions per thread
+  int32_t default_max_tokens = 0;  // when the body has none; 0 = up to the context's end
 };
 
 // Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;

@@ -1,0 +1,128 @@
+// Scalar ops of the non-llama architectures (see the end of ops.h): LayerNorm with bias, GELU,
+// GELU GLU, soft-capping and attention over a span of positions.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+
+namespace llmt::ops {
+
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / static_cast<double>(n);
+  double var = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - mean;
+    var += d * d;
+  }
+  var /= static_cast<double>(n);
+  const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+  const float m = static_cast<float>(mean);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = (x[i] - m) * inv;
+    if (w) v *= w[i];
+    if (b) v += b[i];
+    y[i] = v;
+  }
+}
+
+namespace {
+
+inline float gelu_tanh(float v) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+  constexpr float kCoef = 0.044715f;
+  return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoef * v * v)));
+}
+
+}  // namespace
+
+void gelu(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = gelu_tanh(x[i]);
+}
+
+void gelu_mul(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) g[i] = gelu_tanh(g[i]) * u[i];
+}
+
+void softcap(float* x, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
+}
+
+void scale(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+namespace {
+
+// One K/V row as floats: a pointer to the row itself (f32) or to `tmp` after conversion (f16).
+inline const float* kv_row(const AttendSpan& a, const void* base, int32_t j, float* tmp) {
+  const uint8_t* p = static_cast<const uint8_t*>(base) +
+                     static_cast<size_t>(a.block_table[j / a.block_size]) * a.block_stride +
+                     static_cast<size_t>(j % a.block_size) * a.row_stride;
+  if (!a.f16) return reinterpret_cast<const float*>(p);
+  const auto* h = reinterpret_cast<const uint16_t*>(p);
+  for (int32_t d = 0; d < a.hd; ++d) tmp[d] = kernels::fp16_to_fp32(h[d]);
+  return tmp;
+}
+
+}  // namespace
+
+void attend_span(const AttendSpan& a, const float* q, int32_t n_q, int32_t p0, int32_t p1,
+                 float* scores, float* out) {
+  const int32_t hd = a.hd;
+  const int32_t n_kv = p1 - p0;
+  // Row conversion scratch for an f16 cache (head dims are bounded by the loader to 65536, but
+  // real ones are <= 512; larger heads convert in place through the heap-free fallback below).
+  constexpr int32_t kMaxHd = 1024;
+  float tmp[kMaxHd];
+  for (int32_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<int64_t>(h) * hd;
+    float* oh = out + static_cast<int64_t>(h) * hd;
+    float max = -INFINITY;
+    for (int32_t j = 0; j < n_kv; ++j) {
+      float s;
+      if (a.f16 && hd > kMaxHd) {
+        const auto* kr = reinterpret_cast<const uint16_t*>(
+            static_cast<const uint8_t*>(a.k_base) +
+            static_cast<size_t>(a.block_table[(p0 + j) / a.block_size]) * a.block_stride +
+            static_cast<size_t>((p0 + j) % a.block_size) * a.row_stride);
+        s = 0.0f;
+        for (int32_t d = 0; d < hd; ++d) s += qh[d] * kernels::fp16_to_fp32(kr[d]);
+      } else {
+        const float* kr = kv_row(a, a.k_base, p0 + j, tmp);
+        s = 0.0f;
+        for (int32_t d = 0; d < hd; ++d) s += qh[d] * kr[d];
+      }
+      s *= a.scale;
+      if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
+      scores[j] = s;
+      max = s > max ? s : max;
+    }
+    double sum = 0.0;
+    for (int32_t j = 0; j < n_kv; ++j) {
+      const float e = std::exp(scores[j] - max);
+      scores[j] = e;
+      sum += e;
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    std::memset(oh, 0, static_cast<size_t>(hd) * sizeof(float));
+    for (int32_t j = 0; j < n_kv; ++j) {
+      const float w = scores[j] * inv;
+      if (a.f16 && hd > kMaxHd) {
+        const auto* vr = reinterpret_cast<const uint16_t*>(
+            static_cast<const uint8_t*>(a.v_base) +
+            static_cast<size_t>(a.block_table[(p0 + j) / a.block_size]) * a.block_stride +
+            static_cast<size_t>((p0 + j) % a.block_size) * a.row_stride);
+        for (int32_t d = 0; d < hd; ++d) oh[d] += w * kernels::fp16_to_fp32(vr[d]);
+      } else {
+        const float* vr = kv_row(a, a.v_base, p0 + j, tmp);
+        for (int32_t d = 0; d < hd; ++d) oh[d] += w * vr[d];
+      }
+    }
+  }
+}
+
+}  // namespace llmt::ops
