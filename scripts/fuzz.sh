@@ -32,7 +32,7 @@ for t in "${targets[@]}"; do
   dict=()
   [ -f tests/fuzz/"$t".dict ] && dict=(-dict=tests/fuzz/"$t".dict)
   echo "=== fuzz $t for ${seconds}s ==="
-  if ! "$build/fuzz-$t" "${seeds[@]}" "${dict[@]}" -max_total_time="$seconds" -max_len=65536 \
+  if ! "$build/tests/fuzz/fuzz-$t" "${seeds[@]}" "${dict[@]}" -max_total_time="$seconds" -max_len=65536 \
        -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 -artifact_prefix="$artifacts/" \
        2> "out/fuzz/$t.log"; then
     echo "fuzz $t: FAILED (log out/fuzz/$t.log, inputs in $artifacts/)"

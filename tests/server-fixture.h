@@ -24,8 +24,7 @@ class IgnoreSigpipe : public ::testing::Environment {
 };
 
 // Registered once per test binary (each includes this header from one file).
-inline const auto* const kIgnoreSigpipeEnv =
-    ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
+inline const auto* const kIgnoreSigpipeEnv = ::testing::AddGlobalTestEnvironment(new IgnoreSigpipe);
 
 inline EngineConfig server_engine_config() {
   EngineConfig ec;

@@ -16,6 +16,7 @@
 
 #include "llmthreads/model.h"
 #include "test-util.h"
+#include "tier-util.h"
 
 namespace {
 
@@ -30,12 +31,18 @@ struct Case {
   int32_t n_decode;           // greedy steps of sequence A
 };
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  std::string m = std::filesystem::path(info.param.model).stem().string();
+// Case x CPU tier: the model is loaded with LLMT_ISA capped at the tier, so the invariance is
+// checked within each tier the machine has (others are skipped by name).
+using TierCase = std::tuple<Case, llmt::kernels::Isa>;
+
+std::string case_name(const ::testing::TestParamInfo<TierCase>& info) {
+  const Case& c = std::get<0>(info.param);
+  std::string m = std::filesystem::path(c.model).stem().string();
   for (char& ch : m) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
-  return m + (info.param.kv == llmt::KvType::kF16 ? "_f16" : "_f32");
+  return m + (c.kv == llmt::KvType::kF16 ? "_f16_" : "_f32_") +
+         llmt::kernels::isa_name(std::get<1>(info.param));
 }
 
 int32_t argmax(std::span<const float> v) {
@@ -46,12 +53,18 @@ bool bitwise_equal(std::span<const float> a, const Logits& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), b.size() * sizeof(float)) == 0;
 }
 
-class BatchInvariance : public ::testing::TestWithParam<Case> {
+class BatchInvariance : public ::testing::TestWithParam<TierCase> {
  protected:
+  static const Case& GetParam() { return std::get<0>(TestWithParam<TierCase>::GetParam()); }
+  static llmt::kernels::Isa tier() { return std::get<1>(TestWithParam<TierCase>::GetParam()); }
+
   void SetUp() override {
     LLMT_REQUIRE_DATA(GetParam().model);
+    LLMT_REQUIRE_TIER(tier());
+    const llmt::test::ScopedTier scoped_tier(tier());
     auto m = llmt::Model::load(llmt::test::data_path(GetParam().model));
     ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+    ASSERT_EQ((*m)->isa(), static_cast<int>(tier())) << "model bound another tier";
     model_ = *m;
     n_vocab_ = model_->hparams().n_vocab;
     std::mt19937 rng(1234);
@@ -103,8 +116,8 @@ class BatchInvariance : public ::testing::TestWithParam<Case> {
     std::mt19937 rng(seed);
     struct Other {
       int32_t seq;
-      int32_t start;               // first step
-      std::vector<int32_t> tokens; // prompt then decode tokens (random)
+      int32_t start;                // first step
+      std::vector<int32_t> tokens;  // prompt then decode tokens (random)
       int32_t n_prompt;
       int32_t fed = 0;
     };
@@ -117,7 +130,8 @@ class BatchInvariance : public ::testing::TestWithParam<Case> {
       o.start = static_cast<int32_t>(rng() % 6);
       o.n_prompt = 1 + static_cast<int32_t>(rng() % 40);
       const int32_t total = std::min<int32_t>(n_ctx, o.n_prompt + 1 + rng() % 30);
-      for (int32_t i = 0; i < total; ++i) o.tokens.push_back(static_cast<int32_t>(rng() % n_vocab_));
+      for (int32_t i = 0; i < total; ++i)
+        o.tokens.push_back(static_cast<int32_t>(rng() % n_vocab_));
       others.push_back(std::move(o));
     }
     const int32_t n_prompt = static_cast<int32_t>(prompt_a_.size());
@@ -147,7 +161,9 @@ class BatchInvariance : public ::testing::TestWithParam<Case> {
       for (auto& o : others) {
         if (step < o.start || o.fed >= static_cast<int32_t>(o.tokens.size())) continue;
         const int32_t left = static_cast<int32_t>(o.tokens.size()) - o.fed;
-        int32_t n = o.fed < o.n_prompt ? std::min(o.n_prompt - o.fed, 1 + static_cast<int32_t>(rng() % 9)) : 1;
+        int32_t n = o.fed < o.n_prompt
+                        ? std::min(o.n_prompt - o.fed, 1 + static_cast<int32_t>(rng() % 9))
+                        : 1;
         n = std::min(n, left);
         std::vector<Entry> seg;
         for (int32_t i = 0; i < n; ++i) {
@@ -264,13 +280,13 @@ TEST_P(BatchInvariance, ErrorsLeaveStateUnchanged) {
   // included).
   const int32_t t0 = prompt_a_[0];
   const std::vector<std::vector<Entry>> bad = {
-      {},                                          // empty
-      {{t0, 1, 1, false}},                         // pos gap
-      {{t0, 1, 0, false}, {t0, 1, 0, false}},      // repeated pos
-      {{t0, 2, 0, false}},                         // seq id out of range
-      {{t0, -1, 0, false}},                        // negative seq id
-      {{t0, 0, 0, true}, {n_vocab_, 1, 0, false}}, // bad token after a good entry
-      {{-1, 0, 0, false}},                         // negative token
+      {},                                           // empty
+      {{t0, 1, 1, false}},                          // pos gap
+      {{t0, 1, 0, false}, {t0, 1, 0, false}},       // repeated pos
+      {{t0, 2, 0, false}},                          // seq id out of range
+      {{t0, -1, 0, false}},                         // negative seq id
+      {{t0, 0, 0, true}, {n_vocab_, 1, 0, false}},  // bad token after a good entry
+      {{-1, 0, 0, false}},                          // negative token
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     EXPECT_FALSE(c->decode(bad[i]).is_ok()) << "bad batch " << i;
@@ -297,13 +313,23 @@ TEST_P(BatchInvariance, ErrorsLeaveStateUnchanged) {
 
 INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvariance,
-    ::testing::Values(
-        Case{"models/stories260K.gguf", llmt::KvType::kF32, {1, 3, 7, 15, 31, 63}, 20, 12},
-        Case{"models/stories260K.gguf", llmt::KvType::kF16, {1, 3, 7, 15, 31, 63}, 20, 12},
-        Case{"models/synth/synth-tiny-q4_k_m.gguf", llmt::KvType::kF32, {1, 3, 7, 15, 31, 63}, 20, 12},
-        Case{"models/synth/synth-tiny-q4_k_m.gguf", llmt::KvType::kF16, {1, 3, 7, 15, 31, 63}, 20, 12},
-        Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF32, {3}, 12, 4},
-        Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF16, {3}, 12, 4}),
+    ::testing::Combine(
+        ::testing::Values(
+            Case{"models/stories260K.gguf", llmt::KvType::kF32, {1, 3, 7, 15, 31, 63}, 20, 12},
+            Case{"models/stories260K.gguf", llmt::KvType::kF16, {1, 3, 7, 15, 31, 63}, 20, 12},
+            Case{"models/synth/synth-tiny-q4_k_m.gguf",
+                 llmt::KvType::kF32,
+                 {1, 3, 7, 15, 31, 63},
+                 20,
+                 12},
+            Case{"models/synth/synth-tiny-q4_k_m.gguf",
+                 llmt::KvType::kF16,
+                 {1, 3, 7, 15, 31, 63},
+                 20,
+                 12},
+            Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF32, {3}, 12, 4},
+            Case{"models/synth/synth-125m-q4_k_m.gguf", llmt::KvType::kF16, {3}, 12, 4}),
+        ::testing::ValuesIn(llmt::test::kTestTiers)),
     case_name);
 
 }  // namespace

@@ -79,10 +79,14 @@ std::string ids_to_string(const std::vector<int32_t>& ids) {
 std::string escape(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\r') out += "\\r";
-    else out += static_cast<char>(c);
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\r')
+      out += "\\r";
+    else
+      out += static_cast<char>(c);
   }
   return out;
 }
@@ -120,23 +124,29 @@ void check_golden(const std::string& name) {
   EXPECT_EQ(n_pass, static_cast<int>(cases.size()));
 }
 
-TEST(BpeGolden, Gpt2) { check_golden("gpt-2"); }
-TEST(BpeGolden, DeepseekLlm) { check_golden("deepseek-llm"); }
-TEST(BpeGolden, DeepseekCoder) { check_golden("deepseek-coder"); }
+TEST(BpeGolden, Gpt2) {
+  check_golden("gpt-2");
+}
+TEST(BpeGolden, DeepseekLlm) {
+  check_golden("deepseek-llm");
+}
+TEST(BpeGolden, DeepseekCoder) {
+  check_golden("deepseek-coder");
+}
 
 TEST(BpeDecode, ByteLevelText) {
-  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\xA0the"), " the");   // Ġthe
-  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\x8A"), "\n");        // Ċ
-  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\x89"), "\t");        // ĉ
+  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\xA0the"), " the");  // Ġthe
+  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\x8A"), "\n");       // Ċ
+  EXPECT_EQ(BpeEncoder::decode_token_text("\xC4\x89"), "\t");       // ĉ
   EXPECT_EQ(BpeEncoder::decode_token_text("hello"), "hello");
   EXPECT_EQ(BpeEncoder::decode_token_text(""), "");
   // "Ã©" is the byte-level form of the UTF-8 bytes of "é".
   EXPECT_EQ(BpeEncoder::decode_token_text("\xC3\x83\xC2\xA9"), "\xC3\xA9");
   // Characters outside the alphabet: returned unchanged.
-  EXPECT_EQ(BpeEncoder::decode_token_text("a b"), "a b");             // raw space
+  EXPECT_EQ(BpeEncoder::decode_token_text("a b"), "a b");                          // raw space
   EXPECT_EQ(BpeEncoder::decode_token_text("\xE2\x96\x81the"), "\xE2\x96\x81the");  // ▁the
   EXPECT_EQ(BpeEncoder::decode_token_text("<|endoftext|>"), "<|endoftext|>");
-  EXPECT_EQ(BpeEncoder::decode_token_text("\xFF\xFE"), "\xFF\xFE");   // invalid UTF-8
+  EXPECT_EQ(BpeEncoder::decode_token_text("\xFF\xFE"), "\xFF\xFE");  // invalid UTF-8
 }
 
 TEST(BpeDecode, RoundTripAllBytes) {
@@ -158,10 +168,10 @@ TEST(BpeCreate, UnknownPreIsUnsupported) {
 
 TEST(BpeCreate, AllKnownPreTypesCompile) {
   for (const char* pre :
-       {"default", "gpt-2", "llama-bpe", "llama3", "llama-v3", "qwen2", "smollm", "deepseek-llm",
-        "deepseek-coder", "starcoder", "falcon", "gpt-4o", "tekken", "poro-chat", "viking",
-        "dbrx", "chatglm-bpe", "seed-coder", "bailingmoe", "mpt", "olmo", "command-r",
-        "deepseek-v3"}) {
+       {"default",    "gpt-2",        "llama-bpe",      "llama3",    "llama-v3",    "qwen2",
+        "smollm",     "deepseek-llm", "deepseek-coder", "starcoder", "falcon",      "gpt-4o",
+        "tekken",     "poro-chat",    "viking",         "dbrx",      "chatglm-bpe", "seed-coder",
+        "bailingmoe", "mpt",          "olmo",           "command-r", "deepseek-v3"}) {
     auto p = PreTokenizer::create(pre);
     EXPECT_TRUE(p) << pre << ": " << p.status().to_string();
   }
@@ -170,10 +180,13 @@ TEST(BpeCreate, AllKnownPreTypesCompile) {
 // A tiny synthetic vocabulary: all 256 byte characters plus a few merges.
 std::unique_ptr<BpeEncoder> tiny_encoder(std::string_view pre, std::vector<std::string>& storage) {
   storage.clear();
-  for (int b = 0; b < 256; ++b) storage.push_back(BpeEncoder::encode_bytes(std::string(1, char(b))));
+  for (int b = 0; b < 256; ++b)
+    storage.push_back(BpeEncoder::encode_bytes(std::string(1, char(b))));
   storage.push_back("ab");
   storage.push_back("abc");
-  storage.push_back("\xC4\xA0" "a");  // "Ġa"
+  storage.push_back(
+      "\xC4\xA0"
+      "a");  // "Ġa"
   std::vector<std::string_view> tokens(storage.begin(), storage.end());
   std::vector<std::string_view> merges = {"a b", "ab c", "\xC4\xA0 a"};
   auto r = BpeEncoder::create(tokens, merges, pre);
@@ -200,9 +213,9 @@ TEST(BpeEncode, InvalidUtf8DoesNotCrash) {
   ASSERT_TRUE(enc);
   for (std::string_view bad :
        {std::string_view("\xFF"), std::string_view("a\x80z"), std::string_view("\xC3"),
-        std::string_view("\xE2\x82"), std::string_view("\xF0\x9F\x98"), std::string_view("\xED\xA0\x80"),
-        std::string_view("\xC0\x80", 2), std::string_view("\xF8\x88\x80\x80\x80"),
-        std::string_view("x\xF4\x90\x80\x80y")}) {
+        std::string_view("\xE2\x82"), std::string_view("\xF0\x9F\x98"),
+        std::string_view("\xED\xA0\x80"), std::string_view("\xC0\x80", 2),
+        std::string_view("\xF8\x88\x80\x80\x80"), std::string_view("x\xF4\x90\x80\x80y")}) {
     std::vector<int32_t> ids;
     enc->encode(bad, ids);
     EXPECT_FALSE(ids.empty());
@@ -220,8 +233,13 @@ TEST(BpeEncode, InvalidUtf8DoesNotCrash) {
 TEST(BpeEncode, SanitizeUtf8) {
   std::string out;
   EXPECT_FALSE(sanitize_utf8("plain \xC3\xA9 \xF0\x9F\x98\x81", out));
-  EXPECT_TRUE(sanitize_utf8("a\xFF" "b", out));
-  EXPECT_EQ(out, "a\xEF\xBF\xBD" "b");
+  EXPECT_TRUE(
+      sanitize_utf8("a\xFF"
+                    "b",
+                    out));
+  EXPECT_EQ(out,
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_TRUE(sanitize_utf8("\xE2\x82", out));  // truncated: two bad bytes
   EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
@@ -313,19 +331,43 @@ TEST(PreTokenizer, LongInputs) {
 // pre type: pieces tile the text exactly, and with a vocabulary of just the 256 byte tokens plus
 // a few merges, decoding the ids gives back the (repaired) text.
 TEST(BpeEncode, RandomTextRoundTripsForEveryPreType) {
-  const char* kAtoms[] = {"a", "Z", "7", " ", "  ", "\n", "\r\n", "\t", "'s", "'LL", "!", "~",
-                          "\xC3\xA9", "\xE4\xB8\x80", "\xE3\x80\x80", "\xC2\x85", "\xC2\xA0",
-                          "\xF0\x9F\x98\x81", "\xD9\xA3", "\xCC\x81", "\xFF", "\x80", "\xE2\x82",
-                          "ab", "abc", "\x00", "\xEF\xBC\x81", "\xE2\x80\x99", "http://x.y/z"};
+  const char* kAtoms[] = {"a",
+                          "Z",
+                          "7",
+                          " ",
+                          "  ",
+                          "\n",
+                          "\r\n",
+                          "\t",
+                          "'s",
+                          "'LL",
+                          "!",
+                          "~",
+                          "\xC3\xA9",
+                          "\xE4\xB8\x80",
+                          "\xE3\x80\x80",
+                          "\xC2\x85",
+                          "\xC2\xA0",
+                          "\xF0\x9F\x98\x81",
+                          "\xD9\xA3",
+                          "\xCC\x81",
+                          "\xFF",
+                          "\x80",
+                          "\xE2\x82",
+                          "ab",
+                          "abc",
+                          "\x00",
+                          "\xEF\xBC\x81",
+                          "\xE2\x80\x99",
+                          "http://x.y/z"};
   uint32_t rng = 12345;
   auto next = [&rng] {
     rng = rng * 1664525u + 1013904223u;
     return rng >> 8;
   };
-  for (const char* pre :
-       {"default", "gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm", "deepseek-coder",
-        "falcon", "gpt-4o", "tekken", "poro-chat", "viking", "seed-coder", "bailingmoe",
-        "deepseek-v3"}) {
+  for (const char* pre : {"default", "gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm",
+                          "deepseek-coder", "falcon", "gpt-4o", "tekken", "poro-chat", "viking",
+                          "seed-coder", "bailingmoe", "deepseek-v3"}) {
     std::vector<std::string> storage;
     auto enc = tiny_encoder(pre, storage);
     ASSERT_TRUE(enc) << pre;
@@ -353,7 +395,8 @@ TEST(BpeEncode, RandomTextRoundTripsForEveryPreType) {
       std::vector<int32_t> ids;
       enc->encode(text, ids);
       std::string decoded;
-      for (int32_t id : ids) decoded += BpeEncoder::decode_token_text(storage[static_cast<size_t>(id)]);
+      for (int32_t id : ids)
+        decoded += BpeEncoder::decode_token_text(storage[static_cast<size_t>(id)]);
       ASSERT_EQ(decoded, repaired) << pre;
     }
   }
@@ -364,7 +407,8 @@ TEST(BpeEncode, ConcurrentEncodeMatchesSerial) {
   LLMT_REQUIRE_DATA(rel);
   LoadedVocab v;
   ASSERT_TRUE(load_vocab(test::data_path(rel), v));
-  const std::vector<std::string> cases = split_cases(test::read_file(test::data_path(rel + ".inp")));
+  const std::vector<std::string> cases =
+      split_cases(test::read_file(test::data_path(rel + ".inp")));
   std::vector<std::vector<int32_t>> serial(cases.size());
   for (size_t i = 0; i < cases.size(); ++i) v.encoder->encode(cases[i], serial[i]);
   std::vector<std::thread> threads;

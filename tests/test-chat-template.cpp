@@ -169,7 +169,9 @@ const std::vector<ChatMessage> kConversation = {
     {"user", "How are you?"},
 };
 
-std::string render(ChatFormat f, bool gen = true) { return render_chat(f, kConversation, gen); }
+std::string render(ChatFormat f, bool gen = true) {
+  return render_chat(f, kConversation, gen);
+}
 
 TEST(ChatTemplate, RenderChatml) {
   EXPECT_EQ(render(ChatFormat::kChatml),
@@ -199,8 +201,9 @@ TEST(ChatTemplate, RenderLlama2Family) {
 }
 
 TEST(ChatTemplate, RenderMistral) {
-  EXPECT_EQ(render(ChatFormat::kMistralV1),
-            " [INST] You are helpful.\n\nHello [/INST]   Hi there  </s> [INST] How are you? [/INST]");
+  EXPECT_EQ(
+      render(ChatFormat::kMistralV1),
+      " [INST] You are helpful.\n\nHello [/INST]   Hi there  </s> [INST] How are you? [/INST]");
   EXPECT_EQ(render(ChatFormat::kMistralV3),
             "[INST] You are helpful.\n\nHello[/INST] Hi there</s>[INST] How are you?[/INST]");
   EXPECT_EQ(render(ChatFormat::kMistralV3Tekken),

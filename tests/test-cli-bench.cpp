@@ -38,9 +38,9 @@ void expect_stats(const json& s, const std::string& what) {
 
 TEST(CliBench, PpTgKernelsBandwidth) {
   LLMT_REQUIRE_DATA(kModel);
-  const auto r = run_command(bench_cmd(
-      "--pp 16 --tg 8 -r 2 --kernels --kernel-tokens 1,4 --kernel-types f32,q4_K "
-      "--kernel-k 256 --kernel-n 128 --bandwidth --bandwidth-mb 16"));
+  const auto r = run_command(
+      bench_cmd("--pp 16 --tg 8 -r 2 --kernels --kernel-tokens 1,4 --kernel-types f32,q4_K "
+                "--kernel-k 256 --kernel-n 128 --bandwidth --bandwidth-mb 16"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["threads"], 2);
@@ -125,9 +125,9 @@ TEST(CliBench, BadFlagsFailClearly) {
       {"-r 0", "--repetitions"},
   };
   for (const Case& c : cases) {
-    const auto r = run_command(cli_path() + " bench -m " + shell_quote(data_path(kModel)) + " " +
-                                   c.args,
-                               /*merge_stderr=*/true);
+    const auto r =
+        run_command(cli_path() + " bench -m " + shell_quote(data_path(kModel)) + " " + c.args,
+                    /*merge_stderr=*/true);
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_NE(r.out.find(c.message), std::string::npos) << c.args << "\n" << r.out;
   }

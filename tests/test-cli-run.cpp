@@ -115,11 +115,27 @@ std::string make_reviews(const std::filesystem::path& dir, size_t n) {
 }
 
 std::vector<std::string> generate_args(const std::string& in, const std::string& out) {
-  return {"run",         "-m",      data_path(kModel), "--task",       "generate",
-          "--prompt",    "Review: {text}\nReply:",     "-n",           "64",
-          "-i",          in,        "-o",              out,            "--threads",
-          "2",           "--max-running", "4",         "--progress",   "lines",
-          "--progress-interval", "0.5"};
+  return {"run",
+          "-m",
+          data_path(kModel),
+          "--task",
+          "generate",
+          "--prompt",
+          "Review: {text}\nReply:",
+          "-n",
+          "64",
+          "-i",
+          in,
+          "-o",
+          out,
+          "--threads",
+          "2",
+          "--max-running",
+          "4",
+          "--progress",
+          "lines",
+          "--progress-interval",
+          "0.5"};
 }
 
 // Every line parses, ids are doc0..doc{n-1} in order.
@@ -218,11 +234,27 @@ TEST(CliRun, ClassifyReviews) {
     std::ofstream f(in);
     for (size_t i = 0; i < 24; ++i) f << src[i] << "\n";
   }
-  const std::vector<std::string> args = {
-      "run", "-m", data_path(kModel), "--task", "classify", "--labels",
-      "positive,negative,neutral", "--prompt-file",
-      kSrc + "/examples/prompts/classify-sentiment.txt", "-i", in, "-o", out, "--threads", "2",
-      "--split", "sentence", "--merge", "mean", "--progress", "none"};
+  const std::vector<std::string> args = {"run",
+                                         "-m",
+                                         data_path(kModel),
+                                         "--task",
+                                         "classify",
+                                         "--labels",
+                                         "positive,negative,neutral",
+                                         "--prompt-file",
+                                         kSrc + "/examples/prompts/classify-sentiment.txt",
+                                         "-i",
+                                         in,
+                                         "-o",
+                                         out,
+                                         "--threads",
+                                         "2",
+                                         "--split",
+                                         "sentence",
+                                         "--merge",
+                                         "mean",
+                                         "--progress",
+                                         "none"};
   const auto r = run_command(join_cmd(args), true);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto lines = lines_of(read_file(out));
@@ -236,7 +268,8 @@ TEST(CliRun, ClassifyReviews) {
     ASSERT_TRUE(j["error"].is_null()) << lines[i];
     const json& res = j["result"];
     double sum = 0;
-    for (const char* lab : {"positive", "negative", "neutral"}) sum += res["probs"][lab].get<double>();
+    for (const char* lab : {"positive", "negative", "neutral"})
+      sum += res["probs"][lab].get<double>();
     EXPECT_NEAR(sum, 1.0, 1e-5);
     const std::string label = res["label"];
     EXPECT_TRUE(label == "positive" || label == "negative" || label == "neutral");
@@ -250,23 +283,28 @@ TEST(CliRun, BadLinesGetErrorRecords) {
   const std::string in = (dir / "in.jsonl").string(), out = (dir / "out.jsonl").string();
   {
     std::ofstream f(in);
-    f << R"({"id": 1, "text": "A good day."})" << "\n";
-    f << R"({"id": 2, "text": )" << "\n";                    // invalid JSON
-    f << R"({"id": 3, "text": ""})" << "\n";                 // empty text
-    f << R"({"id": 4, "txt": "no text field"})" << "\n";     // missing text
-    f << "\n";                                               // blank: no record
+    f << R"({"id": 1, "text": "A good day."})"
+      << "\n";
+    f << R"({"id": 2, "text": )"
+      << "\n";  // invalid JSON
+    f << R"({"id": 3, "text": ""})"
+      << "\n";  // empty text
+    f << R"({"id": 4, "txt": "no text field"})"
+      << "\n";                                                            // missing text
+    f << "\n";                                                            // blank: no record
     f << R"({"id": 5, "text": ")" << std::string(3000, 'x') << " \"}\n";  // too long for ctx
-    f << R"({"id": 6, "text": "The end."})" << "\n";
+    f << R"({"id": 6, "text": "The end."})"
+      << "\n";
   }
-  const std::vector<std::string> args = {"run", "-m", data_path(kModel), "--task", "generate",
-                                         "-n", "8", "-i", in, "-o", out, "--threads", "2",
-                                         "--progress", "none"};
+  const std::vector<std::string> args = {
+      "run", "-m", data_path(kModel), "--task", "generate",   "-n",  "8", "-i", in,
+      "-o",  out,  "--threads",       "2",      "--progress", "none"};
   const auto r = run_command(join_cmd(args), true);
   EXPECT_EQ(r.exit_code, 2) << r.out;
   const auto lines = lines_of(read_file(out));
   ASSERT_EQ(lines.size(), 6u) << read_file(out);
-  const char* codes[] = {nullptr, "invalid_json", "empty_text", "missing_field",
-                         "context_overflow", nullptr};
+  const char* codes[] = {nullptr,         "invalid_json",     "empty_text",
+                         "missing_field", "context_overflow", nullptr};
   for (size_t i = 0; i < 6; ++i) {
     const json j = json::parse(lines[i]);
     if (codes[i]) {
@@ -278,10 +316,9 @@ TEST(CliRun, BadLinesGetErrorRecords) {
     }
   }
   // A bad flag is a fatal error (exit 1) with a message.
-  const auto bad = run_command(
-      join_cmd({"run", "-m", data_path(kModel), "--task", "classify", "-i", in, "-o",
-                (dir / "x.jsonl").string()}),
-      true);
+  const auto bad = run_command(join_cmd({"run", "-m", data_path(kModel), "--task", "classify", "-i",
+                                         in, "-o", (dir / "x.jsonl").string()}),
+                               true);
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.out.find("--labels"), std::string::npos) << bad.out;
   std::filesystem::remove_all(dir);
@@ -300,9 +337,9 @@ TEST(CliRun, OpenAiBatchLines) {
     f << R"({"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "n": 2}})"
       << "\n";
   }
-  const std::vector<std::string> args = {"run", "-m", data_path(kModel), "-i", in, "-o", out,
-                                         "--chat-template", "chatml", "--threads", "2",
-                                         "--progress", "none"};
+  const std::vector<std::string> args = {
+      "run",       "-m", data_path(kModel), "-i",  in, "-o", out, "--chat-template", "chatml",
+      "--threads", "2",  "--progress",      "none"};
   const auto r = run_command(join_cmd(args), true);
   EXPECT_EQ(r.exit_code, 2) << r.out;  // "c" asks for n = 2
   const auto lines = lines_of(read_file(out));
@@ -316,8 +353,7 @@ TEST(CliRun, OpenAiBatchLines) {
   EXPECT_TRUE(ab["created"].is_number_integer());
   EXPECT_TRUE(ab["choices"][0]["text"].is_string());
   EXPECT_EQ(ab["usage"]["completion_tokens"].get<int>(), 8);
-  EXPECT_EQ(ab["usage"]["total_tokens"].get<int>(),
-            ab["usage"]["prompt_tokens"].get<int>() + 8);
+  EXPECT_EQ(ab["usage"]["total_tokens"].get<int>(), ab["usage"]["prompt_tokens"].get<int>() + 8);
   const json& bb = b["response"]["body"];
   EXPECT_EQ(bb["object"], "chat.completion");
   EXPECT_EQ(bb["choices"][0]["message"]["role"], "assistant");

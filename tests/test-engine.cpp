@@ -43,8 +43,8 @@ EngineConfig base_config(std::shared_ptr<const Model> model) {
 
 // A varied set of requests: different prompts, lengths, greedy and sampled with seeds, penalties.
 std::vector<ThreadRequest> make_requests(int n, int max_tokens) {
-  const char* starts[] = {"Once upon a time", "The little dog", "Lily and Tom went",
-                          "One day, a big bear", "The sun was", "Sam had a red ball"};
+  const char* starts[] = {"Once upon a time",    "The little dog", "Lily and Tom went",
+                          "One day, a big bear", "The sun was",    "Sam had a red ball"};
   std::vector<ThreadRequest> out;
   for (int i = 0; i < n; ++i) {
     ThreadRequest r;

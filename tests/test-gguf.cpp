@@ -134,23 +134,38 @@ TEST(Gguf, EveryMetadataTypeAndNestedArrays) {
     w.str(k);
     w.raw<uint32_t>(static_cast<uint32_t>(t));
   };
-  key("u8", GgufType::UINT8); w.raw<uint8_t>(200);
-  key("i8", GgufType::INT8); w.raw<int8_t>(-100);
-  key("u16", GgufType::UINT16); w.raw<uint16_t>(60000);
-  key("i16", GgufType::INT16); w.raw<int16_t>(-30000);
-  key("u32", GgufType::UINT32); w.raw<uint32_t>(4000000000u);
-  key("i32", GgufType::INT32); w.raw<int32_t>(-2000000000);
-  key("f32", GgufType::FLOAT32); w.raw<float>(1.5f);
-  key("bool", GgufType::BOOL); w.raw<uint8_t>(1);
-  key("str", GgufType::STRING); w.str("héllo");
-  key("u64", GgufType::UINT64); w.raw<uint64_t>(1ull << 63);
-  key("i64", GgufType::INT64); w.raw<int64_t>(-(1ll << 62));
-  key("f64", GgufType::FLOAT64); w.raw<double>(-2.25);
+  key("u8", GgufType::UINT8);
+  w.raw<uint8_t>(200);
+  key("i8", GgufType::INT8);
+  w.raw<int8_t>(-100);
+  key("u16", GgufType::UINT16);
+  w.raw<uint16_t>(60000);
+  key("i16", GgufType::INT16);
+  w.raw<int16_t>(-30000);
+  key("u32", GgufType::UINT32);
+  w.raw<uint32_t>(4000000000u);
+  key("i32", GgufType::INT32);
+  w.raw<int32_t>(-2000000000);
+  key("f32", GgufType::FLOAT32);
+  w.raw<float>(1.5f);
+  key("bool", GgufType::BOOL);
+  w.raw<uint8_t>(1);
+  key("str", GgufType::STRING);
+  w.str("héllo");
+  key("u64", GgufType::UINT64);
+  w.raw<uint64_t>(1ull << 63);
+  key("i64", GgufType::INT64);
+  w.raw<int64_t>(-(1ll << 62));
+  key("f64", GgufType::FLOAT64);
+  w.raw<double>(-2.25);
   key("arr", GgufType::ARRAY);
   w.raw<uint32_t>(static_cast<uint32_t>(GgufType::STRING)).raw<uint64_t>(2).str("a").str("bc");
   key("nested", GgufType::ARRAY);
   w.raw<uint32_t>(static_cast<uint32_t>(GgufType::ARRAY)).raw<uint64_t>(2);
-  w.raw<uint32_t>(static_cast<uint32_t>(GgufType::INT32)).raw<uint64_t>(2).raw<int32_t>(1).raw<int32_t>(2);
+  w.raw<uint32_t>(static_cast<uint32_t>(GgufType::INT32))
+      .raw<uint64_t>(2)
+      .raw<int32_t>(1)
+      .raw<int32_t>(2);
   w.raw<uint32_t>(static_cast<uint32_t>(GgufType::FLOAT32)).raw<uint64_t>(1).raw<float>(0.5f);
 
   auto r = parse(w);

@@ -10,8 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +24,7 @@
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
 #include "test-util.h"
+#include "tier-util.h"
 
 namespace {
 
@@ -127,18 +128,19 @@ class GoldenTable : public ::testing::Environment {
   }
   void TearDown() override {
     if (rows_.empty()) return;
-    std::printf("\n%-20s %7s %10s %6s %9s %9s %6s %9s %9s %6s\n", "model", "ids ok",
-                "max NMSE", "tol", "top1", "swap gap", "ratio", "greedy", "div marg", "sec");
+    std::printf("\n%-27s %7s %10s %6s %9s %9s %6s %9s %9s %6s\n", "model", "ids ok", "max NMSE",
+                "tol", "top1", "swap gap", "ratio", "greedy", "div marg", "sec");
     for (const auto& [stem, r] : rows_) {
-      std::printf("%-20s %3d/%-3d %10.3g %6.0e %4d/%-4d %9.3f %6.2f %4d/%-4d %9.4f %6.2f\n",
-                  stem.c_str(), r.ids_ok, r.n_prompts, r.max_nmse, r.tol, r.top1_ok,
-                  r.top1_checked, r.worst_top1_gap, r.worst_swap_ratio, r.greedy_matched,
-                  r.greedy_total, r.worst_greedy_margin, r.seconds);
+      std::printf("%-27s %3d/%-3d %10.3g %6.0e %4d/%-4d %9.3f %6.2f %4d/%-4d %9.4f %6.2f\n",
+                  stem.c_str(), r.ids_ok, r.n_prompts, r.max_nmse, r.tol, r.top1_ok, r.top1_checked,
+                  r.worst_top1_gap, r.worst_swap_ratio, r.greedy_matched, r.greedy_total,
+                  r.worst_greedy_margin, r.seconds);
     }
-    std::printf("top1: positions with reference gap > 0.05 whose top-1 matched; swap gap: the\n"
-                "largest reference gap among swaps; ratio: largest swap gap / local RMS logit\n"
-                "error; greedy: steps matched before the first\n"
-                "reference margin < 0.01; div marg: reference margin where greedy diverged.\n");
+    std::printf(
+        "top1: positions with reference gap > 0.05 whose top-1 matched; swap gap: the\n"
+        "largest reference gap among swaps; ratio: largest swap gap / local RMS logit\n"
+        "error; greedy: steps matched before the first\n"
+        "reference margin < 0.01; div marg: reference margin where greedy diverged.\n");
   }
 
  private:
@@ -149,10 +151,15 @@ class GoldenTable : public ::testing::Environment {
 // Registered before main() so gtest calls TearDown() at the end of the run.
 [[maybe_unused]] const GoldenTable* const kGoldenTable = GoldenTable::instance();
 
-class GoldenLlamaCpp : public ::testing::TestWithParam<std::string> {};
+// Reference stem x CPU tier (LLMT_ISA capped at the tier; a tier this machine lacks is skipped).
+class GoldenLlamaCpp
+    : public ::testing::TestWithParam<std::tuple<std::string, llmt::kernels::Isa>> {};
 
 TEST_P(GoldenLlamaCpp, MatchesReference) {
-  const std::string stem = GetParam();
+  const auto& [stem, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  const llmt::test::ScopedTier scoped_tier(tier);
+  const std::string row_name = stem + " " + llmt::kernels::isa_name(tier);
   const std::string ref_rel = "reference/llamacpp/" + stem + ".json";
   LLMT_REQUIRE_DATA(ref_rel);
   const std::string model_path = model_for_stem(stem);
@@ -166,6 +173,7 @@ TEST_P(GoldenLlamaCpp, MatchesReference) {
   auto model_r = llmt::Model::load(model_path);
   ASSERT_TRUE(model_r.is_ok()) << model_r.status().to_string();
   auto model = *model_r;
+  ASSERT_EQ(model->isa(), static_cast<int>(tier)) << "model bound another tier";
   ASSERT_EQ(model->hparams().n_vocab, ref["n_vocab"].get<int32_t>());
 
   size_t max_len = 0;
@@ -227,8 +235,8 @@ TEST_P(GoldenLlamaCpp, MatchesReference) {
           row.worst_top1_gap = std::max(row.worst_top1_gap, gap);
           // Exact-activation formats must match; quantized-activation formats may swap a
           // near-tie within their measured logit noise (see kQuantTop1Gap).
-          const bool in_top3 = ours == top10[pos][1][0].get<int32_t>() ||
-                               ours == top10[pos][2][0].get<int32_t>();
+          const bool in_top3 =
+              ours == top10[pos][1][0].get<int32_t>() || ours == top10[pos][2][0].get<int32_t>();
           const bool allowed = quant_act && in_top3 && gap < kQuantTop1NoiseFactor * rms_abs;
           row.worst_swap_ratio = std::max(row.worst_swap_ratio, gap / rms_abs);
           EXPECT_TRUE(allowed) << "top-1 at position " << pos << ": got " << ours << ", want "
@@ -261,11 +269,10 @@ TEST_P(GoldenLlamaCpp, MatchesReference) {
       }
     }
   }
-  row.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  GoldenTable::instance()->add(stem, row);
+  row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  GoldenTable::instance()->add(row_name, row);
   std::printf("[golden] %s: ids %d/%d, max NMSE %.3g (tol %.0e), top1 %d/%d, greedy %d/%d, %.2fs\n",
-              stem.c_str(), row.ids_ok, row.n_prompts, row.max_nmse, row.tol, row.top1_ok,
+              row_name.c_str(), row.ids_ok, row.n_prompts, row.max_nmse, row.tol, row.top1_ok,
               row.top1_checked, row.greedy_matched, row.greedy_total, row.seconds);
 }
 
@@ -277,7 +284,16 @@ std::string stem_name(const ::testing::TestParamInfo<std::string>& info) {
   return s;
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, GoldenLlamaCpp, ::testing::ValuesIn(reference_stems()), stem_name);
+std::string stem_tier_name(
+    const ::testing::TestParamInfo<std::tuple<std::string, llmt::kernels::Isa>>& info) {
+  return stem_name({std::get<0>(info.param), info.index}) + "_" +
+         llmt::kernels::isa_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GoldenLlamaCpp,
+                         ::testing::Combine(::testing::ValuesIn(reference_stems()),
+                                            ::testing::ValuesIn(llmt::test::kTestTiers)),
+                         stem_tier_name);
 
 // stories260K: 256 greedy tokens from BOS and full logits at positions 0..3, from an independent
 // double-precision forward pass.

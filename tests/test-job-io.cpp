@@ -90,7 +90,8 @@ class JobIoTest : public ::testing::Test {
     return out;
   }
 
-  std::unique_ptr<OutputWriter> open_writer(const std::string& out, const JobIdentity& id, OutputWriterOptions o = {}) {
+  std::unique_ptr<OutputWriter> open_writer(const std::string& out, const JobIdentity& id,
+                                            OutputWriterOptions o = {}) {
     auto r = OutputWriter::open(out, id, std::move(o));
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return r.is_ok() ? std::move(r).value() : nullptr;
@@ -109,7 +110,8 @@ class JobIoTest : public ::testing::Test {
 // Input.
 
 TEST_F(JobIoTest, SimpleFormatRecordsLineNumbersOffsetsAndExtras) {
-  std::string l1 = "\xEF\xBB\xBF{\"id\": \"a\", \"text\": \"hello\", \"label\": 1, \"meta\": {\"k\": [1,2]}}";
+  std::string l1 =
+      "\xEF\xBB\xBF{\"id\": \"a\", \"text\": \"hello\", \"label\": 1, \"meta\": {\"k\": [1,2]}}";
   std::string l2 = "   \t";
   std::string l3 = "{\"id\": 17, \"text\": \"w\\u00e9rld\"}\r";
   std::string l4 = "{\"text\": \"no id\"}";  // last line without LF
@@ -172,7 +174,8 @@ TEST_F(JobIoTest, DetectionUsesFirstValidLineAndFlagsMismatches) {
   std::string openai_line =
       R"({"custom_id": "c1", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x"}})";
   // Leading broken lines (even a simple-looking invalid one) do not decide the format.
-  write_file(path("a.jsonl"), "\n{broken\n{\"id\": 1}\n" + openai_line + "\n{\"id\": 2, \"text\": \"simple\"}\n");
+  write_file(path("a.jsonl"),
+             "\n{broken\n{\"id\": 1}\n" + openai_line + "\n{\"id\": 2, \"text\": \"simple\"}\n");
   auto r = InputReader::open(path("a.jsonl"));
   ASSERT_TRUE(r.is_ok());
   EXPECT_EQ((*r)->format(), InputFormat::kOpenAiBatch);
@@ -263,29 +266,41 @@ TEST_F(JobIoTest, EveryMalformedKindIsAnErrorRecordAndReadingContinues) {
   // The id of a record that is malformed after parsing is kept for its error line.
   EXPECT_EQ(recs[12].id, json(8));
 
-  std::string good = R"({"custom_id": "g", "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})";
+  std::string good =
+      R"({"custom_id": "g", "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})";
   std::vector<Case> openai_cases = {
       {good, ""},
-      {R"({"custom_id": 5, "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})", "invalid_field"},
-      {R"({"custom_id": "", "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})", "invalid_field"},
+      {R"({"custom_id": 5, "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})",
+       "invalid_field"},
+      {R"({"custom_id": "", "method": "POST", "url": "/v1/completions", "body": {"prompt": "p"}})",
+       "invalid_field"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "p"}})", "missing_field"},
-      {R"({"custom_id": "b", "method": "GET", "url": "/v1/completions", "body": {"prompt": "p"}})", "invalid_field"},
+      {R"({"custom_id": "b", "method": "GET", "url": "/v1/completions", "body": {"prompt": "p"}})",
+       "invalid_field"},
       {R"({"custom_id": "c", "method": "POST", "body": {"prompt": "p"}})", "missing_field"},
-      {R"({"custom_id": "d", "method": "POST", "url": "/v1/embeddings", "body": {"input": "p"}})", "invalid_field"},
+      {R"({"custom_id": "d", "method": "POST", "url": "/v1/embeddings", "body": {"input": "p"}})",
+       "invalid_field"},
       {R"({"custom_id": "e", "method": "POST", "url": "/v1/completions"})", "missing_field"},
-      {R"({"custom_id": "f", "method": "POST", "url": "/v1/completions", "body": "p"})", "invalid_field"},
-      {R"({"custom_id": "h", "method": "POST", "url": "/v1/chat/completions", "body": {}})", "missing_field"},
-      {R"({"custom_id": "i", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}})", "invalid_field"},
-      {R"({"custom_id": "j", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": ["x"]}})", "invalid_field"},
-      {R"({"custom_id": "k", "method": "POST", "url": "/v1/completions", "body": {"prompt": 3}})", "invalid_field"},
-      {R"({"custom_id": "l", "method": "POST", "url": "/v1/completions", "body": {"prompt": []}})", "invalid_field"},
+      {R"({"custom_id": "f", "method": "POST", "url": "/v1/completions", "body": "p"})",
+       "invalid_field"},
+      {R"({"custom_id": "h", "method": "POST", "url": "/v1/chat/completions", "body": {}})",
+       "missing_field"},
+      {R"({"custom_id": "i", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}})",
+       "invalid_field"},
+      {R"({"custom_id": "j", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": ["x"]}})",
+       "invalid_field"},
+      {R"({"custom_id": "k", "method": "POST", "url": "/v1/completions", "body": {"prompt": 3}})",
+       "invalid_field"},
+      {R"({"custom_id": "l", "method": "POST", "url": "/v1/completions", "body": {"prompt": []}})",
+       "invalid_field"},
       {R"({"id": "m", "text": "simple line"})", "format_mismatch"},
       {R"({"body": {}})", "missing_field"},
       {"not json", "invalid_json"},
       {good, ""},
   };
   content.clear();
-  for (auto& c : openai_cases) content += c.line + "\n\n";  // blank lines between: line numbers skip
+  for (auto& c : openai_cases)
+    content += c.line + "\n\n";  // blank lines between: line numbers skip
   write_file(path("o.jsonl"), content);
   recs = read_records(path("o.jsonl"));
   ASSERT_EQ(recs.size(), openai_cases.size());
@@ -301,7 +316,8 @@ TEST_F(JobIoTest, EveryMalformedKindIsAnErrorRecordAndReadingContinues) {
 
 TEST_F(JobIoTest, VeryLongLineIsSkippedWithoutStoppingTheReader) {
   std::string big(3 << 20, 'y');  // 3 MiB, over a 1 MiB limit, spans many read buffers
-  write_file(path("in.jsonl"), "{\"text\": \"a\"}\n{\"text\": \"" + big + "\"}\n{\"text\": \"b\"}\n");
+  write_file(path("in.jsonl"),
+             "{\"text\": \"a\"}\n{\"text\": \"" + big + "\"}\n{\"text\": \"b\"}\n");
   InputReaderOptions o;
   o.max_line_bytes = 1 << 20;
   auto recs = read_records(path("in.jsonl"), o);
@@ -355,15 +371,17 @@ TEST_F(JobIoTest, OpenErrors) {
 
 TEST_F(JobIoTest, SimpleOutputLineSchemas) {
   InputRecord r;
-  parse_input_line(R"({"id": "x1", "text": "t", "label": "pos", "result": "clash", "error": 1, "n": 2})",
-                   InputFormat::kSimple, 1 << 20, false, &r);
+  parse_input_line(
+      R"({"id": "x1", "text": "t", "label": "pos", "result": "clash", "error": 1, "n": 2})",
+      InputFormat::kSimple, 1 << 20, false, &r);
   r.index = 3;
   r.line_number = 4;
   ASSERT_TRUE(r.ok());
   RecordOutcome ok;
   ok.result = json{{"sentiment", "positive"}};
   std::string line = format_output_line(r, ok);
-  EXPECT_EQ(line, R"({"id":"x1","label":"pos","n":2,"result":{"sentiment":"positive"},"error":null})");
+  EXPECT_EQ(line,
+            R"({"id":"x1","label":"pos","n":2,"result":{"sentiment":"positive"},"error":null})");
   json j = json::parse(line);
   EXPECT_EQ(j["id"], "x1");
   EXPECT_TRUE(j["error"].is_null());
@@ -400,15 +418,17 @@ TEST_F(JobIoTest, SimpleOutputLineSchemas) {
 
 TEST_F(JobIoTest, OpenAiOutputLineSchemas) {
   InputRecord r;
-  parse_input_line(R"({"custom_id": "req-9", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "hi"}]}})",
-                   InputFormat::kOpenAiBatch, 1 << 20, false, &r);
+  parse_input_line(
+      R"({"custom_id": "req-9", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "hi"}]}})",
+      InputFormat::kOpenAiBatch, 1 << 20, false, &r);
   ASSERT_TRUE(r.ok());
   r.index = 41;
   RecordOutcome ok;
   ok.result = json{{"object", "chat.completion"}, {"choices", json::array()}};
   std::string line = format_output_line(r, ok);
   json j = json::parse(line);
-  EXPECT_EQ(line.rfind("{\"id\":\"batch_req_41\",\"custom_id\":\"req-9\",\"response\":{", 0), 0u) << line;
+  EXPECT_EQ(line.rfind("{\"id\":\"batch_req_41\",\"custom_id\":\"req-9\",\"response\":{", 0), 0u)
+      << line;
   EXPECT_EQ(j["id"], "batch_req_41");
   EXPECT_EQ(j["custom_id"], "req-9");
   EXPECT_EQ(j["response"]["status_code"], 200);
@@ -438,7 +458,9 @@ TEST_F(JobIoTest, OpenAiOutputLineSchemas) {
 // ---------------------------------------------------------------------------------------------
 // OutputWriter.
 
-std::string rec_line(uint64_t i) { return "{\"i\":" + std::to_string(i) + "}"; }
+std::string rec_line(uint64_t i) {
+  return "{\"i\":" + std::to_string(i) + "}";
+}
 
 TEST_F(JobIoTest, InOrderBufferWithShuffledCompletion) {
   write_file(path("in.jsonl"), "{\"text\":\"a\"}\n");
@@ -452,7 +474,8 @@ TEST_F(JobIoTest, InOrderBufferWithShuffledCompletion) {
   std::iota(order.begin(), order.end(), 0);
   // Shuffle within windows of 16 (a bounded number of records in flight).
   std::mt19937 rng(7);
-  for (size_t b = 0; b < kN; b += 16) std::shuffle(order.begin() + b, order.begin() + std::min<size_t>(b + 16, kN), rng);
+  for (size_t b = 0; b < kN; b += 16)
+    std::shuffle(order.begin() + b, order.begin() + std::min<size_t>(b + 16, kN), rng);
   size_t max_buffered = 0;
   for (uint64_t i : order) {
     ASSERT_TRUE(w->submit_result(i, rec_line(i)).is_ok());
@@ -581,7 +604,8 @@ TEST_F(JobIoTest, SidecarRefusalsOverwriteAndCompletion) {
   auto r = OutputWriter::open(out, identity(path("in.jsonl"), "task=classify;temp=1"));
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("task parameters"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("task parameters"), std::string::npos)
+      << r.status().message();
   EXPECT_NE(r.status().message().find("--overwrite"), std::string::npos);
   // Different input content, same size.
   write_file(path("in2.jsonl"), "{\"text\":\"A\"}\n{\"text\":\"b\"}\n");
@@ -665,7 +689,8 @@ TEST_F(JobIoTest, EndToEndReadWriteResume) {
     if (i % 9 == 4) {
       content += "{\"id\": " + std::to_string(i) + "}\n";  // malformed
     } else {
-      content += "{\"id\": " + std::to_string(i) + ", \"text\": \"doc " + std::to_string(i) + "\"}\n";
+      content +=
+          "{\"id\": " + std::to_string(i) + ", \"text\": \"doc " + std::to_string(i) + "\"}\n";
     }
   }
   write_file(path("in.jsonl"), content);
@@ -706,7 +731,9 @@ TEST_F(JobIoTest, SigkillMidJobThenResumeIsExactlyOnce) {
   JobIdentity id = identity(path("in.jsonl"), "kill");
   std::string out = path("out.jsonl");
   constexpr uint64_t kN = 40000;
-  auto line_of = [](uint64_t i) { return "{\"i\":" + std::to_string(i) + ",\"pad\":\"" + std::string(40 + i % 23, 'p') + "\"}"; };
+  auto line_of = [](uint64_t i) {
+    return "{\"i\":" + std::to_string(i) + ",\"pad\":\"" + std::string(40 + i % 23, 'p') + "\"}";
+  };
 
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
@@ -737,8 +764,9 @@ TEST_F(JobIoTest, SigkillMidJobThenResumeIsExactlyOnce) {
   ASSERT_TRUE(w);
   uint64_t done = w->n_done_at_open();
   EXPECT_GT(done, 0u);
-  std::printf("killed child after %llu of %llu records were durable (%s)\n", static_cast<unsigned long long>(done),
-              static_cast<unsigned long long>(kN), WIFSIGNALED(status) ? "SIGKILL" : "child had finished");
+  std::printf("killed child after %llu of %llu records were durable (%s)\n",
+              static_cast<unsigned long long>(done), static_cast<unsigned long long>(kN),
+              WIFSIGNALED(status) ? "SIGKILL" : "child had finished");
   {
     auto lines = lines_of(read_all(out));
     ASSERT_EQ(lines.size(), done);
@@ -811,18 +839,22 @@ TEST(ProgressFormat, BarAndPlainLines) {
   s.n_total = 1000;
   s.elapsed_s = 450 / 12.3;
   s.n_tokens = 54878;
-  EXPECT_EQ(format_progress_bar(s), "[=========>          ] 450/1000 docs  12.3 docs/s  1.5k tok/s  ETA 0:45");
-  EXPECT_EQ(format_progress_line(s), "progress: 450/1000 docs (45.0%)  12.3 docs/s  1.5k tok/s  elapsed 0:37  ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s),
+            "[=========>          ] 450/1000 docs  12.3 docs/s  1.5k tok/s  ETA 0:45");
+  EXPECT_EQ(format_progress_line(s),
+            "progress: 450/1000 docs (45.0%)  12.3 docs/s  1.5k tok/s  elapsed 0:37  ETA 0:45");
 
   ProgressSnapshot start;
   start.n_total = 10;
-  EXPECT_EQ(format_progress_bar(start), "[>                   ] 0/10 docs  0.0 docs/s  0.0 tok/s  ETA --:--");
+  EXPECT_EQ(format_progress_bar(start),
+            "[>                   ] 0/10 docs  0.0 docs/s  0.0 tok/s  ETA --:--");
 
   ProgressSnapshot done;
   done.n_done = done.n_total = 10;
   done.elapsed_s = 5;
   done.n_tokens = 1000;
-  EXPECT_EQ(format_progress_bar(done), "[====================] 10/10 docs  2.0 docs/s  200 tok/s  ETA 0:00");
+  EXPECT_EQ(format_progress_bar(done),
+            "[====================] 10/10 docs  2.0 docs/s  200 tok/s  ETA 0:00");
 
   ProgressSnapshot resumed;  // rates count this run only
   resumed.n_done = 600;
@@ -830,13 +862,15 @@ TEST(ProgressFormat, BarAndPlainLines) {
   resumed.n_done_at_start = 500;
   resumed.elapsed_s = 10;
   resumed.n_tokens = 25000;
-  EXPECT_EQ(format_progress_bar(resumed), "[============>       ] 600/1000 docs  10.0 docs/s  2.5k tok/s  ETA 0:40");
+  EXPECT_EQ(format_progress_bar(resumed),
+            "[============>       ] 600/1000 docs  10.0 docs/s  2.5k tok/s  ETA 0:40");
 
   ProgressSnapshot unknown;
   unknown.n_done = 450;
   unknown.elapsed_s = 3725;
   EXPECT_EQ(format_progress_bar(unknown), "450 docs  0.1 docs/s  0.0 tok/s  1:02:05");
-  EXPECT_EQ(format_progress_line(unknown), "progress: 450 docs  0.1 docs/s  0.0 tok/s  elapsed 1:02:05");
+  EXPECT_EQ(format_progress_line(unknown),
+            "progress: 450 docs  0.1 docs/s  0.0 tok/s  elapsed 1:02:05");
 
   ProgressSnapshot huge;
   huge.n_done = std::numeric_limits<uint64_t>::max() / 3;
@@ -884,13 +918,15 @@ TEST(ProgressMeterTest, PrintIntervals) {
   t = 5;
   EXPECT_EQ(plain.update(25, 500), "");
   t = 10;
-  EXPECT_EQ(plain.update(50, 1000), "progress: 50/100 docs (50.0%)  5.0 docs/s  100 tok/s  elapsed 0:10  ETA 0:10\n");
+  EXPECT_EQ(plain.update(50, 1000),
+            "progress: 50/100 docs (50.0%)  5.0 docs/s  100 tok/s  elapsed 0:10  ETA 0:10\n");
   t = 15;
   EXPECT_EQ(plain.update(60, 1000), "");
   t = 20.5;
   EXPECT_FALSE(plain.update(70, 1000).empty());
   t = 21;
-  EXPECT_EQ(plain.finish(100, 2000), "progress: 100/100 docs (100.0%)  4.8 docs/s  95.2 tok/s  elapsed 0:21  ETA 0:00\n");
+  EXPECT_EQ(plain.finish(100, 2000),
+            "progress: 100/100 docs (100.0%)  4.8 docs/s  95.2 tok/s  elapsed 0:21  ETA 0:00\n");
   ProgressSnapshot snap = plain.snapshot(100, 2000);
   EXPECT_EQ(snap.elapsed_s, 21);
 }

@@ -1,13 +1,16 @@
-// Tests of the weight-format kernels (src/kernels): table-driven over every format.
-//  (a) AVX2 dequantize == scalar dequantize (bit-exact)
-//  (b) AVX2 vec_dot vs scalar vec_dot within a relative bound
+// Tests of the weight-format kernels (src/kernels): table-driven over every format x every CPU
+// tier (avx2, avx512, amx, neon). A tier this CPU or build cannot run is reported as skipped with
+// its name; the scalar reference runs everywhere.
+//  (a) tier dequantize == scalar dequantize (bit-exact)
+//  (b) tier vec_dot vs scalar vec_dot within tol_isa * sum |w_i x_i| (1e-5 for every format)
 //  (c) vec_dot vs an fp64 dot of the dequantized weights and quantized-then-dequantized
 //      activations, within a relative bound
 //  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
 //      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3},
 //      for every format with or without a GEMM tile (float formats also with K % 16 != 0)
-//  (e) activation quantization round trip, and AVX2 quantize == scalar quantize (bytes)
-//  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16): AVX2 vs scalar
+//      on the scalar path and on every tier, and the avx512 tier bitwise equal to the avx2 tier
+//  (e) activation quantization round trip, and tier quantize == scalar quantize (bytes)
+//  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16): each tier vs scalar
 //      within a per-case bound, and n_q heads in one call bitwise equal to one call per head
 //  plus fp16/bf16 conversions and, when real GGUF files are present, a cross-format check that
 //  the same tensor decodes to nearly the same values from every format's file.
@@ -15,7 +18,9 @@
 // Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
 // (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768).
 #include <gtest/gtest.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <bit>
 #include <chrono>
@@ -30,9 +35,10 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
-#include "llmthreads/gguf.h"
 #include "kernels/quant-blocks.h"
+#include "llmthreads/gguf.h"
 #include "test-util.h"
+#include "tier-util.h"
 
 namespace llmt::kernels {
 namespace {
@@ -49,13 +55,13 @@ struct FormatCase {
 
 const std::vector<FormatCase>& format_cases() {
   static const std::vector<FormatCase> cases = {
-      {TensorType::F32, {}, 1e-5, 1e-5},       {TensorType::F16, {}, 1e-5, 1e-5},
-      {TensorType::BF16, {}, 1e-5, 1e-5},      {TensorType::Q8_0, {0}, 1e-5, 1e-5},
-      {TensorType::Q4_0, {0}, 1e-5, 1e-5},     {TensorType::Q4_1, {0, 2}, 1e-5, 1e-4},
-      {TensorType::Q5_0, {0}, 1e-5, 1e-5},     {TensorType::Q5_1, {0, 2}, 1e-5, 1e-4},
-      {TensorType::IQ4_NL, {0}, 1e-5, 1e-5},   {TensorType::Q2_K, {80, 82}, 1e-5, 1e-5},
-      {TensorType::Q3_K, {108}, 1e-5, 1e-5},   {TensorType::Q4_K, {0, 2}, 1e-5, 1e-5},
-      {TensorType::Q5_K, {0, 2}, 1e-5, 1e-5},  {TensorType::Q6_K, {208}, 1e-5, 1e-5},
+      {TensorType::F32, {}, 1e-5, 1e-5},      {TensorType::F16, {}, 1e-5, 1e-5},
+      {TensorType::BF16, {}, 1e-5, 1e-5},     {TensorType::Q8_0, {0}, 1e-5, 1e-5},
+      {TensorType::Q4_0, {0}, 1e-5, 1e-5},    {TensorType::Q4_1, {0, 2}, 1e-5, 1e-4},
+      {TensorType::Q5_0, {0}, 1e-5, 1e-5},    {TensorType::Q5_1, {0, 2}, 1e-5, 1e-4},
+      {TensorType::IQ4_NL, {0}, 1e-5, 1e-5},  {TensorType::Q2_K, {80, 82}, 1e-5, 1e-5},
+      {TensorType::Q3_K, {108}, 1e-5, 1e-5},  {TensorType::Q4_K, {0, 2}, 1e-5, 1e-5},
+      {TensorType::Q5_K, {0, 2}, 1e-5, 1e-5}, {TensorType::Q6_K, {208}, 1e-5, 1e-5},
   };
   return cases;
 }
@@ -64,9 +70,25 @@ std::string case_name(const testing::TestParamInfo<FormatCase>& info) {
   return tensor_type_name(info.param.type);
 }
 
-bool have_avx2() { return detect_isa() == Isa::kAvx2; }
+// Tiers other than scalar that this machine can run (lowest first).
+std::vector<Isa> runnable_tiers() {
+  std::vector<Isa> v;
+  for (Isa isa : arch_isas()) {
+    if (isa != Isa::kScalar && isa_supported(isa)) v.push_back(isa);
+  }
+  return v;
+}
+// Scalar plus the runnable tiers.
+std::vector<Isa> all_runnable() {
+  std::vector<Isa> v = {Isa::kScalar};
+  for (Isa isa : runnable_tiers()) v.push_back(isa);
+  return v;
+}
+using test::kTestTiers;
 
-size_t row_bytes(TensorType t, int64_t k) { return *tensor_row_bytes(t, k); }
+size_t row_bytes(TensorType t, int64_t k) {
+  return *tensor_row_bytes(t, k);
+}
 
 // n_rows random rows of k elements in format c.type.
 std::vector<uint8_t> random_weights(const FormatCase& c, int64_t n_rows, int64_t k, uint32_t seed) {
@@ -117,25 +139,40 @@ std::vector<uint8_t> quantize_act(const TypeKernels& tk, const std::vector<float
 std::vector<float> dequant_act(TensorType t, const std::vector<uint8_t>& q, int64_t k) {
   std::vector<float> out(static_cast<size_t>(k));
   switch (t) {
-    case TensorType::F32: std::memcpy(out.data(), q.data(), k * 4); break;
-    case TensorType::Q8_0: scalar::dequant_q8_0(q.data(), out.data(), k); break;
-    case TensorType::Q8_1: scalar::dequant_q8_1(q.data(), out.data(), k); break;
-    case TensorType::Q8_K: scalar::dequant_q8_k(q.data(), out.data(), k); break;
-    default: ADD_FAILURE() << "unexpected activation type";
+    case TensorType::F32:
+      std::memcpy(out.data(), q.data(), k * 4);
+      break;
+    case TensorType::Q8_0:
+      scalar::dequant_q8_0(q.data(), out.data(), k);
+      break;
+    case TensorType::Q8_1:
+      scalar::dequant_q8_1(q.data(), out.data(), k);
+      break;
+    case TensorType::Q8_K:
+      scalar::dequant_q8_k(q.data(), out.data(), k);
+      break;
+    default:
+      ADD_FAILURE() << "unexpected activation type";
   }
   return out;
 }
 
 class KernelFormat : public testing::TestWithParam<FormatCase> {};
+// Format x tier.
+class KernelTier : public testing::TestWithParam<std::tuple<FormatCase, Isa>> {};
+std::string tier_case_name(const testing::TestParamInfo<std::tuple<FormatCase, Isa>>& info) {
+  return std::string(tensor_type_name(std::get<0>(info.param).type)) + "_" +
+         isa_name(std::get<1>(info.param));
+}
 
 constexpr int64_t kK = 1024;  // multiple of 256
 constexpr int64_t kRows = 8;
 
-TEST_P(KernelFormat, Avx2DequantizeMatchesScalar) {
-  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
-  const FormatCase& c = GetParam();
+TEST_P(KernelTier, DequantizeMatchesScalar) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
   const auto* s = type_kernels(c.type, Isa::kScalar);
-  const auto* v = type_kernels(c.type, Isa::kAvx2);
+  const auto* v = type_kernels(c.type, tier);
   ASSERT_TRUE(s && v);
   const auto w = random_weights(c, kRows, kK, 1);
   std::vector<float> a(kRows * kK), b(kRows * kK);
@@ -148,8 +185,7 @@ TEST_P(KernelFormat, Avx2DequantizeMatchesScalar) {
 
 TEST_P(KernelFormat, QuantizeRowVecRoundTrip) {
   const FormatCase& c = GetParam();
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
-    if (isa == Isa::kAvx2 && !have_avx2()) continue;
+  for (Isa isa : all_runnable()) {
     const auto* tk = type_kernels(c.type, isa);
     ASSERT_TRUE(tk);
     auto x = random_floats(kK, 7);
@@ -157,14 +193,16 @@ TEST_P(KernelFormat, QuantizeRowVecRoundTrip) {
     std::fill(x.begin() + 256, x.begin() + 512, 0.0f);  // an all-zero block of every size
     const auto q = quantize_act(*tk, x);
     const auto y = dequant_act(tk->vec_dot_type, q, kK);
-    const int bs = tk->vec_dot_type == TensorType::Q8_K ? 256 : (tk->vec_dot_type == TensorType::F32 ? 1 : 32);
+    const int bs =
+        tk->vec_dot_type == TensorType::Q8_K ? 256 : (tk->vec_dot_type == TensorType::F32 ? 1 : 32);
     for (int64_t b0 = 0; b0 < kK; b0 += bs) {
       float amax = 0.0f;
       for (int j = 0; j < bs; ++j) amax = std::max(amax, std::fabs(x[b0 + j]));
       // Half a step of amax/127, plus the fp16 rounding of the scale (2^-11 relative, times 127).
       const float bound = bs == 1 ? 0.0f : amax / 127.0f * (0.5f + 127.0f * 0x1p-11f) * 1.0001f;
       for (int j = 0; j < bs; ++j) {
-        ASSERT_LE(std::fabs(y[b0 + j] - x[b0 + j]), bound) << isa_name(isa) << " element " << b0 + j;
+        ASSERT_LE(std::fabs(y[b0 + j] - x[b0 + j]), bound)
+            << isa_name(isa) << " element " << b0 + j;
       }
     }
     if (tk->vec_dot_type == TensorType::Q8_1) {
@@ -187,16 +225,17 @@ TEST_P(KernelFormat, QuantizeRowVecRoundTrip) {
       }
     }
   }
-  if (have_avx2()) {
+  for (Isa isa : runnable_tiers()) {
     const auto x = random_floats(kK, 8);
     const auto qs = quantize_act(*type_kernels(c.type, Isa::kScalar), x);
-    const auto qv = quantize_act(*type_kernels(c.type, Isa::kAvx2), x);
-    EXPECT_EQ(qs, qv) << "AVX2 activation quantization differs from scalar";
+    const auto qv = quantize_act(*type_kernels(c.type, isa), x);
+    EXPECT_EQ(qs, qv) << isa_name(isa) << " activation quantization differs from scalar";
   }
 }
 
 // Sum of |w_i * x_i| and the fp64 dot.
-std::pair<double, double> ref_dot(const std::vector<float>& w, const std::vector<float>& x, size_t off) {
+std::pair<double, double> ref_dot(const std::vector<float>& w, const std::vector<float>& x,
+                                  size_t off) {
   double dot = 0.0, mag = 0.0;
   for (size_t i = 0; i < x.size(); ++i) {
     dot += static_cast<double>(w[off + i]) * x[i];
@@ -205,8 +244,9 @@ std::pair<double, double> ref_dot(const std::vector<float>& w, const std::vector
   return {dot, mag};
 }
 
-TEST_P(KernelFormat, VecDotAgainstReferenceAndScalar) {
-  const FormatCase& c = GetParam();
+TEST_P(KernelTier, VecDotAgainstReferenceAndScalar) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
   const auto w = random_weights(c, kRows, kK, 3);
   const auto* s = type_kernels(c.type, Isa::kScalar);
   std::vector<float> wf(kRows * kK);
@@ -221,12 +261,13 @@ TEST_P(KernelFormat, VecDotAgainstReferenceAndScalar) {
       float got_s = 0.0f;
       s->vec_dot(kK, &got_s, w.data() + r * rb, q.data());
       EXPECT_LE(std::fabs(got_s - ref), c.tol_ref * mag) << "scalar row " << r << " ref " << ref;
-      if (have_avx2()) {
-        const auto* v = type_kernels(c.type, Isa::kAvx2);
+      {
+        const auto* v = type_kernels(c.type, tier);
         float got_v = 0.0f;
-        v->vec_dot(kK, &got_v, w.data() + r * rb, q.data());
-        EXPECT_LE(std::fabs(got_v - got_s), c.tol_isa * mag) << "avx2 row " << r;
-        EXPECT_LE(std::fabs(got_v - ref), c.tol_ref * mag) << "avx2 row " << r << " ref " << ref;
+        v->vec_dot(kK, &got_v, w.data() + r * rb, quantize_act(*v, x).data());
+        EXPECT_LE(std::fabs(got_v - got_s), c.tol_isa * mag) << isa_name(tier) << " row " << r;
+        EXPECT_LE(std::fabs(got_v - ref), c.tol_ref * mag)
+            << isa_name(tier) << " row " << r << " ref " << ref;
       }
     }
   }
@@ -246,12 +287,11 @@ std::vector<float> run_matmul(TensorType t, Isa isa, const std::vector<uint8_t>&
 }
 
 // Batch invariance for rows of kKm elements and up to kMaxM (>= 82) tokens.
-void check_batch_invariance(const FormatCase& c, int64_t kKm, int64_t kMaxM) {
+void check_batch_invariance(const FormatCase& c, Isa isa, int64_t kKm, int64_t kMaxM) {
   constexpr int64_t kN = 37;  // not a multiple of the tile
   const auto w = random_weights(c, kN, kKm, 5);
   const auto x = random_floats(kMaxM * kKm, 6);
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
-    if (isa == Isa::kAvx2 && !have_avx2()) continue;
+  {
     const auto* tk = type_kernels(c.type, isa);
     // Per-token reference: M = 1 on each row separately, checked against vec_dot.
     std::vector<float> ref(kMaxM * kN);
@@ -263,7 +303,8 @@ void check_batch_invariance(const FormatCase& c, int64_t kKm, int64_t kMaxM) {
       for (int64_t r = 0; r < kN; ++r) {
         float v = 0.0f;
         tk->vec_dot(kKm, &v, w.data() + r * row_bytes(c.type, kKm), q.data());
-        ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(y1[r])) << "vec_dot vs matmul";
+        ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(y1[r]))
+            << "vec_dot vs matmul";
       }
     }
     for (int64_t m : {1, 3, 4, 5, 8, 9, 16, 33, 70, 512}) {
@@ -290,25 +331,60 @@ void check_batch_invariance(const FormatCase& c, int64_t kKm, int64_t kMaxM) {
   }
 }
 
-TEST_P(KernelFormat, MatmulBatchInvariance) {
+void check_batch_invariance_all(const FormatCase& c, Isa isa) {
   // 512 tokens cross matmul's 64-token block many times.
-  check_batch_invariance(GetParam(), 512, 512);
+  check_batch_invariance(c, isa, 512, 512);
   // 25 blocks of 32: a partial group of 8 blocks in the 32-element formats' GEMM tiles.
-  if (tensor_type_info(GetParam().type)->block_size <= 32) check_batch_invariance(GetParam(), 800, 96);
+  if (tensor_type_info(c.type)->block_size <= 32) check_batch_invariance(c, isa, 800, 96);
   // Float formats (GEMM tile 2 rows x 3 tokens, K walked in chunks): K = 803 has a partial last
   // chunk and a 3-element scalar tail; K = 13 is the scalar tail alone.
-  if (tensor_type_info(GetParam().type)->block_size == 1) {
-    check_batch_invariance(GetParam(), 803, 96);
-    check_batch_invariance(GetParam(), 13, 96);
+  if (tensor_type_info(c.type)->block_size == 1) {
+    check_batch_invariance(c, isa, 803, 96);
+    check_batch_invariance(c, isa, 13, 96);
+  }
+}
+
+TEST_P(KernelFormat, MatmulBatchInvarianceScalar) {
+  check_batch_invariance_all(GetParam(), Isa::kScalar);
+}
+
+TEST_P(KernelTier, MatmulBatchInvariance) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  check_batch_invariance_all(c, tier);
+}
+
+// The avx512 tier keeps the avx2 tier's float operations (kernels.h): matmul results of the two
+// are bitwise equal for every M (wide tiles, 8-token tiles, gemv).
+class KernelUpperX86Tier : public KernelTier {};
+TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  constexpr int64_t kN = 45, kKm = 768;
+  const auto w = random_weights(c, kN, kKm, 15);
+  const auto x = random_floats(200 * kKm, 16);
+  for (int64_t m : {1, 5, 16, 23, 64, 200}) {
+    const auto a = run_matmul(c.type, Isa::kAvx2, w, kN, kKm, x, m, 2);
+    const auto b = run_matmul(c.type, tier, w, kN, kKm, x, m, 2);
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+        << isa_name(tier) << " m=" << m;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Tiers, KernelTier,
+                         testing::Combine(testing::ValuesIn(format_cases()),
+                                          testing::ValuesIn(kTestTiers)),
+                         tier_case_name);
+INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
+                         testing::Combine(testing::ValuesIn(format_cases()),
+                                          testing::Values(Isa::kAvx512, Isa::kAmx)),
+                         tier_case_name);
 
 TEST(KernelDispatch, TablesAndIsa) {
   EXPECT_NE(isa_name(detect_isa()), nullptr);
   for (const auto& c : format_cases()) {
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
       const auto* tk = type_kernels(c.type, isa);
       ASSERT_TRUE(tk) << tensor_type_name(c.type);
       EXPECT_EQ(tk->type, c.type);
@@ -317,6 +393,53 @@ TEST(KernelDispatch, TablesAndIsa) {
   }
   EXPECT_EQ(type_kernels(TensorType::IQ2_XXS, Isa::kScalar), nullptr);
   EXPECT_EQ(type_kernels(TensorType::Q8_K, Isa::kAvx2), nullptr);
+}
+
+// LLMT_ISA caps the tier; an unknown or other-architecture name is an error, never ignored.
+TEST(KernelDispatch, IsaEnvironmentCap) {
+  const char* old = std::getenv("LLMT_ISA");
+  const std::string saved = old ? old : "";
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+    auto p = parse_isa(isa_name(isa));
+    ASSERT_TRUE(p.is_ok());
+    EXPECT_EQ(p.value(), isa);
+  }
+  EXPECT_FALSE(parse_isa("avx3").is_ok());
+  EXPECT_FALSE(parse_isa("").is_ok());
+  EXPECT_TRUE(isa_supported(Isa::kScalar));
+  EXPECT_TRUE(isa_supported(best_isa()));
+  ::unsetenv("LLMT_ISA");
+  ASSERT_TRUE(select_isa().is_ok());
+  EXPECT_EQ(select_isa().value(), best_isa());
+  const auto tiers = arch_isas();
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    ::setenv("LLMT_ISA", isa_name(tiers[i]), 1);
+    auto r = select_isa();
+    ASSERT_TRUE(r.is_ok()) << isa_name(tiers[i]);
+    // The highest supported tier at or below the cap.
+    Isa want = Isa::kScalar;
+    for (size_t j = 0; j <= i; ++j) {
+      if (isa_supported(tiers[j])) want = tiers[j];
+    }
+    EXPECT_EQ(r.value(), want) << "LLMT_ISA=" << isa_name(tiers[i]);
+    EXPECT_TRUE(isa_supported(r.value()));
+  }
+  ::setenv("LLMT_ISA", "sse9", 1);
+  auto bad = select_isa();
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("sse9"), std::string::npos) << bad.status().message();
+  EXPECT_EQ(detect_isa(), best_isa());
+#if defined(__x86_64__)
+  ::setenv("LLMT_ISA", "neon", 1);
+#else
+  ::setenv("LLMT_ISA", "avx2", 1);
+#endif
+  EXPECT_FALSE(select_isa().is_ok());
+  if (old) {
+    ::setenv("LLMT_ISA", saved.c_str(), 1);
+  } else {
+    ::unsetenv("LLMT_ISA");
+  }
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {
@@ -346,8 +469,8 @@ TEST(KernelGguf, FormatsAgreeWithF16File) {
     const char* stem;
     double max_rel_rms;  // bound on ||q - f16|| / ||f16|| per tensor
   };
-  const FileCase files[] = {{"bf16", 0.01}, {"q8_0", 0.02}, {"q6_k", 0.05}, {"q5_k_m", 0.1},
-                            {"q5_0", 0.1},  {"q5_1", 0.1},  {"q4_k_m", 0.2}, {"q4_0", 0.2},
+  const FileCase files[] = {{"bf16", 0.01}, {"q8_0", 0.02},  {"q6_k", 0.05},   {"q5_k_m", 0.1},
+                            {"q5_0", 0.1},  {"q5_1", 0.1},   {"q4_k_m", 0.2},  {"q4_0", 0.2},
                             {"q4_1", 0.2},  {"iq4_nl", 0.2}, {"q3_k_m", 0.35}, {"q2_k", 0.6}};
   for (const auto& fc : files) {
     const std::string rel = std::string("models/synth/synth-tiny-") + fc.stem + ".gguf";
@@ -367,15 +490,16 @@ TEST(KernelGguf, FormatsAgreeWithF16File) {
         norm += static_cast<double>(r[i]) * r[i];
       }
       const double rel_rms = std::sqrt(err / std::max(norm, 1e-30));
-      EXPECT_LE(rel_rms, fc.max_rel_rms) << fc.stem << " " << t.name << " ("
-                                         << tensor_type_name(t.type) << ")";
+      EXPECT_LE(rel_rms, fc.max_rel_rms)
+          << fc.stem << " " << t.name << " (" << tensor_type_name(t.type) << ")";
       if (std::getenv("LLMT_KERNEL_VERBOSE")) {
         std::printf("%-8s %-28s %-7s rel_rms %.5f\n", fc.stem, std::string(t.name).c_str(),
                     tensor_type_name(t.type), rel_rms);
       }
-      if (have_avx2()) {
-        const auto v = dequant_tensor(t, Isa::kAvx2);
-        ASSERT_EQ(0, std::memcmp(v.data(), q.data(), q.size() * sizeof(float))) << t.name;
+      for (Isa isa : runnable_tiers()) {
+        const auto v = dequant_tensor(t, isa);
+        ASSERT_EQ(0, std::memcmp(v.data(), q.data(), q.size() * sizeof(float)))
+            << isa_name(isa) << " " << t.name;
       }
     }
   }
@@ -383,10 +507,14 @@ TEST(KernelGguf, FormatsAgreeWithF16File) {
 
 // ---- fp16 / bf16 ----
 
+#if defined(__x86_64__)
 __attribute__((target("f16c"))) uint16_t hw_fp32_to_fp16(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
-__attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) { return _cvtsh_ss(h); }
+__attribute__((target("f16c"))) float hw_fp16_to_fp32(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+#endif
 
 TEST(Fp16, SpecialValues) {
   EXPECT_EQ(fp32_to_fp16(0.0f), 0x0000);
@@ -398,12 +526,12 @@ TEST(Fp16, SpecialValues) {
   EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);
   EXPECT_EQ(fp32_to_fp16(INFINITY), 0x7C00);
   EXPECT_EQ(fp32_to_fp16(-INFINITY), 0xFC00);
-  EXPECT_EQ(fp32_to_fp16(1e-8f), 0x0000);          // below half the smallest subnormal
-  EXPECT_EQ(fp32_to_fp16(0x1p-24f), 0x0001);       // smallest subnormal
-  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);       // tie rounds to even (zero)
-  EXPECT_EQ(fp32_to_fp16(0x1.8p-24f), 0x0002);     // tie rounds to even (2)
-  EXPECT_EQ(fp32_to_fp16(0x1p-14f), 0x0400);       // smallest normal
-  EXPECT_EQ(fp32_to_fp16(0x1.ff8p-15f), 0x03FF);   // largest subnormal
+  EXPECT_EQ(fp32_to_fp16(1e-8f), 0x0000);            // below half the smallest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1p-24f), 0x0001);         // smallest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);         // tie rounds to even (zero)
+  EXPECT_EQ(fp32_to_fp16(0x1.8p-24f), 0x0002);       // tie rounds to even (2)
+  EXPECT_EQ(fp32_to_fp16(0x1p-14f), 0x0400);         // smallest normal
+  EXPECT_EQ(fp32_to_fp16(0x1.ff8p-15f), 0x03FF);     // largest subnormal
   EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3C00);  // tie to even
   EXPECT_EQ(fp32_to_fp16(1.0f + 0x1.8p-10f), 0x3C02);
   EXPECT_TRUE(std::isnan(fp16_to_fp32(fp32_to_fp16(NAN))));
@@ -417,11 +545,13 @@ TEST(Fp16, SpecialValues) {
   }
 }
 
+#if defined(__x86_64__)
 TEST(Fp16, MatchesF16cHardware) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C";
   for (uint32_t h = 0; h < 0x10000; ++h) {
-    const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = hw_fp16_to_fp32(static_cast<uint16_t>(h));
+    const float a = fp16_to_fp32(static_cast<uint16_t>(h)),
+                b = hw_fp16_to_fp32(static_cast<uint16_t>(h));
     if (std::isnan(b)) {
       ASSERT_TRUE(std::isnan(a));
     } else {
@@ -437,14 +567,15 @@ TEST(Fp16, MatchesF16cHardware) {
     ASSERT_EQ(fp32_to_fp16(f), hw_fp32_to_fp16(f)) << f;
   }
 }
+#endif  // __x86_64__
 
 TEST(Bf16, SpecialValues) {
   EXPECT_EQ(fp32_to_bf16(1.0f), 0x3F80);
   EXPECT_EQ(fp32_to_bf16(-0.0f), 0x8000);
   EXPECT_EQ(fp32_to_bf16(INFINITY), 0x7F80);
-  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1p-8f), 0x3F80);        // tie to even
-  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1.8p-7f), 0x3F82);      // tie to even (up)
-  EXPECT_EQ(fp32_to_bf16(3.4028235e38f), 0x7F80);         // rounds up to inf
+  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1p-8f), 0x3F80);    // tie to even
+  EXPECT_EQ(fp32_to_bf16(1.0f + 0x1.8p-7f), 0x3F82);  // tie to even (up)
+  EXPECT_EQ(fp32_to_bf16(3.4028235e38f), 0x7F80);     // rounds up to inf
   EXPECT_TRUE(std::isnan(bf16_to_fp32(fp32_to_bf16(NAN))));
   EXPECT_EQ(bf16_to_fp32(0x4049), 3.140625f);
   for (uint32_t h = 0; h < 0x10000; ++h) {
@@ -498,9 +629,9 @@ std::vector<AttendCase> attend_cases() {
 
 // Runs one case's entry point of table ot on heads [h0, h0 + n_q).
 struct AttendInputs {
-  std::vector<float> q, k, v;          // q [n_q, hd]; k, v [n_kv, hd] (f32 values)
-  std::vector<uint16_t> k16, v16;      // the same rows as half (f16 cases use these)
-  std::vector<uint8_t> pool;           // paged: K and V rows scattered into blocks
+  std::vector<float> q, k, v;      // q [n_q, hd]; k, v [n_kv, hd] (f32 values)
+  std::vector<uint16_t> k16, v16;  // the same rows as half (f16 cases use these)
+  std::vector<uint8_t> pool;       // paged: K and V rows scattered into blocks
   std::vector<int32_t> table;
   size_t stride = 0, v_off = 0;
 };
@@ -552,12 +683,11 @@ std::vector<float> run_attend(const ops::OpsTable& ot, const AttendCase& c, cons
   if (c.block_size == 0 && !c.f16) {
     ot.attend(q, n_q, in.k.data(), in.v.data(), c.n_kv, c.hd, scale, sc.data(), out.data());
   } else if (c.block_size == 0) {
-    ot.attend_f16(q, n_q, in.k16.data(), in.v16.data(), c.n_kv, c.hd, scale, sc.data(),
-                  out.data());
+    ot.attend_f16(q, n_q, in.k16.data(), in.v16.data(), c.n_kv, c.hd, scale, sc.data(), out.data());
   } else {
     (c.f16 ? ot.attend_paged_f16 : ot.attend_paged)(
-        q, n_q, in.pool.data(), in.pool.data() + in.v_off, in.table.data(), in.stride,
-        c.block_size, c.n_kv, c.hd, scale, sc.data(), out.data());
+        q, n_q, in.pool.data(), in.pool.data() + in.v_off, in.table.data(), in.stride, c.block_size,
+        c.n_kv, c.hd, scale, sc.data(), out.data());
   }
   return out;
 }
@@ -595,9 +725,7 @@ TEST_P(KernelAttend, Avx2MatchesScalarAndHeadsAreIndependent) {
       bound[static_cast<size_t>(h) * c.hd + d] = c.tol * (1.0 + amax) * pv;
     }
   }
-  const std::vector<Isa> isas = have_avx2() ? std::vector<Isa>{Isa::kScalar, Isa::kAvx2}
-                                            : std::vector<Isa>{Isa::kScalar};
-  for (const Isa isa : isas) {
+  for (const Isa isa : all_runnable()) {
     SCOPED_TRACE(isa_name(isa));
     const ops::OpsTable& ot = ops::ops_table(isa);
     const std::vector<float> got = run_attend(ot, c, in, 0, c.n_q);
@@ -617,8 +745,7 @@ TEST_P(KernelAttend, Avx2MatchesScalarAndHeadsAreIndependent) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, KernelAttend, testing::ValuesIn(attend_cases()),
-                         attend_case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, KernelAttend, testing::ValuesIn(attend_cases()), attend_case_name);
 
 // ---- perf mode ----
 
@@ -632,7 +759,8 @@ TEST(KernelPerf, MatmulThroughput) {
   int64_t n = 2048, k = 768;
   if (const char* nk = std::getenv("LLMT_KERNEL_PERF_NK")) std::sscanf(nk, "%ldx%ld", &n, &k);
   const Isa isa = detect_isa();
-  std::printf("matmul %ldx%ld, isa %s, 1 thread\n", static_cast<long>(n), static_cast<long>(k), isa_name(isa));
+  std::printf("matmul %ldx%ld, isa %s, 1 thread\n", static_cast<long>(n), static_cast<long>(k),
+              isa_name(isa));
   std::printf("%-8s %4s %10s %10s %10s\n", "format", "M", "ms", "GB/s(W)", "GOP/s");
   for (const auto& c : format_cases()) {
     const auto w = random_weights(c, n, k, 9);
@@ -647,12 +775,14 @@ TEST(KernelPerf, MatmulThroughput) {
       do {
         const auto t0 = std::chrono::steady_clock::now();
         matmul(a);
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double sec =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         per = std::min(per, sec);
         total += sec;
       } while (total < 0.3);
-      std::printf("%-8s %4ld %10.3f %10.2f %10.2f\n", tensor_type_name(c.type), static_cast<long>(m),
-                  per * 1e3, static_cast<double>(w.size()) / per / 1e9, 2.0 * m * n * k / per / 1e9);
+      std::printf("%-8s %4ld %10.3f %10.2f %10.2f\n", tensor_type_name(c.type),
+                  static_cast<long>(m), per * 1e3, static_cast<double>(w.size()) / per / 1e9,
+                  2.0 * m * n * k / per / 1e9);
     }
   }
 }

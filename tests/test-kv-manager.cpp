@@ -282,8 +282,8 @@ TEST(KvManager, CachedBlocksEvictedLeastRecentlyReleasedFirst) {
   start(kv, 2, b, /*commit=*/true);  // 3 4 5
   // Released last block first; the partial blocks 2 and 5 (one committed token) go to the
   // least-recent end, full blocks to the most-recent end.
-  kv.free(1);                        // cached: 2 1 0; free: 6 7
-  kv.free(2);                        // cached: 5 2 1 0 4 3; free: 6 7
+  kv.free(1);  // cached: 2 1 0; free: 6 7
+  kv.free(2);  // cached: 5 2 1 0 4 3; free: 6 7
   expect_stats(kv, 0, 6, 2);
   EXPECT_EQ(kv.match_prefix(a).blocks, (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(kv.match_prefix(b).blocks, (std::vector<int32_t>{3, 4}));
@@ -782,7 +782,7 @@ TEST(KvManagerPartial, BlockStillBeingFilled) {
   PrefixMatch m = kv.match_prefix(b);
   EXPECT_EQ(m.blocks, (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(m.partial_block, 2);
-  EXPECT_EQ(m.n_partial, 1);  // 108; b's last token (900) is left to compute
+  EXPECT_EQ(m.n_partial, 1);   // 108; b's last token (900) is left to compute
   Tokens c = iota_tokens(11);  // 100..110: shares 108, 109 with a's block 2 (committed rows)
   c.push_back(901);
   m = kv.match_prefix(c);

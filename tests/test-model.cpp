@@ -245,7 +245,8 @@ GgufWriter complete_tiny(const std::string& arch) {
 }
 
 std::string temp_file(const std::string& name) {
-  return (fs::temp_directory_path() / ("llmt-test-model-" + std::to_string(::getpid()) + "-" + name))
+  return (fs::temp_directory_path() /
+          ("llmt-test-model-" + std::to_string(::getpid()) + "-" + name))
       .string();
 }
 
@@ -617,8 +618,8 @@ TEST(ContextOptionsTest, BadOptionsAreErrors) {
   o.kv_type = static_cast<llmt::KvType>(7);
   EXPECT_FALSE(llmt::Context::create(*r, o).is_ok());
   // Default cells per sequence with many sequences: min(2048, max(256, 16384 / n_seq_max)).
-  for (auto [n_seq, want] : {std::pair{4, 2048}, std::pair{16, 1024}, std::pair{64, 256},
-                             std::pair{128, 256}}) {
+  for (auto [n_seq, want] :
+       {std::pair{4, 2048}, std::pair{16, 1024}, std::pair{64, 256}, std::pair{128, 256}}) {
     o = {};
     o.n_seq_max = n_seq;
     o.kv_type = llmt::KvType::kF16;

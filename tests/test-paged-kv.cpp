@@ -51,7 +51,7 @@ template <typename T>
 struct PagedLayout {
   std::vector<uint8_t> pool;
   Table table;
-  size_t stride = 0;          // bytes between blocks
+  size_t stride = 0;            // bytes between blocks
   size_t k_off = 0, v_off = 0;  // K and V of the emulated (layer, head) inside a block
 };
 
@@ -121,8 +121,8 @@ TEST(PagedAttend, BitwiseEqualsContiguous) {
             const auto p16 = scatter(k16, v16, n_kv, hd, bs, nan16, rng);
             std::fill(got.begin(), got.end(), -1.0f);
             ot.attend_paged_f16(q.data(), n_q, p16.pool.data() + p16.k_off,
-                                p16.pool.data() + p16.v_off, p16.table.data(), p16.stride, bs,
-                                n_kv, hd, scale, sc.data(), got.data());
+                                p16.pool.data() + p16.v_off, p16.table.data(), p16.stride, bs, n_kv,
+                                hd, scale, sc.data(), got.data());
             EXPECT_TRUE(bitwise_equal(got, want16)) << "F16";
           }
         }
@@ -272,9 +272,8 @@ TEST_P(PagedContext, ScatteredBlocksMatchFixedSlot) {
     for (int32_t s = 0; s < kSeqs; ++s) {
       const int32_t total = static_cast<int32_t>(toks[s].size());
       if (step < s || fed[s] >= total) continue;
-      const int32_t n = fed[s] < n_prompt[s]
-                            ? std::min(chunk_sizes[(step + s) % 6], n_prompt[s] - fed[s])
-                            : 1;
+      const int32_t n =
+          fed[s] < n_prompt[s] ? std::min(chunk_sizes[(step + s) % 6], n_prompt[s] - fed[s]) : 1;
       for (int32_t i = 0; i < n; ++i) {
         const int32_t pos = fed[s] + i;
         b.push_back({toks[s][pos], s, pos, (pos + s) % 2 == 0 || pos >= n_prompt[s] - 1});
@@ -456,8 +455,8 @@ TEST_P(PagedContext, ErrorsLeaveStateUnchanged) {
   };
   for (const Bad& bad : bads) {
     SCOPED_TRACE(bad.what);
-    std::vector<Table> t = bad.tables.empty() ? std::vector<Table>{tables[0], tables[0]}
-                                              : bad.tables;
+    std::vector<Table> t =
+        bad.tables.empty() ? std::vector<Table>{tables[0], tables[0]} : bad.tables;
     std::vector<Entry> e = {{other, 1, 1, false}};
     e.insert(e.end(), bad.entries.begin(), bad.entries.end());
     EXPECT_FALSE(ctx->decode_paged(e, spans(t)).is_ok());

@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <utility>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "llmthreads/sampling.h"
@@ -26,8 +26,12 @@ void* operator new(std::size_t size) {
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 namespace llmt {
 namespace {
@@ -285,7 +289,8 @@ TEST(Sampler, TopPAndMinPMatchFullSortReference) {
   // ~300 nearly flat logits in scrambled order, so the nucleus is larger than the first
   // partial-sort block and the progressive sort has to grow.
   std::vector<float> logits(300);
-  for (size_t i = 0; i < logits.size(); ++i) logits[(i * 127) % 300] = -0.01f * static_cast<float>(i);
+  for (size_t i = 0; i < logits.size(); ++i)
+    logits[(i * 127) % 300] = -0.01f * static_cast<float>(i);
   for (const auto& [top_p, min_p] : {std::pair{0.5f, 0.0f}, std::pair{0.9f, 0.1f},
                                      std::pair{0.99f, 0.5f}, std::pair{0.3f, 0.9f}}) {
     const auto keep = reference_support(logits, top_p, min_p);

@@ -83,8 +83,8 @@ struct Sim {
   std::set<ThreadId> fail_out, fail_in;  // fail the next swap-out / swap-in of these ids
   double fail_rate = 0.0;                // random swap failures
   std::mt19937 rng{7};
-  std::map<ThreadId, int64_t> served;     // tokens computed (executed chunks)
-  std::map<ThreadId, int64_t> first_step; // step of the first executed chunk
+  std::map<ThreadId, int64_t> served;      // tokens computed (executed chunks)
+  std::map<ThreadId, int64_t> first_step;  // step of the first executed chunk
   std::vector<std::vector<Chunk>> history;
   StepPlan plan;
   bool auto_remove = true;
@@ -147,7 +147,8 @@ struct Sim {
       auto table = s.table(c.id);
       if (c.n_tokens < 1) error(where + "empty chunk");
       if (c.pos0 != s.n_computed(c.id)) error(where + "chunk does not start at n_computed");
-      if (c.pos0 + c.n_tokens > static_cast<int32_t>(toks.size())) error(where + "chunk past tokens");
+      if (c.pos0 + c.n_tokens > static_cast<int32_t>(toks.size()))
+        error(where + "chunk past tokens");
       if (c.sample != (c.pos0 + c.n_tokens == static_cast<int32_t>(toks.size())))
         error(where + "sample flag");
       if (static_cast<int64_t>(table.size()) * bs < c.pos0 + c.n_tokens)
@@ -172,7 +173,8 @@ struct Sim {
         error(where + "live thread unknown");
         continue;
       }
-      if (*ph != Phase::kRunning && !table.empty()) error(where + "non-running thread holds blocks");
+      if (*ph != Phase::kRunning && !table.empty())
+        error(where + "non-running thread holds blocks");
       std::set<int32_t> seen;
       for (int32_t b : table) {
         if (b < 0 || b >= kv.n_blocks()) {
@@ -195,7 +197,8 @@ struct Sim {
       if (!ph.is_ok() || *ph != Phase::kSwapped) error(where + "swap-out of a thread not swapped");
       if (!s.table(so.id).empty()) error(where + "swapped thread still has a table");
       if (so.blocks.empty() || so.n_tokens < 1) error(where + "empty swap-out");
-      if (static_cast<int64_t>(so.blocks.size()) * bs < so.n_tokens) error(where + "swap-out short");
+      if (static_cast<int64_t>(so.blocks.size()) * bs < so.n_tokens)
+        error(where + "swap-out short");
       if (so.n_tokens != s.n_computed(so.id)) error(where + "swap-out n_tokens != n_computed");
       if (so.method != Eviction::kSwapRam && so.method != Eviction::kSwapDisk)
         error(where + "swap-out method");
@@ -242,7 +245,8 @@ struct Sim {
       saved.clear();
       for (int32_t b : so.blocks) {
         for (int32_t k = 0; k < bs; ++k) {
-          saved.push_back(cells[static_cast<size_t>(b) * static_cast<size_t>(bs) + static_cast<size_t>(k)]);
+          saved.push_back(
+              cells[static_cast<size_t>(b) * static_cast<size_t>(bs) + static_cast<size_t>(k)]);
         }
       }
     }
@@ -264,8 +268,8 @@ struct Sim {
         for (int32_t k = 0; k < bs; ++k) {
           const size_t src = i * static_cast<size_t>(bs) + static_cast<size_t>(k);
           if (src < it->second.size())
-            cells[static_cast<size_t>(si.blocks[i]) * static_cast<size_t>(bs) + static_cast<size_t>(k)] =
-                it->second[src];
+            cells[static_cast<size_t>(si.blocks[i]) * static_cast<size_t>(bs) +
+                  static_cast<size_t>(k)] = it->second[src];
         }
       }
       store.erase(it);
@@ -452,7 +456,8 @@ TEST(Scheduler, RoundRobinTurns) {
   SchedulerOptions o = options(Policy::kRoundRobin, 512, 2);
   o.quantum_tokens = 8;
   Sim sim(o, 1024, 4);
-  for (ThreadId id = 1; id <= 8; ++id) sim.add(id, make_prompt(4, 100 * static_cast<int32_t>(id)), 1000);
+  for (ThreadId id = 1; id <= 8; ++id)
+    sim.add(id, make_prompt(4, 100 * static_cast<int32_t>(id)), 1000);
   for (int i = 0; i < 203; ++i) sim.step();
   // The first turns: 1 and 2, then 3 and 4 (after 5 steps: 4 prompt tokens + 4 decodes).
   EXPECT_EQ(sim.chunk_ids(0), (std::vector<ThreadId>{1, 2}));
@@ -602,8 +607,9 @@ ThreadId first_victim(Policy policy, const std::vector<int32_t>& prompt_len,
   o.eviction = Eviction::kSwapRam;
   Sim sim(o, 16, 4);
   for (size_t i = 0; i < prompt_len.size(); ++i) {
-    sim.add(static_cast<ThreadId>(i + 1), make_prompt(prompt_len[i], 100 * static_cast<int32_t>(i + 1)),
-            40, prio[i], tenant[i], arrival[i]);
+    sim.add(static_cast<ThreadId>(i + 1),
+            make_prompt(prompt_len[i], 100 * static_cast<int32_t>(i + 1)), 40, prio[i], tenant[i],
+            arrival[i]);
   }
   for (int k = 0; k < 50; ++k) {
     const StepPlan& p = sim.step();
@@ -623,17 +629,17 @@ TEST(Scheduler, VictimPerPolicy) {
   EXPECT_EQ(first_victim(Policy::kFcfs, {12, 12, 12, 12}, {3, 0, 2, 1}, {0, 0, 0, 0}, {0, 0, 0, 0}),
             1u);
   // Priority: the lowest priority (thread 2).
-  EXPECT_EQ(first_victim(Policy::kPriority, {12, 12, 12, 12}, {0, 1, 2, 3}, {5, 1, 3, 7},
-                         {0, 0, 0, 0}),
-            2u);
+  EXPECT_EQ(
+      first_victim(Policy::kPriority, {12, 12, 12, 12}, {0, 1, 2, 3}, {5, 1, 3, 7}, {0, 0, 0, 0}),
+      2u);
   // Round robin: the back of the queue (added last: thread 4).
-  EXPECT_EQ(first_victim(Policy::kRoundRobin, {12, 12, 12, 12}, {3, 2, 1, 0}, {0, 0, 0, 0},
-                         {0, 0, 0, 0}),
-            4u);
+  EXPECT_EQ(
+      first_victim(Policy::kRoundRobin, {12, 12, 12, 12}, {3, 2, 1, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}),
+      4u);
   // Fair share: tenant 1 was served more (a longer prompt); its later thread (2) goes.
-  EXPECT_EQ(first_victim(Policy::kFairShare, {16, 12, 12, 12}, {0, 1, 2, 3}, {0, 0, 0, 0},
-                         {1, 1, 2, 2}),
-            2u);
+  EXPECT_EQ(
+      first_victim(Policy::kFairShare, {16, 12, 12, 12}, {0, 1, 2, 3}, {0, 0, 0, 0}, {1, 1, 2, 2}),
+      2u);
 }
 
 // Two threads of 20-token prompts in a 16-block pool: thread 1 (first in FCFS order) needs a 9th
@@ -667,8 +673,8 @@ SchedulerOptions pressure_options(Eviction e) {
   SchedulerOptions o = options(Policy::kFcfs, 512, 8);
   o.eviction = e;
   o.kv_bytes_per_token = 1000;
-  o.costs.ram_bytes_per_s = 1e6;    // swap: 2 * 1000 / 1e6 = 2 ms a token
-  o.costs.disk_bytes_per_s = 1e5;   // 20 ms a token
+  o.costs.ram_bytes_per_s = 1e6;          // swap: 2 * 1000 / 1e6 = 2 ms a token
+  o.costs.disk_bytes_per_s = 1e5;         // 20 ms a token
   o.costs.recompute_tokens_per_s = 1000;  // 1 ms a token
   o.costs.ram_limit_bytes = 1 << 20;
   o.costs.disk_available = true;
@@ -1025,7 +1031,8 @@ TEST_P(SchedulerE2e, MatchesRunsAlone) {
 std::vector<E2eCase> e2e_cases() {
   std::vector<E2eCase> v;
   for (Policy p : {Policy::kFcfs, Policy::kPriority, Policy::kRoundRobin, Policy::kFairShare}) {
-    for (Eviction e : {Eviction::kAuto, Eviction::kSwapRam, Eviction::kSwapDisk, Eviction::kRecompute})
+    for (Eviction e :
+         {Eviction::kAuto, Eviction::kSwapRam, Eviction::kSwapDisk, Eviction::kRecompute})
       v.push_back({p, e, 0.0});
     v.push_back({p, Eviction::kSwapRam, 0.2});  // swap failures turn into recompute
   }

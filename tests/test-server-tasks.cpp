@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "llmthreads/engine.h"
+#include "server-fixture.h"
 #include "server.h"
 #include "task-api.h"
-#include "server-fixture.h"
 #include "test-util.h"
 
 namespace llmt {
@@ -41,7 +41,6 @@ struct Running : test::RunningServer {
   using RunningServer::RunningServer;
   std::unique_ptr<httplib::Client> client() const { return RunningServer::client(true); }
 };
-
 
 // Polls GET /v1/tasks/{id} until its status is not "running" (or 60 s).
 json wait_task(httplib::Client& c, const std::string& id) {
@@ -79,8 +78,8 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
 }
 
 json completion(const std::string& prompt, int max_tokens) {
-  return {{"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens},
-          {"temperature", 0}};
+  return {
+      {"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
 }
 
 TEST(ServerMetricsEndpoint, RendersAndCountsRequestsAndLatencies) {
@@ -99,8 +98,11 @@ TEST(ServerMetricsEndpoint, RendersAndCountsRequestsAndLatencies) {
     ASSERT_EQ(st, 200) << r;
     n_gaps += r["usage"]["completion_tokens"].get<int64_t>() - 1;
   }
-  json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 5},
-               {"temperature", 0}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
+  json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+               {"max_tokens", 5},
+               {"temperature", 0},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}}};
   auto sr = c->Post("/v1/chat/completions", chat.dump(), "application/json");
   ASSERT_TRUE(sr);
   ASSERT_EQ(sr->status, 200);
@@ -156,10 +158,8 @@ TEST(ServerTasks, ClassifyCompletesInInputOrderWithProbabilities) {
   auto c = s.client();
   const std::vector<std::string> texts = {
       "Lily was happy. She played with her ball in the sun.",
-      "Tom cried because his toy was broken.",
-      "The dog ran to the park and found a big stick.",
-      "Sue lost her cat and she was very sad.",
-      "They ate cake and laughed all day."};
+      "Tom cried because his toy was broken.", "The dog ran to the park and found a big stick.",
+      "Sue lost her cat and she was very sad.", "They ate cake and laughed all day."};
   json docs = json::array();
   for (size_t i = 0; i < texts.size(); ++i) {
     docs.push_back({{"id", "doc-" + std::to_string(i)}, {"text", texts[i]}});
@@ -194,7 +194,9 @@ TEST(ServerTasks, ClassifyCompletesInInputOrderWithProbabilities) {
   }
 
   // inputs: ids are positions; generate gives text.
-  json gen = {{"task", "generate"}, {"prompt", "{text}"}, {"inputs", {"Once upon a time", "Tom"}},
+  json gen = {{"task", "generate"},
+              {"prompt", "{text}"},
+              {"inputs", {"Once upon a time", "Tom"}},
               {"max_tokens", 4}};
   json g = post_json(*c, "/v1/tasks", gen, &st);
   ASSERT_EQ(st, 202) << g;
@@ -263,8 +265,8 @@ TEST(ServerTasks, BadBodiesGet400UnknownIds404) {
   auto c = s.client();
   json many = json::array();
   for (size_t i = 0; i <= server::kMaxTaskDocuments; ++i) many.push_back("x");
-  const json ok = {{"task", "classify"}, {"prompt", "{text} is"}, {"labels", {"a", "b"}},
-                   {"inputs", {"hello"}}};
+  const json ok = {
+      {"task", "classify"}, {"prompt", "{text} is"}, {"labels", {"a", "b"}}, {"inputs", {"hello"}}};
   auto with = [&](const char* k, json v) {
     json b = ok;
     b[k] = std::move(v);
@@ -275,16 +277,35 @@ TEST(ServerTasks, BadBodiesGet400UnknownIds404) {
     b.erase(k);
     return b.dump();
   };
-  const std::vector<std::string> bad = {
-      "{not json", "[]", "{}", "\"classify\"", with("task", "dance"), with("task", 3),
-      with("prompt", "no placeholder"), with("prompt", 5), with("labels", {"a"}),
-      with("labels", "a,b"), with("labels", {"a", 1}), with("labels", {"a", "a"}),
-      without("inputs"), with("documents", {{{"text", "x"}}}), with("inputs", json::array()),
-      with("inputs", many), with("inputs", {1}), with("inputs", "hello"),
-      with("split", "words"), with("split", 7), with("merge", "avg"), with("merge", "reduce"),
-      with("max_tokens", 0), with("max_tokens", "5"), with("max_tokens", 1e30),
-      with("max_tokens", 18446744073709551615ull), with("priority", 1.5),
-      with("priority", 4294967296LL), with("tenant", 3)};
+  const std::vector<std::string> bad = {"{not json",
+                                        "[]",
+                                        "{}",
+                                        "\"classify\"",
+                                        with("task", "dance"),
+                                        with("task", 3),
+                                        with("prompt", "no placeholder"),
+                                        with("prompt", 5),
+                                        with("labels", {"a"}),
+                                        with("labels", "a,b"),
+                                        with("labels", {"a", 1}),
+                                        with("labels", {"a", "a"}),
+                                        without("inputs"),
+                                        with("documents", {{{"text", "x"}}}),
+                                        with("inputs", json::array()),
+                                        with("inputs", many),
+                                        with("inputs", {1}),
+                                        with("inputs", "hello"),
+                                        with("split", "words"),
+                                        with("split", 7),
+                                        with("merge", "avg"),
+                                        with("merge", "reduce"),
+                                        with("max_tokens", 0),
+                                        with("max_tokens", "5"),
+                                        with("max_tokens", 1e30),
+                                        with("max_tokens", 18446744073709551615ull),
+                                        with("priority", 1.5),
+                                        with("priority", 4294967296LL),
+                                        with("tenant", 3)};
   int st = 0;
   for (const std::string& b : bad) {
     json r = post_json(*c, "/v1/tasks", b, &st);

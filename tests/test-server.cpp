@@ -23,10 +23,10 @@
 #include <tuple>
 #include <vector>
 
+#include "common/openai.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
-#include "common/openai.h"
 #include "server-fixture.h"
 #include "server.h"
 #include "test-util.h"
@@ -47,8 +47,8 @@ using test::expect_error_body;
 using test::post_json;
 
 json completion(const std::string& prompt, int max_tokens) {
-  return {{"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens},
-          {"temperature", 0}};
+  return {
+      {"model", "stories260K"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
 }
 
 // The data payloads of an SSE body, "[DONE]" included.
@@ -75,7 +75,6 @@ void expect_usage(const json& u) {
             u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
   EXPECT_TRUE(u["prompt_tokens_details"]["cached_tokens"].is_number_integer());
 }
-
 
 // A raw TCP connection to the server.
 int connect_to(int port) {
@@ -112,9 +111,10 @@ int start_raw_stream(int port, const json& body, size_t n_events, std::string* g
     return -1;
   }
   const std::string text = body.dump();
-  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                          "application/json\r\nContent-Length: " +
-                          std::to_string(text.size()) + "\r\n\r\n" + text;
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(text.size()) + "\r\n\r\n" + text;
   if (send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
     ADD_FAILURE() << "send failed";
     close(fd);
@@ -140,8 +140,9 @@ int start_raw_stream(int port, const json& body, size_t n_events, std::string* g
 TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
   openai::OpenAiRequest r;
   SamplingParams base;
-  json body = {{"prompt", "hi"}, {"max_tokens", 7}, {"temperature", 0.5}, {"stop", "x"},
-               {"seed", 3}, {"priority", 5}, {"user", "alice"}, {"unknown_field", {1, 2}}};
+  json body = {
+      {"prompt", "hi"}, {"max_tokens", 7}, {"temperature", 0.5}, {"stop", "x"},
+      {"seed", 3},      {"priority", 5},   {"user", "alice"},    {"unknown_field", {1, 2}}};
   ASSERT_TRUE(openai::parse_openai_request(body, openai::Endpoint::kCompletions, base, &r).is_ok());
   EXPECT_EQ(r.prompt, "hi");
   EXPECT_EQ(*r.max_tokens, 7);
@@ -210,9 +211,11 @@ TEST(Server, ResponsesHaveTheOpenAiSchema) {
   ASSERT_EQ(status, 200);
   EXPECT_EQ(r2["choices"][0]["text"], text);
 
-  json chat = {{"messages", {{{"role", "system"}, {"content", "Tell a story."}},
-                             {{"role", "user"}, {"content", "A cat"}}}},
-               {"max_tokens", 12}, {"temperature", 0}};
+  json chat = {{"messages",
+                {{{"role", "system"}, {"content", "Tell a story."}},
+                 {{"role", "user"}, {"content", "A cat"}}}},
+               {"max_tokens", 12},
+               {"temperature", 0}};
   json rc = post_json(*c, "/v1/chat/completions", chat, &status);
   ASSERT_EQ(status, 200) << rc;
   EXPECT_EQ(rc["object"], "chat.completion");
@@ -279,7 +282,8 @@ TEST(Server, ParallelClientsMatchSequential) {
   constexpr int kN = 16;
   std::vector<std::string> prompts;
   for (int i = 0; i < kN; ++i) {
-    prompts.push_back(i % 2 ? "Once upon a time, " + std::to_string(i) : "Lily had a " + std::to_string(i * 7));
+    prompts.push_back(i % 2 ? "Once upon a time, " + std::to_string(i)
+                            : "Lily had a " + std::to_string(i * 7));
   }
   std::vector<std::string> seq(kN), par(kN);
   {
@@ -544,7 +548,8 @@ TEST(Server, ApiKeyIsEnforcedExceptOnHealth) {
   EXPECT_EQ(st, 401);
   post_json(*c, "/v1/completions", completion("Once", 4), &st, {{"Authorization", "sekret"}});
   EXPECT_EQ(st, 401);
-  post_json(*c, "/v1/completions", completion("Once", 4), &st, {{"Authorization", "Bearer sekret"}});
+  post_json(*c, "/v1/completions", completion("Once", 4), &st,
+            {{"Authorization", "Bearer sekret"}});
   EXPECT_EQ(st, 200);
   c->set_bearer_token_auth("sekret");
   auto m2 = c->Get("/v1/models");
@@ -626,7 +631,9 @@ TEST(Server, PerTenantLimit) {
   Running s(so, ec);
   ASSERT_TRUE(s.srv);
   auto body = [](const char* tenant, int max_tokens) {
-    return json{{"prompt", "Once upon a time"}, {"max_tokens", max_tokens}, {"temperature", 0},
+    return json{{"prompt", "Once upon a time"},
+                {"max_tokens", max_tokens},
+                {"temperature", 0},
                 {"tenant", tenant}};
   };
   auto long_request = std::async(std::launch::async, [&] {
@@ -673,9 +680,10 @@ TEST(Server, DisconnectDuringNonStreamingFreesTheKv) {
   ASSERT_GE(fd, 0);
   const std::string body =
       json{{"prompt", "Once upon a time"}, {"max_tokens", 400}, {"temperature", 0}}.dump();
-  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                          "application/json\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
   // Generating (400 tokens on one thread take seconds) and holding KV blocks.
   auto t0 = Clock::now();
@@ -788,9 +796,16 @@ TEST(ServerTranslate, LogprobsAndNFields) {
                                            Endpoint::kChatCompletions, base, &r)
                   .is_ok());
   EXPECT_EQ(r.logprobs, -1);
-  EXPECT_EQ(openai::error_param("\"top_logprobs\" must be an integer in [0, 20]"), "top_logprobs");
-  EXPECT_EQ(openai::error_param("the prompt is empty"), "");
-  EXPECT_EQ(openai::error_param("\"a b\" x"), "");
+  // The field at fault travels in the Status (the error body's "param"), not in its text.
+  const Status bad_top = openai::parse_openai_request(
+      json{{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 21}},
+      Endpoint::kChatCompletions, base, &r);
+  EXPECT_EQ(bad_top.field(), "top_logprobs");
+  EXPECT_EQ(openai::error_body_for(bad_top)["error"]["param"], "top_logprobs");
+  const Status no_field = invalid_argument("the prompt is empty");
+  EXPECT_EQ(no_field.field(), "");
+  EXPECT_TRUE(openai::error_body_for(no_field)["error"]["param"].is_null());
+  EXPECT_TRUE(openai::error_body_for(invalid_argument("\"a b\" x"))["error"]["param"].is_null());
   EXPECT_EQ(openai::choice_seed(41, 1), 42u);
   EXPECT_EQ(openai::choice_seed(~uint64_t{0}, 1), 0u);
   Usage a{5, 7, 3}, b{5, 4, 5};

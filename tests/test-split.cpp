@@ -285,8 +285,8 @@ TEST(SplitNone, WholeTrimmedText) {
 
 // ---- token windows ----
 
-using test::Loaded;
 using test::load;
+using test::Loaded;
 
 const char* const kModels[] = {
     "models/vocab/ggml-vocab-llama-spm.gguf", "models/vocab/ggml-vocab-gpt-2.gguf",

@@ -33,7 +33,8 @@ class SwapStoreTest : public ::testing::Test {
     std::error_code ec;
     fs::permissions(base_, fs::perms::owner_all, fs::perm_options::add, ec);
     for (const auto& d : fs::recursive_directory_iterator(base_, ec)) {
-      if (d.is_directory()) fs::permissions(d.path(), fs::perms::owner_all, fs::perm_options::add, ec);
+      if (d.is_directory())
+        fs::permissions(d.path(), fs::perms::owner_all, fs::perm_options::add, ec);
     }
     fs::remove_all(base_, ec);
   }
@@ -208,7 +209,8 @@ TEST_F(SwapStoreTest, Lz4StoresIncompressiblePartsRawAndCompressibleSmall) {
   ASSERT_TRUE(store->put(1, in1).is_ok());
   EXPECT_LT(store->stats().bytes_ram, zeros.size() / 100);
   ASSERT_TRUE(store->put(2, in2).is_ok());
-  EXPECT_EQ(store->stats().bytes_stored_total - store->stats().bytes_ram + noise.size(), noise.size());
+  EXPECT_EQ(store->stats().bytes_stored_total - store->stats().bytes_ram + noise.size(),
+            noise.size());
   std::vector<uint8_t> back1(zeros.size(), 7), back2(noise.size(), 7);
   std::vector<std::span<uint8_t>> out1 = {back1}, out2 = {back2};
   ASSERT_TRUE(store->take(1, out1).is_ok());
@@ -226,7 +228,8 @@ TEST_F(SwapStoreTest, AutoSpillsToDiskPastTheRamLimit) {
   auto store = make(o);
   ASSERT_NE(store, nullptr);
   std::vector<Parts> entries;
-  for (uint32_t i = 0; i < 5; ++i) entries.emplace_back(std::vector<size_t>{150000, 150001}, 10 + i);
+  for (uint32_t i = 0; i < 5; ++i)
+    entries.emplace_back(std::vector<size_t>{150000, 150001}, 10 + i);
   std::vector<SwapWhere> got;
   for (uint32_t i = 0; i < 5; ++i) {
     auto w = store->put(100 + i, entries[i].in());
@@ -234,8 +237,8 @@ TEST_F(SwapStoreTest, AutoSpillsToDiskPastTheRamLimit) {
     got.push_back(*w);
   }
   // 300001 bytes each: three fit under 1,000,000.
-  EXPECT_EQ(got, (std::vector<SwapWhere>{SwapWhere::kRam, SwapWhere::kRam, SwapWhere::kRam, SwapWhere::kDisk,
-                                          SwapWhere::kDisk}));
+  EXPECT_EQ(got, (std::vector<SwapWhere>{SwapWhere::kRam, SwapWhere::kRam, SwapWhere::kRam,
+                                         SwapWhere::kDisk, SwapWhere::kDisk}));
   SwapStats st = store->stats();
   EXPECT_EQ(st.n_entries_ram, 3u);
   EXPECT_EQ(st.n_entries_disk, 2u);
@@ -417,7 +420,8 @@ TEST_P(SwapCorruption, FileRemovedBehindTheStoresBack) {
   EXPECT_EQ(store->stats().n_entries_disk, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, SwapCorruption, ::testing::Values(SwapCompression::kNone, SwapCompression::kLz4));
+INSTANTIATE_TEST_SUITE_P(All, SwapCorruption,
+                         ::testing::Values(SwapCompression::kNone, SwapCompression::kLz4));
 
 // ---- argument errors --------------------------------------------------------------------------
 
@@ -485,7 +489,8 @@ TEST_F(SwapStoreTest, UnknownKeyAndErase) {
   EXPECT_EQ(store->take(5, back.out()).code(), StatusCode::kNotFound);
 }
 
-// ---- directory life cycle ------------------------------------------------------------------------
+// ---- directory life cycle
+// ------------------------------------------------------------------------
 
 TEST_F(SwapStoreTest, CreatesMissingDirAndDestructorRemovesPrivateDir) {
   SwapStoreOptions o;
@@ -553,8 +558,10 @@ TEST_F(SwapStoreTest, DiskFullLeavesNothingBehind) {
     auto w = store->put(2, big.in(), SwapWhere::kDisk);
     ASSERT_FALSE(w.is_ok());
     EXPECT_EQ(w.status().code(), StatusCode::kIo);
-    EXPECT_NE(w.status().message().find(store->disk_dir()), std::string::npos) << w.status().message();
-    EXPECT_NE(w.status().message().find("No space left"), std::string::npos) << w.status().message();
+    EXPECT_NE(w.status().message().find(store->disk_dir()), std::string::npos)
+        << w.status().message();
+    EXPECT_NE(w.status().message().find("No space left"), std::string::npos)
+        << w.status().message();
     EXPECT_FALSE(store->contains(2));
     EXPECT_EQ(files_in(store->disk_dir()), std::vector<std::string>{file1});  // no partial file
     SwapStats st = store->stats();
@@ -588,7 +595,8 @@ TEST_F(SwapStoreTest, UnwritableDirectoryIsAnIoError) {
   ASSERT_EQ(::chmod(store->disk_dir().c_str(), 0700), 0);
 }
 
-// ---- throughput -----------------------------------------------------------------------------------
+// ---- throughput
+// -----------------------------------------------------------------------------------
 
 TEST_F(SwapStoreTest, MeasureReportsThroughputAndTouchesNothing) {
   for (SwapCompression c : {SwapCompression::kNone, SwapCompression::kLz4}) {
@@ -602,9 +610,10 @@ TEST_F(SwapStoreTest, MeasureReportsThroughputAndTouchesNothing) {
     ASSERT_TRUE(t.is_ok()) << t.status().to_string();
     EXPECT_GT(t->ram_bytes_per_s, 1e6);
     EXPECT_GT(t->disk_bytes_per_s, 1e6);
-    std::printf("[ measure ] %s: RAM %.2f GB/s, disk %.2f GB/s, stored %.3f of input (8 MiB, put+take)\n",
-                c == SwapCompression::kLz4 ? "lz4 " : "none", t->ram_bytes_per_s / 1e9,
-                t->disk_bytes_per_s / 1e9, t->stored_fraction);
+    std::printf(
+        "[ measure ] %s: RAM %.2f GB/s, disk %.2f GB/s, stored %.3f of input (8 MiB, put+take)\n",
+        c == SwapCompression::kLz4 ? "lz4 " : "none", t->ram_bytes_per_s / 1e9,
+        t->disk_bytes_per_s / 1e9, t->stored_fraction);
     EXPECT_GT(t->stored_fraction, 0.0);
     EXPECT_LE(t->stored_fraction, 1.0);
     if (c == SwapCompression::kNone) {

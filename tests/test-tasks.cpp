@@ -87,9 +87,9 @@ TEST(Tasks, ClassifyMatchesDirectScoring) {
     EXPECT_EQ(r.label_text, spec.labels[static_cast<size_t>(r.label)]);
 
     // Direct: one scoring thread per label on the engine, softmax of the summed log-probs.
-    const std::string prompt_text =
-        std::string("Read the story and say how it feels.\nStory: ") +
-        (idx == 0 ? kStory : "The dog was lost and cried all night.") + "\nThe story is";
+    const std::string prompt_text = std::string("Read the story and say how it feels.\nStory: ") +
+                                    (idx == 0 ? kStory : "The dog was lost and cried all night.") +
+                                    "\nThe story is";
     const std::vector<int32_t> prompt = tok.encode(prompt_text);
     std::vector<double> lp;
     for (const std::string& lab : spec.labels) {

@@ -31,7 +31,9 @@ void linger(const std::atomic<int>& calls, int nth) {
   }
 }
 
-TEST(ThreadPool, PhysicalCoresPositive) { EXPECT_GE(physical_core_count(), 1); }
+TEST(ThreadPool, PhysicalCoresPositive) {
+  EXPECT_GE(physical_core_count(), 1);
+}
 
 TEST(ThreadPool, DefaultIsPhysicalCores) {
   ThreadPool pool;

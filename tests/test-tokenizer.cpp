@@ -23,8 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 using test::data_path;
 
-using test::Loaded;
 using test::load;
+using test::Loaded;
 
 std::vector<std::string> split_cases(const std::string& inp) {
   const std::string sep = "\n__ggml_vocab_test__\n";
@@ -116,6 +116,32 @@ TEST(TokenizerVocab, DeepseekCoder) {
                     "models/vocab/ggml-vocab-deepseek-coder.gguf.out");
 }
 
+TEST(TokenizerVocab, LlamaBpe) {
+  LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-llama-bpe.gguf");
+  check_vocab_cases("models/vocab/ggml-vocab-llama-bpe.gguf",
+                    "models/vocab/ggml-vocab-llama-bpe.gguf.inp",
+                    "models/vocab/ggml-vocab-llama-bpe.gguf.out");
+}
+
+TEST(TokenizerVocab, Qwen2) {
+  LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-qwen2.gguf");
+  check_vocab_cases("models/vocab/ggml-vocab-qwen2.gguf", "models/vocab/ggml-vocab-qwen2.gguf.inp",
+                    "models/vocab/ggml-vocab-qwen2.gguf.out");
+}
+
+TEST(TokenizerVocab, Phi3) {
+  LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-phi-3.gguf");
+  check_vocab_cases("models/vocab/ggml-vocab-phi-3.gguf", "models/vocab/ggml-vocab-phi-3.gguf.inp",
+                    "models/vocab/ggml-vocab-phi-3.gguf.out");
+}
+
+TEST(TokenizerVocab, BertBge) {
+  LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-bert-bge.gguf");
+  check_vocab_cases("models/vocab/ggml-vocab-bert-bge.gguf",
+                    "models/vocab/ggml-vocab-bert-bge.gguf.inp",
+                    "models/vocab/ggml-vocab-bert-bge.gguf.out");
+}
+
 // prompt_token_ids (BOS added, parse_special off) of every reference JSON.
 void check_reference_dir(const std::string& dir_rel) {
   const fs::path dir = data_path(dir_rel);
@@ -159,6 +185,66 @@ TEST(TokenizerReference, LlamaCppPrompts) {
 TEST(TokenizerReference, LlamaCppServerPrompts) {
   LLMT_REQUIRE_DATA("reference/llamacpp-server");
   check_reference_dir("reference/llamacpp-server");
+}
+
+// prompt_token_ids of every architecture reference (reference/arch/<stem>.json), tokenized with
+// the vocabulary of models/arch/<stem>.gguf (BOS / [CLS]..[SEP] added, parse_special off). Every
+// model file must have its reference and every reference prompt must be checked.
+TEST(TokenizerReference, ArchPrompts) {
+  LLMT_REQUIRE_DATA("models/arch");
+  int n_files = 0, n_prompts = 0;
+  for (const auto& entry : fs::directory_iterator(data_path("models/arch"))) {
+    if (entry.path().extension() != ".gguf") continue;
+    const std::string stem = entry.path().stem().string();
+    const std::string ref = data_path("reference/arch/" + stem + ".json");
+    ASSERT_TRUE(fs::exists(ref)) << ref;
+    const nlohmann::json j = nlohmann::json::parse(test::read_file(ref));
+    Loaded l = load("models/arch/" + stem + ".gguf");
+    ASSERT_TRUE(l.tok) << stem;
+    ASSERT_FALSE(j["prompts"].empty()) << ref;
+    for (const auto& p : j["prompts"]) {
+      const std::string text = p["text"].get<std::string>();
+      const auto want = p["prompt_token_ids"].get<std::vector<int32_t>>();
+      const auto got = l.tok->encode(text, TokenizeOptions{true, false});
+      EXPECT_EQ(got, want) << stem << " prompt '" << text.substr(0, 60)
+                           << "'\n got: " << ids_str(got) << "\nwant: " << ids_str(want);
+      // Byte-level BPE decodes back to the text. (Not checked for SPM: the cut-down vocabularies
+      // lack "▁", so a space before a digit is three byte tokens of U+2581, as in llama.cpp;
+      // WordPiece normalizes.)
+      if (l.tok->kind() == TokenizerKind::kBpe) {
+        EXPECT_EQ(l.tok->decode(got), text) << stem;
+      }
+      ++n_prompts;
+    }
+    ++n_files;
+  }
+  std::printf("models/arch: %d files, %d prompts checked\n", n_files, n_prompts);
+  EXPECT_GE(n_files, 10);
+}
+
+TEST(TokenizerWpm, SpecialTokensAndDecode) {
+  LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-bert-bge.gguf");
+  Loaded l = load("models/vocab/ggml-vocab-bert-bge.gguf");
+  ASSERT_TRUE(l.tok);
+  const Tokenizer& t = *l.tok;
+  EXPECT_EQ(t.kind(), TokenizerKind::kWpm);
+  EXPECT_EQ(t.bos_id(), 101);
+  EXPECT_EQ(t.sep_id(), 102);
+  EXPECT_EQ(t.unk_id(), 100);
+  const auto ids = t.encode("Hello, WORLD! Café", TokenizeOptions{true, false});
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids.front(), 101);
+  EXPECT_EQ(ids.back(), 102);
+  // Lowercased, accents dropped, punctuation split off.
+  EXPECT_EQ(t.decode(ids), "hello , world ! cafe");
+  EXPECT_EQ(t.decode(ids, /*render_special=*/true), "[CLS]hello , world ! cafe[SEP]");
+  // Special-token text is ordinary text unless parse_special.
+  const auto plain = t.encode("[SEP]", TokenizeOptions{false, false});
+  EXPECT_NE(plain, std::vector<int32_t>{102});
+  EXPECT_EQ(t.encode("[SEP]", TokenizeOptions{false, true}), std::vector<int32_t>{102});
+  // Control characters and U+FFFD vanish; a word with no piece is one [UNK].
+  EXPECT_EQ(t.encode("a\x01\xEF\xBF\xBD", TokenizeOptions{false, false}),
+            t.encode("a", TokenizeOptions{false, false}));
 }
 
 class Stories : public ::testing::Test {
@@ -371,10 +457,15 @@ TEST(TokenizerBpe, DeepseekUserDefinedAndBos) {
 // never crash any tokenizer and give in-range ids; SPM decoding gives the bytes back.
 TEST(TokenizerRobustness, RandomBytesAllVocabs) {
   LLMT_REQUIRE_DATA("models/stories260K.gguf");
-  const char* files[] = {"models/stories260K.gguf", "models/vocab/ggml-vocab-llama-spm.gguf",
+  const char* files[] = {"models/stories260K.gguf",
+                         "models/vocab/ggml-vocab-llama-spm.gguf",
                          "models/vocab/ggml-vocab-gpt-2.gguf",
                          "models/vocab/ggml-vocab-deepseek-llm.gguf",
-                         "models/vocab/ggml-vocab-deepseek-coder.gguf"};
+                         "models/vocab/ggml-vocab-deepseek-coder.gguf",
+                         "models/vocab/ggml-vocab-llama-bpe.gguf",
+                         "models/vocab/ggml-vocab-qwen2.gguf",
+                         "models/vocab/ggml-vocab-phi-3.gguf",
+                         "models/vocab/ggml-vocab-bert-bge.gguf"};
   const char* fragments[] = {
       "<s>",          "</s>", "<|endoftext|>",    "<|User|>",    " ", "\n", "'s", "\xE2\x96\x81",
       "\xEF\xBD\x9C", "123",  "\xF0\x9F\xA6\x99", "\xE4\xBD\xA0"};
@@ -624,8 +715,8 @@ TEST(TokenizerMetadata, MismatchedArraysAreErrors) {
     EXPECT_NE(r.status().message().find("tokenizer.ggml.model"), std::string::npos);
   }
   {
-    GgufWriter w;
-    w.kv_string("tokenizer.ggml.model", "bert");
+    GgufWriter w;  // a tokenizer model we lack (bert is WordPiece now; t5 is Unigram)
+    w.kv_string("tokenizer.ggml.model", "t5");
     w.kv_strings("tokenizer.ggml.tokens", kTinyTokens);
     std::vector<uint8_t> storage;
     std::unique_ptr<GgufFile> gguf;

@@ -16,7 +16,9 @@ std::string data_dir() {
   return LLMT_DATA;
 }
 
-std::string data_path(const std::string& rel) { return data_dir() + "/" + rel; }
+std::string data_path(const std::string& rel) {
+  return data_dir() + "/" + rel;
+}
 
 Loaded load(const std::string& rel) {
   Loaded l;
@@ -30,7 +32,9 @@ Loaded load(const std::string& rel) {
   return l;
 }
 
-bool data_available() { return std::filesystem::is_directory(data_dir()); }
+bool data_available() {
+  return std::filesystem::is_directory(data_dir());
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -55,8 +59,10 @@ CommandResult run_command(const std::string& command_line, bool merge_stderr) {
 std::string shell_quote(const std::string& arg) {
   std::string q = "'";
   for (char c : arg) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
   }
   return q + "'";
 }

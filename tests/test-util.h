@@ -35,15 +35,17 @@ struct Loaded {
 Loaded load(const std::string& rel);
 
 // The built `llmthreads` executable (CLI tests run it as a user would).
-inline std::string cli_path() { return LLMT_CLI; }
+inline std::string cli_path() {
+  return LLMT_CLI;
+}
 
 }  // namespace llmt::test
 
-#define LLMT_REQUIRE_DATA(rel)                                                          \
-  do {                                                                                  \
-    if (!::llmt::test::data_available())                                                \
-      GTEST_SKIP() << "test data folder " << ::llmt::test::data_dir()                   \
-                   << " is absent (configure with -DLLMT_DATA=...)";                    \
-    ASSERT_TRUE(std::filesystem::exists(::llmt::test::data_path(rel)))                  \
-        << "missing test data file " << ::llmt::test::data_path(rel);                   \
+#define LLMT_REQUIRE_DATA(rel)                                         \
+  do {                                                                 \
+    if (!::llmt::test::data_available())                               \
+      GTEST_SKIP() << "test data folder " << ::llmt::test::data_dir()  \
+                   << " is absent (configure with -DLLMT_DATA=...)";   \
+    ASSERT_TRUE(std::filesystem::exists(::llmt::test::data_path(rel))) \
+        << "missing test data file " << ::llmt::test::data_path(rel);  \
   } while (0)

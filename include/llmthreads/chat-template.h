@@ -17,6 +17,11 @@
 // Thread-safety: every function here is pure (no shared state); call from any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -25,6 +30,8 @@
 #include "llmthreads/status.h"
 
 namespace llmt {
+
+class Tokenizer;
 
 enum class ChatFormat {
   kChatml,           // "chatml":   <|im_start|>role\n...<|im_end|>\n (Qwen, Yi, many fine-tunes)
@@ -74,5 +81,86 @@ Result<ChatFormat> chat_format_from_name(std::string_view name);
 // [INST] formats ignore it (their text already ends where the answer begins).
 std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages,
                         bool add_generation_prompt);
+
+// ---------------------------------------------------------------------------------------------
+// Jinja chat templates, rendered as Hugging Face transformers' apply_chat_template does with
+// python3-jinja2 (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols;
+// `tojson` = json.dumps without ASCII escaping; globals raise_exception, strftime_now,
+// namespace, range, dict). The interpreter is our own (src/tokenizer/jinja-*.cpp) and covers the
+// subset real chat templates use: {{ }}, if/elif/else, for (else, loop.*, tuple targets,
+// inline `if`), set (names, tuples, namespace attributes, blocks), macro, break/continue,
+// generation, raw, comments and whitespace control; Python's None/undefined/str/list/dict
+// semantics, slicing, str/dict methods, and the common filters and tests. A template that
+// raises, calls something unknown or exceeds the limits is an error value, never a crash.
+// Case mapping (upper/lower/title) is ASCII-only.
+// ---------------------------------------------------------------------------------------------
+
+struct JinjaLimits {
+  size_t max_output_bytes = 8u << 20;  // the rendered text and any string built on the way
+  uint64_t max_steps = 20'000'000;     // statements, loop iterations, calls and filters
+  int max_depth = 200;                 // nesting of the source, and of macro calls
+};
+
+// The roles a chat message may have; any other is invalid_argument.
+bool is_known_chat_role(std::string_view role);
+
+// A chat template as the engine uses it: one of the built-in formats, or a Jinja template.
+// Thread-safety: immutable after creation; copies share the parsed template; render*() may be
+// called from any number of threads at once.
+class ChatTemplate {
+ public:
+  // A built-in format (render_chat).
+  static ChatTemplate from_format(ChatFormat format);
+  // Parses Jinja source; syntax errors (with the line) -> invalid_argument. `origin` says where
+  // it came from ("GGUF tokenizer.chat_template", "file t.jinja"). `bos_token`/`eos_token`
+  // are the template variables of those names.
+  static Result<ChatTemplate> from_jinja(std::string_view source, std::string origin,
+                                         std::string bos_token, std::string eos_token,
+                                         const JinjaLimits& limits = {});
+  // What `--chat-template OPTION` selects: "" -> the GGUF's template (`gguf_template`; an
+  // absent one is not_found naming the built-in formats); a built-in format name; otherwise the
+  // path of a Jinja file (unreadable -> not_found / io_error). bos/eos come from `tok` (may be
+  // null: empty strings).
+  static Result<ChatTemplate> select(std::string_view option, std::string_view gguf_template,
+                                     const Tokenizer* tok, const JinjaLimits& limits = {});
+
+  bool is_jinja() const { return jinja_ != nullptr; }
+  std::optional<ChatFormat> format() const { return format_; }
+  // One line for `info` and logs: "built-in chatml", "Jinja from GGUF tokenizer.chat_template".
+  const std::string& description() const { return description_; }
+  const std::string& bos_token() const { return bos_token_; }
+
+  // Renders a chat request given as a JSON object: "messages" (required; the OpenAI shape:
+  // role, content (string, null or a list of parts), tool_calls, ...), optional "tools",
+  // "add_generation_prompt" (default false) and any other keys as extra template variables
+  // (e.g. "enable_thinking"). Keys keep their order (tojson output matches Python's). Bad
+  // JSON, a message without a string role, an unknown role (is_known_chat_role), or a template
+  // that raises -> invalid_argument with the template's message. Built-in formats accept only
+  // string contents and the roles they can write. The text is exact: a BOS the template
+  // writes stays.
+  Result<std::string> render_json(std::string_view request_json) const;
+  // The same for plain messages.
+  Result<std::string> render(const std::vector<ChatMessage>& messages,
+                             bool add_generation_prompt) const;
+  // As render(), for a prompt that the caller tokenizes with add_special (and parse_special):
+  // when the tokenizer adds BOS itself (`tokenizer_adds_bos`), a leading BOS text written by
+  // the template is removed so the prompt has one BOS (as llama.cpp does).
+  Result<std::string> render_prompt(const std::vector<ChatMessage>& messages,
+                                    bool add_generation_prompt, bool tokenizer_adds_bos) const;
+  Result<std::string> render_prompt_json(std::string_view request_json,
+                                         bool tokenizer_adds_bos) const;
+
+  // Tests: the time strftime_now formats (default: the local time at each render).
+  void set_fixed_time(const std::tm& t) { fixed_time_ = t; }
+
+  struct Jinja;  // implementation (chat-jinja.cpp)
+
+ private:
+  std::optional<ChatFormat> format_;
+  std::shared_ptr<const Jinja> jinja_;
+  std::string description_;
+  std::string bos_token_, eos_token_;
+  std::optional<std::tm> fixed_time_;
+};
 
 }  // namespace llmt

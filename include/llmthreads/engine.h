@@ -4,7 +4,9 @@
 // Engine::create() loads the model once and starts the engine loop thread, which owns every piece
 // of mutable state (KV cache, scheduler, samplers, swap store). Callers talk to it through a
 // lock-free inbox (submit, cancel) and receive each thread's events through a lock-free channel
-// (ThreadHandle) or a callback run on the loop thread. The per-step path takes no mutex.
+// (ThreadHandle) or a callback run on the loop thread. The engine's own per-step code takes no
+// mutex; a callback runs on the loop thread, so it must only hand the event off (the Job and the
+// server push it to a queue under a short mutex of their own).
 //
 // Every step the scheduler packs the decode tokens of running threads and chunks of pending
 // prompts under a token budget (continuous batching); threads join and leave between steps; a
@@ -27,53 +29,45 @@
 
 #include "llmthreads/model.h"
 #include "llmthreads/sampling.h"
+#include "llmthreads/sched-types.h"
 #include "llmthreads/status.h"
 
 namespace llmt {
 
 using ThreadId = uint64_t;
 
-enum class SchedPolicy { kFcfs, kPriority, kRoundRobin, kFairShare };
-// How a preempted thread's KV is kept. kAuto picks per victim by measured cost (bytes to move vs
-// tokens to recompute); the others force one method.
-enum class EvictionMethod { kAuto, kSwapRam, kSwapDisk, kRecompute };
-
-const char* sched_policy_name(SchedPolicy p);  // "fcfs", "priority", "round-robin", "fair-share"
-// Parses those names; kInvalidArgument otherwise.
-Result<SchedPolicy> parse_sched_policy(const std::string& name);
-const char* eviction_method_name(EvictionMethod m);  // "auto", "ram", "disk", "recompute"
-Result<EvictionMethod> parse_eviction_method(const std::string& name);
+// SchedPolicy, EvictionMethod and their names: llmthreads/sched-types.h.
 
 struct EngineConfig {
   // The model: an already loaded one (shared), or a path to load.
   std::shared_ptr<const Model> model;
   std::string model_path;
 
-  int32_t n_threads = 0;             // compute threads; 0 = physical cores
-  KvType kv_type = KvType::kF16;     // KV element type (llama.cpp's default is F16 too)
+  int32_t n_threads = 0;          // compute threads; 0 = physical cores
+  KvType kv_type = KvType::kF16;  // KV element type (llama.cpp's default is F16 too)
   uint64_t kv_budget_bytes = uint64_t{256} << 20;  // KV pool size; blocks = budget / block bytes
-  int32_t kv_block_size = 16;        // tokens per KV block
-  int32_t n_ctx = 0;                 // most positions per thread; 0 = min(training context, 4096)
-  bool prefix_caching = true;        // share KV blocks of identical prompt prefixes
+  int32_t kv_block_size = 16;                      // tokens per KV block
+  int32_t n_ctx = 0;           // most positions per thread; 0 = min(training context, 4096)
+  bool prefix_caching = true;  // share KV blocks of identical prompt prefixes
 
   SchedPolicy policy = SchedPolicy::kPriority;
   // Tokens per step (decode tokens + prefill chunks). A new high-priority thread waits for the
   // step in flight, so this bounds its extra latency (256 tokens: ~140 ms on a 125M model on 2
   // cores); prefill throughput is within ~5% of 512-token steps.
   int32_t step_tokens = 256;
-  int32_t max_running = 64;          // threads per step
-  double aging_per_s = 1.0;          // kPriority: priority gained per second of waiting
-  int32_t quantum_tokens = 32;       // kRoundRobin: tokens per turn
+  int32_t max_running = 64;     // threads per step
+  double aging_per_s = 1.0;     // kPriority: priority gained per second of waiting
+  int32_t quantum_tokens = 32;  // kRoundRobin: tokens per turn
   EvictionMethod eviction = EvictionMethod::kAuto;
 
-  std::string swap_dir;              // where swapped KV goes past swap_ram_bytes; "" = no disk
+  std::string swap_dir;  // where swapped KV goes past swap_ram_bytes; "" = no disk
   uint64_t swap_ram_bytes = uint64_t{1} << 30;  // swap bytes kept in RAM
-  bool swap_compress = false;        // lz4-compress swapped KV
+  bool swap_compress = false;                   // lz4-compress swapped KV
   // Measure swap and prefill speed at start-up for kAuto (about 50 ms on a 125M model); false
   // uses fixed estimates.
   bool measure_costs = true;
 
-  int32_t max_queue = 0;             // live threads accepted (0 = unlimited); beyond: kOutOfMemory
+  int32_t max_queue = 0;  // live threads accepted (0 = unlimited); beyond: kOverCapacity
 };
 
 struct ThreadRequest {
@@ -81,14 +75,14 @@ struct ThreadRequest {
   // those ids as they are.
   std::string prompt;
   std::vector<int32_t> prompt_tokens;
-  bool add_special = true;    // BOS etc. as the vocabulary asks (text prompts)
-  bool parse_special = false; // control-token texts in the prompt become their ids
+  bool add_special = true;     // BOS etc. as the vocabulary asks (text prompts)
+  bool parse_special = false;  // control-token texts in the prompt become their ids
 
-  SamplingParams sampling;    // temperature 0 = greedy
-  int32_t max_tokens = 128;   // generated tokens at most (also capped by n_ctx)
-  std::vector<std::string> stop;      // stop strings (not included in the output)
-  std::vector<int32_t> stop_tokens;   // stop token ids (not included in the output)
-  bool ignore_eos = false;            // keep generating past end-of-generation tokens
+  SamplingParams sampling;           // temperature 0 = greedy
+  int32_t max_tokens = 128;          // generated tokens at most (also capped by n_ctx)
+  std::vector<std::string> stop;     // stop strings (not included in the output)
+  std::vector<int32_t> stop_tokens;  // stop token ids (not included in the output)
+  bool ignore_eos = false;           // keep generating past end-of-generation tokens
 
   // Scoring instead of generation: when not empty, the thread computes the log-probability of
   // these tokens following the prompt (one forward pass over prompt + score_tokens, logits at
@@ -113,8 +107,8 @@ struct ThreadRequest {
   int32_t logprobs = -1;
   static constexpr int32_t kMaxLogprobs = 20;
 
-  int32_t priority = 0;       // higher runs first (kPriority)
-  uint64_t tenant = 0;        // job / tenant (kFairShare)
+  int32_t priority = 0;  // higher runs first (kPriority)
+  uint64_t tenant = 0;   // job / tenant (kFairShare)
   // Finish with FinishReason::kDeadline once this much time has passed since submit (0 = none).
   double deadline_s = 0.0;
 
@@ -124,12 +118,13 @@ struct ThreadRequest {
 };
 
 enum class FinishReason { kStop, kLength, kCancelled, kDeadline, kError };
-const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "deadline", "error"
+const char* finish_reason_name(
+    FinishReason r);  // "stop", "length", "cancelled", "deadline", "error"
 
 struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
-  int32_t cached_tokens = 0;     // prompt tokens served from the prefix cache
+  int32_t cached_tokens = 0;  // prompt tokens served from the prefix cache
 };
 
 // One token with its natural-log probability under the model (see ThreadRequest::logprobs).
@@ -148,9 +143,9 @@ struct TokenLogprobs {
 };
 
 struct ThreadTimings {
-  double queue_s = 0.0;   // submit -> first step that computed its tokens
-  double ttft_s = 0.0;    // submit -> first token sampled
-  double total_s = 0.0;   // submit -> finished
+  double queue_s = 0.0;  // submit -> first step that computed its tokens
+  double ttft_s = 0.0;   // submit -> first token sampled
+  double total_s = 0.0;  // submit -> finished
   int32_t n_preemptions = 0;
 };
 
@@ -160,8 +155,8 @@ struct ThreadResult {
                                 // in `tokens` but not in `text`)
   std::string text;             // generated text, cut before a stop string
   FinishReason finish_reason = FinishReason::kStop;
-  std::string stop_matched;     // the stop string or token text that ended it
-  std::string error;            // kError: why
+  std::string stop_matched;  // the stop string or token text that ended it
+  std::string error;         // kError: why
   // ThreadRequest::logprobs >= 0: one entry per element of `tokens` (same order; a matched stop
   // token's entry included). Empty otherwise.
   std::vector<TokenLogprobs> logprobs;
@@ -213,8 +208,8 @@ struct EngineStats {
   int64_t n_waiting = 0, n_running = 0, n_swapped = 0;
   int64_t n_submitted = 0, n_finished = 0, n_cancelled = 0;
   int64_t n_steps = 0;
-  int64_t prompt_tokens = 0;       // prompt tokens of submitted threads
-  int64_t prefill_tokens = 0;      // tokens computed by prefill chunks (recompute included)
+  int64_t prompt_tokens = 0;   // prompt tokens of submitted threads
+  int64_t prefill_tokens = 0;  // tokens computed by prefill chunks (recompute included)
   int64_t generated_tokens = 0;
   int64_t prefix_hit_tokens = 0;
   int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0;
@@ -236,10 +231,12 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates (tokens in range, prompt not empty, sampling params, logprobs in
-  // [-1, kMaxLogprobs], prompt + max_tokens within n_ctx and within the KV pool, queue limit)
-  // and queues the thread. Errors are returned here;
-  // nothing is queued then.
+  // Validates and queues the thread. Errors are returned here (nothing is queued then):
+  // kInvalidArgument for bad tokens, an empty prompt, sampling params or logprobs outside
+  // [-1, kMaxLogprobs], and with field() "prompt" or "max_tokens" when the prompt (+ max_tokens)
+  // exceeds n_ctx; kCannotFit (field "max_tokens") when prompt + max_tokens need more KV blocks
+  // than the pool has (no retry can help); kOverCapacity when max_queue threads are live
+  // (retryable).
   Result<ThreadHandle> submit(ThreadRequest request);
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one
   // step. No effect when the id is unknown or the thread already finished.

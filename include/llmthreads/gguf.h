@@ -52,8 +52,8 @@ struct GgufValue {
     int64_t i;   // INT8/16/32/64
     double f;    // FLOAT32/64
   } num = {0};
-  std::string_view str;            // STRING
-  std::vector<GgufValue> array;    // ARRAY
+  std::string_view str;          // STRING
+  std::vector<GgufValue> array;  // ARRAY
 
   bool is_integer() const;
   bool is_float() const;
@@ -73,7 +73,7 @@ struct GgufTensor {
   std::string_view name;
   std::vector<int64_t> shape;  // ne[0] (fastest, row length) first, as in GGUF
   TensorType type = TensorType::F32;
-  uint64_t offset = 0;         // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t n_elements = 0;
   uint64_t n_bytes = 0;
   const uint8_t* data = nullptr;  // points into the mapping
@@ -95,11 +95,11 @@ class GgufFile {
   GgufFile& operator=(const GgufFile&) = delete;
 
   static Result<std::unique_ptr<GgufFile>> open(const std::string& path,
-                                               const GgufOpenOptions& options = {});
+                                                const GgufOpenOptions& options = {});
   // Parse from a caller-owned buffer (used by tests and fuzzing); `bytes` must outlive the file.
   static Result<std::unique_ptr<GgufFile>> from_memory(std::span<const uint8_t> bytes,
-                                                      std::string name = "<memory>",
-                                                      const GgufOpenOptions& options = {});
+                                                       std::string name = "<memory>",
+                                                       const GgufOpenOptions& options = {});
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
@@ -109,7 +109,7 @@ class GgufFile {
 
   const std::vector<GgufKV>& kvs() const { return kvs_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
-  const GgufValue* find(std::string_view key) const;          // nullptr when absent
+  const GgufValue* find(std::string_view key) const;           // nullptr when absent
   const GgufTensor* find_tensor(std::string_view name) const;  // nullptr when absent
 
   // Typed getters: nullopt when absent; a Status when present with a type that does not fit.

@@ -30,9 +30,12 @@ typedef enum llmt_status {
   LLMT_ERR_CORRUPT = 3,          /* malformed model file */
   LLMT_ERR_UNSUPPORTED = 4,      /* valid input the engine does not handle (architecture, type) */
   LLMT_ERR_IO = 5,               /* OS-level failure */
-  LLMT_ERR_CAPACITY = 6,         /* a budget, queue or allocation limit was exceeded */
+  LLMT_ERR_OUT_OF_MEMORY = 6,    /* an allocation or a fixed budget was exceeded */
   LLMT_ERR_INTERNAL = 7,         /* a bug, or a library code this header does not name */
-  LLMT_ERR_TIMEOUT = 8           /* llmt_thread_next: nothing arrived within the timeout */
+  LLMT_ERR_TIMEOUT = 8,          /* llmt_thread_next: nothing arrived within the timeout */
+  LLMT_ERR_CANNOT_FIT = 9,       /* can never run with these limits (context, KV pool): no retry */
+  LLMT_ERR_OVER_CAPACITY = 10,   /* a queue or in-flight limit is full now: retry later */
+  LLMT_ERR_CANCELLED = 11        /* the operation was cancelled */
 } llmt_status;
 
 typedef struct llmt_error {
@@ -101,7 +104,8 @@ void llmt_engine_free(llmt_engine* engine); /* cancels live LLM threads; NULL is
 llmt_status llmt_engine_stats(const llmt_engine* engine, llmt_stats* out, llmt_error* err);
 
 /* Validate and queue one LLM thread. On success *out owns its handle (llmt_thread_free). Errors
- * come back here and nothing is queued then (LLMT_ERR_CAPACITY: queue full, retry later). */
+ * come back here and nothing is queued then (LLMT_ERR_OVER_CAPACITY: queue full, retry later;
+ * LLMT_ERR_CANNOT_FIT: longer than the context or the KV pool, never retry). */
 llmt_status llmt_submit(llmt_engine* engine, const llmt_request* request, llmt_thread** out,
                         llmt_error* err);
 

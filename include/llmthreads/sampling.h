@@ -33,21 +33,22 @@ namespace llmt {
 
 struct SamplingParams {
   // Defaults are llama.cpp's common defaults, except seed (llama.cpp draws a random one).
-  float temperature = 0.8f;       // 0 = greedy (argmax); must be finite and >= 0
-  int32_t top_k = 40;             // 0 = off; must be >= 0
-  float top_p = 0.95f;            // 1 = off; must be in (0, 1]
-  float min_p = 0.05f;            // 0 = off; must be in [0, 1]
-  float repeat_penalty = 1.0f;    // 1 = off; must be finite and > 0
-  int32_t repeat_last_n = 64;     // penalty window in accepted tokens; 0 = penalties off;
-                                  // must be in [0, kMaxRepeatLastN]
-  float frequency_penalty = 0.0f; // 0 = off; subtracted once per occurrence in the window; finite
-  float presence_penalty = 0.0f;  // 0 = off; subtracted once if present in the window; finite
-  uint64_t seed = kDefaultSeed;   // RNG seed; any value is valid
+  float temperature = 0.8f;        // 0 = greedy (argmax); must be finite and >= 0
+  int32_t top_k = 40;              // 0 = off; must be >= 0
+  float top_p = 0.95f;             // 1 = off; must be in (0, 1]
+  float min_p = 0.05f;             // 0 = off; must be in [0, 1]
+  float repeat_penalty = 1.0f;     // 1 = off; must be finite and > 0
+  int32_t repeat_last_n = 64;      // penalty window in accepted tokens; 0 = penalties off;
+                                   // must be in [0, kMaxRepeatLastN]
+  float frequency_penalty = 0.0f;  // 0 = off; subtracted once per occurrence in the window; finite
+  float presence_penalty = 0.0f;   // 0 = off; subtracted once if present in the window; finite
+  uint64_t seed = kDefaultSeed;    // RNG seed; any value is valid
 
   static constexpr uint64_t kDefaultSeed = 0x5eed'0000'0000'0001ull;
   static constexpr int32_t kMaxRepeatLastN = 1 << 20;
 
-  // OK, or invalid_argument naming the first bad field ("sampling: top_p must be in (0, 1], got 0").
+  // OK, or invalid_argument naming the first bad field ("sampling: top_p must be in (0, 1], got
+  // 0").
   Status validate() const;
 };
 

@@ -1,6 +1,7 @@
 // Status and Result<T>: the error channel of every fallible call in llmthreads.
 // Library code never aborts on user input; it returns a Status with a message that says
-// what is wrong and where (file name, key, tensor, offset).
+// what is wrong and where (file name, key, tensor, offset). Callers decide from code() (and
+// field(), the request field at fault, when there is one), never from the message text.
 // Thread-safety: plain values; distinct objects may be used from different threads freely.
 #pragma once
 
@@ -17,43 +18,79 @@ enum class StatusCode {
   kCorrupt,          // malformed file contents (bad magic, truncated, out-of-range offset)
   kUnsupported,      // valid input we do not handle (unknown arch, tensor type, template)
   kIo,               // OS-level failure (open, mmap, read, write, disk full)
-  kOutOfMemory,      // a budget or allocation limit was exceeded
+  kOutOfMemory,      // an allocation or a fixed budget was exceeded (memory, a registry's size)
   kInternal,         // a bug: an invariant did not hold
+  kCannotFit,     // a request that can never run with these limits (context, KV pool): do not retry
+  kOverCapacity,  // a queue or in-flight limit is full now: retryable later
+  kCancelled,     // the operation was cancelled (by its caller or a shutdown)
 };
 
 class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  // `field`: the request field at fault (e.g. "max_tokens"), "" when none is.
+  Status(StatusCode code, std::string message, std::string field)
+      : code_(code), message_(std::move(message)), field_(std::move(field)) {}
 
   static Status ok() { return Status(); }
   bool is_ok() const { return code_ == StatusCode::kOk; }
   explicit operator bool() const { return is_ok(); }
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }
+  // The request field at fault ("" when none is named), e.g. for an API error's "param".
+  const std::string& field() const { return field_; }
   // "corrupt: model.gguf: tensor 'x' data is out of the file" style text.
   std::string to_string() const;
 
  private:
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
+  std::string field_;
 };
 
 const char* status_code_name(StatusCode code);
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
-inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
-inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
-inline Status io_error(std::string m) { return {StatusCode::kIo, std::move(m)}; }
-inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
+inline Status invalid_argument(std::string m, std::string field) {
+  return {StatusCode::kInvalidArgument, std::move(m), std::move(field)};
+}
+inline Status not_found(std::string m) {
+  return {StatusCode::kNotFound, std::move(m)};
+}
+inline Status corrupt(std::string m) {
+  return {StatusCode::kCorrupt, std::move(m)};
+}
+inline Status unsupported(std::string m) {
+  return {StatusCode::kUnsupported, std::move(m)};
+}
+inline Status unsupported(std::string m, std::string field) {
+  return {StatusCode::kUnsupported, std::move(m), std::move(field)};
+}
+inline Status io_error(std::string m) {
+  return {StatusCode::kIo, std::move(m)};
+}
+inline Status internal_error(std::string m) {
+  return {StatusCode::kInternal, std::move(m)};
+}
+inline Status cannot_fit(std::string m, std::string field = {}) {
+  return {StatusCode::kCannotFit, std::move(m), std::move(field)};
+}
+inline Status over_capacity(std::string m) {
+  return {StatusCode::kOverCapacity, std::move(m)};
+}
+inline Status cancelled(std::string m) {
+  return {StatusCode::kCancelled, std::move(m)};
+}
 
 // Result<T>: either a value or a non-ok Status (a small std::expected for C++20).
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                 // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}          // NOLINT: must not be ok
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be ok
   bool is_ok() const { return v_.index() == 0; }
   explicit operator bool() const { return is_ok(); }
   T& value() & { return std::get<0>(v_); }

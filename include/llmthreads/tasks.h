@@ -24,12 +24,18 @@
 // document shares the template's text before {text}, and all label threads of one piece share
 // the whole prompt. Put {text} late in the template (the instruction first) to benefit.
 //
+// Flow control: the Job keeps at most JobLimits::max_threads of its LLM threads in the engine
+// (more wait in the job, in submission order, and go in as earlier ones finish), so the engine's
+// queue stays within its limit whatever the input size; Job::feed() / feed_async() pull
+// documents from a DocumentSource while at most JobLimits::max_documents are in flight, so memory
+// stays bounded too. Results leave through the one result callback (the sink).
+//
 // Thread-safety: Job::add(), cancel(), stats(), n_in_flight(), wait_idle*() may be called from any
-// thread concurrently. The result callback runs on the job's own worker thread (never on the
-// engine loop thread, never concurrently with itself), so it may block (e.g. write files); it
-// must not call the job's destructor. The Engine must outlive every Job on it. The destructor
-// cancels what is still running, waits for the worker, and calls no callback after it returns;
-// it must not run concurrently with other calls on the same Job.
+// thread concurrently; feed() / feed_async() by one caller at a time. The result callback runs on
+// the job's own worker thread (never on the engine loop thread, never concurrently with itself), so
+// it may block (e.g. write files); it must not call the job's destructor. The Engine must outlive
+// every Job on it. The destructor cancels what is still running, waits for the worker, and calls no
+// callback after it returns; it must not run concurrently with other calls on the same Job.
 #pragma once
 
 #include <chrono>
@@ -124,15 +130,18 @@ struct Document {
   std::optional<int32_t> max_tokens;
   std::optional<SamplingParams> sampling;
   std::optional<std::vector<std::string>> stop;
+  // The caller's, handed back unchanged in DocumentResult::user_data (e.g. what rendering the
+  // result needs); the job never reads it.
+  std::shared_ptr<const void> user_data;
 };
 
 struct PieceDetail {
-  int32_t index = 0;           // piece index (document order)
-  size_t begin = 0, end = 0;   // byte span in the document's text
-  std::string text;            // generation: the piece's output
+  int32_t index = 0;          // piece index (document order)
+  size_t begin = 0, end = 0;  // byte span in the document's text
+  std::string text;           // generation: the piece's output
   FinishReason finish_reason = FinishReason::kStop;
-  int32_t label = -1;          // classify / choices: argmax of probs
-  std::vector<double> probs;   // classify / choices: per label, sums to 1
+  int32_t label = -1;            // classify / choices: argmax of probs
+  std::vector<double> probs;     // classify / choices: per label, sums to 1
   std::vector<double> logprobs;  // classify / choices: summed log-prob of each label's tokens
 };
 
@@ -159,9 +168,10 @@ struct DocumentResult {
 
   int32_t n_pieces = 0;
   int32_t n_reduce_rounds = 0;
-  int32_t n_threads = 0;  // LLM threads run for this document
-  Usage usage;            // summed over its threads
-  std::vector<PieceDetail> pieces;  // TaskSpec::piece_details
+  int32_t n_threads = 0;                  // LLM threads run for this document
+  Usage usage;                            // summed over its threads
+  std::vector<PieceDetail> pieces;        // TaskSpec::piece_details
+  std::shared_ptr<const void> user_data;  // Document::user_data
 };
 
 struct JobStats {
@@ -169,8 +179,41 @@ struct JobStats {
   uint64_t n_delivered = 0;  // results delivered (callback returned)
   uint64_t n_failed = 0;     // of those, with an error
   uint64_t n_threads_submitted = 0;
-  uint64_t n_threads_live = 0;  // submitted and not finished
+  uint64_t n_threads_live = 0;     // submitted to the engine, finish not yet taken by the job
+  uint64_t n_threads_waiting = 0;  // held by the job until its threads in the engine drop below
+                                   // JobLimits::max_threads
   uint64_t prompt_tokens = 0, completion_tokens = 0;
+};
+
+// The bounded window of a Job.
+struct JobLimits {
+  // The job's LLM threads in the engine at once; 0 = the engine's max_queue when it has one, else
+  // 4 x its max_running.
+  uint64_t max_threads = 0;
+  // Documents in flight (added, result not yet delivered) while feeding; 0 = 4 x the engine's
+  // max_running.
+  uint64_t max_documents = 0;
+};
+
+// Where a fed job's documents come from. Called on the feeding thread only.
+class DocumentSource {
+ public:
+  virtual ~DocumentSource() = default;
+  // Fills *doc with the next document and returns true; false at the end of the input. An error
+  // ends the feed (feed() returns it).
+  virtual Result<bool> next(Document* doc) = 0;
+};
+
+struct FeedOptions {
+  // Polled before each document and about every 100 ms while the window is full: true ends the
+  // feed (e.g. on a signal). May be empty.
+  std::function<bool()> stop;
+  // A further condition for taking the next document (e.g. an output writer's reorder
+  // distance), polled like stop. May be empty.
+  std::function<bool()> room;
+  // Called after each document and about every 100 ms while waiting (e.g. flushing output,
+  // progress). May be empty.
+  std::function<void()> tick;
 };
 
 class Job {
@@ -181,7 +224,7 @@ class Job {
   // merge kind fits the task, chat format resolvable when chat is set, sampling params) and
   // starts the worker thread. kInvalidArgument / kUnsupported naming the field.
   static Result<std::unique_ptr<Job>> create(Engine& engine, TaskSpec spec,
-                                             ResultCallback on_result);
+                                             ResultCallback on_result, JobLimits limits = {});
   ~Job();
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
@@ -195,6 +238,17 @@ class Job {
   // Cancels every running thread of the job; documents not yet finished are delivered with
   // error_code "cancelled"; later add() calls are refused. Idempotent.
   void cancel();
+
+  // Adds documents from `source` on the calling thread while fewer than max_documents are in
+  // flight (and opt.room() allows), until the source ends (Status::ok()), opt.stop() says so
+  // (ok), the job is cancelled (kCancelled) or the source or add() fails (that error). Does not
+  // wait for the documents' results (wait_idle*()).
+  Status feed(DocumentSource& source, const FeedOptions& opt = {});
+  // feed() on a thread of the job's own; on_done (may be empty) gets its Status on that thread.
+  // `source` must outlive the job. kInvalidArgument when a feed_async is already running.
+  Status feed_async(DocumentSource& source, FeedOptions opt = {},
+                    std::function<void(Status)> on_done = {});
+  const JobLimits& limits() const;  // with the defaults resolved
 
   JobStats stats() const;
   uint64_t n_in_flight() const;  // added - delivered

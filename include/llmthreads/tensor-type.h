@@ -46,10 +46,10 @@ enum class TensorType : uint32_t {
 };
 
 struct TensorTypeInfo {
-  const char* name;     // "q4_K", "f16", ...
-  int64_t block_size;   // elements per block (1 for plain types)
-  size_t block_bytes;   // bytes per block
-  bool compute;         // true when the engine has kernels for it (dequantize + dot)
+  const char* name;    // "q4_K", "f16", ...
+  int64_t block_size;  // elements per block (1 for plain types)
+  size_t block_bytes;  // bytes per block
+  bool compute;        // true when the engine has kernels for it (dequantize + dot)
 };
 
 // Geometry of a known type id; nullopt for ids that are not (or no longer) defined.

@@ -1,5 +1,6 @@
-// Tokenizers built from GGUF metadata alone: SentencePiece-style (`tokenizer.ggml.model = llama`)
-// and byte-level BPE (`gpt2`, with the pre-tokenizer chosen by `tokenizer.ggml.pre`).
+// Tokenizers built from GGUF metadata alone: SentencePiece-style (`tokenizer.ggml.model = llama`),
+// byte-level BPE (`gpt2`, with the pre-tokenizer chosen by `tokenizer.ggml.pre`) and WordPiece
+// (`bert`: BERT-style normalization, [CLS] ... [SEP] as the special tokens added).
 // Token ids are int32_t (llama.cpp's llama_token).
 //
 // Thread-safety: a Tokenizer is immutable after creation; every const method may be called from
@@ -18,7 +19,7 @@ namespace llmt {
 
 class GgufFile;
 
-enum class TokenizerKind { kSpm, kBpe };
+enum class TokenizerKind { kSpm, kBpe, kWpm };
 
 // Token attributes from `tokenizer.ggml.token_type` (values as in GGUF).
 enum class TokenType : int32_t {
@@ -33,7 +34,8 @@ enum class TokenType : int32_t {
 
 struct TokenizeOptions {
   // Add BOS/EOS as the vocabulary's metadata asks (add_bos_token / add_eos_token and their
-  // per-kind defaults). false reproduces the `.out` golden files.
+  // per-kind defaults; WordPiece adds its [CLS] as BOS and its [SEP] at the end). false
+  // reproduces the `.out` golden files.
   bool add_special = true;
   // Recognize control and unknown token texts (e.g. "<s>", "<|im_start|>") inside the text and
   // emit their ids (longest token text first). When false, such text is tokenized as ordinary
@@ -50,14 +52,16 @@ class Tokenizer {
   static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& gguf);
 
   virtual TokenizerKind kind() const = 0;
-  virtual std::string_view model_name() const = 0;  // tokenizer.ggml.model ("llama", "gpt2")
-  virtual std::string_view pre_name() const = 0;    // tokenizer.ggml.pre ("default" when absent)
+  virtual std::string_view model_name()
+      const = 0;                                  // tokenizer.ggml.model ("llama", "gpt2", "bert")
+  virtual std::string_view pre_name() const = 0;  // tokenizer.ggml.pre ("default" when absent)
   virtual int32_t n_vocab() const = 0;
 
-  virtual int32_t bos_id() const = 0;  // -1 when none
-  virtual int32_t eos_id() const = 0;  // -1 when none
-  virtual int32_t eot_id() const = 0;  // -1 when none
-  virtual int32_t unk_id() const = 0;  // -1 when none
+  virtual int32_t bos_id() const = 0;            // -1 when none
+  virtual int32_t eos_id() const = 0;            // -1 when none
+  virtual int32_t eot_id() const = 0;            // -1 when none
+  virtual int32_t unk_id() const = 0;            // -1 when none
+  virtual int32_t sep_id() const { return -1; }  // WordPiece [SEP]; -1 when none
   virtual bool add_bos() const = 0;
   virtual bool add_eos() const = 0;
   // End of generation: EOS, EOT, EOM and the tokens llama.cpp recognizes by text ("<|im_end|>",
@@ -76,7 +80,9 @@ class Tokenizer {
   // Concatenated pieces (raw bytes; may be invalid UTF-8 when ids split a character). For SPM
   // vocabularies with a space prefix, the one space that tokenization adds before the text at
   // the start and after every special token (control / user-defined / unknown) is removed, so
-  // decode(encode(s)) == s. No other clean-up (llama.cpp's clean_spaces is not applied).
+  // decode(encode(s)) == s. WordPiece output drops the phantom space before its first word
+  // likewise (its normalization is lossy, so decode(encode(s)) is s only for normalized s). No
+  // other clean-up (llama.cpp's clean_spaces is not applied).
   virtual std::string decode(const std::vector<int32_t>& ids, bool render_special = false) const;
   // Looks up an exact token text; -1 when absent.
   virtual int32_t find_token(std::string_view text) const = 0;

@@ -40,10 +40,17 @@ llmt_status c_code(llmt::StatusCode code) {
     case llmt::StatusCode::kIo:
       return LLMT_ERR_IO;
     case llmt::StatusCode::kOutOfMemory:
-      return LLMT_ERR_CAPACITY;
-    default:
-      return LLMT_ERR_INTERNAL;  // codes added later map here until named in the header
+      return LLMT_ERR_OUT_OF_MEMORY;
+    case llmt::StatusCode::kCannotFit:
+      return LLMT_ERR_CANNOT_FIT;
+    case llmt::StatusCode::kOverCapacity:
+      return LLMT_ERR_OVER_CAPACITY;
+    case llmt::StatusCode::kCancelled:
+      return LLMT_ERR_CANCELLED;
+    case llmt::StatusCode::kInternal:
+      return LLMT_ERR_INTERNAL;
   }
+  return LLMT_ERR_INTERNAL;
 }
 
 void copy_bounded(char* dst, size_t cap, const std::string& src) {
@@ -136,7 +143,7 @@ llmt_status llmt_engine_create(const llmt_engine_params* params, llmt_engine** o
     *out = new llmt_engine{std::move(engine).value()};
     return ok(err);
   } catch (const std::bad_alloc&) {
-    return fail(err, LLMT_ERR_CAPACITY, "out_of_memory", "allocation failed");
+    return fail(err, LLMT_ERR_OUT_OF_MEMORY, "out_of_memory", "allocation failed");
   } catch (const std::exception& e) {
     return fail(err, LLMT_ERR_INTERNAL, "internal", e.what());
   }
@@ -198,7 +205,7 @@ llmt_status llmt_submit(llmt_engine* engine, const llmt_request* request, llmt_t
     *out = t;
     return ok(err);
   } catch (const std::bad_alloc&) {
-    return fail(err, LLMT_ERR_CAPACITY, "out_of_memory", "allocation failed");
+    return fail(err, LLMT_ERR_OUT_OF_MEMORY, "out_of_memory", "allocation failed");
   } catch (const std::exception& e) {
     return fail(err, LLMT_ERR_INTERNAL, "internal", e.what());
   }

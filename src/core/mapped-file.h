@@ -16,7 +16,8 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  // Maps `path` read-only. Errors (missing file, directory, permission, mmap failure) name the path.
+  // Maps `path` read-only. Errors (missing file, directory, permission, mmap failure) name the
+  // path.
   static Result<std::unique_ptr<MappedFile>> open(const std::string& path);
 
   const uint8_t* data() const { return data_; }

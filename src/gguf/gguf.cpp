@@ -60,24 +60,31 @@ class Cursor {
   const std::string& path_;
 };
 
-bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::FLOAT64); }
+bool valid_type(uint32_t t) {
+  return t <= static_cast<uint32_t>(GgufType::FLOAT64);
+}
 
 // Smallest encoded size of one value of type t (used to bound array counts before allocating).
 uint64_t min_encoded_size(GgufType t) {
   switch (t) {
     case GgufType::UINT8:
     case GgufType::INT8:
-    case GgufType::BOOL: return 1;
+    case GgufType::BOOL:
+      return 1;
     case GgufType::UINT16:
-    case GgufType::INT16: return 2;
+    case GgufType::INT16:
+      return 2;
     case GgufType::UINT32:
     case GgufType::INT32:
-    case GgufType::FLOAT32: return 4;
+    case GgufType::FLOAT32:
+      return 4;
     case GgufType::UINT64:
     case GgufType::INT64:
     case GgufType::FLOAT64:
-    case GgufType::STRING: return 8;
-    case GgufType::ARRAY: return 12;
+    case GgufType::STRING:
+      return 8;
+    case GgufType::ARRAY:
+      return 12;
   }
   return 1;
 }
@@ -87,24 +94,77 @@ Status read_value(Cursor& c, GgufType type, GgufValue& v, const GgufOpenOptions&
   v.type = type;
   const std::string what = "value of key '" + key + "'";
   switch (type) {
-    case GgufType::UINT8: { uint8_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.u = x; break; }
-    case GgufType::INT8: { int8_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.i = x; break; }
-    case GgufType::UINT16: { uint16_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.u = x; break; }
-    case GgufType::INT16: { int16_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.i = x; break; }
-    case GgufType::UINT32: { uint32_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.u = x; break; }
-    case GgufType::INT32: { int32_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.i = x; break; }
-    case GgufType::UINT64: { uint64_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.u = x; break; }
-    case GgufType::INT64: { int64_t x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.i = x; break; }
-    case GgufType::FLOAT32: { float x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.f = x; break; }
-    case GgufType::FLOAT64: { double x{}; LLMT_RETURN_IF_ERROR(c.read(x, what.c_str())); v.num.f = x; break; }
-    case GgufType::BOOL: {
+    case GgufType::UINT8: {
       uint8_t x{};
       LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
-      if (x > 1) return c.fail("key '" + key + "': bool value " + std::to_string(x) + " is not 0 or 1");
       v.num.u = x;
       break;
     }
-    case GgufType::STRING: LLMT_RETURN_IF_ERROR(c.read_string(v.str, what.c_str())); break;
+    case GgufType::INT8: {
+      int8_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.i = x;
+      break;
+    }
+    case GgufType::UINT16: {
+      uint16_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.u = x;
+      break;
+    }
+    case GgufType::INT16: {
+      int16_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.i = x;
+      break;
+    }
+    case GgufType::UINT32: {
+      uint32_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.u = x;
+      break;
+    }
+    case GgufType::INT32: {
+      int32_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.i = x;
+      break;
+    }
+    case GgufType::UINT64: {
+      uint64_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.u = x;
+      break;
+    }
+    case GgufType::INT64: {
+      int64_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.i = x;
+      break;
+    }
+    case GgufType::FLOAT32: {
+      float x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.f = x;
+      break;
+    }
+    case GgufType::FLOAT64: {
+      double x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      v.num.f = x;
+      break;
+    }
+    case GgufType::BOOL: {
+      uint8_t x{};
+      LLMT_RETURN_IF_ERROR(c.read(x, what.c_str()));
+      if (x > 1)
+        return c.fail("key '" + key + "': bool value " + std::to_string(x) + " is not 0 or 1");
+      v.num.u = x;
+      break;
+    }
+    case GgufType::STRING:
+      LLMT_RETURN_IF_ERROR(c.read_string(v.str, what.c_str()));
+      break;
     case GgufType::ARRAY: {
       if (depth >= kMaxNesting) return c.fail("key '" + key + "': arrays nested too deeply");
       uint32_t et = 0;
@@ -143,29 +203,49 @@ bool checked_mul(uint64_t a, uint64_t b, uint64_t& out) {
 
 const char* gguf_type_name(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: return "u8";
-    case GgufType::INT8: return "i8";
-    case GgufType::UINT16: return "u16";
-    case GgufType::INT16: return "i16";
-    case GgufType::UINT32: return "u32";
-    case GgufType::INT32: return "i32";
-    case GgufType::FLOAT32: return "f32";
-    case GgufType::BOOL: return "bool";
-    case GgufType::STRING: return "string";
-    case GgufType::ARRAY: return "array";
-    case GgufType::UINT64: return "u64";
-    case GgufType::INT64: return "i64";
-    case GgufType::FLOAT64: return "f64";
+    case GgufType::UINT8:
+      return "u8";
+    case GgufType::INT8:
+      return "i8";
+    case GgufType::UINT16:
+      return "u16";
+    case GgufType::INT16:
+      return "i16";
+    case GgufType::UINT32:
+      return "u32";
+    case GgufType::INT32:
+      return "i32";
+    case GgufType::FLOAT32:
+      return "f32";
+    case GgufType::BOOL:
+      return "bool";
+    case GgufType::STRING:
+      return "string";
+    case GgufType::ARRAY:
+      return "array";
+    case GgufType::UINT64:
+      return "u64";
+    case GgufType::INT64:
+      return "i64";
+    case GgufType::FLOAT64:
+      return "f64";
   }
   return "?";
 }
 
 bool GgufValue::is_integer() const {
   switch (type) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::UINT16: case GgufType::INT16:
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::UINT64: case GgufType::INT64:
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::UINT16:
+    case GgufType::INT16:
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::UINT64:
+    case GgufType::INT64:
       return true;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -174,7 +254,8 @@ bool GgufValue::is_float() const {
 }
 
 static bool is_signed(GgufType t) {
-  return t == GgufType::INT8 || t == GgufType::INT16 || t == GgufType::INT32 || t == GgufType::INT64;
+  return t == GgufType::INT8 || t == GgufType::INT16 || t == GgufType::INT32 ||
+         t == GgufType::INT64;
 }
 
 std::optional<int64_t> GgufValue::as_int() const {
@@ -189,7 +270,8 @@ std::optional<int64_t> GgufValue::as_int() const {
 
 std::optional<double> GgufValue::as_float() const {
   if (is_float()) return num.f;
-  if (is_integer()) return is_signed(type) ? static_cast<double>(num.i) : static_cast<double>(num.u);
+  if (is_integer())
+    return is_signed(type) ? static_cast<double>(num.i) : static_cast<double>(num.u);
   return std::nullopt;
 }
 
@@ -200,9 +282,12 @@ std::string GgufValue::to_string(size_t max_elems) const {
       size_t n = std::min<size_t>(str.size(), 200);
       for (size_t i = 0; i < n; ++i) {
         char ch = str[i];
-        if (ch == '\n') s += "\\n";
-        else if (ch == '"') s += "\\\"";
-        else s += ch;
+        if (ch == '\n')
+          s += "\\n";
+        else if (ch == '"')
+          s += "\\\"";
+        else
+          s += ch;
       }
       if (n < str.size()) s += "...";
       return s + "\"";
@@ -216,7 +301,8 @@ std::string GgufValue::to_string(size_t max_elems) const {
       if (array.size() > max_elems) s += ", ... (" + std::to_string(array.size()) + " total)";
       return s + "]";
     }
-    case GgufType::BOOL: return num.u ? "true" : "false";
+    case GgufType::BOOL:
+      return num.u ? "true" : "false";
     case GgufType::FLOAT32:
     case GgufType::FLOAT64: {
       char buf[64];
@@ -256,7 +342,8 @@ Result<std::unique_ptr<GgufFile>> GgufFile::from_memory(std::span<const uint8_t>
 Status GgufFile::parse(const GgufOpenOptions& opt) {
   Cursor c(base_, size_, path_);
   uint32_t magic = 0;
-  if (size_ < 4) return corrupt(path_ + ": not a GGUF file (only " + std::to_string(size_) + " bytes)");
+  if (size_ < 4)
+    return corrupt(path_ + ": not a GGUF file (only " + std::to_string(size_) + " bytes)");
   LLMT_RETURN_IF_ERROR(c.read(magic, "magic"));
   if (magic != kMagic) {
     return corrupt(path_ + ": not a GGUF file (bad magic; expected \"GGUF\")");
@@ -279,7 +366,8 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
   if (n_tensors > opt.max_tensors) {
     return c.fail("tensor count " + std::to_string(n_tensors) + " exceeds the limit");
   }
-  if (n_kv > opt.max_kvs) return c.fail("metadata count " + std::to_string(n_kv) + " exceeds the limit");
+  if (n_kv > opt.max_kvs)
+    return c.fail("metadata count " + std::to_string(n_kv) + " exceeds the limit");
   // Each KV needs at least 8 (key len) + 4 (type) + 1 bytes; each tensor 8 + 4 + 4 + 8.
   if (n_kv > c.remaining() / 13 || n_tensors > c.remaining() / 24) {
     return c.fail("metadata/tensor counts (" + std::to_string(n_kv) + ", " +
@@ -304,7 +392,8 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
             [&](size_t a, size_t b) { return kvs_[a].key < kvs_[b].key; });
   for (size_t i = 1; i < n_kv; ++i) {
     if (kvs_[kv_index_[i]].key == kvs_[kv_index_[i - 1]].key) {
-      return corrupt(path_ + ": duplicate metadata key '" + std::string(kvs_[kv_index_[i]].key) + "'");
+      return corrupt(path_ + ": duplicate metadata key '" + std::string(kvs_[kv_index_[i]].key) +
+                     "'");
     }
   }
 
@@ -315,7 +404,8 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
     }
     uint64_t al = a->num.u;
     if (al == 0 || (al & (al - 1)) != 0) {
-      return corrupt(path_ + ": general.alignment " + std::to_string(al) + " is not a power of two");
+      return corrupt(path_ + ": general.alignment " + std::to_string(al) +
+                     " is not a power of two");
     }
     alignment_ = al;
   }
@@ -395,8 +485,9 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
   for (size_t idx : by_offset) {
     GgufTensor& t = tensors_[idx];
     if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
-      return corrupt(path_ + ": truncated file: tensor '" + std::string(t.name) + "' data (offset " +
-                     std::to_string(t.offset) + ", " + std::to_string(t.n_bytes) +
+      return corrupt(path_ + ": truncated file: tensor '" + std::string(t.name) +
+                     "' data (offset " + std::to_string(t.offset) + ", " +
+                     std::to_string(t.n_bytes) +
                      " bytes) runs past the end of the file (data section is " +
                      std::to_string(data_size) + " bytes)");
     }

@@ -1,30 +1,57 @@
 // Compute kernels for weight formats: dequantize, activation quantization, dot products and the
-// batched matmul used by the model. One scalar reference implementation per format plus an AVX2
-// variant (files *-avx2.cpp, the only ones compiled with ISA flags). The ISA is chosen once at run
-// time by CPU feature detection (detect_isa()); callers hold the returned const table.
+// batched matmul used by the model. One scalar reference implementation per format plus ISA
+// variants in files named by their tier (*-avx2.cpp, *-avx512.cpp, *-neon.cpp: the only files
+// compiled with ISA flags). The tier is chosen once at run time by CPU feature detection
+// (select_isa()); callers hold the returned const tables.
+//
+// CPU tiers, lowest first: x86-64 scalar < avx2 (AVX2+FMA+F16C) < avx512 (AVX-512
+// F+BW+VL+VNNI, on top of avx2) < amx (not built yet: no AMX kernels, never selected);
+// AArch64 scalar < neon (ASIMD + dotprod). A tier's tables are the next lower tier's with its own
+// entries laid over them.
 //
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
 // rows are split over threads. matmul's register-tiled GEMM paths (AVX2 Q2_K..Q6_K, Q8_0,
-// Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens) evaluate
-// per (row, token) pair exactly the float operations of that format's vec_dot, so matmul with
-// any M equals vec_dot bitwise.
+// Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens; AVX-512
+// wide tiles: 16 weight rows x up to 64 tokens) evaluate per (row, token) pair exactly the float
+// operations of that tier's vec_dot for the format, so matmul with any M equals vec_dot
+// bitwise. The avx512 tier keeps the avx2 tier's float operations (only the exact integer block
+// sums are computed differently), so avx2 and avx512 results are bitwise equal too.
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
-// tables are immutable.
+// tables are immutable. select_isa()/detect_isa() read the environment (call them at start-up,
+// not concurrently with setenv).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include <span>
+#include <string_view>
+
+#include "llmthreads/status.h"
 #include "llmthreads/tensor-type.h"
 
 namespace llmt::kernels {
 
-enum class Isa { kScalar, kAvx2 };
+enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon };
+// "scalar", "avx2", "avx512", "amx", "neon".
 const char* isa_name(Isa isa);
-// Best ISA this CPU supports (AVX2 needs AVX2+FMA+F16C); the LLMT_ISA=scalar environment variable
-// forces the scalar path.
+// Whether this build has kernels for tier isa and this CPU can run them.
+bool isa_supported(Isa isa);
+// The best tier isa_supported() accepts (ignores LLMT_ISA).
+Isa best_isa();
+// Every tier of this build's architecture, lowest first (scalar, avx2, avx512, amx on x86-64;
+// scalar, neon on AArch64), whether or not this CPU supports it.
+std::span<const Isa> arch_isas();
+// Parses a tier name (as isa_name writes it); an error for other names.
+Result<Isa> parse_isa(std::string_view name);
+// The tier to run: best_isa(), capped by the LLMT_ISA environment variable when it is set and
+// non-empty (the highest supported tier at or below the one named). An error when LLMT_ISA is
+// not a tier name or names a tier of another architecture.
+Result<Isa> select_isa();
+// select_isa()'s tier; when LLMT_ISA is invalid, best_isa() (for callers without an error
+// channel: tests and tools that also load a model, whose load reports the error).
 Isa detect_isa();
 
 // Per-weight-format kernels.
@@ -46,8 +73,9 @@ struct TypeKernels {
                        size_t x_stride, int nx);
 };
 
-// Kernels for a weight format on an ISA; nullptr when the format has no kernels.
-// For ISA kAvx2, formats without an AVX2 variant fall back to the scalar entries.
+// Kernels for a weight format on a tier; nullptr when the format has no kernels. Entries the tier
+// has no variant of come from the next lower tier (down to scalar). Only call the returned
+// functions when isa_supported(isa).
 const TypeKernels* type_kernels(TensorType t, Isa isa);
 
 // Batched matmul: Y[M, N] = X[M, K] · W[N, K]^T, W in weight format `wtype` with rows of K

@@ -25,7 +25,7 @@ namespace llmt::kernels {
 namespace {
 
 constexpr int64_t kTileRows = 16;
-constexpr int64_t kTokenBlock = 64;  // multiple of kMaxDotRows and of kGemmTokens
+constexpr int64_t kTokenBlock = kWideTokens;  // multiple of kMaxDotRows and of kGemmTokens
 // Smallest token count a GEMM tile is used for (smaller tails use the gemv or vec_dot_rows, same
 // results).
 constexpr int kMinTileTokens = 4;
@@ -41,7 +41,9 @@ size_t header_offset(size_t row_bytes, int64_t m) {
   return (static_cast<size_t>(m) * row_bytes + 63) / 64 * 64;
 }
 
-int64_t num_groups(int64_t m) { return (m + kGemmTokens - 1) / kGemmTokens; }
+int64_t num_groups(int64_t m) {
+  return (m + kGemmTokens - 1) / kGemmTokens;
+}
 
 // Fills group g's headers from its quantized rows (tokens past m get zero lanes).
 void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64_t k, int64_t g,
@@ -55,15 +57,22 @@ void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64
     for (int64_t i = 0; i < nsb; ++i) {
       hdr[i].d[t] = xb[i].d;
       for (int s = 0; s < 8; ++s) {
-        hdr[i].bs[s / 2][2 * t + s % 2] = static_cast<int16_t>(xb[i].bsums[2 * s] + xb[i].bsums[2 * s + 1]);
+        hdr[i].bs[s / 2][2 * t + s % 2] =
+            static_cast<int16_t>(xb[i].bsums[2 * s] + xb[i].bsums[2 * s + 1]);
       }
     }
   }
 }
 
+bool x86_avx2_tier(Isa isa) {
+  return isa == Isa::kAvx2 || isa == Isa::kAvx512 || isa == Isa::kAmx;
+}
+
+// The avx512 tier's tiles are bitwise equal to the AVX2 ones, so the 8-token AVX2 tile and gemv
+// serve that tier's small token counts.
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx2) return avx2_gemm_tile(t);
+  if (x86_avx2_tier(isa)) return avx2_gemm_tile(t);
 #else
   (void)t, (void)isa;
 #endif
@@ -72,7 +81,16 @@ GemmTileFn gemm_tile(TensorType t, Isa isa) {
 
 GemmTileFn gemv(TensorType t, Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx2) return avx2_gemv(t);
+  if (x86_avx2_tier(isa)) return avx2_gemv(t);
+#else
+  (void)t, (void)isa;
+#endif
+  return nullptr;
+}
+
+GemmTileFn wide_tile(TensorType t, Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::kAvx512 || isa == Isa::kAmx) return avx512_wide_tile(t);
 #else
   (void)t, (void)isa;
 #endif
@@ -96,7 +114,8 @@ size_t matmul_work_bytes(TensorType wtype, int64_t m, int64_t k) {
     return header_offset(row_bytes, m) + static_cast<size_t>(m * q80_table_bytes(k));
   }
   if (tk->vec_dot_type != TensorType::Q8_K) return static_cast<size_t>(m) * row_bytes;
-  return header_offset(row_bytes, m) + static_cast<size_t>(num_groups(m) * (k / kQKK)) * sizeof(Q8KGroup);
+  return header_offset(row_bytes, m) +
+         static_cast<size_t>(num_groups(m) * (k / kQKK)) * sizeof(Q8KGroup);
 }
 
 void matmul_prepare(const MatmulArgs& a, int ith, int nth) {
@@ -116,15 +135,16 @@ void matmul_prepare(const MatmulArgs& a, int ith, int nth) {
     const int64_t nb = a.k / kQK;
     const int64_t tb = q80_table_bytes(a.k);
     for (int64_t r = g0 * kGemmTokens; r < r1; ++r) {
-      const auto* xb = reinterpret_cast<const BlockQ8_0*>(work + static_cast<size_t>(r) * row_bytes);
-      auto* table = reinterpret_cast<float*>(work + header_offset(row_bytes, a.m) + static_cast<size_t>(r * tb));
+      const auto* xb =
+          reinterpret_cast<const BlockQ8_0*>(work + static_cast<size_t>(r) * row_bytes);
+      auto* table = reinterpret_cast<float*>(work + header_offset(row_bytes, a.m) +
+                                             static_cast<size_t>(r * tb));
       const int64_t nbp = tb / 8;
       for (int64_t i = 0; i < nbp; ++i) table[i] = i < nb ? fp16_to_fp32(xb[i].d) : 0.0f;
       auto* sums = reinterpret_cast<int32_t*>(table + nbp);
-      const bool need_sums = a.wtype == TensorType::Q4_0 || a.wtype == TensorType::Q5_0;
       for (int64_t i = 0; i < nbp; ++i) {
         int32_t sum = 0;
-        if (need_sums && i < nb) {
+        if (i < nb) {
           for (int j = 0; j < kQK; ++j) sum += xb[i].qs[j];
         }
         sums[i] = sum;
@@ -135,15 +155,18 @@ void matmul_prepare(const MatmulArgs& a, int ith, int nth) {
   if (tk->vec_dot_type != TensorType::Q8_K) return;
   auto* hdr = reinterpret_cast<Q8KGroup*>(work + header_offset(row_bytes, a.m));
   const int64_t nsb = a.k / kQKK;
-  for (int64_t g = g0; g < g1; ++g) build_group_headers(work, row_bytes, a.m, a.k, g, hdr + g * nsb);
+  for (int64_t g = g0; g < g1; ++g)
+    build_group_headers(work, row_bytes, a.m, a.k, g, hdr + g * nsb);
 }
 
 void matmul_compute(const MatmulArgs& a, int ith, int nth) {
   const TypeKernels* tk = type_kernels(a.wtype, a.isa);
   if (!valid(a, tk)) return;
   const bool f32_act = tk->vec_dot_type == TensorType::F32;
-  const size_t x_stride = f32_act ? static_cast<size_t>(a.k) * sizeof(float) : act_row_bytes(*tk, a.k);
-  const auto* xq = f32_act ? reinterpret_cast<const uint8_t*>(a.x) : static_cast<const uint8_t*>(a.work);
+  const size_t x_stride =
+      f32_act ? static_cast<size_t>(a.k) * sizeof(float) : act_row_bytes(*tk, a.k);
+  const auto* xq =
+      f32_act ? reinterpret_cast<const uint8_t*>(a.x) : static_cast<const uint8_t*>(a.work);
   const size_t w_stride = *tensor_row_bytes(a.wtype, a.k);
   const auto* w = static_cast<const uint8_t*>(a.w);
 
@@ -151,6 +174,7 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
   const int64_t n1 = a.n * (ith + 1) / nth;
   if (const GemmTileFn tile_fn = gemm_tile(a.wtype, a.isa)) {
     const GemmTileFn gemv_fn = gemv(a.wtype, a.isa);
+    const GemmTileFn wide_fn = wide_tile(a.wtype, a.isa);
     // Float activations (F32/F16/BF16 tiles) are X itself: no tables follow them.
     const uint8_t* aux = f32_act ? nullptr : xq + header_offset(x_stride, a.m);
     const bool q8k = tk->vec_dot_type == TensorType::Q8_K;
@@ -162,18 +186,30 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
       for (int64_t tile = n0; tile < n1; tile += kTileRows) {
         const int64_t rows = std::min(n1, tile + kTileRows) - tile;
         const uint8_t* wt = w + static_cast<size_t>(tile) * w_stride;
+        if (wide_fn && tb_end - tb >= kMinWideTokens) {
+          // tb is a multiple of kTokenBlock, hence of kGemmTokens: aux starts at its group.
+          const uint8_t* at = aux ? aux + static_cast<size_t>(tb / kGemmTokens) * aux_step +
+                                        static_cast<size_t>(tb) * aux_tok
+                                  : nullptr;
+          wide_fn(a.k, wt, w_stride, rows, xq + static_cast<size_t>(tb) * x_stride, x_stride, at,
+                  a.y + tb * a.n + tile, a.n, static_cast<int>(tb_end - tb));
+          continue;
+        }
         for (int64_t t0 = tb; t0 < tb_end; t0 += kGemmTokens) {
           const int ntok = static_cast<int>(std::min<int64_t>(kGemmTokens, tb_end - t0));
           const uint8_t* xt = xq + static_cast<size_t>(t0) * x_stride;
           float* yt = a.y + t0 * a.n + tile;
           if (ntok >= kMinTileTokens) {
-            const uint8_t* at = aux ? aux + static_cast<size_t>(t0 / kGemmTokens) * aux_step + static_cast<size_t>(t0) * aux_tok : nullptr;
+            const uint8_t* at = aux ? aux + static_cast<size_t>(t0 / kGemmTokens) * aux_step +
+                                          static_cast<size_t>(t0) * aux_tok
+                                    : nullptr;
             tile_fn(a.k, wt, w_stride, rows, xt, x_stride, at, yt, a.n, ntok);
           } else if (gemv_fn) {
             gemv_fn(a.k, wt, w_stride, rows, xt, x_stride, nullptr, yt, a.n, ntok);
           } else {
             for (int64_t r = 0; r < rows; ++r) {
-              tk->vec_dot_rows(a.k, yt + r, a.n, wt + static_cast<size_t>(r) * w_stride, xt, x_stride, ntok);
+              tk->vec_dot_rows(a.k, yt + r, a.n, wt + static_cast<size_t>(r) * w_stride, xt,
+                               x_stride, ntok);
             }
           }
         }
@@ -196,7 +232,8 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
           if (tk->vec_dot_rows) {
             tk->vec_dot_rows(a.k, yt + row, a.n, wr, xt, x_stride, nx);
           } else {
-            for (int t = 0; t < nx; ++t) tk->vec_dot(a.k, yt + t * a.n + row, wr, xt + t * x_stride);
+            for (int t = 0; t < nx; ++t)
+              tk->vec_dot(a.k, yt + t * a.n + row, wr, xt + t * x_stride);
           }
         }
       }

@@ -100,8 +100,12 @@ void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * kernels::fp16_to_fp32(x[i]);
 }
 
-inline float dot_row(const float* a, const float* b, int64_t n) { return dot_scalar(a, b, n); }
-inline float dot_row(const float* a, const uint16_t* b, int64_t n) { return dot_f16(a, b, n); }
+inline float dot_row(const float* a, const float* b, int64_t n) {
+  return dot_scalar(a, b, n);
+}
+inline float dot_row(const float* a, const uint16_t* b, int64_t n) {
+  return dot_f16(a, b, n);
+}
 inline void axpy_row(float alpha, const float* x, float* y, int64_t n) {
   axpy_scalar(alpha, x, y, n);
 }
@@ -163,16 +167,15 @@ void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uin
 void attend_paged_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                          const int32_t* block_table, size_t block_stride, int32_t block_size,
                          int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
-  attend_paged_rows<float>(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv,
-                           hd, scale, scores, out);
+  attend_paged_rows<float>(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv, hd,
+                           scale, scores, out);
 }
 
-void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base,
-                             const void* v_base, const int32_t* block_table, size_t block_stride,
-                             int32_t block_size, int32_t n_kv, int32_t hd, float scale,
-                             float* scores, float* out) {
-  attend_paged_rows<uint16_t>(q, n_q, k_base, v_base, block_table, block_stride, block_size,
-                              n_kv, hd, scale, scores, out);
+void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                             const int32_t* block_table, size_t block_stride, int32_t block_size,
+                             int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
+  attend_paged_rows<uint16_t>(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv,
+                              hd, scale, scores, out);
 }
 
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
@@ -180,16 +183,16 @@ void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 }
 
 const OpsTable& ops_table(kernels::Isa isa) {
-  static const OpsTable kScalar = {dot_scalar,          axpy_scalar,
-                                   attend_scalar,       attend_f16_scalar,
-                                   silu_mul,            to_f16_scalar,
-                                   attend_paged_scalar, attend_paged_f16_scalar};
+  static const OpsTable kScalar = {
+      dot_scalar, axpy_scalar,   attend_scalar,       attend_f16_scalar,
+      silu_mul,   to_f16_scalar, attend_paged_scalar, attend_paged_f16_scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-  static const OpsTable kAvx2 = {dot_avx2,          axpy_avx2,
-                                 attend_avx2,       attend_f16_avx2,
-                                 silu_mul_avx2,     to_f16_avx2,
-                                 attend_paged_avx2, attend_paged_f16_avx2};
-  if (isa == kernels::Isa::kAvx2) return kAvx2;
+  static const OpsTable kAvx2 = {
+      dot_avx2,      axpy_avx2,   attend_avx2,       attend_f16_avx2,
+      silu_mul_avx2, to_f16_avx2, attend_paged_avx2, attend_paged_f16_avx2};
+  // The avx512/amx tiers use the AVX2 elementwise and attention kernels.
+  if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx)
+    return kAvx2;
 #endif
   return kScalar;
 }

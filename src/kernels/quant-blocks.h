@@ -227,9 +227,11 @@ static_assert(sizeof(Q8KGroup) == 160);
 
 // Per-token table for Q8_0 activations, built by matmul_prepare: with nbp = K/32 rounded up to a
 // multiple of 8, nbp fp32 block scales then nbp int32 block sums of the q8 bytes (both
-// zero-padded; the sums are filled only for weight formats with offset codes, Q4_0/Q5_0).
+// zero-padded).
 // Bytes per token:
-inline int64_t q80_table_bytes(int64_t k) { return (k / kQK + 7) / 8 * 8 * 8; }
+inline int64_t q80_table_bytes(int64_t k) {
+  return (k / kQK + 7) / 8 * 8 * 8;
+}
 
 // GEMM tile: for r in [0, nrows), t in [0, ntok) (1 <= ntok <= kGemmTokens):
 // y[t * y_stride + r] = dot(weight row r, token t), weight row r at byte offset r * w_stride from
@@ -260,11 +262,31 @@ GemmTileFn avx2_gemm_tile_q8(TensorType t);
 // 2 weight rows x 3 tokens per pass with FloatDot's per-pair arithmetic.
 GemmTileFn avx2_gemm_tile_float(TensorType t);
 
+// AVX-512 (F+BW+VL+VNNI) kernels (*-avx512.cpp); only called for tiers kAvx512 / kAmx, laid
+// over the AVX2 entries (fields nullptr where the AVX2 entry stays).
+Avx2Entry avx512_entry(TensorType t);
+// Wide GEMM tile (GemmTileFn signature) for M >= kMinWideTokens: nrows <= 16 weight rows (one
+// per int32 lane) x 1 <= ntok <= kWideTokens tokens; aux = the Q8KGroup headers of the
+// ceil(ntok / 8) consecutive token groups (group g's at aux + g * (k / 256)), or for Q8_0
+// activations the first token's q80 table (as the 8-token tile). Weights are decoded and
+// transposed once per 16 rows x 256 elements and serve all ntok tokens. Per-pair float
+// arithmetic equal to the AVX2 tile and vec_dot (bitwise). nullptr for formats without one.
+inline constexpr int kWideTokens = 64;
+inline constexpr int kMinWideTokens = 16;
+GemmTileFn avx512_wide_tile(TensorType t);
+// The Q8_0 / Q4_0 / Q5_0 / IQ4_NL part of avx512_wide_tile (gemm-q8-avx512.cpp).
+GemmTileFn avx512_wide_tile_q8(TensorType t);
+// AArch64 NEON+dotprod kernels (*-neon.cpp); only called for tier kNeon, laid over the scalar
+// entries.
+Avx2Entry neon_entry(TensorType t);
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 // Helpers shared by the *-avx2.cpp files (visible only where those flags are on).
 namespace avx2 {
 
-inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+inline float fp16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 
 // Horizontal sum of 8 floats in a fixed order.
 inline float hsum(__m256 v) {
@@ -294,8 +316,8 @@ inline __m256i nibbles_32(const uint8_t* qs) {
 inline __m256i bits_to_bytes_32(const uint8_t* p) {
   uint32_t w;
   std::memcpy(&w, p, 4);
-  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                         0x0101010101010101, 0x0000000000000000);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101,
+                                         0x0000000000000000);
   const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(w)), shuf);
   const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
   return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
@@ -312,10 +334,18 @@ template <class K>
 void dot_rows(int64_t n, float* out, int64_t out_stride, const void* w, const void* x,
               size_t x_stride, int nx) {
   switch (nx) {
-    case 1: K::template run<1>(n, out, out_stride, w, x, x_stride); break;
-    case 2: K::template run<2>(n, out, out_stride, w, x, x_stride); break;
-    case 3: K::template run<3>(n, out, out_stride, w, x, x_stride); break;
-    default: K::template run<4>(n, out, out_stride, w, x, x_stride); break;
+    case 1:
+      K::template run<1>(n, out, out_stride, w, x, x_stride);
+      break;
+    case 2:
+      K::template run<2>(n, out, out_stride, w, x, x_stride);
+      break;
+    case 3:
+      K::template run<3>(n, out, out_stride, w, x, x_stride);
+      break;
+    default:
+      K::template run<4>(n, out, out_stride, w, x, x_stride);
+      break;
   }
 }
 template <class K>
@@ -324,7 +354,9 @@ Avx2Entry entry_of(void (*dequant)(const void*, float*, int64_t),
   return {dequant, quant, dot_one<K>, dot_rows<K>};
 }
 
-inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
 
 // Lane t of the result = exact sum of the 8 lanes of v[t].
 inline __m256i reduce8(const __m256i v[8]) {
@@ -335,9 +367,12 @@ inline __m256i reduce8(const __m256i v[8]) {
     p[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
   }
   // [v0, v1, v2, v3 | high halves] sums of each 128-bit half
-  const __m256i q0 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[0], p[1]), _mm256_unpackhi_epi64(p[0], p[1]));
-  const __m256i q1 = _mm256_add_epi32(_mm256_unpacklo_epi64(p[2], p[3]), _mm256_unpackhi_epi64(p[2], p[3]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+  const __m256i q0 =
+      _mm256_add_epi32(_mm256_unpacklo_epi64(p[0], p[1]), _mm256_unpackhi_epi64(p[0], p[1]));
+  const __m256i q1 =
+      _mm256_add_epi32(_mm256_unpacklo_epi64(p[2], p[3]), _mm256_unpackhi_epi64(p[2], p[3]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                          _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
 }  // namespace avx2

@@ -416,9 +416,8 @@ Result<BlockCopy> KvManager::open_partial(SeqId seq, std::span<const int32_t> pr
   const int32_t b = partial_block;
   const int32_t parent = prefix.empty() ? -1 : prefix.back();
   if (b < 0 || b >= m.n_blocks || !(m.computed[b] || m.pvalid[b] >= n_partial) ||
-      m.parent_block[b] != parent ||
-      (parent >= 0 && m.parent_serial[b] != m.serial[parent]) || n_partial <= 0 ||
-      n_partial >= m.block_size) {
+      m.parent_block[b] != parent || (parent >= 0 && m.parent_serial[b] != m.serial[parent]) ||
+      n_partial <= 0 || n_partial >= m.block_size) {
     return invalid_argument("kv: open_partial: block " + std::to_string(b) +
                             " is not a computed child of the prefix");
   }
@@ -463,8 +462,7 @@ bool KvManager::allocate(SeqId seq, int32_t n_tokens, std::span<const int32_t> t
   if (need > n_available()) return false;
   // Register from the first block not fully committed: that includes a block already in the table
   // but not yet filled (the private copy of open_partial()), so that others wait for it too.
-  const size_t first =
-      std::min(s.table.size(), static_cast<size_t>(s.n_committed / m.block_size));
+  const size_t first = std::min(s.table.size(), static_cast<size_t>(s.n_committed / m.block_size));
   for (int64_t k = 0; k < need; ++k) s.table.push_back(m.take());
   if (!m.prefix_caching) return true;
   const size_t bs = static_cast<size_t>(m.block_size);

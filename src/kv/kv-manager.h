@@ -61,11 +61,11 @@ struct BlockCopy {
 
 struct KvStats {
   int32_t n_blocks = 0;
-  int32_t n_used = 0;         // ref_count > 0
-  int32_t n_cached = 0;       // ref_count == 0, in the prefix cache (evictable): a registered
-                              // computed block or a partial entry
-  int32_t n_free = 0;         // ref_count == 0, no hash
-  uint64_t n_evictions = 0;   // cached blocks taken back by allocate()
+  int32_t n_used = 0;           // ref_count > 0
+  int32_t n_cached = 0;         // ref_count == 0, in the prefix cache (evictable): a registered
+                                // computed block or a partial entry
+  int32_t n_free = 0;           // ref_count == 0, no hash
+  uint64_t n_evictions = 0;     // cached blocks taken back by allocate()
   uint64_t n_query_tokens = 0;  // tokens looked up through open() with a match (cumulative)
   uint64_t n_hit_tokens = 0;    // of those, tokens served from the prefix cache
 };
@@ -96,8 +96,8 @@ class KvManager {
   // count as committed. kOutOfMemory when no block is free for the copy (nothing changes);
   // kInvalidArgument as open(), or when the partial block is not a computed child of the last
   // prefix block.
-  Result<BlockCopy> open_partial(SeqId seq, std::span<const int32_t> prefix,
-                                 int32_t partial_block, int32_t n_partial, int64_t n_lookup = 0);
+  Result<BlockCopy> open_partial(SeqId seq, std::span<const int32_t> prefix, int32_t partial_block,
+                                 int32_t n_partial, int64_t n_lookup = 0);
 
   // Blocks allocate(seq, n_tokens) would take now (0 if the table already covers n_tokens; for a
   // seq that is not open, as if its table were empty).

@@ -1,4 +1,5 @@
-// Swap store: RAM entries in malloc'ed buffers (one per part), disk entries one file each. See swap-store.h.
+// Swap store: RAM entries in malloc'ed buffers (one per part), disk entries one file each. See
+// swap-store.h.
 //
 // Stored form of an entry: its parts one after the other, each either raw or lz4-compressed on its
 // own (compressed only when that makes it strictly smaller, so stored size < raw size marks a
@@ -36,7 +37,7 @@ namespace {
 constexpr char kMagic[8] = {'L', 'L', 'M', 'T', 'S', 'W', 'P', '1'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderBytes = 56;
-constexpr size_t kMaxIoChunk = size_t{1} << 30;       // bytes per read(2)/write(2) call
+constexpr size_t kMaxIoChunk = size_t{1} << 30;          // bytes per read(2)/write(2) call
 constexpr size_t kMeasurePartBytes = size_t{256} << 10;  // measure(): part size, like a KV block
 
 // ---- checksum ---------------------------------------------------------------------------------
@@ -54,7 +55,9 @@ inline uint64_t load64(const uint8_t* p) {
   return v;
 }
 
-inline uint64_t lane_round(uint64_t x, uint64_t w) { return std::rotl((x ^ w) * kMulA, 29); }
+inline uint64_t lane_round(uint64_t x, uint64_t w) {
+  return std::rotl((x ^ w) * kMulA, 29);
+}
 
 inline uint64_t mix64(uint64_t h) {
   h ^= h >> 32;
@@ -94,7 +97,9 @@ struct FreeDeleter {
 using Bytes = std::unique_ptr<uint8_t, FreeDeleter>;
 
 // malloc without zero-filling (the bytes are overwritten at once); never null on success.
-Bytes allocate(size_t n) { return Bytes(static_cast<uint8_t*>(std::malloc(std::max<size_t>(n, 1)))); }
+Bytes allocate(size_t n) {
+  return Bytes(static_cast<uint8_t*>(std::malloc(std::max<size_t>(n, 1))));
+}
 
 struct PartSize {
   uint64_t raw = 0;
@@ -173,14 +178,15 @@ std::vector<std::span<const uint8_t>> segments_of(const uint8_t* buffer, const M
 
 uint64_t checksum_of(const std::vector<std::span<const uint8_t>>& segs) {
   uint64_t h = kMulB;
-  for (size_t i = 0; i < segs.size(); ++i) h = mix64(h ^ checksum64(segs[i].data(), segs[i].size(), i));
+  for (size_t i = 0; i < segs.size(); ++i)
+    h = mix64(h ^ checksum64(segs[i].data(), segs[i].size(), i));
   return h;
 }
 
 // Stored form of `parts`. With `copy` false and no compression the segments point into `parts`.
 // Buffers come from `pool`; compression scratch goes back to it within `pool_budget` bytes.
-Result<Encoded> encode(std::span<const std::span<const uint8_t>> parts, bool compress, bool copy, BufferPool& pool,
-                       uint64_t pool_budget) {
+Result<Encoded> encode(std::span<const std::span<const uint8_t>> parts, bool compress, bool copy,
+                       BufferPool& pool, uint64_t pool_budget) {
   Encoded enc;
   enc.meta.sizes.reserve(parts.size());
   enc.segments.reserve(parts.size());
@@ -200,15 +206,19 @@ Result<Encoded> encode(std::span<const std::span<const uint8_t>> parts, bool com
     if (!p.empty()) {
       buf = pool.get(p.size());
       if (!buf) {
-        return Status(StatusCode::kOutOfMemory, "swap: cannot allocate " + std::to_string(p.size()) + " bytes");
+        return Status(StatusCode::kOutOfMemory,
+                      "swap: cannot allocate " + std::to_string(p.size()) + " bytes");
       }
       if (compress && p.size() >= 2 && p.size() <= static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
         // Output capacity raw - 1: lz4 gives up (returns 0) unless the part shrinks.
-        int n = LZ4_compress_default(reinterpret_cast<const char*>(p.data()), reinterpret_cast<char*>(buf.get()),
-                                     static_cast<int>(p.size()), static_cast<int>(p.size() - 1));
+        int n = LZ4_compress_default(reinterpret_cast<const char*>(p.data()),
+                                     reinterpret_cast<char*>(buf.get()), static_cast<int>(p.size()),
+                                     static_cast<int>(p.size() - 1));
         if (n > 0) {
           Bytes small = allocate(static_cast<size_t>(n));
-          if (!small) return Status(StatusCode::kOutOfMemory, "swap: cannot allocate " + std::to_string(n) + " bytes");
+          if (!small)
+            return Status(StatusCode::kOutOfMemory,
+                          "swap: cannot allocate " + std::to_string(n) + " bytes");
           std::memcpy(small.get(), buf.get(), static_cast<size_t>(n));
           pool.give(std::move(buf), p.size(), pool_budget);
           buf = std::move(small);
@@ -226,9 +236,11 @@ Result<Encoded> encode(std::span<const std::span<const uint8_t>> parts, bool com
 }
 
 // Hands the raw-sized buffers among `buffers` (parts stored raw) back to `pool`; frees the rest.
-void recycle(std::vector<Bytes>& buffers, const Meta& meta, BufferPool& pool, uint64_t pool_budget) {
+void recycle(std::vector<Bytes>& buffers, const Meta& meta, BufferPool& pool,
+             uint64_t pool_budget) {
   for (size_t i = 0; i < buffers.size(); ++i) {
-    if (meta.sizes[i].stored == meta.sizes[i].raw) pool.give(std::move(buffers[i]), meta.sizes[i].raw, pool_budget);
+    if (meta.sizes[i].stored == meta.sizes[i].raw)
+      pool.give(std::move(buffers[i]), meta.sizes[i].raw, pool_budget);
   }
   buffers.clear();
 }
@@ -242,8 +254,8 @@ bool decode(const Meta& meta, const std::vector<std::span<const uint8_t>>& segs,
       if (s.raw > 0) std::memcpy(parts[i].data(), segs[i].data(), s.raw);
     } else {
       int n = LZ4_decompress_safe(reinterpret_cast<const char*>(segs[i].data()),
-                                  reinterpret_cast<char*>(parts[i].data()), static_cast<int>(s.stored),
-                                  static_cast<int>(s.raw));
+                                  reinterpret_cast<char*>(parts[i].data()),
+                                  static_cast<int>(s.stored), static_cast<int>(s.raw));
       if (n < 0 || static_cast<uint64_t>(n) != s.raw) return false;
     }
   }
@@ -275,9 +287,13 @@ std::vector<uint8_t> encode_header(uint64_t key, const Meta& meta) {
   return h;
 }
 
-std::string os_error(int err) { return std::system_category().message(err); }
+std::string os_error(int err) {
+  return std::system_category().message(err);
+}
 
-std::string key_name(uint64_t key) { return "swap entry " + std::to_string(key); }
+std::string key_name(uint64_t key) {
+  return "swap entry " + std::to_string(key);
+}
 
 // Reads exactly n bytes (EINTR and short reads retried). 0 on success, an errno, or -1 at an
 // early end of file.
@@ -309,9 +325,9 @@ struct SwapStore::Impl {
   struct Entry {
     SwapWhere where = SwapWhere::kRam;
     Meta meta;
-    std::vector<Bytes> data;                           // RAM: the stored bytes, per part
+    std::vector<Bytes> data;                         // RAM: the stored bytes, per part
     std::vector<std::span<const uint8_t>> segments;  // RAM: views of `data`
-    std::string path;  // disk: the file
+    std::string path;                                // disk: the file
   };
 
   SwapStoreOptions options;
@@ -324,7 +340,8 @@ struct SwapStore::Impl {
 
   // Room for spare buffers: what the RAM limit leaves beside the entries held.
   uint64_t pool_budget() const {
-    return stats.bytes_ram < options.ram_limit_bytes ? options.ram_limit_bytes - stats.bytes_ram : 0;
+    return stats.bytes_ram < options.ram_limit_bytes ? options.ram_limit_bytes - stats.bytes_ram
+                                                     : 0;
   }
 
   bool fits_ram(uint64_t stored) const {
@@ -332,10 +349,11 @@ struct SwapStore::Impl {
   }
 
   Status over_limit(uint64_t key, uint64_t stored, const char* why) const {
-    return Status(StatusCode::kOutOfMemory,
-                  key_name(key) + ": " + std::to_string(stored) + " bytes do not fit under the swap RAM limit of " +
-                      std::to_string(options.ram_limit_bytes) + " bytes (" + std::to_string(stats.bytes_ram) +
-                      " held) and " + why);
+    return Status(StatusCode::kOutOfMemory, key_name(key) + ": " + std::to_string(stored) +
+                                                " bytes do not fit under the swap RAM limit of " +
+                                                std::to_string(options.ram_limit_bytes) +
+                                                " bytes (" + std::to_string(stats.bytes_ram) +
+                                                " held) and " + why);
   }
 
   Result<SwapWhere> choose(uint64_t key, SwapWhere where, uint64_t stored) const {
@@ -362,8 +380,8 @@ struct SwapStore::Impl {
     size_t off = 0;
     while (off < s.size()) {
       if (file_bytes_written >= options.fail_writes_after_bytes) return ENOSPC;  // test-only
-      uint64_t want = std::min<uint64_t>({s.size() - off, kMaxIoChunk,
-                                          options.fail_writes_after_bytes - file_bytes_written});
+      uint64_t want = std::min<uint64_t>(
+          {s.size() - off, kMaxIoChunk, options.fail_writes_after_bytes - file_bytes_written});
       ssize_t r = ::write(fd, s.data() + off, static_cast<size_t>(want));
       if (r < 0) {
         if (errno == EINTR) continue;
@@ -398,7 +416,8 @@ struct SwapStore::Impl {
     FdGuard fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     if (fd.fd < 0) return io_error("swap: cannot open " + path + ": " + os_error(errno));
     struct stat st {};
-    if (::fstat(fd.fd, &st) != 0) return io_error("swap: cannot stat " + path + ": " + os_error(errno));
+    if (::fstat(fd.fd, &st) != 0)
+      return io_error("swap: cannot stat " + path + ": " + os_error(errno));
     const std::vector<uint8_t> expected = encode_header(key, meta);
     const uint64_t expected_size = expected.size() + meta.stored_bytes;
     if (st.st_size < 0 || static_cast<uint64_t>(st.st_size) != expected_size) {
@@ -413,7 +432,8 @@ struct SwapStore::Impl {
     };
     std::vector<uint8_t> header(expected.size());
     LLMT_RETURN_IF_ERROR(read_or_status(header.data(), header.size()));
-    if (std::memcmp(header.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("swap: " + path + ": bad magic");
+    if (std::memcmp(header.data(), kMagic, sizeof(kMagic)) != 0)
+      return corrupt("swap: " + path + ": bad magic");
     if (header != expected) {
       return corrupt("swap: " + path + ": header does not match " + key_name(key) +
                      " (key, sizes or checksum field damaged)");
@@ -428,18 +448,21 @@ struct SwapStore::Impl {
         segs.emplace_back(p.data(), p.size());
       }
       sum = checksum_of(segs);
-      if (sum != meta.checksum) return corrupt("swap: " + path + ": checksum mismatch (data damaged)");
+      if (sum != meta.checksum)
+        return corrupt("swap: " + path + ": checksum mismatch (data damaged)");
       return Status::ok();
     }
     Bytes buf = allocate(meta.stored_bytes);
     if (!buf) {
-      return Status(StatusCode::kOutOfMemory,
-                    "swap: cannot allocate " + std::to_string(meta.stored_bytes) + " bytes to read " + path);
+      return Status(
+          StatusCode::kOutOfMemory,
+          "swap: cannot allocate " + std::to_string(meta.stored_bytes) + " bytes to read " + path);
     }
     LLMT_RETURN_IF_ERROR(read_or_status(buf.get(), meta.stored_bytes));
     const std::vector<std::span<const uint8_t>> segs = segments_of(buf.get(), meta);
     sum = checksum_of(segs);
-    if (sum != meta.checksum) return corrupt("swap: " + path + ": checksum mismatch (data damaged)");
+    if (sum != meta.checksum)
+      return corrupt("swap: " + path + ": checksum mismatch (data damaged)");
     if (!decode(meta, segs, parts)) return corrupt("swap: " + path + ": undecodable lz4 data");
     return Status::ok();
   }
@@ -466,8 +489,10 @@ SwapStore::~SwapStore() {
 }
 
 Result<std::unique_ptr<SwapStore>> SwapStore::create(const SwapStoreOptions& options) {
-  if (options.compression != SwapCompression::kNone && options.compression != SwapCompression::kLz4) {
-    return invalid_argument("swap: unknown compression " + std::to_string(static_cast<int>(options.compression)));
+  if (options.compression != SwapCompression::kNone &&
+      options.compression != SwapCompression::kLz4) {
+    return invalid_argument("swap: unknown compression " +
+                            std::to_string(static_cast<int>(options.compression)));
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -479,17 +504,20 @@ Result<std::unique_ptr<SwapStore>> SwapStore::create(const SwapStoreOptions& opt
     std::vector<char> buf(templ.begin(), templ.end());
     buf.push_back('\0');
     if (::mkdtemp(buf.data()) == nullptr) {
-      return io_error("swap: cannot create a private directory in " + options.dir + ": " + os_error(errno));
+      return io_error("swap: cannot create a private directory in " + options.dir + ": " +
+                      os_error(errno));
     }
     impl->subdir = buf.data();
   }
   return std::unique_ptr<SwapStore>(new SwapStore(std::move(impl)));
 }
 
-Result<SwapWhere> SwapStore::put(uint64_t key, std::span<const std::span<const uint8_t>> parts, SwapWhere where) {
+Result<SwapWhere> SwapStore::put(uint64_t key, std::span<const std::span<const uint8_t>> parts,
+                                 SwapWhere where) {
   Impl& s = *impl_;
   if (where != SwapWhere::kAuto && where != SwapWhere::kRam && where != SwapWhere::kDisk) {
-    return invalid_argument(key_name(key) + ": unknown SwapWhere " + std::to_string(static_cast<int>(where)));
+    return invalid_argument(key_name(key) + ": unknown SwapWhere " +
+                            std::to_string(static_cast<int>(where)));
   }
   if (s.entries.count(key) != 0) return invalid_argument(key_name(key) + " is already present");
   if (where == SwapWhere::kDisk && s.subdir.empty()) {
@@ -503,8 +531,9 @@ Result<SwapWhere> SwapStore::put(uint64_t key, std::span<const std::span<const u
   if (!compress) {
     LLMT_ASSIGN_OR_RETURN(target, s.choose(key, where, raw_bytes));
   }
-  LLMT_ASSIGN_OR_RETURN(Encoded enc, encode(parts, compress, /*copy=*/compress || target == SwapWhere::kRam,
-                                            s.pool, s.pool_budget()));
+  LLMT_ASSIGN_OR_RETURN(
+      Encoded enc, encode(parts, compress, /*copy=*/compress || target == SwapWhere::kRam, s.pool,
+                          s.pool_budget()));
   if (compress) {
     LLMT_ASSIGN_OR_RETURN(target, s.choose(key, where, enc.meta.stored_bytes));
   }
@@ -539,8 +568,8 @@ Status SwapStore::take(uint64_t key, std::span<const std::span<uint8_t>> parts) 
   if (it == s.entries.end()) return not_found(key_name(key) + " is not in the swap store");
   const Meta& meta = it->second.meta;
   if (parts.size() != meta.sizes.size()) {
-    return invalid_argument(key_name(key) + ": take with " + std::to_string(parts.size()) + " parts, put had " +
-                            std::to_string(meta.sizes.size()));
+    return invalid_argument(key_name(key) + ": take with " + std::to_string(parts.size()) +
+                            " parts, put had " + std::to_string(meta.sizes.size()));
   }
   for (size_t i = 0; i < parts.size(); ++i) {
     if (parts[i].size() != meta.sizes[i].raw) {
@@ -553,7 +582,8 @@ Status SwapStore::take(uint64_t key, std::span<const std::span<uint8_t>> parts) 
   s.entries.erase(it);
   Status st;
   if (e.where == SwapWhere::kRam) {
-    if (!decode(e.meta, e.segments, parts)) st = internal_error(key_name(key) + ": RAM copy failed to decode");
+    if (!decode(e.meta, e.segments, parts))
+      st = internal_error(key_name(key) + ": RAM copy failed to decode");
   } else {
     st = s.read_file(e.path, key, e.meta, parts);
   }
@@ -572,7 +602,9 @@ void SwapStore::erase(uint64_t key) {
   s.entries.erase(it);
 }
 
-bool SwapStore::contains(uint64_t key) const { return impl_->entries.count(key) != 0; }
+bool SwapStore::contains(uint64_t key) const {
+  return impl_->entries.count(key) != 0;
+}
 
 SwapStats SwapStore::stats() const {
   SwapStats st = impl_->stats;
@@ -580,16 +612,21 @@ SwapStats SwapStore::stats() const {
   return st;
 }
 
-void SwapStore::trim() { impl_->pool.clear(); }
+void SwapStore::trim() {
+  impl_->pool.clear();
+}
 
-const std::string& SwapStore::disk_dir() const { return impl_->subdir; }
+const std::string& SwapStore::disk_dir() const {
+  return impl_->subdir;
+}
 
 Result<SwapStore::Throughput> SwapStore::measure(size_t bytes) {
   Impl& s = *impl_;
   if (bytes == 0) return invalid_argument("swap: measure needs a buffer of at least 1 byte");
   Bytes src = allocate(bytes), dst = allocate(bytes);
   if (!src || !dst) {
-    return Status(StatusCode::kOutOfMemory, "swap: cannot allocate 2 x " + std::to_string(bytes) + " bytes to measure");
+    return Status(StatusCode::kOutOfMemory,
+                  "swap: cannot allocate 2 x " + std::to_string(bytes) + " bytes to measure");
   }
   // F16-like data: random sign and 10-bit mantissa, exponent in [2^-5, 2^0], as in a KV cache.
   uint64_t x = 0x243F6A8885A308D3ull;
@@ -597,7 +634,8 @@ Result<SwapStore::Throughput> SwapStore::measure(size_t bytes) {
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
-    const uint16_t h = static_cast<uint16_t>(((x >> 20) & 0x8000u) | ((10u + (x >> 40) % 6u) << 10) | (x & 0x3FFu));
+    const uint16_t h = static_cast<uint16_t>(((x >> 20) & 0x8000u) |
+                                             ((10u + (x >> 40) % 6u) << 10) | (x & 0x3FFu));
     std::memcpy(src.get() + i, &h, std::min<size_t>(2, bytes - i));
   }
   std::vector<std::span<const uint8_t>> in;
@@ -618,7 +656,8 @@ Result<SwapStore::Throughput> SwapStore::measure(size_t bytes) {
       const auto t0 = Clock::now();
       LLMT_RETURN_IF_ERROR(round_trip());
       const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (std::memcmp(src.get(), dst.get(), bytes) != 0) return internal_error("swap: measure round trip differs");
+      if (std::memcmp(src.get(), dst.get(), bytes) != 0)
+        return internal_error("swap: measure round trip differs");
       total += dt;
       if (i == 0 || dt < best) best = dt;
     }
@@ -632,7 +671,8 @@ Result<SwapStore::Throughput> SwapStore::measure(size_t bytes) {
   auto ram_round_trip = [&]() -> Status {
     LLMT_ASSIGN_OR_RETURN(Encoded enc, encode(in, compress, /*copy=*/true, pool, budget));
     stored_bytes = enc.meta.stored_bytes;
-    if (!decode(enc.meta, enc.segments, out)) return internal_error("swap: measure: RAM copy failed to decode");
+    if (!decode(enc.meta, enc.segments, out))
+      return internal_error("swap: measure: RAM copy failed to decode");
     recycle(enc.buffers, enc.meta, pool, budget);
     return Status::ok();
   };

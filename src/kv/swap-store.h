@@ -72,7 +72,7 @@ struct SwapStats {
   uint64_t bytes_in_total = 0;      // bytes given to put() (before compression)
   uint64_t bytes_stored_total = 0;  // bytes stored for them (after compression)
   uint64_t n_puts = 0;
-  uint64_t n_gets = 0;              // successful take()s
+  uint64_t n_gets = 0;  // successful take()s
 };
 
 class SwapStore {
@@ -125,12 +125,13 @@ class SwapStore {
   // small values): bytes / seconds of the best of a few round trips, with warm buffers (the
   // steady state of a store that swaps repeatedly). Disk goes through the page
   // cache, as swap files do. disk_bytes_per_s is 0 without a directory. Touches no entry, limit
-  // or statistic (disk bytes written count toward fail_writes_after_bytes). Errors: kInvalidArgument
-  // for bytes == 0; the put/take errors above.
+  // or statistic (disk bytes written count toward fail_writes_after_bytes). Errors:
+  // kInvalidArgument for bytes == 0; the put/take errors above.
   struct Throughput {
     double ram_bytes_per_s = 0;
     double disk_bytes_per_s = 0;
-    double stored_fraction = 1;  // stored bytes / input bytes on the probe data (< 1: lz4 shrank it)
+    double stored_fraction =
+        1;  // stored bytes / input bytes on the probe data (< 1: lz4 shrank it)
   };
   Result<Throughput> measure(size_t bytes);
 

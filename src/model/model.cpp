@@ -163,7 +163,10 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path,
 
 Status Model::bind(const ModelOptions& options) {
   const GgufFile& g = *gguf_;
-  const kernels::Isa isa = options.force_scalar ? kernels::Isa::kScalar : kernels::detect_isa();
+  kernels::Isa isa = kernels::Isa::kScalar;
+  if (!options.force_scalar) {
+    LLMT_ASSIGN_OR_RETURN(isa, kernels::select_isa());  // the LLMT_ISA cap; a bad value is an error
+  }
   isa_ = static_cast<int>(isa);
   LLMT_ASSIGN_OR_RETURN(hparams_, read_hparams(g));
   ModelHparams& hp = hparams_;

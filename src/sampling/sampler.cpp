@@ -28,7 +28,9 @@ bool better(float la, int32_t ia, float lb, int32_t ib) {
   return la > lb || (la == lb && ia < ib);
 }
 
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 // splitmix64 (Steele, Lea, Flood 2014): used only to expand a seed into xoshiro state.
 uint64_t splitmix64_next(uint64_t& s) {

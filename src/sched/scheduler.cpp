@@ -26,34 +26,6 @@
 
 namespace llmt::sched {
 
-const char* policy_name(Policy p) {
-  switch (p) {
-    case Policy::kFcfs:
-      return "fcfs";
-    case Policy::kPriority:
-      return "priority";
-    case Policy::kRoundRobin:
-      return "round-robin";
-    case Policy::kFairShare:
-      return "fair-share";
-  }
-  return "unknown";
-}
-
-const char* eviction_name(Eviction e) {
-  switch (e) {
-    case Eviction::kAuto:
-      return "auto";
-    case Eviction::kSwapRam:
-      return "ram";
-    case Eviction::kSwapDisk:
-      return "disk";
-    case Eviction::kRecompute:
-      return "recompute";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr double kNoFloor = -std::numeric_limits<double>::infinity();
@@ -70,10 +42,10 @@ struct Thread {
   uint64_t serial = 0;  // add() order: the last tie-break of every order
 
   Phase phase = Phase::kWaiting;
-  int32_t n_computed = 0;   // positions with K/V (in the cache, or in the swap store if swapped)
-  double last_run_s = 0.0;  // complete() time of its last executed chunk (arrival before)
-  uint64_t last_step = 0;   // step number of its last executed chunk (0: never)
-  int32_t quantum_used = 0; // kRoundRobin: tokens computed since it was last put at the back
+  int32_t n_computed = 0;    // positions with K/V (in the cache, or in the swap store if swapped)
+  double last_run_s = 0.0;   // complete() time of its last executed chunk (arrival before)
+  uint64_t last_step = 0;    // step number of its last executed chunk (0: never)
+  int32_t quantum_used = 0;  // kRoundRobin: tokens computed since it was last put at the back
   std::list<Thread*>::iterator rr_pos;
 
   // While kSwapped: how its KV was saved.
@@ -82,9 +54,9 @@ struct Thread {
   int32_t n_swap_blocks = 0;
 
   // Scratch of the step being planned.
-  double sort_key = 0.0;   // smaller first
-  double effective = 0.0;  // kPriority: effective priority
-  bool evicted = false;    // evicted in this step: not taken again in it
+  double sort_key = 0.0;        // smaller first
+  double effective = 0.0;       // kPriority: effective priority
+  bool evicted = false;         // evicted in this step: not taken again in it
   bool active_prefill = false;  // counted in Impl::n_active_prefill_
 
   int32_t remaining() const { return static_cast<int32_t>(tokens.size()) - n_computed; }
@@ -96,12 +68,14 @@ struct Thread {
 };
 
 struct Tenant {
-  double vtc = 0.0;          // weighted service (kFairShare order)
-  uint64_t n_tokens = 0;     // raw tokens computed
-  int32_t n_live = 0;        // live threads
+  double vtc = 0.0;       // weighted service (kFairShare order)
+  uint64_t n_tokens = 0;  // raw tokens computed
+  int32_t n_live = 0;     // live threads
 };
 
-int32_t ceil_div(int64_t a, int64_t b) { return static_cast<int32_t>((a + b - 1) / b); }
+int32_t ceil_div(int64_t a, int64_t b) {
+  return static_cast<int32_t>((a + b - 1) / b);
+}
 
 }  // namespace
 
@@ -212,7 +186,8 @@ struct Scheduler::Impl {
 
   Eviction choose_method(const Thread& t) const {
     if (t.n_computed <= 0) return Eviction::kRecompute;  // nothing to save
-    const double bytes = static_cast<double>(t.n_computed) * static_cast<double>(opt.kv_bytes_per_token);
+    const double bytes =
+        static_cast<double>(t.n_computed) * static_cast<double>(opt.kv_bytes_per_token);
     if (opt.eviction != Eviction::kAuto) return opt.eviction;
     const EvictionCosts& c = opt.costs;
     const double inf = std::numeric_limits<double>::infinity();
@@ -303,8 +278,9 @@ struct Scheduler::Impl {
     int32_t reserve = 0;
     const int32_t slots = opt.max_running - n_taken - 1;
     if (slots > 0) {
-      const double new_floor =
-          opt.policy == Policy::kPriority ? std::max(floor, static_cast<double>(t.priority)) : kNoFloor;
+      const double new_floor = opt.policy == Policy::kPriority
+                                   ? std::max(floor, static_cast<double>(t.priority))
+                                   : kNoFloor;
       for (size_t j = i + 1; j < order.size() && reserve < slots; ++j) {
         const Thread* u = order[j];
         if (u->done() || u->evicted || !u->decoding()) continue;
@@ -346,8 +322,8 @@ struct Scheduler::Impl {
 
     int32_t budget = opt.step_tokens;
     int32_t n_taken = 0;
-    double floor = kNoFloor;     // kPriority latency rule
-    bool admit_closed = false;   // a waiting / swapped thread found no blocks: admit no more
+    double floor = kNoFloor;    // kPriority latency rule
+    bool admit_closed = false;  // a waiting / swapped thread found no blocks: admit no more
 
     for (size_t i = 0; i < order.size(); ++i) {
       if (n_taken >= opt.max_running || budget <= 0) break;
@@ -462,10 +438,12 @@ struct Scheduler::Impl {
         std::span<const int32_t> table = kv->table(t->id);
         SwapIn si;
         si.id = t->id;
-        si.blocks.assign(table.begin(), table.begin() + std::min<size_t>(table.size(),
-                                                                     static_cast<size_t>(t->n_swap_blocks)));
+        si.blocks.assign(
+            table.begin(),
+            table.begin() + std::min<size_t>(table.size(), static_cast<size_t>(t->n_swap_blocks)));
         plan.swap_in.push_back(std::move(si));
-        if (t->swap_method == Eviction::kSwapRam) swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
+        if (t->swap_method == Eviction::kSwapRam)
+          swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
         t->swap_bytes = 0;
         t->phase = Phase::kRunning;
         ++st.n_swap_in;
@@ -483,7 +461,8 @@ struct Scheduler::Impl {
       ++n_taken;
       const bool prefill = !(n == 1 && c.sample && c.pos0 >= t->n_prompt);
       if (prefill) {
-        if (opt.policy == Policy::kPriority) floor = std::max(floor, static_cast<double>(t->priority));
+        if (opt.policy == Policy::kPriority)
+          floor = std::max(floor, static_cast<double>(t->priority));
         if (!t->active_prefill) {
           t->active_prefill = true;
           ++n_active_prefill;
@@ -501,7 +480,8 @@ struct Scheduler::Impl {
       Thread* t = find(id);
       if (t == nullptr) continue;
       if (t->phase == Phase::kSwapped) {  // swap-out failed (or its entry is lost): recompute
-        if (t->swap_method == Eviction::kSwapRam) swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
+        if (t->swap_method == Eviction::kSwapRam)
+          swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
         t->swap_bytes = 0;
         t->n_swap_blocks = 0;
         t->n_computed = 0;

@@ -66,24 +66,30 @@
 #include <vector>
 
 #include "kv/kv-manager.h"
+#include "llmthreads/sched-types.h"
 #include "llmthreads/status.h"
 
 namespace llmt::sched {
 
 using ThreadId = uint64_t;
 
-enum class Policy { kFcfs, kPriority, kRoundRobin, kFairShare };
+// The engine's enums themselves (llmthreads/sched-types.h), so nothing converts between copies.
+using Policy = SchedPolicy;
+using Eviction = EvictionMethod;
 enum class Phase { kWaiting, kRunning, kSwapped };
-enum class Eviction { kAuto, kSwapRam, kSwapDisk, kRecompute };
 
-const char* policy_name(Policy p);      // "fcfs", "priority", "round-robin", "fair-share"
-const char* eviction_name(Eviction e);  // "auto", "ram", "disk", "recompute"
+inline const char* policy_name(Policy p) {
+  return sched_policy_name(p);
+}
+inline const char* eviction_name(Eviction e) {
+  return eviction_method_name(e);
+}
 
 // Measured by the engine at start-up; used to pick the cheapest eviction method.
 struct EvictionCosts {
-  double ram_bytes_per_s = 4e9;         // save + restore each move the bytes once
+  double ram_bytes_per_s = 4e9;  // save + restore each move the bytes once
   double disk_bytes_per_s = 1e9;
-  double recompute_tokens_per_s = 1e3;  // prefill speed
+  double recompute_tokens_per_s = 1e3;           // prefill speed
   uint64_t ram_limit_bytes = uint64_t{1} << 30;  // swap bytes kept in RAM before disk is used
   bool disk_available = false;
 };
@@ -107,12 +113,12 @@ struct SchedulerOptions {
 
 // A new thread.
 struct ThreadSpec {
-  ThreadId id = 0;               // unique among live threads
-  std::vector<int32_t> prompt;   // at least one token
-  int32_t max_tokens = 0;        // prompt + generated tokens the thread may reach (its KV need)
-  int32_t priority = 0;          // higher runs first (kPriority)
-  uint64_t tenant = 0;           // job / tenant for kFairShare
-  double arrival_s = 0.0;        // the caller's clock
+  ThreadId id = 0;              // unique among live threads
+  std::vector<int32_t> prompt;  // at least one token
+  int32_t max_tokens = 0;       // prompt + generated tokens the thread may reach (its KV need)
+  int32_t priority = 0;         // higher runs first (kPriority)
+  uint64_t tenant = 0;          // job / tenant for kFairShare
+  double arrival_s = 0.0;       // the caller's clock
   // The prefix cache may serve at most the first n_match_max tokens (-1: no limit beyond the
   // KvManager's leave-one-token rule). Scoring threads set it so that the positions whose logits
   // they need are computed, not taken from the cache.
@@ -141,15 +147,15 @@ struct SwapIn {
 };
 
 struct StepPlan {
-  std::vector<SwapOut> swap_out;     // 1st
-  std::vector<ThreadId> dropped;     // evicted for recompute (nothing to do but count them)
+  std::vector<SwapOut> swap_out;  // 1st
+  std::vector<ThreadId> dropped;  // evicted for recompute (nothing to do but count them)
   // 2nd, in order: src bytes -> dst (partial prefix blocks, copy-on-write). A src may have been
   // released and handed out again in this plan; its bytes are intact until the swap-ins and the
   // forward pass, which is why copies run before them.
   std::vector<kv::BlockCopy> copies;
-  std::vector<SwapIn> swap_in;       // 3rd
-  std::vector<Chunk> chunks;         // 4th: one forward pass, in this order
-  int32_t n_tokens = 0;              // sum of chunks' n_tokens
+  std::vector<SwapIn> swap_in;  // 3rd
+  std::vector<Chunk> chunks;    // 4th: one forward pass, in this order
+  int32_t n_tokens = 0;         // sum of chunks' n_tokens
   bool empty() const { return chunks.empty() && swap_out.empty() && swap_in.empty(); }
 };
 
@@ -158,7 +164,7 @@ struct StepResult {
     ThreadId id = 0;
     int32_t token = 0;
   };
-  std::vector<Sampled> sampled;         // one per chunk with sample == true that succeeded
+  std::vector<Sampled> sampled;  // one per chunk with sample == true that succeeded
   // Swap-out or swap-in failed: the thread's KV is lost and it is recomputed (kWaiting,
   // n_computed 0). The chunk of a thread whose swap-in failed counts as not executed (its sampled
   // token, if any, is ignored).
@@ -170,11 +176,11 @@ struct SchedulerStats {
   uint64_t n_steps = 0;
   uint64_t n_preempt_ram = 0, n_preempt_disk = 0, n_preempt_recompute = 0;
   uint64_t n_swap_in = 0;
-  uint64_t prefill_tokens = 0;    // tokens computed by prefill chunks (recompute included)
-  uint64_t decode_tokens = 0;     // tokens computed as single decode tokens
-  uint64_t prefix_hit_tokens = 0; // tokens taken from the prefix cache at admission (recompute
-                                  // admissions included)
-  uint64_t swap_ram_bytes = 0;    // bytes now swapped to RAM (counted against ram_limit_bytes)
+  uint64_t prefill_tokens = 0;     // tokens computed by prefill chunks (recompute included)
+  uint64_t decode_tokens = 0;      // tokens computed as single decode tokens
+  uint64_t prefix_hit_tokens = 0;  // tokens taken from the prefix cache at admission (recompute
+                                   // admissions included)
+  uint64_t swap_ram_bytes = 0;     // bytes now swapped to RAM (counted against ram_limit_bytes)
 };
 
 class Scheduler {
@@ -203,7 +209,7 @@ class Scheduler {
 
   // Tokens (prompt + generated) of a live thread; empty when unknown.
   std::span<const int32_t> tokens(ThreadId id) const;
-  int32_t n_prompt(ThreadId id) const;    // 0 when unknown
+  int32_t n_prompt(ThreadId id) const;  // 0 when unknown
   // Positions with K/V in the cache (in the swap store while kSwapped; 0 when unknown).
   int32_t n_computed(ThreadId id) const;
   Result<Phase> phase(ThreadId id) const;

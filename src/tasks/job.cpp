@@ -6,10 +6,17 @@
 // queue (its own small mutex `ev_mu`; the loop thread never waits for `mu`). The job's worker
 // thread takes events, updates the document under `mu`, submits the next reduce round when one
 // is due, merges when a document is complete, and calls the user's callback with `mu` released.
+//
+// Flow control. `n_in_engine` (under `mu`) counts the job's threads submitted to the engine whose
+// finish the worker has not processed yet; a thread submitted while it is at max_threads (or
+// while others wait) waits in `waiting` and the worker submits it when one finishes. A waiting
+// thread counts in its document's n_pending like a running one. feed() adds documents while
+// fewer than max_documents are in flight, waking on deliveries (`idle_cv`).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -71,10 +78,20 @@ int32_t argmax_d(const std::vector<double>& v) {
   return v.empty() ? -1 : best;
 }
 
+// The document error code of a refused Engine::submit (see its contract): beyond n_ctx
+// (kInvalidArgument naming "prompt" / "max_tokens") is context_overflow; more KV blocks than the
+// pool has (kCannotFit) or a full queue (kOverCapacity) is out_of_memory.
 const char* code_for_submit_error(const Status& s) {
-  if (s.code() == StatusCode::kOutOfMemory) return "out_of_memory";
-  if (s.message().find("context") != std::string::npos) return "context_overflow";
-  return "invalid_request";
+  switch (s.code()) {
+    case StatusCode::kOverCapacity:
+    case StatusCode::kCannotFit:
+      return "out_of_memory";
+    case StatusCode::kInvalidArgument:
+      return s.field() == "prompt" || s.field() == "max_tokens" ? "context_overflow"
+                                                                : "invalid_request";
+    default:
+      return "invalid_request";
+  }
 }
 
 struct Event {
@@ -83,6 +100,12 @@ struct Event {
   int32_t unit = 0;
   std::shared_ptr<const ThreadResult> result;  // null: `ready` holds a finished document
   std::optional<DocumentResult> ready;
+};
+
+// A thread held back by the job's window: its document and its request.
+struct WaitingThread {
+  uint64_t seq = 0;
+  ThreadRequest request;
 };
 
 struct DocState {
@@ -116,8 +139,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   Status chat_fmt_error;
   tasks::SplitSpec split;
   MergeKind merge = MergeKind::kDefault;
-  bool scoring = false;                // classify, extract with choices
-  std::vector<std::string> options;    // labels or choices
+  bool scoring = false;              // classify, extract with choices
+  std::vector<std::string> options;  // labels or choices
   std::string reduce_template;
 
   // Event queue (engine loop thread -> worker).
@@ -131,6 +154,14 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   std::map<uint64_t, DocState> docs;
   uint64_t next_seq = 0;
   bool cancelled = false;
+  std::atomic<bool> cancel_requested{false};  // `cancelled`, readable without `mu` (feed)
+
+  // Flow control (see the top of the file); under `mu` but the limits.
+  JobLimits limits;
+  std::atomic<uint64_t> n_in_engine{0};  // written under `mu`; stats() reads it
+  std::deque<WaitingThread> waiting;
+  std::atomic<uint64_t> n_waiting{0};  // waiting.size(), for stats()
+  std::thread feeder;                  // feed_async
 
   // Counters.
   mutable std::mutex idle_mu;
@@ -201,17 +232,54 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
         core->n_threads_live.fetch_sub(1, std::memory_order_acq_rel);
       }
     };
+    ++d.n_pending;
+    if (n_in_engine >= limits.max_threads || !waiting.empty()) {
+      waiting.push_back(WaitingThread{d.seq, std::move(r)});
+      n_waiting.store(waiting.size(), std::memory_order_relaxed);
+      return true;
+    }
+    return submit_to_engine(d, std::move(r));
+  }
+
+  // Submits a thread counted in d.n_pending to the engine; on error the document is failed and
+  // the thread no longer pending.
+  bool submit_to_engine(DocState& d, ThreadRequest r) {
     n_threads_live.fetch_add(1, std::memory_order_relaxed);
     Result<ThreadHandle> h = engine->submit(std::move(r));
     if (!h.is_ok()) {
       n_threads_live.fetch_sub(1, std::memory_order_relaxed);
+      --d.n_pending;
       fail(d, code_for_submit_error(h.status()), h.status().message());
       return false;
     }
+    ++n_in_engine;
     n_threads_submitted.fetch_add(1, std::memory_order_relaxed);
     d.live.insert(h->id());
-    ++d.n_pending;
     return true;
+  }
+
+  // Worker, under `mu`: submits waiting threads while the window has room (all of them are
+  // dropped, failing their documents, once the job is cancelled); documents that thereby
+  // complete go to `out`.
+  void drain_waiting(std::vector<DocumentResult>* out) {
+    while (!waiting.empty() && (cancelled || n_in_engine < limits.max_threads)) {
+      WaitingThread w = std::move(waiting.front());
+      waiting.pop_front();
+      auto it = docs.find(w.seq);
+      if (it == docs.end()) continue;
+      DocState& d = it->second;
+      if (cancelled) fail(d, "cancelled", "the job was cancelled");
+      if (d.result.ok()) {
+        submit_to_engine(d, std::move(w.request));
+      } else {
+        --d.n_pending;  // its document failed meanwhile: not run
+      }
+      if (d.n_pending == 0 && advance(d)) {
+        out->push_back(std::move(d.result));
+        docs.erase(it);
+      }
+    }
+    n_waiting.store(waiting.size(), std::memory_order_relaxed);
   }
 
   // Generation of one prompt text; checks the context first.
@@ -231,19 +299,21 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   void submit_map(DocState& d) {
     const int32_t n = static_cast<int32_t>(d.pieces.size());
     const bool parse_special = spec.chat;
-    if (scoring) d.logprobs.assign(static_cast<size_t>(n), std::vector<double>(options.size()));
-    else d.texts.assign(static_cast<size_t>(n), std::string());
+    if (scoring)
+      d.logprobs.assign(static_cast<size_t>(n), std::vector<double>(options.size()));
+    else
+      d.texts.assign(static_cast<size_t>(n), std::string());
     d.finish.assign(static_cast<size_t>(n), FinishReason::kStop);
     for (int32_t p = 0; p < n && d.result.ok(); ++p) {
-      const std::string prompt_text =
-          render(fill_template(spec.prompt_template, d.pieces[static_cast<size_t>(p)].text(d.text)));
+      const std::string prompt_text = render(
+          fill_template(spec.prompt_template, d.pieces[static_cast<size_t>(p)].text(d.text)));
       std::vector<int32_t> prompt = encode_prompt(prompt_text, parse_special);
       if (!scoring) {
         submit_generation(d, p, prompt);
         continue;
       }
-      const std::string sep = spec.label_separator ? *spec.label_separator
-                                                   : (ends_in_space(prompt_text) ? "" : " ");
+      const std::string sep =
+          spec.label_separator ? *spec.label_separator : (ends_in_space(prompt_text) ? "" : " ");
       for (size_t l = 0; l < options.size() && d.result.ok(); ++l) {
         // The label's tokens are those of prompt text + label after the prompt's own tokens, so
         // the label is tokenized as it would appear in running text. When tokenizing the two
@@ -263,8 +333,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
         }
         if (prompt.size() + label_tokens.size() + 1 > static_cast<size_t>(n_ctx)) {
           fail(d, "context_overflow",
-               "prompt of " + std::to_string(prompt.size()) + " tokens plus label '" +
-                   options[l] + "' does not fit the context of " + std::to_string(n_ctx) +
+               "prompt of " + std::to_string(prompt.size()) + " tokens plus label '" + options[l] +
+                   "' does not fit the context of " + std::to_string(n_ctx) +
                    " positions (split the text into smaller pieces)");
           break;
         }
@@ -382,8 +452,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
         for (size_t p = 0; p < d.texts.size(); ++p) {
           rows.push_back({static_cast<int32_t>(p), d.texts[p]});
         }
-        auto text = tasks::merge_concatenate(rows, static_cast<int32_t>(rows.size()),
-                                             spec.separator);
+        auto text =
+            tasks::merge_concatenate(rows, static_cast<int32_t>(rows.size()), spec.separator);
         if (!text.is_ok()) {
           fail(d, "internal", text.status().message());
           return true;
@@ -413,7 +483,8 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
     d.result.usage.prompt_tokens += r.usage.prompt_tokens;
     d.result.usage.completion_tokens += r.usage.completion_tokens;
     d.result.usage.cached_tokens += r.usage.cached_tokens;
-    prompt_tokens.fetch_add(static_cast<uint64_t>(r.usage.prompt_tokens), std::memory_order_relaxed);
+    prompt_tokens.fetch_add(static_cast<uint64_t>(r.usage.prompt_tokens),
+                            std::memory_order_relaxed);
     completion_tokens.fetch_add(static_cast<uint64_t>(r.usage.completion_tokens),
                                 std::memory_order_relaxed);
     switch (r.finish_reason) {
@@ -474,9 +545,14 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
       {
         std::lock_guard<std::mutex> lk(mu);
         for (Event& ev : batch) {
-          if (ev.ready) done.push_back(std::move(*ev.ready));
-          else on_finished(ev, &done);
+          if (ev.ready) {
+            done.push_back(std::move(*ev.ready));
+          } else {
+            --n_in_engine;
+            on_finished(ev, &done);
+          }
         }
+        drain_waiting(&done);
       }
       batch.clear();
       deliver(done);
@@ -484,9 +560,18 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   }
 };
 
-Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCallback on_result) {
+Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCallback on_result,
+                                         JobLimits limits) {
   auto core = std::make_shared<Core>();
   core->engine = &engine;
+  const uint64_t max_running = static_cast<uint64_t>(std::max(1, engine.config().max_running));
+  if (limits.max_threads == 0) {
+    limits.max_threads = engine.config().max_queue > 0
+                             ? static_cast<uint64_t>(engine.config().max_queue)
+                             : 4 * max_running;
+  }
+  if (limits.max_documents == 0) limits.max_documents = 4 * max_running;
+  core->limits = limits;
   core->tok = &engine.model().tokenizer();
   core->n_ctx = engine.config().n_ctx;
   LLMT_RETURN_IF_ERROR(spec.sampling.validate());
@@ -511,7 +596,8 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
     for (size_t i = 0; i < v.size(); ++i) {
       if (v[i].empty()) return invalid_argument(std::string("empty entry in ") + what);
       for (size_t j = 0; j < i; ++j) {
-        if (v[i] == v[j]) return invalid_argument(std::string("duplicate '") + v[i] + "' in " + what);
+        if (v[i] == v[j])
+          return invalid_argument(std::string("duplicate '") + v[i] + "' in " + what);
       }
     }
     return Status::ok();
@@ -536,7 +622,7 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
   // Merge kind for the task.
   MergeKind m = spec.merge;
   if (m == MergeKind::kDefault) {
-    m = core->scoring ? MergeKind::kMean
+    m = core->scoring                       ? MergeKind::kMean
         : spec.type == TaskType::kSummarize ? MergeKind::kReduce
                                             : MergeKind::kConcat;
   }
@@ -549,17 +635,17 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
                             (core->scoring ? "mean, weighted-mean or vote" : "concat or reduce"));
   }
   core->merge = m;
-  core->reduce_template = spec.reduce_template.empty() ? spec.prompt_template
-                                                       : spec.reduce_template;
+  core->reduce_template =
+      spec.reduce_template.empty() ? spec.prompt_template : spec.reduce_template;
 
   // Chat format: needed when chat is set; otherwise resolved when possible for message documents.
   const Model& model = engine.model();
   Result<ChatFormat> fmt =
       !spec.chat_format.empty() ? chat_format_from_name(spec.chat_format)
       : model.chat_template().empty()
-          ? Result<ChatFormat>(invalid_argument(
-                "the model has no tokenizer.chat_template; name a chat format (" +
-                chat_format_names() + ")"))
+          ? Result<ChatFormat>(
+                invalid_argument("the model has no tokenizer.chat_template; name a chat format (" +
+                                 chat_format_names() + ")"))
           : detect_chat_format(model.chat_template());
   if (fmt.is_ok()) {
     core->chat_fmt = *fmt;
@@ -579,6 +665,7 @@ Job::Job(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 
 Job::~Job() {
   cancel();
+  if (core_->feeder.joinable()) core_->feeder.join();  // sees the cancel within ~100 ms
   // Every submitted thread ends with an event (cancelled at worst); wait for them, then for the
   // worker to drain the queue.
   while (core_->n_threads_live.load(std::memory_order_acquire) > 0) {
@@ -601,6 +688,7 @@ Status Job::add(Document doc) {
   DocState d;
   d.result.index = doc.index;
   d.result.type = c.spec.type;
+  d.result.user_data = std::move(doc.user_data);
   d.verbatim = verbatim;
   d.max_tokens = doc.max_tokens.value_or(c.spec.max_tokens);
   d.sampling = doc.sampling.value_or(c.spec.sampling);
@@ -688,9 +776,71 @@ void Job::cancel() {
   {
     std::lock_guard<std::mutex> lk(c.mu);
     c.cancelled = true;
+    c.cancel_requested.store(true, std::memory_order_relaxed);
     for (auto& [seq, d] : c.docs) ids.insert(ids.end(), d.live.begin(), d.live.end());
+    // Waiting threads never run: fail their documents; the ones with nothing else pending are
+    // delivered by the worker.
+    std::vector<DocumentResult> done;
+    c.drain_waiting(&done);
+    for (DocumentResult& r : done) {
+      Event ev;
+      ev.ready = std::move(r);
+      c.push_event(std::move(ev));
+    }
   }
+  c.idle_cv.notify_all();  // a feed() waiting for room
   for (ThreadId id : ids) c.engine->cancel(id);
+}
+
+Status Job::feed(DocumentSource& source, const FeedOptions& opt) {
+  Core& c = *core_;
+  Document doc;
+  while (true) {
+    if (c.cancel_requested.load(std::memory_order_relaxed)) {
+      return cancelled("the job was cancelled");
+    }
+    if (opt.stop && opt.stop()) return Status::ok();
+    uint64_t n_delivered = 0;
+    bool room = false;
+    {
+      std::lock_guard<std::mutex> lk(c.idle_mu);
+      n_delivered = c.n_delivered;
+      room = c.n_added - c.n_delivered < c.limits.max_documents;
+    }
+    if (room && opt.room && !opt.room()) room = false;
+    if (!room) {
+      if (opt.tick) opt.tick();
+      // Room comes with a delivery (or whatever opt.room waits for: polled).
+      std::unique_lock<std::mutex> lk(c.idle_mu);
+      c.idle_cv.wait_for(lk, std::chrono::milliseconds(100), [&] {
+        return c.n_delivered != n_delivered || c.cancel_requested.load(std::memory_order_relaxed);
+      });
+      continue;
+    }
+    Result<bool> got = source.next(&doc);
+    if (!got.is_ok()) return got.status();
+    if (!*got) return Status::ok();
+    Status s = add(std::move(doc));
+    doc = Document();
+    if (!s.is_ok()) {
+      return c.cancel_requested.load(std::memory_order_relaxed) ? cancelled(s.message()) : s;
+    }
+    if (opt.tick) opt.tick();
+  }
+}
+
+Status Job::feed_async(DocumentSource& source, FeedOptions opt,
+                       std::function<void(Status)> on_done) {
+  if (core_->feeder.joinable()) return invalid_argument("the job is already being fed");
+  core_->feeder = std::thread([this, &source, opt = std::move(opt), on_done = std::move(on_done)] {
+    Status s = feed(source, opt);
+    if (on_done) on_done(std::move(s));
+  });
+  return Status::ok();
+}
+
+const JobLimits& Job::limits() const {
+  return core_->limits;
 }
 
 JobStats Job::stats() const {
@@ -703,7 +853,8 @@ JobStats Job::stats() const {
     s.n_failed = c.n_failed;
   }
   s.n_threads_submitted = c.n_threads_submitted.load(std::memory_order_relaxed);
-  s.n_threads_live = c.n_threads_live.load(std::memory_order_relaxed);
+  s.n_threads_live = c.n_in_engine.load(std::memory_order_relaxed);
+  s.n_threads_waiting = c.n_waiting.load(std::memory_order_relaxed);
   s.prompt_tokens = c.prompt_tokens.load(std::memory_order_relaxed);
   s.completion_tokens = c.completion_tokens.load(std::memory_order_relaxed);
   return s;
@@ -721,8 +872,7 @@ void Job::wait_idle() const {
 
 bool Job::wait_idle_for(std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> lk(core_->idle_mu);
-  return core_->idle_cv.wait_for(lk, timeout,
-                                 [&] { return core_->n_delivered == core_->n_added; });
+  return core_->idle_cv.wait_for(lk, timeout, [&] { return core_->n_delivered == core_->n_added; });
 }
 
 }  // namespace llmt

@@ -5,10 +5,14 @@ namespace llmt {
 
 const char* task_type_name(TaskType t) {
   switch (t) {
-    case TaskType::kGenerate: return "generate";
-    case TaskType::kClassify: return "classify";
-    case TaskType::kExtract: return "extract";
-    case TaskType::kSummarize: return "summarize";
+    case TaskType::kGenerate:
+      return "generate";
+    case TaskType::kClassify:
+      return "classify";
+    case TaskType::kExtract:
+      return "extract";
+    case TaskType::kSummarize:
+      return "summarize";
   }
   return "?";
 }
@@ -24,12 +28,18 @@ Result<TaskType> parse_task_type(const std::string& name) {
 
 const char* merge_kind_name(MergeKind m) {
   switch (m) {
-    case MergeKind::kDefault: return "default";
-    case MergeKind::kConcat: return "concat";
-    case MergeKind::kVote: return "vote";
-    case MergeKind::kMean: return "mean";
-    case MergeKind::kWeightedMean: return "weighted-mean";
-    case MergeKind::kReduce: return "reduce";
+    case MergeKind::kDefault:
+      return "default";
+    case MergeKind::kConcat:
+      return "concat";
+    case MergeKind::kVote:
+      return "vote";
+    case MergeKind::kMean:
+      return "mean";
+    case MergeKind::kWeightedMean:
+      return "weighted-mean";
+    case MergeKind::kReduce:
+      return "reduce";
   }
   return "?";
 }

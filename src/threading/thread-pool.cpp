@@ -113,7 +113,9 @@ ThreadPool::ThreadPool(int n_threads) {
   start(options);
 }
 
-ThreadPool::ThreadPool(const ThreadPoolOptions& options) { start(options); }
+ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
+  start(options);
+}
 
 void ThreadPool::start(const ThreadPoolOptions& options) {
   n_threads_ = options.n_threads > 0 ? options.n_threads : physical_core_count();
@@ -146,8 +148,7 @@ bool ThreadPool::try_claim(int ith, uint32_t gen) {
   // Claimed for gen or later (wrap-safe): taken. A stale thread holding an old gen always fails
   // here, because the op of its gen cannot have completed without this index being claimed.
   while (static_cast<int32_t>(old - gen) < 0) {
-    if (c.compare_exchange_weak(old, gen, std::memory_order_acq_rel,
-                                std::memory_order_relaxed)) {
+    if (c.compare_exchange_weak(old, gen, std::memory_order_acq_rel, std::memory_order_relaxed)) {
       return true;
     }
   }
@@ -203,11 +204,9 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     fn(0, 1);
     return;
   }
-  dispatch(
-      [](const void* ctx, int ith, int nth) {
-        (*static_cast<const std::function<void(int, int)>*>(ctx))(ith, nth);
-      },
-      &fn);
+  dispatch([](const void* ctx, int ith,
+              int nth) { (*static_cast<const std::function<void(int, int)>*>(ctx))(ith, nth); },
+           &fn);
 }
 
 namespace {

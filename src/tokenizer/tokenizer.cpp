@@ -8,8 +8,10 @@
 
 #include "llmthreads/gguf.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/pre-tokenizer.h"
 #include "tokenizer/spm.h"
 #include "tokenizer/vocab.h"
+#include "tokenizer/wpm.h"
 
 namespace llmt {
 namespace {
@@ -60,6 +62,7 @@ class VocabTokenizer final : public Tokenizer {
       }
       bpe_ = std::move(bpe).value();
     }
+    if (vocab_->kind() == TokenizerKind::kWpm) wpm_ = std::make_unique<tok::WpmEncoder>(*vocab_);
     return Status::ok();
   }
 
@@ -71,6 +74,7 @@ class VocabTokenizer final : public Tokenizer {
   int32_t eos_id() const override { return vocab_->eos_id(); }
   int32_t eot_id() const override { return vocab_->eot_id(); }
   int32_t unk_id() const override { return vocab_->unk_id(); }
+  int32_t sep_id() const override { return vocab_->sep_id(); }
   bool add_bos() const override { return vocab_->add_bos(); }
   bool add_eos() const override { return vocab_->add_eos(); }
   bool is_eog(int32_t id) const override { return vocab_->is_eog(id); }
@@ -93,6 +97,7 @@ class VocabTokenizer final : public Tokenizer {
   std::unique_ptr<Vocab> vocab_;  // heap-held: the encoders keep pointers/views into it
   tok::SpmEncoder spm_;
   std::unique_ptr<tok::BpeEncoder> bpe_;  // kBpe only
+  std::unique_ptr<tok::WpmEncoder> wpm_;  // kWpm only
 };
 
 // Splits `text` at occurrences of special token texts, as llama.cpp does: for each special token
@@ -135,6 +140,11 @@ void VocabTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& o
     spm_.encode(tok::escape_whitespace(text), out);
     return;
   }
+  if (wpm_) {
+    std::string fixed;
+    wpm_->encode(tok::sanitize_utf8(text, fixed) ? std::string_view(fixed) : text, out);
+    return;
+  }
   if (bpe_) bpe_->encode(text, out);
 }
 
@@ -173,6 +183,9 @@ std::vector<int32_t> VocabTokenizer::encode(std::string_view text,
   }
 
   if (add_eos) out.push_back(vocab_->eos_id());
+  if (options.add_special && vocab_->add_sep() && vocab_->sep_id() >= 0) {
+    out.push_back(vocab_->sep_id());
+  }
   return out;
 }
 
@@ -187,7 +200,7 @@ std::string VocabTokenizer::token_to_piece(int32_t id, bool render_special) cons
     case TokenType::kUserDefined:
       return std::string(text);
     case TokenType::kNormal:
-      if (vocab_->kind() == TokenizerKind::kSpm) {
+      if (vocab_->kind() != TokenizerKind::kBpe) {
         std::string out;
         out.reserve(text.size());
         for (size_t i = 0; i < text.size();) {
@@ -215,7 +228,9 @@ std::string VocabTokenizer::token_to_piece(int32_t id, bool render_special) cons
 }
 
 std::string VocabTokenizer::decode(const std::vector<int32_t>& ids, bool render_special) const {
-  if (vocab_->kind() != TokenizerKind::kSpm || !vocab_->add_space_prefix()) {
+  const bool strip_prefix = (vocab_->kind() == TokenizerKind::kSpm && vocab_->add_space_prefix()) ||
+                            vocab_->kind() == TokenizerKind::kWpm;
+  if (!strip_prefix) {
     return Tokenizer::decode(ids, render_special);
   }
   std::string out;

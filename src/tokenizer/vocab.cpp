@@ -58,9 +58,11 @@ Status Vocab::load(const GgufFile& gguf) {
     kind_ = TokenizerKind::kSpm;
   } else if (model_name_ == "gpt2") {
     kind_ = TokenizerKind::kBpe;
+  } else if (model_name_ == "bert") {
+    kind_ = TokenizerKind::kWpm;
   } else {
     return unsupported(gguf.path() + ": tokenizer.ggml.model '" + model_name_ +
-                       "' is not supported (supported: llama, gpt2)");
+                       "' is not supported (supported: llama, gpt2, bert)");
   }
   LLMT_ASSIGN_OR_RETURN(auto pre, gguf.get_string(kKeyPre));
   if (pre) pre_name_ = std::string(*pre);
@@ -75,6 +77,16 @@ Status Vocab::load(const GgufFile& gguf) {
     add_bos_ = true;
     add_eos_ = false;
     add_space_prefix_ = true;
+  } else if (kind_ == TokenizerKind::kWpm) {
+    // llama.cpp's BERT defaults: [CLS] 101 as BOS, [UNK] 100, [SEP] 102 appended.
+    bos_id_ = 101;
+    eos_id_ = -1;
+    unk_id_ = 100;
+    sep_id_ = 102;
+    add_bos_ = true;
+    add_sep_ = true;
+    add_eos_ = false;
+    add_space_prefix_ = false;
   } else {
     bos_id_ = 11;
     eos_id_ = 11;
@@ -207,13 +219,17 @@ Status Vocab::load_special_ids(const GgufFile& gguf) {
                          IdKey{"tokenizer.ggml.eos_token_id", &eos_id_},
                          IdKey{"tokenizer.ggml.eot_token_id", &eot_id_},
                          IdKey{"tokenizer.ggml.eom_token_id", &eom_id_},
-                         IdKey{"tokenizer.ggml.unknown_token_id", &unk_id_}}) {
+                         IdKey{"tokenizer.ggml.unknown_token_id", &unk_id_},
+                         // (sic: the GGUF key is spelled so)
+                         IdKey{"tokenizer.ggml.seperator_token_id", &sep_id_},
+                         // BERT converters write [CLS] here; llama.cpp uses it as BOS.
+                         IdKey{"tokenizer.ggml.cls_token_id", &bos_id_}}) {
     LLMT_ASSIGN_OR_RETURN(auto v, gguf.get_int(k.key));
     // As llama.cpp: an id outside the vocabulary (e.g. 4294967295 meaning "none") is ignored
     // and the default kept.
     if (v && *v >= 0 && *v < n_tokens()) *k.dst = static_cast<int32_t>(*v);
   }
-  for (int32_t* id : {&bos_id_, &eos_id_, &eot_id_, &eom_id_, &unk_id_}) {
+  for (int32_t* id : {&bos_id_, &eos_id_, &eot_id_, &eom_id_, &unk_id_, &sep_id_}) {
     if (!valid(*id)) *id = -1;
   }
   return Status::ok();

@@ -56,6 +56,8 @@ class Vocab {
   int32_t eos_id() const { return eos_id_; }
   int32_t eot_id() const { return eot_id_; }
   int32_t unk_id() const { return unk_id_; }
+  int32_t sep_id() const { return sep_id_; }
+  bool add_sep() const { return add_sep_; }  // WordPiece: append sep_id() with add_special
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool add_space_prefix() const { return add_space_prefix_; }
@@ -91,6 +93,8 @@ class Vocab {
   int32_t eot_id_ = -1;
   int32_t eom_id_ = -1;
   int32_t unk_id_ = -1;
+  int32_t sep_id_ = -1;
+  bool add_sep_ = false;
   bool add_bos_ = false;
   bool add_eos_ = false;
   bool add_space_prefix_ = false;

@@ -29,7 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& t : g.tensors()) (void)g.find_tensor(t.name);
   auto tok = llmt::Tokenizer::from_gguf(g);
   if (tok.is_ok()) {
-    auto ids = (*tok)->encode("Hello world \xE4\xB8\xAD <s>", {.add_special = true, .parse_special = true});
+    auto ids = (*tok)->encode("Hello world \xE4\xB8\xAD <s>",
+                              {.add_special = true, .parse_special = true});
     (void)(*tok)->decode(ids);
   }
   return 0;

@@ -26,7 +26,8 @@ struct Vocab {
 
 std::vector<Vocab> load_vocabs() {
   const char* env = std::getenv("LLMT_DATA");
-  std::filesystem::path dir = std::filesystem::path(env != nullptr ? env : LLMT_DATA) / "models/vocab";
+  std::filesystem::path dir =
+      std::filesystem::path(env != nullptr ? env : LLMT_DATA) / "models/vocab";
   std::vector<Vocab> out;
   std::error_code ec;
   std::vector<std::filesystem::path> files;
@@ -102,7 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Decoding arbitrary ids (not from encode) must not misbehave either.
   std::vector<int32_t> raw;
   for (size_t i = 2; i + 1 < size && raw.size() < 64; i += 2) {
-    raw.push_back(static_cast<int32_t>((data[i] | (data[i + 1] << 8)) % (v.tok->n_vocab() + 8)) - 4);
+    raw.push_back(static_cast<int32_t>((data[i] | (data[i + 1] << 8)) % (v.tok->n_vocab() + 8)) -
+                  4);
   }
   (void)v.tok->decode(raw, true);
   for (int32_t id : raw) (void)v.tok->token_to_piece(id, true);

@@ -60,8 +60,9 @@ double int8_scaled_dot_loop_avx2(int64_t n_iter, int32_t* sink) {
   const __m256i b0 = _mm256_set1_epi8(1), b1 = _mm256_set1_epi8(2);
   const __m256i b2 = _mm256_set1_epi8(-3), b3 = _mm256_set1_epi8(4);
 #define LLMT_SCALED_STEP(b, acc)          \
-  "vpmaddubsw %%ymm" #b ", %%ymm0, %%ymm14\n\t" \
-  "vpmaddwd %%ymm1, %%ymm14, %%ymm14\n\t"      \
+  "vpmaddubsw %%ymm" #b                   \
+  ", %%ymm0, %%ymm14\n\t"                 \
+  "vpmaddwd %%ymm1, %%ymm14, %%ymm14\n\t" \
   "vpaddd %%ymm14, %%ymm" #acc ", %%ymm" #acc "\n\t"
   int64_t n = n_iter;
   __asm__ volatile(

@@ -17,9 +17,11 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The AVX2 loops serve the avx2 tier and the x86 tiers above it.
 bool use_avx2() {
 #if defined(__x86_64__) || defined(_M_X64)
-  return kernels::detect_isa() == kernels::Isa::kAvx2;
+  const kernels::Isa isa = kernels::detect_isa();
+  return isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx;
 #else
   return false;
 #endif
@@ -98,10 +100,12 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
   return r;
 }
 
-ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes) {
+ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa tier) {
   ComputePeak peak;
-  if (!use_avx2()) return peak;
 #if defined(__x86_64__) || defined(_M_X64)
+  const bool avx512 = tier == kernels::Isa::kAvx512 || tier == kernels::Isa::kAmx;
+  if (!avx512 && tier != kernels::Isa::kAvx2) return peak;
+  peak.tier = kernels::isa_name(tier);
   const int nth = pool.n_threads();
   std::vector<double> ops(static_cast<size_t>(nth));
   std::vector<int32_t> isink(static_cast<size_t>(nth) * 16);
@@ -120,6 +124,18 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes) {
     }
     return top;
   };
+  if (avx512) {
+    peak.int8_gops = best([&](int ith, int) {
+      ops[ith] = int8_dot_loop_avx512(kIter, &isink[static_cast<size_t>(ith) * 16]);
+    });
+    peak.int8_scaled_gops = best([&](int ith, int) {
+      ops[ith] = int8_scaled_dot_loop_avx512(kIter / 4, &isink[static_cast<size_t>(ith) * 16]);
+    });
+    peak.f32_gops = best([&](int ith, int) {
+      ops[ith] = fma_loop_avx512(kIter, &fsink[static_cast<size_t>(ith) * 16]);
+    });
+    return peak;
+  }
   peak.int8_gops = best([&](int ith, int) {
     ops[ith] = int8_dot_loop_avx2(kIter, &isink[static_cast<size_t>(ith) * 16]);
   });
@@ -129,6 +145,8 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes) {
   peak.f32_gops = best([&](int ith, int) {
     ops[ith] = fma_loop_avx2(kIter, &fsink[static_cast<size_t>(ith) * 16]);
   });
+#else
+  (void)pool, (void)passes, (void)tier;
 #endif
   return peak;
 }

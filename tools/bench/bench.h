@@ -23,7 +23,7 @@ struct Stats {
   double min = 0.0;
   double max = 0.0;
   double mean = 0.0;
-  int32_t n = 0;        // number of repetitions summarized
+  int32_t n = 0;  // number of repetitions summarized
 };
 // Summarizes `values` (may be empty: all zeros).
 Stats summarize(std::vector<double> values);
@@ -41,15 +41,19 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
                                        std::string* error);
 
 // Peak arithmetic rates of tight register-only loops on all the pool's threads, in 1e9 ops/s
-// (multiply and add counted as 2 ops). 0 when the CPU has no AVX2.
+// (multiply and add counted as 2 ops), with the loops of the kernels' tier: AVX2 loops for the
+// avx2 tier, AVX-512 VNNI loops for avx512/amx. 0 for tiers without peak loops (scalar, neon).
 struct ComputePeak {
-  double int8_gops = 0.0;  // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
+  const char* tier = "scalar";  // whose loops were measured
+  double int8_gops = 0.0;       // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
   // vpmaddubsw + vpmaddwd (scale multiply, i32 widening) + vpaddd, 64 ops per 32 int8 products:
   // the ceiling of a k-quant dot product, whose every 32 products take two multiply-port ops.
   double int8_scaled_gops = 0.0;
-  double f32_gops = 0.0;   // 256-bit FMA
+  double f32_gops = 0.0;  // 256-bit FMA
+  // avx512 tier: int8 = vpdpbusd zmm (64 products, 128 ops); int8_scaled = 8 vpdpbusd + vpmulld +
+  // vpaddd per 512 products (the wide k-quant tiles' inner step); f32 = 512-bit FMA.
 };
-ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes);
+ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa tier);
 
 // The AVX2 loops (bandwidth-avx2.cpp; only built on x86-64, only called when detect_isa() says
 // AVX2). sum_floats_avx2: sum of p[0..n), n a multiple of 64, p 32-byte aligned.
@@ -59,6 +63,10 @@ float sum_floats_avx2(const float* p, size_t n);
 double int8_dot_loop_avx2(int64_t n_iter, int32_t* sink);
 double int8_scaled_dot_loop_avx2(int64_t n_iter, int32_t* sink);
 double fma_loop_avx2(int64_t n_iter, float* sink);
+// The same three loops for the avx512 tier (peak-avx512.cpp; x86-64 only).
+double int8_dot_loop_avx512(int64_t n_iter, int32_t* sink);
+double int8_scaled_dot_loop_avx512(int64_t n_iter, int32_t* sink);
+double fma_loop_avx512(int64_t n_iter, float* sink);
 
 // ---- matmul kernel micro-benchmarks (kernel-bench.cpp) ----
 

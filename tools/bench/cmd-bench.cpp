@@ -19,9 +19,9 @@
 
 #include "bench.h"
 #include "common/commands.h"
-#include "scenarios.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
+#include "scenarios.h"
 
 namespace llmt::cli {
 
@@ -84,8 +84,8 @@ std::vector<int32_t> fixed_tokens(const Model& model, int32_t n, uint32_t seed, 
 // Weight matrices a forward pass multiplies by for one token: every layer's projections and the
 // output (token_embd is only gathered, so it is not counted unless the output is tied to it).
 struct MatmulFootprint {
-  uint64_t bytes = 0;    // weight bytes read per token
-  uint64_t params = 0;   // sum of N*K (multiply-adds per token)
+  uint64_t bytes = 0;   // weight bytes read per token
+  uint64_t params = 0;  // sum of N*K (multiply-adds per token)
   std::set<TensorType> types;
 };
 
@@ -142,22 +142,16 @@ Status check_positive(const std::vector<int64_t>& v, const char* flag) {
   return Status::ok();
 }
 
-}  // namespace
+// The option objects whose presence selects a figure.
+struct SelectionFlags {
+  CLI::Option *pp = nullptr, *tg = nullptr, *npl = nullptr, *kernels = nullptr,
+              *kernel_types = nullptr, *kernel_tokens = nullptr, *bandwidth = nullptr;
+};
 
-int cmd_bench(int argc, char** argv) {
-  CLI::App app{
-      "Measure throughput: pp (prompt tokens/s of one eval of n_prompt fixed random tokens, BOS "
-      "first, context reset between repetitions; as llama-bench pp), tg (n_gen one-token decode "
-      "steps from an empty context feeding fixed random tokens, no sampling; as llama-bench tg), "
-      "batched (npl sequences: S_PP = npl*npp / prefill time of one decode() of all prompts, "
-      "S_TG = npl*ntg / time of ntg decode() steps of npl tokens; as llama-batched-bench), read "
-      "bandwidth (AVX2 sum of a touched buffer on all threads) and matmul kernels. Every figure "
-      "is the median/min/max of R repetitions after one warm-up. JSON on stdout, a table on "
-      "stderr. With no selection flag: pp, tg, bandwidth and the kernels of the model's weight "
-      "types; --all adds batched with the default --npl.",
-      "bench"};
-  Options o;
-  std::vector<int64_t> npl64;
+// Adds bench's options to `app`, writing into *o and *npl64 (which must outlive parsing).
+SelectionFlags add_bench_options(CLI::App& app, Options* o_p, std::vector<int64_t>* npl64_p) {
+  Options& o = *o_p;
+  std::vector<int64_t>& npl64 = *npl64_p;
   app.add_option("-m,--model", o.model_arg,
                  "GGUF model (default: $LLMT_MODEL or synth/synth-125m-q4_k_m.gguf)");
   app.add_option("-t,--threads", o.n_threads, "compute threads (default: physical cores)")
@@ -220,6 +214,314 @@ int cmd_bench(int argc, char** argv) {
   app.add_option("--kv-budget-mb", o.kv_budget_mb, "scenario KV pool in MiB (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--swap-dir", o.swap_dir, "scenario swap directory (default: system temp dir)");
+  return SelectionFlags{pp_opt, tg_opt, npl_opt, k_flag, kt_opt, ktok_opt, bw_flag};
+}
+
+// A failed benchmark step (the command prints it and exits 1).
+Status bench_error(std::string message) {
+  return internal_error(std::move(message));
+}
+
+// The memory read bandwidth (also the limit the tg and kernel fractions refer to).
+Status bench_bandwidth(const Options& o, int32_t n_threads, json* out_p, double* bandwidth_gbs_p) {
+  json& out = *out_p;
+  double& bandwidth_gbs = *bandwidth_gbs_p;
+  ThreadPool pool(n_threads);
+  std::string err;
+  const bench::BandwidthResult bw = bench::measure_read_bandwidth(
+      pool, static_cast<size_t>(o.bandwidth_mb) << 20, std::max(o.repetitions, 5), &err);
+  if (!err.empty()) return bench_error(err);
+  bandwidth_gbs = bw.gbs.max;
+  out["bandwidth_gbs"] = bandwidth_gbs;
+  out["bandwidth"] = {
+      {"bytes", bw.bytes},
+      {"gbs", stats_json(bw.gbs)},
+      {"definition",
+       "read-only: all compute threads sum disjoint slices of one touched buffer with "
+       "AVX2 loads; bandwidth_gbs is the best pass (max(R, 5) passes after a "
+       "warm-up)"}};
+  std::fprintf(stderr, "bandwidth  %8.2f GB/s best   (median %.2f, min %.2f, %zu MiB, %d passes)\n",
+               bw.gbs.max, bw.gbs.median, bw.gbs.min, bw.bytes >> 20, bw.gbs.n);
+  return Status::ok();
+}
+
+// pp (one eval of a fixed prompt) and tg (one-token decode steps), as llama-bench.
+Status bench_pp_tg(const Options& o, const Selection& sel,
+                   const std::shared_ptr<const Model>& model, const MatmulFootprint& fp,
+                   int32_t n_threads, KvType kv_type, double bandwidth_gbs, json* out_p) {
+  json& out = *out_p;
+  ContextOptions co;
+  co.n_ctx = std::max(sel.pp ? o.pp : 1, sel.tg ? o.tg : 1);
+  co.n_threads = n_threads;
+  co.n_batch = std::min(o.n_batch, co.n_ctx);
+  co.kv_type = kv_type;
+  auto ctx_r = Context::create(model, co);
+  if (!ctx_r.is_ok()) return bench_error(ctx_r.status().to_string());
+  Context& ctx = **ctx_r;
+  if (sel.pp) {
+    const std::vector<int32_t> prompt = fixed_tokens(*model, o.pp, 1, true);
+    std::vector<double> tok_s;
+    for (int32_t r = 0; r <= o.repetitions; ++r) {  // r == 0: warm-up
+      ctx.reset();
+      const auto t0 = Clock::now();
+      if (Status st = ctx.eval(prompt); !st.is_ok()) return bench_error("pp: " + st.to_string());
+      const double sec = seconds_since(t0);
+      if (r > 0) tok_s.push_back(o.pp / sec);
+    }
+    const Stats s = bench::summarize(std::move(tok_s));
+    out["pp"] = {{"n_prompt", o.pp},
+                 {"n_batch", co.n_batch},
+                 {"tok_s", stats_json(s)},
+                 {"matmul_gops", s.median * 2.0 * static_cast<double>(fp.params) / 1e9}};
+    std::fprintf(stderr, "pp%-7d  %8.1f t/s median (min %.1f, max %.1f; %.0f GOP/s in matmuls)\n",
+                 o.pp, s.median, s.min, s.max,
+                 s.median * 2.0 * static_cast<double>(fp.params) / 1e9);
+  }
+  if (sel.tg) {
+    const std::vector<int32_t> gen = fixed_tokens(*model, o.tg, 2, true);
+    std::vector<double> tok_s;
+    for (int32_t r = 0; r <= o.repetitions; ++r) {
+      ctx.reset();
+      const auto t0 = Clock::now();
+      for (int32_t i = 0; i < o.tg; ++i) {
+        if (Status st = ctx.eval(std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1));
+            !st.is_ok())
+          return bench_error("tg: " + st.to_string());
+      }
+      const double sec = seconds_since(t0);
+      if (r > 0) tok_s.push_back(o.tg / sec);
+    }
+    const Stats s = bench::summarize(std::move(tok_s));
+    json tg = {{"n_gen", o.tg}, {"tok_s", stats_json(s)}};
+    if (bandwidth_gbs > 0.0) {
+      const double roof = bandwidth_gbs * 1e9 / static_cast<double>(fp.bytes);
+      tg["roofline_tok_s"] = roof;
+      tg["fraction_of_bandwidth_limit"] = s.median / roof;
+    }
+    out["tg"] = tg;
+    std::fprintf(stderr, "tg%-7d  %8.1f t/s median (min %.1f, max %.1f", o.tg, s.median, s.min,
+                 s.max);
+    if (bandwidth_gbs > 0.0)
+      std::fprintf(stderr, "; %.0f%% of the %.0f t/s bandwidth roofline",
+                   100.0 * tg["fraction_of_bandwidth_limit"].get<double>(),
+                   tg["roofline_tok_s"].get<double>());
+    std::fprintf(stderr, ")\n");
+  }
+  return Status::ok();
+}
+
+// npl sequences decoded together, as llama-batched-bench.
+Status bench_batched(const Options& o, const std::shared_ptr<const Model>& model, int32_t n_threads,
+                     KvType kv_type, json* out_p) {
+  json& out = *out_p;
+  json rows = json::array();
+  std::fprintf(stderr, "%6s %6s %6s %10s %10s %10s %10s\n", "npl", "npp", "ntg", "S_PP t/s",
+               "S_TG t/s", "T_PP s", "T_TG s");
+  for (int32_t npl : o.npl) {
+    ContextOptions co;
+    co.n_ctx = o.npp + o.ntg;
+    co.n_seq_max = npl;
+    co.n_threads = n_threads;
+    co.n_batch = o.n_batch;
+    co.kv_type = kv_type;
+    auto ctx_r = Context::create(model, co);
+    if (!ctx_r.is_ok()) return bench_error(ctx_r.status().to_string());
+    Context& ctx = **ctx_r;
+    // Prompts: sequence s gets its own fixed random tokens (BOS first); one decode() for all.
+    std::vector<Context::BatchEntry> prefill;
+    prefill.reserve(static_cast<size_t>(npl) * static_cast<size_t>(o.npp));
+    for (int32_t s = 0; s < npl; ++s) {
+      const std::vector<int32_t> p =
+          fixed_tokens(*model, o.npp, 100u + static_cast<uint32_t>(s), true);
+      for (int32_t i = 0; i < o.npp; ++i)
+        prefill.push_back({p[static_cast<size_t>(i)], s, i, i == o.npp - 1});
+    }
+    const std::vector<int32_t> gen = fixed_tokens(*model, o.ntg * npl, 3, false);
+    std::vector<Context::BatchEntry> step(static_cast<size_t>(npl));
+    std::vector<double> s_pp, s_tg, t_pp, t_tg;
+    // Warm-up: one token per sequence, then the timed repetitions.
+    {
+      std::vector<Context::BatchEntry> warm;
+      for (int32_t s = 0; s < npl; ++s) warm.push_back({prefill[0].token, s, 0, true});
+      if (Status st = ctx.decode(warm); !st.is_ok())
+        return bench_error("batched: " + st.to_string());
+    }
+    for (int32_t r = 0; r < o.batched_repetitions; ++r) {
+      ctx.reset();
+      const auto t0 = Clock::now();
+      if (Status st = ctx.decode(prefill); !st.is_ok())
+        return bench_error("batched prefill: " + st.to_string());
+      const double pp_sec = seconds_since(t0);
+      const auto t1 = Clock::now();
+      for (int32_t i = 0; i < o.ntg; ++i) {
+        for (int32_t s = 0; s < npl; ++s) {
+          step[static_cast<size_t>(s)] = {gen[static_cast<size_t>(i * npl + s)], s, o.npp + i,
+                                          true};
+        }
+        if (Status st = ctx.decode(step); !st.is_ok())
+          return bench_error("batched decode: " + st.to_string());
+      }
+      const double tg_sec = seconds_since(t1);
+      t_pp.push_back(pp_sec);
+      t_tg.push_back(tg_sec);
+      s_pp.push_back(static_cast<double>(npl) * o.npp / pp_sec);
+      s_tg.push_back(static_cast<double>(npl) * o.ntg / tg_sec);
+    }
+    const Stats spp = bench::summarize(s_pp), stg = bench::summarize(s_tg);
+    const Stats tpp = bench::summarize(t_pp), ttg = bench::summarize(t_tg);
+    rows.push_back(
+        {{"npl", npl},
+         {"npp", o.npp},
+         {"ntg", o.ntg},
+         {"n_kv", static_cast<int64_t>(npl) * (o.npp + o.ntg)},
+         {"s_pp", stats_json(spp)},
+         {"s_tg", stats_json(stg)},
+         {"t_pp_s", stats_json(tpp)},
+         {"t_tg_s", stats_json(ttg)},
+         {"s", (static_cast<double>(npl) * (o.npp + o.ntg)) / (tpp.median + ttg.median)}});
+    std::fprintf(stderr, "%6d %6d %6d %10.1f %10.1f %10.3f %10.3f\n", npl, o.npp, o.ntg, spp.median,
+                 stg.median, tpp.median, ttg.median);
+  }
+  out["batched"] = rows;
+  out["batched_repetitions"] = o.batched_repetitions;
+  return Status::ok();
+}
+
+// Matmul kernel micro-benchmarks against the measured compute peak and bandwidth.
+Status bench_kernels(const Options& o, std::vector<TensorType> kernel_types,
+                     const MatmulFootprint& fp, kernels::Isa isa, int32_t n_threads,
+                     double bandwidth_gbs, json* out_p) {
+  json& out = *out_p;
+  if (kernel_types.empty()) kernel_types.assign(fp.types.begin(), fp.types.end());
+  ThreadPool pool(n_threads);
+  const bench::ComputePeak peak = bench::measure_compute_peak(pool, 10, isa);
+  out["compute_peak"] = {
+      {"tier", peak.tier},
+      {"int8_gops", peak.int8_gops},
+      {"int8_scaled_gops", peak.int8_scaled_gops},
+      {"f32_gops", peak.f32_gops},
+      {"definition",
+       "best of 10 passes of register-only AVX2 loops on all threads: int8 = vpmaddubsw+vpaddw (64 "
+       "ops "
+       "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
+       "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
+       "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
+       "FMA (16 ops); 0 without AVX2. For tier avx512/amx the AVX-512 loops instead: int8 = "
+       "vpdpbusd "
+       "zmm (128 ops per 64 int8 products), int8_scaled = 8 vpdpbusd + vpmulld + vpaddd per 512 "
+       "products (the wide k-quant tiles' inner step), f32 = 512-bit FMA (32 ops)"}};
+  out["kernels_definition"] =
+      "Y[M,N] = X[M,K]*W[N,K]^T with random weights (valid fp16 scales) through "
+      "matmul_prepare+matmul_compute on the thread pool; gbs = weight bytes / time, gops = "
+      "2*N*K*M / time; fraction_of_limit = max(gbs / bandwidth_gbs, gops / peak) where peak is "
+      "compute_peak.int8_gops for quantized types and f32_gops for f32/f16/bf16 (the roofline "
+      "fraction); bound names the larger term; fraction_of_scaled_int8_peak (quantized types only) "
+      "= gops / compute_peak.int8_scaled_gops";
+  std::fprintf(stderr,
+               "compute peak (%s loops): int8 %.0f GOP/s, int8 scaled %.0f GOP/s, f32 FMA "
+               "%.0f GOP/s\n",
+               peak.tier, peak.int8_gops, peak.int8_scaled_gops, peak.f32_gops);
+  std::fprintf(stderr, "%-7s %6s %6s %5s %10s %9s %9s %7s %7s %s\n", "type", "N", "K", "M", "ms",
+               "GB/s", "GOP/s", "frac", "scaled", "bound");
+  json rows = json::array();
+  for (TensorType t : kernel_types) {
+    const auto rb = tensor_row_bytes(t, o.kernel_k);
+    if (!rb) {
+      return bench_error("--kernel-k " + std::to_string(o.kernel_k) + " is not a multiple of the " +
+                         tensor_type_name(t) + " block size");
+    }
+    const int64_t n = o.kernel_n > 0 ? o.kernel_n
+                                     : bench::rows_for_bytes(
+                                           t, o.kernel_k, static_cast<size_t>(o.kernel_mb) << 20);
+    const bool is_float = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+    const double peak_gops = is_float ? peak.f32_gops : peak.int8_gops;
+    for (int64_t m : o.kernel_tokens) {
+      bench::KernelResult kr;
+      std::string err;
+      if (!bench::run_kernel_case(pool, isa, {t, n, o.kernel_k, m}, o.repetitions, &kr, &err))
+        return bench_error(err);
+      const double mem_frac = bandwidth_gbs > 0.0 ? kr.gbs.median / bandwidth_gbs : 0.0;
+      const double cmp_frac = peak_gops > 0.0 ? kr.gops.median / peak_gops : 0.0;
+      const bool compute_bound = cmp_frac > mem_frac;
+      // Against the k-quant ceiling (vpmaddubsw + vpmaddwd per 32 products); quantized only.
+      const double scaled_frac =
+          !is_float && peak.int8_scaled_gops > 0.0 ? kr.gops.median / peak.int8_scaled_gops : 0.0;
+      json row = {{"type", tensor_type_name(t)},
+                  {"n_tokens", m},
+                  {"n_rows", n},
+                  {"row_len", o.kernel_k},
+                  {"weight_bytes", kr.weight_bytes},
+                  {"ms", stats_json({kr.seconds.median * 1e3, kr.seconds.min * 1e3,
+                                     kr.seconds.max * 1e3, kr.seconds.mean * 1e3, kr.seconds.n})},
+                  {"gbs", kr.gbs.median},
+                  {"gops", kr.gops.median},
+                  {"gbs_stats", stats_json(kr.gbs)},
+                  {"gops_stats", stats_json(kr.gops)},
+                  {"fraction_of_limit", std::max(mem_frac, cmp_frac)},
+                  {"bound", compute_bound ? "compute" : "bandwidth"},
+                  {"compute_bound", compute_bound}};
+      if (!is_float) row["fraction_of_scaled_int8_peak"] = scaled_frac;
+      rows.push_back(std::move(row));
+      char scaled_col[16] = "-";
+      if (!is_float) std::snprintf(scaled_col, sizeof(scaled_col), "%.2f", scaled_frac);
+      std::fprintf(
+          stderr, "%-7s %6lld %6lld %5lld %10.3f %9.2f %9.1f %7.2f %7s %s\n", tensor_type_name(t),
+          static_cast<long long>(n), static_cast<long long>(o.kernel_k), static_cast<long long>(m),
+          kr.seconds.median * 1e3, kr.gbs.median, kr.gops.median, std::max(mem_frac, cmp_frac),
+          scaled_col, compute_bound ? "compute" : "bandwidth");
+    }
+  }
+  out["kernels"] = rows;
+  return Status::ok();
+}
+
+// --scenario: an engine scenario (scenarios.h) instead of the throughput figures.
+int bench_scenario(const Options& o, const std::string& path, int32_t n_threads) {
+  auto model_s = Model::load(path);
+  if (!model_s.is_ok()) return fail(model_s.status().to_string());
+  bench::ScenarioOptions so;
+  so.model = *model_s;
+  so.n_threads = n_threads;
+  so.kv_budget_bytes = static_cast<uint64_t>(o.kv_budget_mb) << 20;
+  so.swap_dir = o.swap_dir;
+  so.n_threads_sim = o.scenario_threads;
+  so.n_high = o.scenario_high;
+  so.n_naive = o.scenario_naive;
+  so.repetitions = std::max(1, std::min(o.repetitions, 5));
+  const double load0 = load_average();
+  const auto t0 = Clock::now();
+  auto r = bench::run_scenario(o.scenario, so);
+  if (!r.is_ok()) return fail(r.status().to_string());
+  json j = std::move(*r);
+  j["model_name"] = std::filesystem::path(path).filename().string();
+  j["threads"] = n_threads;
+  j["host"] = {{"loadavg_1m_before", load0},
+               {"loadavg_1m_after", load_average()},
+               {"wall_s", seconds_since(t0)}};
+  const std::string s = j.dump(1, ' ', false, json::error_handler_t::replace);
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fputc('\n', stdout);
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  CLI::App app{
+      "Measure throughput: pp (prompt tokens/s of one eval of n_prompt fixed random tokens, BOS "
+      "first, context reset between repetitions; as llama-bench pp), tg (n_gen one-token decode "
+      "steps from an empty context feeding fixed random tokens, no sampling; as llama-bench tg), "
+      "batched (npl sequences: S_PP = npl*npp / prefill time of one decode() of all prompts, "
+      "S_TG = npl*ntg / time of ntg decode() steps of npl tokens; as llama-batched-bench), read "
+      "bandwidth (AVX2 sum of a touched buffer on all compute threads) and matmul kernels. Every "
+      "figure "
+      "is the median/min/max of R repetitions after one warm-up. JSON on stdout, a table on "
+      "stderr. With no selection flag: pp, tg, bandwidth and the kernels of the model's weight "
+      "types; --all adds batched with the default --npl.",
+      "bench"};
+  Options o;
+  std::vector<int64_t> npl64;
+  const SelectionFlags flags = add_bench_options(app, &o, &npl64);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -250,11 +552,12 @@ int cmd_bench(int argc, char** argv) {
   if (o.batched_repetitions == 0) o.batched_repetitions = o.repetitions;
 
   Selection sel;
-  sel.pp = pp_opt->count() > 0;
-  sel.tg = tg_opt->count() > 0;
-  sel.batched = npl_opt->count() > 0;
-  sel.kernels = k_flag->count() > 0 || kt_opt->count() > 0 || ktok_opt->count() > 0;
-  sel.bandwidth = bw_flag->count() > 0;
+  sel.pp = flags.pp->count() > 0;
+  sel.tg = flags.tg->count() > 0;
+  sel.batched = flags.npl->count() > 0;
+  sel.kernels = flags.kernels->count() > 0 || flags.kernel_types->count() > 0 ||
+                flags.kernel_tokens->count() > 0;
+  sel.bandwidth = flags.bandwidth->count() > 0;
   const bool none = !sel.pp && !sel.tg && !sel.batched && !sel.kernels && !sel.bandwidth;
   if (none || o.all) {
     sel.pp = sel.tg = sel.kernels = sel.bandwidth = true;
@@ -269,33 +572,7 @@ int cmd_bench(int argc, char** argv) {
   const int32_t n_threads = o.n_threads > 0 ? o.n_threads : physical_core_count();
   const KvType kv_type = o.kv_type == "f16" ? KvType::kF16 : KvType::kF32;
 
-  if (!o.scenario.empty()) {
-    auto model_s = Model::load(path);
-    if (!model_s.is_ok()) return fail(model_s.status().to_string());
-    bench::ScenarioOptions so;
-    so.model = *model_s;
-    so.n_threads = n_threads;
-    so.kv_budget_bytes = static_cast<uint64_t>(o.kv_budget_mb) << 20;
-    so.swap_dir = o.swap_dir;
-    so.n_threads_sim = o.scenario_threads;
-    so.n_high = o.scenario_high;
-    so.n_naive = o.scenario_naive;
-    so.repetitions = std::max(1, std::min(o.repetitions, 5));
-    const double load0 = load_average();
-    const auto t0 = Clock::now();
-    auto r = bench::run_scenario(o.scenario, so);
-    if (!r.is_ok()) return fail(r.status().to_string());
-    json j = std::move(*r);
-    j["model_name"] = std::filesystem::path(path).filename().string();
-    j["threads"] = n_threads;
-    j["host"] = {{"loadavg_1m_before", load0},
-                 {"loadavg_1m_after", load_average()},
-                 {"wall_s", seconds_since(t0)}};
-    const std::string s = j.dump(1, ' ', false, json::error_handler_t::replace);
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fputc('\n', stdout);
-    return 0;
-  }
+  if (!o.scenario.empty()) return bench_scenario(o, path, n_threads);
 
   const double load_before = load_average();
   const double cpu_start = process_cpu_seconds();
@@ -313,254 +590,47 @@ int cmd_bench(int argc, char** argv) {
   out["model"] = path;
   out["model_name"] = std::filesystem::path(path).filename().string();
   out["model_bytes"] = model->weight_bytes();
-  out["model_shape"] = {{"arch", hp.arch},       {"n_layer", hp.n_layer}, {"n_embd", hp.n_embd},
-                        {"n_ff", hp.n_ff},       {"n_head", hp.n_head},   {"n_head_kv", hp.n_head_kv},
-                        {"n_vocab", hp.n_vocab}};
+  out["model_shape"] = {
+      {"arch", hp.arch},     {"n_layer", hp.n_layer},     {"n_embd", hp.n_embd},  {"n_ff", hp.n_ff},
+      {"n_head", hp.n_head}, {"n_head_kv", hp.n_head_kv}, {"n_vocab", hp.n_vocab}};
   out["matmul_bytes_per_token"] = fp.bytes;
   out["matmul_bytes_per_token_definition"] =
       "sum of weight bytes of every matrix a token is multiplied by (all layer projections and "
       "the output matrix; token_embd is only gathered and not counted unless tied to the output)";
   out["threads"] = n_threads;
   out["isa"] = kernels::isa_name(isa);
+  out["tier"] = kernels::isa_name(isa);
+  out["tier_best"] = kernels::isa_name(kernels::best_isa());
   out["kv_type"] = o.kv_type;
   out["repetitions"] = o.repetitions;
   out["load_ms"] = load_ms;
   out["version"] = kVersion;
   out["timestamp"] = utc_timestamp();
-  std::fprintf(stderr, "model %s (%s, %.1f MB of weights, %.1f MB read per token), %d threads, %s, kv %s\n",
-               out["model_name"].get<std::string>().c_str(), hp.arch.c_str(),
-               static_cast<double>(model->weight_bytes()) / 1e6, static_cast<double>(fp.bytes) / 1e6,
-               n_threads, kernels::isa_name(isa), o.kv_type.c_str());
+  std::fprintf(
+      stderr,
+      "model %s (%s, %.1f MB of weights, %.1f MB read per token), %d threads, tier %s, kv %s\n",
+      out["model_name"].get<std::string>().c_str(), hp.arch.c_str(),
+      static_cast<double>(model->weight_bytes()) / 1e6, static_cast<double>(fp.bytes) / 1e6,
+      n_threads, kernels::isa_name(isa), o.kv_type.c_str());
 
-  // ---- bandwidth (also the limit the tg and kernel fractions refer to) ----
   double bandwidth_gbs = 0.0;
   if (sel.bandwidth || sel.tg || sel.kernels) {
-    ThreadPool pool(n_threads);
-    std::string err;
-    const bench::BandwidthResult bw = bench::measure_read_bandwidth(
-        pool, static_cast<size_t>(o.bandwidth_mb) << 20, std::max(o.repetitions, 5), &err);
-    if (!err.empty()) return fail(err);
-    bandwidth_gbs = bw.gbs.max;
-    out["bandwidth_gbs"] = bandwidth_gbs;
-    out["bandwidth"] = {{"bytes", bw.bytes},
-                        {"gbs", stats_json(bw.gbs)},
-                        {"definition",
-                         "read-only: all threads sum disjoint slices of one touched buffer with "
-                         "AVX2 loads; bandwidth_gbs is the best pass (max(R, 5) passes after a "
-                         "warm-up)"}};
-    std::fprintf(stderr, "bandwidth  %8.2f GB/s best   (median %.2f, min %.2f, %zu MiB, %d passes)\n",
-                 bw.gbs.max, bw.gbs.median, bw.gbs.min, bw.bytes >> 20, bw.gbs.n);
+    if (Status st = bench_bandwidth(o, n_threads, &out, &bandwidth_gbs); !st.is_ok()) {
+      return fail(st.message());
+    }
   }
-
-  // ---- pp / tg ----
   if (sel.pp || sel.tg) {
-    ContextOptions co;
-    co.n_ctx = std::max(sel.pp ? o.pp : 1, sel.tg ? o.tg : 1);
-    co.n_threads = n_threads;
-    co.n_batch = std::min(o.n_batch, co.n_ctx);
-    co.kv_type = kv_type;
-    auto ctx_r = Context::create(model, co);
-    if (!ctx_r.is_ok()) return fail(ctx_r.status().to_string());
-    Context& ctx = **ctx_r;
-    if (sel.pp) {
-      const std::vector<int32_t> prompt = fixed_tokens(*model, o.pp, 1, true);
-      std::vector<double> tok_s;
-      for (int32_t r = 0; r <= o.repetitions; ++r) {  // r == 0: warm-up
-        ctx.reset();
-        const auto t0 = Clock::now();
-        if (Status st = ctx.eval(prompt); !st.is_ok()) return fail("pp: " + st.to_string());
-        const double sec = seconds_since(t0);
-        if (r > 0) tok_s.push_back(o.pp / sec);
-      }
-      const Stats s = bench::summarize(std::move(tok_s));
-      out["pp"] = {{"n_prompt", o.pp},
-                   {"n_batch", co.n_batch},
-                   {"tok_s", stats_json(s)},
-                   {"matmul_gops", s.median * 2.0 * static_cast<double>(fp.params) / 1e9}};
-      std::fprintf(stderr, "pp%-7d  %8.1f t/s median (min %.1f, max %.1f; %.0f GOP/s in matmuls)\n",
-                   o.pp, s.median, s.min, s.max, s.median * 2.0 * static_cast<double>(fp.params) / 1e9);
-    }
-    if (sel.tg) {
-      const std::vector<int32_t> gen = fixed_tokens(*model, o.tg, 2, true);
-      std::vector<double> tok_s;
-      for (int32_t r = 0; r <= o.repetitions; ++r) {
-        ctx.reset();
-        const auto t0 = Clock::now();
-        for (int32_t i = 0; i < o.tg; ++i) {
-          if (Status st = ctx.eval(std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1));
-              !st.is_ok())
-            return fail("tg: " + st.to_string());
-        }
-        const double sec = seconds_since(t0);
-        if (r > 0) tok_s.push_back(o.tg / sec);
-      }
-      const Stats s = bench::summarize(std::move(tok_s));
-      json tg = {{"n_gen", o.tg}, {"tok_s", stats_json(s)}};
-      if (bandwidth_gbs > 0.0) {
-        const double roof = bandwidth_gbs * 1e9 / static_cast<double>(fp.bytes);
-        tg["roofline_tok_s"] = roof;
-        tg["fraction_of_bandwidth_limit"] = s.median / roof;
-      }
-      out["tg"] = tg;
-      std::fprintf(stderr, "tg%-7d  %8.1f t/s median (min %.1f, max %.1f", o.tg, s.median, s.min,
-                   s.max);
-      if (bandwidth_gbs > 0.0)
-        std::fprintf(stderr, "; %.0f%% of the %.0f t/s bandwidth roofline",
-                     100.0 * tg["fraction_of_bandwidth_limit"].get<double>(),
-                     tg["roofline_tok_s"].get<double>());
-      std::fprintf(stderr, ")\n");
-    }
+    Status st = bench_pp_tg(o, sel, model, fp, n_threads, kv_type, bandwidth_gbs, &out);
+    if (!st.is_ok()) return fail(st.message());
   }
-
-  // ---- batched ----
   if (sel.batched && !o.npl.empty()) {
-    json rows = json::array();
-    std::fprintf(stderr, "%6s %6s %6s %10s %10s %10s %10s\n", "npl", "npp", "ntg", "S_PP t/s",
-                 "S_TG t/s", "T_PP s", "T_TG s");
-    for (int32_t npl : o.npl) {
-      ContextOptions co;
-      co.n_ctx = o.npp + o.ntg;
-      co.n_seq_max = npl;
-      co.n_threads = n_threads;
-      co.n_batch = o.n_batch;
-      co.kv_type = kv_type;
-      auto ctx_r = Context::create(model, co);
-      if (!ctx_r.is_ok()) return fail(ctx_r.status().to_string());
-      Context& ctx = **ctx_r;
-      // Prompts: sequence s gets its own fixed random tokens (BOS first); one decode() for all.
-      std::vector<Context::BatchEntry> prefill;
-      prefill.reserve(static_cast<size_t>(npl) * static_cast<size_t>(o.npp));
-      for (int32_t s = 0; s < npl; ++s) {
-        const std::vector<int32_t> p = fixed_tokens(*model, o.npp, 100u + static_cast<uint32_t>(s), true);
-        for (int32_t i = 0; i < o.npp; ++i)
-          prefill.push_back({p[static_cast<size_t>(i)], s, i, i == o.npp - 1});
-      }
-      const std::vector<int32_t> gen = fixed_tokens(*model, o.ntg * npl, 3, false);
-      std::vector<Context::BatchEntry> step(static_cast<size_t>(npl));
-      std::vector<double> s_pp, s_tg, t_pp, t_tg;
-      // Warm-up: one token per sequence, then the timed repetitions.
-      {
-        std::vector<Context::BatchEntry> warm;
-        for (int32_t s = 0; s < npl; ++s) warm.push_back({prefill[0].token, s, 0, true});
-        if (Status st = ctx.decode(warm); !st.is_ok()) return fail("batched: " + st.to_string());
-      }
-      for (int32_t r = 0; r < o.batched_repetitions; ++r) {
-        ctx.reset();
-        const auto t0 = Clock::now();
-        if (Status st = ctx.decode(prefill); !st.is_ok())
-          return fail("batched prefill: " + st.to_string());
-        const double pp_sec = seconds_since(t0);
-        const auto t1 = Clock::now();
-        for (int32_t i = 0; i < o.ntg; ++i) {
-          for (int32_t s = 0; s < npl; ++s) {
-            step[static_cast<size_t>(s)] = {gen[static_cast<size_t>(i * npl + s)], s, o.npp + i, true};
-          }
-          if (Status st = ctx.decode(step); !st.is_ok())
-            return fail("batched decode: " + st.to_string());
-        }
-        const double tg_sec = seconds_since(t1);
-        t_pp.push_back(pp_sec);
-        t_tg.push_back(tg_sec);
-        s_pp.push_back(static_cast<double>(npl) * o.npp / pp_sec);
-        s_tg.push_back(static_cast<double>(npl) * o.ntg / tg_sec);
-      }
-      const Stats spp = bench::summarize(s_pp), stg = bench::summarize(s_tg);
-      const Stats tpp = bench::summarize(t_pp), ttg = bench::summarize(t_tg);
-      rows.push_back({{"npl", npl},
-                      {"npp", o.npp},
-                      {"ntg", o.ntg},
-                      {"n_kv", static_cast<int64_t>(npl) * (o.npp + o.ntg)},
-                      {"s_pp", stats_json(spp)},
-                      {"s_tg", stats_json(stg)},
-                      {"t_pp_s", stats_json(tpp)},
-                      {"t_tg_s", stats_json(ttg)},
-                      {"s", (static_cast<double>(npl) * (o.npp + o.ntg)) / (tpp.median + ttg.median)}});
-      std::fprintf(stderr, "%6d %6d %6d %10.1f %10.1f %10.3f %10.3f\n", npl, o.npp, o.ntg,
-                   spp.median, stg.median, tpp.median, ttg.median);
+    if (Status st = bench_batched(o, model, n_threads, kv_type, &out); !st.is_ok()) {
+      return fail(st.message());
     }
-    out["batched"] = rows;
-    out["batched_repetitions"] = o.batched_repetitions;
   }
-
-  // ---- kernels ----
   if (sel.kernels) {
-    if (kernel_types.empty()) kernel_types.assign(fp.types.begin(), fp.types.end());
-    ThreadPool pool(n_threads);
-    const bench::ComputePeak peak = bench::measure_compute_peak(pool, 10);
-    out["compute_peak"] = {
-        {"int8_gops", peak.int8_gops},
-        {"int8_scaled_gops", peak.int8_scaled_gops},
-        {"f32_gops", peak.f32_gops},
-        {"definition",
-         "best of 10 passes of register-only AVX2 loops on all threads: int8 = vpmaddubsw+vpaddw (64 ops "
-         "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
-         "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
-         "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
-         "FMA (16 ops); 0 without AVX2"}};
-    out["kernels_definition"] =
-        "Y[M,N] = X[M,K]*W[N,K]^T with random weights (valid fp16 scales) through "
-        "matmul_prepare+matmul_compute on the thread pool; gbs = weight bytes / time, gops = "
-        "2*N*K*M / time; fraction_of_limit = max(gbs / bandwidth_gbs, gops / peak) where peak is "
-        "compute_peak.int8_gops for quantized types and f32_gops for f32/f16/bf16 (the roofline "
-        "fraction); bound names the larger term; fraction_of_scaled_int8_peak (quantized types only) "
-        "= gops / compute_peak.int8_scaled_gops";
-    std::fprintf(stderr,
-                 "compute peak: int8 %.0f GOP/s, int8 scaled (maddubs+madd) %.0f GOP/s, f32 FMA "
-                 "%.0f GOP/s\n",
-                 peak.int8_gops, peak.int8_scaled_gops, peak.f32_gops);
-    std::fprintf(stderr, "%-7s %6s %6s %5s %10s %9s %9s %7s %7s %s\n", "type", "N", "K", "M", "ms",
-                 "GB/s", "GOP/s", "frac", "scaled", "bound");
-    json rows = json::array();
-    for (TensorType t : kernel_types) {
-      const auto rb = tensor_row_bytes(t, o.kernel_k);
-      if (!rb) {
-        return fail("--kernel-k " + std::to_string(o.kernel_k) + " is not a multiple of the " +
-                    tensor_type_name(t) + " block size");
-      }
-      const int64_t n = o.kernel_n > 0 ? o.kernel_n
-                                       : bench::rows_for_bytes(t, o.kernel_k,
-                                                               static_cast<size_t>(o.kernel_mb) << 20);
-      const bool is_float = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
-      const double peak_gops = is_float ? peak.f32_gops : peak.int8_gops;
-      for (int64_t m : o.kernel_tokens) {
-        bench::KernelResult kr;
-        std::string err;
-        if (!bench::run_kernel_case(pool, isa, {t, n, o.kernel_k, m}, o.repetitions, &kr, &err))
-          return fail(err);
-        const double mem_frac = bandwidth_gbs > 0.0 ? kr.gbs.median / bandwidth_gbs : 0.0;
-        const double cmp_frac = peak_gops > 0.0 ? kr.gops.median / peak_gops : 0.0;
-        const bool compute_bound = cmp_frac > mem_frac;
-        // Against the k-quant ceiling (vpmaddubsw + vpmaddwd per 32 products); quantized only.
-        const double scaled_frac =
-            !is_float && peak.int8_scaled_gops > 0.0 ? kr.gops.median / peak.int8_scaled_gops : 0.0;
-        json row = {{"type", tensor_type_name(t)},
-                    {"n_tokens", m},
-                    {"n_rows", n},
-                    {"row_len", o.kernel_k},
-                    {"weight_bytes", kr.weight_bytes},
-                    {"ms", stats_json({kr.seconds.median * 1e3, kr.seconds.min * 1e3,
-                                       kr.seconds.max * 1e3, kr.seconds.mean * 1e3,
-                                       kr.seconds.n})},
-                    {"gbs", kr.gbs.median},
-                    {"gops", kr.gops.median},
-                    {"gbs_stats", stats_json(kr.gbs)},
-                    {"gops_stats", stats_json(kr.gops)},
-                    {"fraction_of_limit", std::max(mem_frac, cmp_frac)},
-                    {"bound", compute_bound ? "compute" : "bandwidth"},
-                    {"compute_bound", compute_bound}};
-        if (!is_float) row["fraction_of_scaled_int8_peak"] = scaled_frac;
-        rows.push_back(std::move(row));
-        char scaled_col[16] = "-";
-        if (!is_float) std::snprintf(scaled_col, sizeof(scaled_col), "%.2f", scaled_frac);
-        std::fprintf(stderr, "%-7s %6lld %6lld %5lld %10.3f %9.2f %9.1f %7.2f %7s %s\n",
-                     tensor_type_name(t), static_cast<long long>(n),
-                     static_cast<long long>(o.kernel_k), static_cast<long long>(m),
-                     kr.seconds.median * 1e3, kr.gbs.median, kr.gops.median,
-                     std::max(mem_frac, cmp_frac), scaled_col,
-                     compute_bound ? "compute" : "bandwidth");
-      }
-    }
-    out["kernels"] = rows;
+    Status st = bench_kernels(o, std::move(kernel_types), fp, isa, n_threads, bandwidth_gbs, &out);
+    if (!st.is_ok()) return fail(st.message());
   }
 
   // Noise indicators: the load before the run, and the share of `threads` cores this process got
@@ -572,7 +642,8 @@ int cmd_bench(int argc, char** argv) {
                  {"wall_s", wall_s},
                  {"process_cpu_s", cpu_s},
                  {"cpu_share", cpu_s / (wall_s * n_threads)}};
-  std::fprintf(stderr, "load average %.2f before, %.2f after; this process got %.0f%% of %d cores\n",
+  std::fprintf(stderr,
+               "load average %.2f before, %.2f after; this process got %.0f%% of %d cores\n",
                load_before, load_average(), 100.0 * cpu_s / (wall_s * n_threads), n_threads);
   const std::string s = out.dump(1, ' ', false, json::error_handler_t::replace);
   std::fwrite(s.data(), 1, s.size(), stdout);

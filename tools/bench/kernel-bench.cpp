@@ -36,10 +36,10 @@ struct FormatInfo {
 // every block decodes to finite numbers; all other bytes are random codes).
 const std::vector<FormatInfo>& formats() {
   static const std::vector<FormatInfo> table = {
-      {TensorType::F32, {}},        {TensorType::F16, {}},     {TensorType::BF16, {}},
-      {TensorType::Q8_0, {0}},      {TensorType::Q4_0, {0}},   {TensorType::Q4_1, {0, 2}},
+      {TensorType::F32, {}},        {TensorType::F16, {}},      {TensorType::BF16, {}},
+      {TensorType::Q8_0, {0}},      {TensorType::Q4_0, {0}},    {TensorType::Q4_1, {0, 2}},
       {TensorType::Q5_0, {0}},      {TensorType::Q5_1, {0, 2}}, {TensorType::IQ4_NL, {0}},
-      {TensorType::Q2_K, {80, 82}}, {TensorType::Q3_K, {108}}, {TensorType::Q4_K, {0, 2}},
+      {TensorType::Q2_K, {80, 82}}, {TensorType::Q3_K, {108}},  {TensorType::Q4_K, {0, 2}},
       {TensorType::Q5_K, {0, 2}},   {TensorType::Q6_K, {208}},
   };
   return table;
@@ -65,8 +65,8 @@ void fill_weights(const FormatInfo& f, uint8_t* w, size_t bytes, uint32_t seed) 
     } else {
       for (size_t i = 0; i + 2 <= bytes; i += 2) {
         const float v = uni(rng);
-        const uint16_t h = f.type == TensorType::F16 ? kernels::fp32_to_fp16(v)
-                                                     : kernels::fp32_to_bf16(v);
+        const uint16_t h =
+            f.type == TensorType::F16 ? kernels::fp32_to_fp16(v) : kernels::fp32_to_bf16(v);
         std::memcpy(w + i, &h, 2);
       }
     }
@@ -118,8 +118,8 @@ bool run_kernel_case(ThreadPool& pool, kernels::Isa isa, const KernelCase& c, in
   const FormatInfo* f = find_format(c.type);
   const auto row_bytes = tensor_row_bytes(c.type, c.row_len);
   if (!f || !kernels::type_kernels(c.type, isa) || !row_bytes) {
-    *error = std::string("no matmul kernel for ") + tensor_type_name(c.type) + " with K=" +
-             std::to_string(c.row_len);
+    *error = std::string("no matmul kernel for ") + tensor_type_name(c.type) +
+             " with K=" + std::to_string(c.row_len);
     return false;
   }
   const size_t w_bytes = *row_bytes * static_cast<size_t>(c.n_rows);

@@ -17,8 +17,8 @@
 
 #include "kv/swap-store.h"
 #include "llmthreads/tasks.h"
-#include "tasks/merge.h"
 #include "llmthreads/tokenizer.h"
+#include "tasks/merge.h"
 
 namespace llmt::bench {
 
@@ -146,8 +146,8 @@ Result<json> scenario_priority(const ScenarioOptions& o) {
   j["scenario"] = "priority";
   j["ttft_high_ms"] = pct_json(loaded);
   j["ttft_unloaded_ms"] = pct_json(unloaded);
-  j["p99_ratio"] = percentile(unloaded, 99) > 0
-                       ? percentile(loaded, 99) / percentile(unloaded, 99) : 0.0;
+  j["p99_ratio"] =
+      percentile(unloaded, 99) > 0 ? percentile(loaded, 99) / percentile(unloaded, 99) : 0.0;
   j["n_low"] = n_low;
   j["n_high"] = n_high;
   j["high_prompt_tokens"] = high_prompt;
@@ -284,9 +284,10 @@ Result<json> switch_costs(const ScenarioOptions& o) {
     return percentile(ms, 50);
   };
   LLMT_ASSIGN_OR_RETURN(double ram_ms, swap_ms(kv::SwapWhere::kRam, ""));
-  std::string dir = o.swap_dir.empty()
-                        ? (std::filesystem::temp_directory_path() / "llmthreads-bench-swap").string()
-                        : o.swap_dir;
+  std::string dir =
+      o.swap_dir.empty()
+          ? (std::filesystem::temp_directory_path() / "llmthreads-bench-swap").string()
+          : o.swap_dir;
   LLMT_ASSIGN_OR_RETURN(double disk_ms, swap_ms(kv::SwapWhere::kDisk, dir));
   json j = {{"ram", ram_ms}, {"disk", disk_ms}, {"recompute", percentile(recompute, 50)}};
   j["kv_bytes_per_1k_tokens"] = ctx->kv_bytes_per_token() * n_tok;
@@ -350,9 +351,8 @@ Result<json> scenario_switch(const ScenarioOptions& o) {
   const double b50 = percentile(base, 50), r50 = percentile(rr, 50);
   json j;
   j["scenario"] = "switch";
-  j["switch_ms_per_1k_tokens"] = {{"ram", costs["ram"]},
-                                  {"disk", costs["disk"]},
-                                  {"recompute", costs["recompute"]}};
+  j["switch_ms_per_1k_tokens"] = {
+      {"ram", costs["ram"]}, {"disk", costs["disk"]}, {"recompute", costs["recompute"]}};
   j["kv_bytes_per_1k_tokens"] = costs["kv_bytes_per_1k_tokens"];
   j["rr_throughput_fraction"] = b50 > 0 ? r50 / b50 : 0.0;
   j["rr"] = {{"threads", 4 * n},
@@ -386,18 +386,22 @@ constexpr const char* kClassifyInstruction =
 
 // Short synthetic reviews (deterministic): an order number + subject + verdict + detail.
 std::vector<std::string> classify_documents(int32_t n) {
-  const char* subjects[] = {"The pasta place on Main Street", "This blender", "The new thriller",
-                            "Our hotel room", "The wireless earbuds", "This documentary",
-                            "The bakery downtown", "The hiking boots"};
+  const char* subjects[] = {"The pasta place on Main Street",
+                            "This blender",
+                            "The new thriller",
+                            "Our hotel room",
+                            "The wireless earbuds",
+                            "This documentary",
+                            "The bakery downtown",
+                            "The hiking boots"};
   const char* verdicts[] = {"was wonderful and I would go back tomorrow.",
                             "broke after two days and support never answered.",
                             "was fine, nothing special either way.",
                             "exceeded every expectation we had.",
                             "was a waste of money and time.",
                             "does what the box says and no more."};
-  const char* details[] = {"Service was quick.", "The price seemed high.",
-                           "Shipping took a week.", "My kids loved it.", "Parking was easy.",
-                           "The sound was muddy."};
+  const char* details[] = {"Service was quick.", "The price seemed high.", "Shipping took a week.",
+                           "My kids loved it.",  "Parking was easy.",      "The sound was muddy."};
   std::vector<std::string> out;
   for (int32_t i = 0; i < n; ++i) {
     // The order number first, so that documents differ from their first token on and nothing
@@ -429,14 +433,15 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
     spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
     spec.labels = labels;
     std::mutex mu;
-    LLMT_ASSIGN_OR_RETURN(auto job, Job::create(*engine, spec, [&](DocumentResult r) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!r.ok()) {
-        ++n_failed;
-      } else if (r.label >= 0 && r.label < static_cast<int32_t>(labels.size())) {
-        ++label_counts[r.label];
-      }
-    }));
+    LLMT_ASSIGN_OR_RETURN(
+        auto job, Job::create(*engine, spec, [&](DocumentResult r) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!r.ok()) {
+            ++n_failed;
+          } else if (r.label >= 0 && r.label < static_cast<int32_t>(labels.size())) {
+            ++label_counts[r.label];
+          }
+        }));
     const auto t0 = Clock::now();
     for (int32_t i = 0; i < n_docs; ++i) {
       Document d;
@@ -505,9 +510,8 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
     spec.labels = labels;
     spec.split = "sentence";
     int32_t n_pieces = 0;
-    LLMT_ASSIGN_OR_RETURN(auto job, Job::create(*engine, spec, [&](DocumentResult r) {
-      n_pieces = r.n_pieces;
-    }));
+    LLMT_ASSIGN_OR_RETURN(
+        auto job, Job::create(*engine, spec, [&](DocumentResult r) { n_pieces = r.n_pieces; }));
     std::string text;
     // Each document is two sentences ("... tomorrow. Service was quick"): 10 make 20 pieces.
     for (int32_t i = 0; i < 10; ++i) text += docs[static_cast<size_t>(i) % docs.size()] + ". ";
@@ -544,24 +548,20 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
   j["docs_s"] = {{"job", job_docs_s}, {"naive", naive_docs_s}};
   j["speedup"] = job_docs_s / naive_docs_s;
   j["vs_llamacpp_server"] = {{"req_s", kLlamaServerReqS}, {"ratio", job_docs_s / kLlamaServerReqS}};
-  j["job"] = {{"wall_s", job_s},
-              {"prefill_tokens", job_prefill},
-              {"prefill_tokens_per_doc", static_cast<double>(job_prefill) / n_docs},
-              {"prefix_hit_tokens", job_hits},
-              {"steps", job_steps},
-              {"failed", n_failed},
-              {"labels", {{labels[0], label_counts[0]},
-                          {labels[1], label_counts[1]},
-                          {labels[2], label_counts[2]}}}};
+  j["job"] = {
+      {"wall_s", job_s},
+      {"prefill_tokens", job_prefill},
+      {"prefill_tokens_per_doc", static_cast<double>(job_prefill) / n_docs},
+      {"prefix_hit_tokens", job_hits},
+      {"steps", job_steps},
+      {"failed", n_failed},
+      {"labels",
+       {{labels[0], label_counts[0]}, {labels[1], label_counts[1]}, {labels[2], label_counts[2]}}}};
   j["merge_20_pieces"] = {{"doc_wall_ms", doc20_ms},
                           {"merge_us", merge20_us},
                           {"fraction", merge20_us * 1e-3 / doc20_ms}};
-  j["naive"] = {{"n_docs", n_naive},
-                {"wall_s", naive_s},
-                {"prefill_tokens", naive_prefill},
-                {"in_flight", 8},
-                {"max_tokens", 8},
-                {"label_not_found", naive_unparsed}};
+  j["naive"] = {{"n_docs", n_naive}, {"wall_s", naive_s}, {"prefill_tokens", naive_prefill},
+                {"in_flight", 8},    {"max_tokens", 8},   {"label_not_found", naive_unparsed}};
   return j;
 }
 

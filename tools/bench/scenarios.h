@@ -23,13 +23,13 @@ namespace llmt::bench {
 
 struct ScenarioOptions {
   std::shared_ptr<const Model> model;
-  int32_t n_threads = 0;                 // compute threads (0 = physical cores)
+  int32_t n_threads = 0;  // compute threads (0 = physical cores)
   uint64_t kv_budget_bytes = uint64_t{512} << 20;
-  std::string swap_dir;                  // "" = a folder under the system temp dir (switch)
-  int32_t n_threads_sim = 0;             // LLM threads (0 = the scenario's default)
-  int32_t n_high = 0;                    // priority: high-priority arrivals (0 = 20)
-  int32_t repetitions = 3;               // switch: interleaved repetitions of the RR comparison
-  int32_t n_naive = 0;                   // classify-job: documents of the naive path (0 = 200)
+  std::string swap_dir;       // "" = a folder under the system temp dir (switch)
+  int32_t n_threads_sim = 0;  // LLM threads (0 = the scenario's default)
+  int32_t n_high = 0;         // priority: high-priority arrivals (0 = 20)
+  int32_t repetitions = 3;    // switch: interleaved repetitions of the RR comparison
+  int32_t n_naive = 0;        // classify-job: documents of the naive path (0 = 200)
 };
 
 // kInvalidArgument for an unknown name; engine errors otherwise.

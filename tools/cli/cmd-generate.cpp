@@ -69,9 +69,9 @@ int cmd_generate(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 24));
   app.add_flag("--chat", chat, "wrap the prompt as one user turn with the model's chat template");
   app.add_option("--system", system_prompt, "system message for --chat");
-  app.add_option("--chat-template", template_name,
-                 "chat format name for --chat instead of the model's template (" +
-                     chat_format_names() + ")");
+  app.add_option(
+      "--chat-template", template_name,
+      "chat format name for --chat instead of the model's template (" + chat_format_names() + ")");
   app.add_flag("--no-bos", no_bos, "do not add BOS/EOS tokens to the prompt");
   app.add_flag("--ignore-eos", ignore_eos, "keep generating after end-of-generation tokens");
   app.add_flag("--json", json_out, "print one JSON object (ids, text, timings) instead of text");
@@ -102,14 +102,14 @@ int cmd_generate(int argc, char** argv) {
   // Prompt tokens.
   std::vector<int32_t> prompt_ids;
   if (chat) {
-    Result<ChatFormat> fmt = template_name.empty()
-                                 ? (model->chat_template().empty()
-                                        ? Result<ChatFormat>(invalid_argument(
-                                              "model has no tokenizer.chat_template; pass "
-                                              "--chat-template NAME (" +
-                                              chat_format_names() + ")"))
-                                        : detect_chat_format(model->chat_template()))
-                                 : chat_format_from_name(template_name);
+    Result<ChatFormat> fmt =
+        template_name.empty()
+            ? (model->chat_template().empty() ? Result<ChatFormat>(invalid_argument(
+                                                    "model has no tokenizer.chat_template; pass "
+                                                    "--chat-template NAME (" +
+                                                    chat_format_names() + ")"))
+                                              : detect_chat_format(model->chat_template()))
+            : chat_format_from_name(template_name);
     if (!fmt.is_ok()) return fail(fmt.status().message());
     std::vector<ChatMessage> msgs;
     if (!system_prompt.empty()) msgs.push_back({"system", system_prompt});
@@ -190,10 +190,10 @@ int cmd_generate(int argc, char** argv) {
     j["token_ids"] = out_ids;
     j["text"] = text;
     j["stop_reason"] = stop_reason;
-    j["timings"] = {{"load_ms", load_ms},       {"prompt_ms", prompt_ms},
+    j["timings"] = {{"load_ms", load_ms},           {"prompt_ms", prompt_ms},
                     {"prompt_tok_s", prompt_tok_s}, {"gen_ms", gen_ms},
-                    {"gen_tok_s", gen_tok_s},   {"n_prompt", prompt_ids.size()},
-                    {"n_gen", out_ids.size()},  {"threads", ctx.n_threads()}};
+                    {"gen_tok_s", gen_tok_s},       {"n_prompt", prompt_ids.size()},
+                    {"n_gen", out_ids.size()},      {"threads", ctx.n_threads()}};
     const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     std::printf("%s\n", s.c_str());
   } else {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/commands.h"
+#include "kernels/kernels.h"
 #include "llmthreads/gguf.h"
 
 namespace llmt::cli {
@@ -13,10 +14,13 @@ namespace {
 
 nlohmann::json value_to_json(const GgufValue& v, size_t max_elems) {
   switch (v.type) {
-    case GgufType::STRING: return std::string(v.str);
-    case GgufType::BOOL: return v.num.u != 0;
+    case GgufType::STRING:
+      return std::string(v.str);
+    case GgufType::BOOL:
+      return v.num.u != 0;
     case GgufType::FLOAT32:
-    case GgufType::FLOAT64: return v.num.f;
+    case GgufType::FLOAT64:
+      return v.num.f;
     case GgufType::ARRAY: {
       if (v.array.size() > max_elems) {
         return nlohmann::json{{"type", std::string("array of ") + gguf_type_name(v.elem_type)},
@@ -64,6 +68,16 @@ int cmd_info(int argc, char** argv) {
     return 1;
   }
   const GgufFile& g = **file;
+  // The CPU tier the kernels run on (LLMT_ISA caps it; a bad value is an error, as in a model
+  // load).
+  const auto tier = kernels::select_isa();
+  if (!tier) {
+    std::fprintf(stderr, "error: %s\n", tier.status().to_string().c_str());
+    return 1;
+  }
+  const std::string tier_line = std::string(kernels::isa_name(tier.value())) +
+                                " (best on this CPU: " + kernels::isa_name(kernels::best_isa()) +
+                                ")";
 
   std::string arch;
   if (auto a = g.get_string("general.architecture"); a && *a) arch = std::string(**a);
@@ -105,6 +119,8 @@ int cmd_info(int argc, char** argv) {
     j["chat_template"] = has_template;
     j["n_params"] = total_elems;
     j["n_bytes"] = total_bytes;
+    j["cpu_tier"] = kernels::isa_name(tier.value());
+    j["cpu_tier_best"] = kernels::isa_name(kernels::best_isa());
     auto tensors = nlohmann::json::array();
     for (const auto& t : g.tensors()) {
       tensors.push_back({{"name", std::string(t.name)},
@@ -130,6 +146,7 @@ int cmd_info(int argc, char** argv) {
   std::printf("parameters:    %llu (%llu bytes of tensor data)\n",
               static_cast<unsigned long long>(total_elems),
               static_cast<unsigned long long>(total_bytes));
+  std::printf("cpu tier:      %s\n", tier_line.c_str());
   std::printf("\nhyperparameters:\n");
   for (const auto& kv : g.kvs()) {
     bool show = all ? true : (!arch.empty() && kv.key.substr(0, prefix.size()) == prefix);

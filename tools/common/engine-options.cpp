@@ -10,16 +10,27 @@ Result<uint64_t> parse_size(std::string_view text) {
   std::string s;
   for (char c : text) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const std::string original(text);
-  if (s.ends_with("ib")) s.resize(s.size() - 2);
-  else if (s.ends_with("b")) s.resize(s.size() - 1);
+  if (s.ends_with("ib"))
+    s.resize(s.size() - 2);
+  else if (s.ends_with("b"))
+    s.resize(s.size() - 1);
   uint64_t mult = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 'k': mult = uint64_t{1} << 10; break;
-      case 'm': mult = uint64_t{1} << 20; break;
-      case 'g': mult = uint64_t{1} << 30; break;
-      case 't': mult = uint64_t{1} << 40; break;
-      default: break;
+      case 'k':
+        mult = uint64_t{1} << 10;
+        break;
+      case 'm':
+        mult = uint64_t{1} << 20;
+        break;
+      case 'g':
+        mult = uint64_t{1} << 30;
+        break;
+      case 't':
+        mult = uint64_t{1} << 40;
+        break;
+      default:
+        break;
     }
     if (mult != 1) s.pop_back();
   }
@@ -53,12 +64,14 @@ void add_engine_options(CLI::App& app, EngineFlags* f) {
       ->check(CLI::Range(0, 1 << 24));
   app.add_option("--policy", f->policy,
                  "scheduling: fcfs, priority, round-robin, fair-share (default priority)");
-  app.add_option("--eviction", f->eviction,
-                 "how preempted threads keep their KV: auto, ram, disk, recompute (default auto)");
+  app.add_option(
+      "--eviction", f->eviction,
+      "how preempted LLM threads keep their KV: auto, ram, disk, recompute (default auto)");
   app.add_option("--swap-dir", f->swap_dir, "folder for KV swapped to disk (default: none)");
   app.add_option("--swap-ram", f->swap_ram, "swapped KV kept in RAM, e.g. 1G (default 1G)");
   app.add_flag("--swap-compress", f->swap_compress, "lz4-compress swapped KV");
-  app.add_option("-t,--threads", f->n_threads, "compute threads (default: physical cores)")
+  app.add_option("-t,--threads", f->n_threads,
+                 "compute threads of the forward pass (default: physical cores)")
       ->check(CLI::Range(0, 1024));
 }
 
@@ -67,9 +80,12 @@ Status fill_engine_config(const EngineFlags& f, EngineConfig* c) {
   if (!budget.is_ok()) return invalid_argument("--kv-budget: " + budget.status().message());
   Result<uint64_t> swap_ram = parse_size(f.swap_ram);
   if (!swap_ram.is_ok()) return invalid_argument("--swap-ram: " + swap_ram.status().message());
-  if (f.kv_type == "f16") c->kv_type = KvType::kF16;
-  else if (f.kv_type == "f32") c->kv_type = KvType::kF32;
-  else return invalid_argument("--kv-type: expected f16 or f32, got '" + f.kv_type + "'");
+  if (f.kv_type == "f16")
+    c->kv_type = KvType::kF16;
+  else if (f.kv_type == "f32")
+    c->kv_type = KvType::kF32;
+  else
+    return invalid_argument("--kv-type: expected f16 or f32, got '" + f.kv_type + "'");
   Result<SchedPolicy> policy = parse_sched_policy(f.policy);
   if (!policy.is_ok()) return invalid_argument("--policy: " + policy.status().message());
   Result<EvictionMethod> ev = parse_eviction_method(f.eviction);

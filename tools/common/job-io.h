@@ -85,9 +85,9 @@ const char* input_format_name(InputFormat format);  // "auto", "simple", "openai
 
 // One non-blank input line.
 struct InputRecord {
-  uint64_t index = 0;        // 0-based among non-blank lines
-  uint64_t line_number = 0;  // 1-based, counting blank lines too
-  uint64_t byte_offset = 0;  // of the line's first byte in the file
+  uint64_t index = 0;                         // 0-based among non-blank lines
+  uint64_t line_number = 0;                   // 1-based, counting blank lines too
+  uint64_t byte_offset = 0;                   // of the line's first byte in the file
   InputFormat format = InputFormat::kSimple;  // the file's format (not the line's shape)
 
   // Malformed line: error_code is one of the input error codes (see the top of this file) and
@@ -140,7 +140,7 @@ class InputReader {
   Result<uint64_t> skip(uint64_t n);
 
   uint64_t n_records_read() const { return n_records_; }  // records returned or skipped so far
-  uint64_t bytes_consumed() const;                         // file offset reached
+  uint64_t bytes_consumed() const;                        // file offset reached
   uint64_t file_size() const { return file_size_; }
 
   class LineSource;  // implementation detail
@@ -182,7 +182,7 @@ struct RecordError {
 struct RecordOutcome {
   // Simple: the "result" value. OpenAI: the response body (e.g. a chat.completion object).
   nlohmann::json result;
-  int status_code = 200;  // OpenAI only
+  int status_code = 200;             // OpenAI only
   std::optional<RecordError> error;  // set: the record failed (result ignored)
 };
 
@@ -298,14 +298,14 @@ class OutputWriter {
   bool complete_at_open_ = false;
   uint64_t bytes_truncated_ = 0;
 
-  uint64_t next_index_ = 0;           // next record to move in order
-  uint64_t n_written_ = 0;            // absolute count of lines handed to write(2)
-  uint64_t n_durable_ = 0;            // absolute count of lines synced
+  uint64_t next_index_ = 0;                  // next record to move in order
+  uint64_t n_written_ = 0;                   // absolute count of lines handed to write(2)
+  uint64_t n_durable_ = 0;                   // absolute count of lines synced
   std::map<uint64_t, std::string> reorder_;  // index -> line, all >= next_index_
   size_t reorder_bytes_ = 0;
-  std::string pending_;               // contiguous lines (with LF) not yet written
+  std::string pending_;  // contiguous lines (with LF) not yet written
   uint64_t n_pending_ = 0;
-  double pending_since_ = 0;          // clock when the oldest pending line arrived
+  double pending_since_ = 0;  // clock when the oldest pending line arrived
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -334,12 +334,12 @@ std::string format_progress_bar(const ProgressSnapshot& s);
 std::string format_progress_line(const ProgressSnapshot& s);
 
 struct ProgressMeterOptions {
-  bool tty = false;                 // bar redrawn in place, else plain lines
-  double tty_interval_s = 0.2;      // least time between redraws
-  double plain_interval_s = 10.0;   // time between plain lines
-  uint64_t n_total = 0;             // 0: unknown
+  bool tty = false;                // bar redrawn in place, else plain lines
+  double tty_interval_s = 0.2;     // least time between redraws
+  double plain_interval_s = 10.0;  // time between plain lines
+  uint64_t n_total = 0;            // 0: unknown
   uint64_t n_done_at_start = 0;
-  std::function<double()> clock;    // seconds; default: steady clock
+  std::function<double()> clock;  // seconds; default: steady clock
 };
 
 // Decides when to print. The start time is taken at construction.

@@ -13,7 +13,14 @@ namespace {
 
 using nlohmann::json;
 
-std::string quoted(const char* key) { return std::string("\"") + key + "\""; }
+std::string quoted(const char* key) {
+  return std::string("\"") + key + "\"";
+}
+
+// kInvalidArgument for field `key`: the message starts with the field's name in quotes.
+Status field_error(const char* key, const std::string& what) {
+  return invalid_argument(quoted(key) + what, key);
+}
 
 bool present(const json& body, const char* key) {
   return body.contains(key) && !body[key].is_null();
@@ -24,44 +31,45 @@ Status get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64_
   if (!present(body, key)) return Status::ok();
   const json& v = body[key];
   const std::string range = " in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-  if (!v.is_number_integer()) return invalid_argument(quoted(key) + " must be an integer" + range);
+  if (!v.is_number_integer()) return field_error(key, " must be an integer" + range);
   if (v.is_number_unsigned()) {
     if (v.get<uint64_t>() > static_cast<uint64_t>(hi)) {
-      return invalid_argument(quoted(key) + " must be an integer" + range);
+      return field_error(key, " must be an integer" + range);
     }
   }
   const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) return invalid_argument(quoted(key) + " must be an integer" + range);
+  if (x < lo || x > hi) return field_error(key, " must be an integer" + range);
   *out = x;
   return Status::ok();
 }
 
 Status get_float(const json& body, const char* key, float* out) {
   if (!present(body, key)) return Status::ok();
-  if (!body[key].is_number()) return invalid_argument(quoted(key) + " must be a number");
+  if (!body[key].is_number()) return field_error(key, " must be a number");
   *out = body[key].get<float>();
   return Status::ok();
 }
 
 Status get_bool(const json& body, const char* key, bool* out) {
   if (!present(body, key)) return Status::ok();
-  if (!body[key].is_boolean()) return invalid_argument(quoted(key) + " must be true or false");
+  if (!body[key].is_boolean()) return field_error(key, " must be true or false");
   *out = body[key].get<bool>();
   return Status::ok();
 }
 
 Status get_string(const json& body, const char* key, std::string* out) {
   if (!present(body, key)) return Status::ok();
-  if (!body[key].is_string()) return invalid_argument(quoted(key) + " must be a string");
+  if (!body[key].is_string()) return field_error(key, " must be a string");
   *out = body[key].get<std::string>();
   return Status::ok();
 }
 
 Status parse_messages(const json& body, std::vector<ChatMessage>* out) {
-  if (!present(body, "messages")) return invalid_argument("\"messages\" is required");
+  if (!present(body, "messages")) return invalid_argument("\"messages\" is required", "messages");
   const json& msgs = body["messages"];
   if (!msgs.is_array() || msgs.empty()) {
-    return invalid_argument("\"messages\" must be a non-empty array of {role, content}");
+    return invalid_argument("\"messages\" must be a non-empty array of {role, content}",
+                            "messages");
   }
   for (const json& m : msgs) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
@@ -90,7 +98,7 @@ Status parse_messages(const json& body, std::vector<ChatMessage>* out) {
 }
 
 Status parse_prompt(const json& body, std::string* out) {
-  if (!present(body, "prompt")) return invalid_argument("\"prompt\" is required");
+  if (!present(body, "prompt")) return invalid_argument("\"prompt\" is required", "prompt");
   const json& p = body["prompt"];
   if (p.is_string()) {
     *out = p.get<std::string>();
@@ -111,12 +119,12 @@ Status parse_stop(const json& body, std::optional<std::vector<std::string>>* out
   } else if (s.is_array()) {
     for (const json& x : s) {
       if (!x.is_string() || x.get<std::string>().empty()) {
-        return invalid_argument("\"stop\" must hold non-empty strings");
+        return invalid_argument("\"stop\" must hold non-empty strings", "stop");
       }
       stop.push_back(x.get<std::string>());
     }
   } else {
-    return invalid_argument("\"stop\" must be a string or an array of strings");
+    return invalid_argument("\"stop\" must be a string or an array of strings", "stop");
   }
   *out = std::move(stop);
   return Status::ok();
@@ -150,14 +158,14 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
     int64_t top = 0;
     LLMT_RETURN_IF_ERROR(get_int(body, "top_logprobs", 0, kMaxChatTopLogprobs, &top));
     if (present(body, "top_logprobs") && !lp) {
-      return invalid_argument("\"top_logprobs\" needs \"logprobs\": true");
+      return invalid_argument("\"top_logprobs\" needs \"logprobs\": true", "top_logprobs");
     }
     r.logprobs = lp ? static_cast<int32_t>(top) : -1;
   }
   if (present(body, "echo")) {
     bool echo = false;
     LLMT_RETURN_IF_ERROR(get_bool(body, "echo", &echo));
-    if (echo) return unsupported("\"echo\" is not supported by this server");
+    if (echo) return unsupported("\"echo\" is not supported by this server", "echo");
   }
   if (endpoint == Endpoint::kChatCompletions) {
     LLMT_RETURN_IF_ERROR(parse_messages(body, &r.messages));
@@ -188,7 +196,8 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
   LLMT_RETURN_IF_ERROR(get_bool(body, "stream", &r.stream));
   if (present(body, "stream_options")) {
     const json& so = body["stream_options"];
-    if (!so.is_object()) return invalid_argument("\"stream_options\" must be an object");
+    if (!so.is_object())
+      return invalid_argument("\"stream_options\" must be an object", "stream_options");
     LLMT_RETURN_IF_ERROR(get_bool(so, "include_usage", &r.include_usage));
   }
   int64_t priority = 0;
@@ -235,16 +244,15 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
   const int64_t n_prompt = static_cast<int64_t>(tr.prompt_tokens.size());
   if (n_prompt == 0) return invalid_argument("the prompt is empty");
   if (n_prompt >= opt.n_ctx) {
-    return invalid_argument("the prompt is " + std::to_string(n_prompt) +
-                            " tokens; the context holds " + std::to_string(opt.n_ctx) +
-                            " (prompt too long)");
+    return cannot_fit("the prompt is " + std::to_string(n_prompt) + " tokens; the context holds " +
+                      std::to_string(opt.n_ctx) + " (prompt too long)");
   }
   const int64_t room = opt.n_ctx - n_prompt;
   if (req.max_tokens) {
     if (*req.max_tokens > room) {
-      return invalid_argument("max_tokens " + std::to_string(*req.max_tokens) + " + prompt " +
-                              std::to_string(n_prompt) + " tokens exceed the context of " +
-                              std::to_string(opt.n_ctx) + " tokens");
+      return cannot_fit("max_tokens " + std::to_string(*req.max_tokens) + " + prompt " +
+                        std::to_string(n_prompt) + " tokens exceed the context of " +
+                        std::to_string(opt.n_ctx) + " tokens");
     }
     tr.max_tokens = *req.max_tokens;
   } else {
@@ -415,7 +423,9 @@ std::string dump_json(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string sse_event(const json& j) { return "data: " + dump_json(j) + "\n\n"; }
+std::string sse_event(const json& j) {
+  return "data: " + dump_json(j) + "\n\n";
+}
 
 json error_body(std::string_view message, std::string_view type, std::string_view code,
                 std::string_view param) {
@@ -431,33 +441,29 @@ int http_status_for(const Status& s) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kUnsupported:
     case StatusCode::kNotFound:
+    case StatusCode::kCannotFit:
       return 400;
-    case StatusCode::kOutOfMemory:
+    case StatusCode::kOverCapacity:
       return 429;
+    case StatusCode::kCancelled:
+      return 503;
     default:
       return 500;
   }
 }
 
-std::string error_param(std::string_view message) {
-  if (message.size() < 3 || message[0] != '"') return {};
-  const size_t end = message.find('"', 1);
-  if (end == std::string_view::npos || end == 1) return {};
-  const std::string_view name = message.substr(1, end - 1);
-  for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return {};
-  }
-  return std::string(name);
-}
-
 json error_body_for(const Status& s) {
-  switch (http_status_for(s)) {
-    case 400:
-      return error_body(s.message(), "invalid_request_error",
-                        s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request",
-                        error_param(s.message()));
-    case 429:
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+    case StatusCode::kCannotFit:
+      return error_body(s.message(), "invalid_request_error", "invalid_request", s.field());
+    case StatusCode::kUnsupported:
+      return error_body(s.message(), "invalid_request_error", "unsupported", s.field());
+    case StatusCode::kOverCapacity:
       return error_body(s.message(), "rate_limit_error", "queue_full");
+    case StatusCode::kCancelled:
+      return error_body(s.message(), "server_error", "cancelled");
     default:
       return error_body(s.message(), "server_error", "internal_error");
   }

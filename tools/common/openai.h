@@ -76,28 +76,28 @@ inline constexpr int32_t kMaxCompletionLogprobs = 5;  // completions' logprobs
 inline constexpr int32_t kMaxChatTopLogprobs = 20;    // chat's top_logprobs
 
 // Parses `body` (a JSON object) for `endpoint`. `base` supplies the sampling fields the body does
-// not set. Errors: kInvalidArgument (wrong type or range, missing prompt / messages; the message
-// names the field, which it starts with in quotes when it is one) or kUnsupported (best_of > 1,
-// echo, non-text content parts, several prompts).
+// not set. Errors: kInvalidArgument (wrong type or range, missing prompt / messages; field() is
+// the field at fault when it is a top-level one, which the message starts with in quotes) or
+// kUnsupported (best_of > 1, echo, non-text content parts, several prompts).
 Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
                             const SamplingParams& base, OpenAiRequest* out);
 
 // What turning a parsed request into a ThreadRequest needs from the served model.
 struct TranslateOptions {
-  const Model* model = nullptr;       // tokenizer (required)
-  std::string model_name;             // the served model id; a body naming another one fails
+  const Model* model = nullptr;           // tokenizer (required)
+  std::string model_name;                 // the served model id; a body naming another one fails
   std::optional<ChatFormat> chat_format;  // chat requests fail without one
-  std::string chat_format_error;      // why there is none (said to chat clients)
-  int32_t n_ctx = 0;                  // positions per thread
-  int32_t default_max_tokens = 0;     // when the body has none; 0 = up to the context's end
+  std::string chat_format_error;          // why there is none (said to chat clients)
+  int32_t n_ctx = 0;                      // positions per thread
+  int32_t default_max_tokens = 0;         // when the body has none; 0 = up to the context's end
 };
 
 // Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;
 // chat: the messages rendered with the chat format plus the assistant opening) into
 // ThreadRequest::prompt_tokens and fills sampling, max_tokens, stop, priority, tenant
 // (tenant_id()) and logprobs (one thread: the caller makes req.n of them, see choice_seed()).
-// Errors (kInvalidArgument): unknown model, empty prompt, a prompt that does not
-// fit n_ctx, prompt + max_tokens beyond n_ctx; kUnsupported: chat without a chat format.
+// Errors: kInvalidArgument for an unknown model or an empty prompt; kCannotFit for a prompt that
+// does not fit n_ctx or prompt + max_tokens beyond n_ctx; kUnsupported: chat without a format.
 Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt);
 
 // The seed of choice `index` of a request whose sampling seed is `seed`: seed + index (wrapping).
@@ -165,12 +165,12 @@ std::string dump_json(const nlohmann::json& j);
 // {"error": {"message", "type", "param", "code"}} as the OpenAI API returns.
 nlohmann::json error_body(std::string_view message, std::string_view type,
                           std::string_view code = {}, std::string_view param = {});
-// The HTTP status and error body for a failed Status: kInvalidArgument, kUnsupported and
-// kNotFound -> 400 "invalid_request_error"; kOutOfMemory (a queue limit) -> 429
-// "rate_limit_error"; anything else -> 500 "server_error". The code is "unsupported" for
-// kUnsupported and "invalid_request" for kInvalidArgument; `param` is the field a 400's message
-// starts with in double quotes (error_param()), else null.
-std::string error_param(std::string_view message);
+// The HTTP status and error body for a failed Status, from its code alone (never its message):
+// kInvalidArgument, kNotFound, kCannotFit (can never run: context or KV pool) and kUnsupported
+// -> 400 "invalid_request_error" (code "unsupported" for kUnsupported, else "invalid_request");
+// kOverCapacity (a queue limit; retryable) -> 429 "rate_limit_error" "queue_full"; kCancelled ->
+// 503 "server_error" "cancelled"; anything else -> 500 "server_error". `param` is Status::field()
+// (null when empty).
 int http_status_for(const Status& s);
 nlohmann::json error_body_for(const Status& s);
 

@@ -3,8 +3,8 @@
 // The HTTP server starts before the model loads, so /health answers 503 while loading. SIGINT /
 // SIGTERM are taken by a SignalWatcher thread: the first stops accepting connections, lets live
 // requests finish for up to --shutdown-grace seconds, cancels the rest and exits 0.
-#include <CLI/CLI.hpp>
 #include <signal.h>
+#include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -17,9 +17,9 @@
 
 #include "common/commands.h"
 #include "common/engine-options.h"
+#include "common/signal-watcher.h"
 #include "llmthreads/engine.h"
 #include "server.h"
-#include "common/signal-watcher.h"
 
 namespace llmt::cli {
 
@@ -54,9 +54,10 @@ int cmd_serve(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--max-body", max_body, "largest request body, e.g. 1M (default 8M); beyond: 413");
   app.add_option("--http-threads", so.n_http_threads,
-                 "connection threads (default: --max-queue + 16)")
+                 "HTTP connection threads (OS threads; default: --max-queue + 16)")
       ->check(CLI::Range(0, 1 << 16));
-  app.add_option("--model-name", so.model_name, "model id reported to clients (default: file name)");
+  app.add_option("--model-name", so.model_name,
+                 "model id reported to clients (default: file name)");
   app.add_option("--chat-template", so.chat_format, "chat format name (default: the model's)");
   app.add_option("--default-max-tokens", so.default_max_tokens,
                  "max_tokens when a request has none (default: up to the context's end)")

@@ -90,9 +90,10 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   }
   const int32_t n = oreq.n;
   if (n > opt.max_queue) {
-    send_error(res, invalid_argument("\"n\" = " + std::to_string(n) + " exceeds the " +
-                                     std::to_string(opt.max_queue) +
-                                     " threads this server runs at once (--max-queue)"));
+    send_error(res, cannot_fit("\"n\" = " + std::to_string(n) + " exceeds the " +
+                                   std::to_string(opt.max_queue) +
+                                   " threads this server runs at once (--max-queue)",
+                               "n"));
     return;
   }
   const int64_t n_prompt = static_cast<int64_t>(treq->prompt_tokens.size());

@@ -116,6 +116,28 @@ inline const char* task_status_name(TaskStatus s) {
   return "running";
 }
 
+// The documents of a task, handed to its Job one at a time (Job::feed_async: the job's feeder
+// thread calls next()); a text's memory is released once it is handed over.
+class TextSource : public DocumentSource {
+ public:
+  explicit TextSource(std::vector<std::string> texts) : texts_(std::move(texts)) {}
+  Result<bool> next(Document* doc) override {
+    const size_t i = n_given_.load(std::memory_order_relaxed);
+    if (i >= texts_.size()) return false;
+    doc->index = i;
+    doc->text = std::move(texts_[i]);
+    texts_[i] = std::string();
+    n_given_.store(i + 1, std::memory_order_release);
+    return true;
+  }
+  // Documents handed to the job so far (any thread).
+  size_t n_given() const { return n_given_.load(std::memory_order_acquire); }
+
+ private:
+  std::vector<std::string> texts_;
+  std::atomic<size_t> n_given_{0};
+};
+
 // One task of POST /v1/tasks: its Job and its per-document results.
 struct TaskEntry {
   std::string id;             // "task_<n>"
@@ -128,11 +150,13 @@ struct TaskEntry {
   size_t n_done = 0;
   size_t n_failed = 0;
 
-  // Guards `job` (cancel() and add() against its destruction); never held by the callback.
+  std::unique_ptr<TextSource> source;  // outlives `job`, which feeds from it
+
+  // Guards `job` (cancel() and feed_async() against its destruction); never held by the callback.
   std::mutex job_mu;
   std::unique_ptr<Job> job;  // declared last: destroyed first, while the above live
 
-  // Records one document's result (the job's callback, or add() refused). Thread-safe.
+  // Records one document's result (the job's callback, or a document never fed). Thread-safe.
   void deliver(size_t index, json result, bool ok) {
     std::lock_guard<std::mutex> lk(mu);
     if (index >= results.size() || !results[index].is_null()) return;
@@ -360,7 +384,7 @@ struct Server::Impl {
   }
 
   // Admits a request of n_threads threads (choices) of n_prompt prompt tokens and max_tokens
-  // each from `tenant`, or says why not (kOutOfMemory -> 429, *retry_after_s set).
+  // each from `tenant`, or says why not (kOverCapacity -> 429, *retry_after_s set).
   Result<std::shared_ptr<Ticket>> admit(int64_t n_prompt, uint64_t tenant, int32_t n_threads,
                                         int32_t max_tokens, int* retry_after_s) {
     std::lock_guard<std::mutex> lk(mu);
@@ -371,18 +395,16 @@ struct Server::Impl {
       if (mine > 0 && mine + n_threads > opt.max_queue_per_tenant) {
         ++counters.n_rejected_queue;
         *retry_after_s = retry_after_threads_locked(&tenant);
-        return Status(StatusCode::kOutOfMemory,
-                      "too many requests in flight for this tenant (limit " +
-                          std::to_string(opt.max_queue_per_tenant) + " threads); retry later");
+        return over_capacity("too many requests in flight for this tenant (limit " +
+                             std::to_string(opt.max_queue_per_tenant) + " threads); retry later");
       }
     }
     if (live_threads + n_threads > opt.max_queue) {
       ++counters.n_rejected_queue;
       *retry_after_s = retry_after_threads_locked(nullptr);
-      return Status(StatusCode::kOutOfMemory,
-                    "the server is busy: " + std::to_string(live_threads) +
-                        " threads in flight (limit " + std::to_string(opt.max_queue) +
-                        "); retry later");
+      return over_capacity("the server is busy: " + std::to_string(live_threads) +
+                           " threads in flight (limit " + std::to_string(opt.max_queue) +
+                           "); retry later");
     }
     if (opt.max_queue_tokens > 0 && queued_tokens > 0 &&
         queued_tokens + n_prompt > opt.max_queue_tokens) {
@@ -390,10 +412,9 @@ struct Server::Impl {
       *retry_after_s =
           retry_after_seconds(static_cast<double>(queued_tokens + n_prompt - opt.max_queue_tokens),
                               tokens_per_s_locked());
-      return Status(StatusCode::kOutOfMemory,
-                    "the server is busy: " + std::to_string(queued_tokens) +
-                        " prompt tokens queued (limit " + std::to_string(opt.max_queue_tokens) +
-                        "); retry later");
+      return over_capacity("the server is busy: " + std::to_string(queued_tokens) +
+                           " prompt tokens queued (limit " + std::to_string(opt.max_queue_tokens) +
+                           "); retry later");
     }
     (void)tokens_per_s_locked();  // keeps the throughput window moving
     const uint64_t key = next_key++;

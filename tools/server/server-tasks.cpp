@@ -39,6 +39,7 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
   entry->spec = treq.spec;
   entry->doc_ids = std::move(treq.ids);
   entry->results.assign(treq.texts.size(), json());
+  entry->source = std::make_unique<TextSource>(std::move(treq.texts));
   TaskEntry* e = entry.get();  // the job is destroyed before the entry
   Result<std::unique_ptr<Job>> job = Job::create(*eng, std::move(treq.spec), [e](DocumentResult r) {
     const size_t i = static_cast<size_t>(r.index);
@@ -69,8 +70,8 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
     if (tasks_closed) {
       closed = true;
     } else if (tasks.size() >= kMaxTasks) {
-      refused = Status(StatusCode::kOutOfMemory, "too many tasks running (limit " +
-                                                     std::to_string(kMaxTasks) + "); retry later");
+      refused = over_capacity("too many tasks running (limit " + std::to_string(kMaxTasks) +
+                              "); retry later");
     } else {
       const uint64_t n = next_task++;
       entry->id = "task_" + std::to_string(n);
@@ -100,24 +101,28 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
     return;
   }
   {
-    // Under job_mu: a DELETE waits for the documents to be added, and an eviction (possible once
-    // a DELETE marked the task cancelled) cannot destroy the job meanwhile.
-    std::lock_guard<std::mutex> lk(entry->job_mu);
-    for (size_t i = 0; i < treq.texts.size(); ++i) {
-      Document d;
-      d.index = i;
-      d.text = std::move(treq.texts[i]);
-      Status s =
-          entry->job ? entry->job->add(std::move(d)) : invalid_argument("the task was cancelled");
-      if (!s.is_ok()) {
+    // The job pulls the documents from the entry's source while its window allows (its feeder
+    // thread), so a task of any size keeps the engine's queue and the job's memory bounded.
+    // Documents it never takes (the task was cancelled) are delivered as cancelled. Under job_mu:
+    // an eviction (possible once a DELETE marked the task cancelled) cannot destroy the job
+    // meanwhile.
+    auto deliver_unfed = [e](const Status& why) {
+      for (size_t i = e->source->n_given(); i < e->doc_ids.size(); ++i) {
         DocumentResult r;
         r.index = i;
-        r.type = entry->spec.type;
+        r.type = e->spec.type;
         r.error_code = "cancelled";
-        r.error = s.message();
-        entry->deliver(i, document_result_json(r, entry->doc_ids[i], entry->spec), false);
+        r.error = why.message();
+        e->deliver(i, document_result_json(r, e->doc_ids[i], e->spec), false);
       }
-    }
+    };
+    std::lock_guard<std::mutex> lk(entry->job_mu);
+    Status s = entry->job ? entry->job->feed_async(*entry->source, {},
+                                                   [deliver_unfed](Status st) {
+                                                     if (!st.is_ok()) deliver_unfed(st);
+                                                   })
+                          : cancelled("the task was cancelled");
+    if (!s.is_ok()) deliver_unfed(s);
   }
   send_json(res, 202,
             {{"id", entry->id},

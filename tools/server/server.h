@@ -22,15 +22,17 @@
 // Tasks (POST /v1/tasks, body as task-api.h): validated (400 naming the field), then run as a Job
 // (tasks.h) on the engine; answers 202 {"id": "task_<n>", "object": "task", "status": "running",
 // "n_documents"}. Task threads do not pass the completions' admission control; a task has at
-// most kMaxTaskDocuments documents. GET /v1/tasks/{id} -> {"id", "object": "task", "task",
-// "status": "running" | "completed" | "cancelled" | "failed", "progress": {"done", "total"},
-// "results": one entry per document in input order, null until that document is finished
-// (partial results are shown while running)}; "failed" when every document failed, "completed"
-// when all finished and at least one succeeded (each result carries its own error). DELETE
-// /v1/tasks/{id} cancels the task's threads (their KV is freed within an engine step) and answers
-// 200 with the task (status "cancelled" unless it had already finished); unknown ids get 404. At
-// most 64 tasks are kept in memory: creating one more evicts finished tasks oldest-first, and
-// when all 64 are still running the request gets 429. stop() cancels running tasks.
+// most kMaxTaskDocuments documents, which its Job takes from the request while its window
+// allows (JobLimits' defaults), so the engine's queue (max_queue) is never overrun. Results are
+// rendered as `llmthreads run` renders them (common/task-render.h). GET /v1/tasks/{id} -> {"id",
+// "object": "task", "task", "status": "running" | "completed" | "cancelled" | "failed", "progress":
+// {"done", "total"}, "results": one entry per document in input order, null until that document is
+// finished (partial results are shown while running)}; "failed" when every document failed,
+// "completed" when all finished and at least one succeeded (each result carries its own error).
+// DELETE /v1/tasks/{id} cancels the task's threads (their KV is freed within an engine step) and
+// answers 200 with the task (status "cancelled" unless it had already finished); unknown ids get
+// 404. At most 64 tasks are kept in memory: creating one more evicts finished tasks oldest-first,
+// and when all 64 are still running the request gets 429. stop() cancels running tasks.
 //
 // Choices (n > 1): a request of n choices runs n engine threads of the same prompt (the prefix
 // cache computes it once; choice i samples with seed + i, see openai.h). The response has n
@@ -93,27 +95,27 @@ namespace llmt::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                  // 0: any free port (see Server::port())
-  std::string api_key;              // "" = no authentication
-  int32_t max_queue = 64;           // live completion threads (choices) at most
-  int64_t max_queue_tokens = 65536; // prompt tokens of not-yet-generating requests; 0 = no limit
+  int port = 8080;                   // 0: any free port (see Server::port())
+  std::string api_key;               // "" = no authentication
+  int32_t max_queue = 64;            // live completion threads (choices) at most
+  int64_t max_queue_tokens = 65536;  // prompt tokens of not-yet-generating requests; 0 = no limit
   int32_t max_queue_per_tenant = 0;  // live completion threads of one tenant at most; 0 = no limit
   size_t max_body_bytes = size_t{8} << 20;
-  int32_t n_http_threads = 0;       // connection threads; 0 = max_queue + 16
-  double read_timeout_s = 5.0;      // a client that stops sending a request for this long: 400
-  std::string model_name;           // the model id clients see; "" = "model"
-  std::string chat_format;          // chat format name; "" = from the model's chat template
-  int32_t default_max_tokens = 0;   // when a request has none; 0 = up to the context's end
-  SamplingParams sampling;          // fields a request does not set (llama.cpp's defaults)
-  bool log_requests = false;        // one line per request to stderr
+  int32_t n_http_threads = 0;      // connection threads; 0 = max_queue + 16
+  double read_timeout_s = 5.0;     // a client that stops sending a request for this long: 400
+  std::string model_name;          // the model id clients see; "" = "model"
+  std::string chat_format;         // chat format name; "" = from the model's chat template
+  int32_t default_max_tokens = 0;  // when a request has none; 0 = up to the context's end
+  SamplingParams sampling;         // fields a request does not set (llama.cpp's defaults)
+  bool log_requests = false;       // one line per request to stderr
 };
 
 struct ServerStats {
-  int64_t n_live = 0;            // admitted completion requests not yet answered
-  int64_t n_live_threads = 0;    // their threads (choices)
-  int64_t n_queued_tokens = 0;   // their prompt tokens not yet past prefill
-  int64_t n_requests = 0;        // HTTP requests answered
-  int64_t n_rejected_queue = 0;  // 429s
+  int64_t n_live = 0;              // admitted completion requests not yet answered
+  int64_t n_live_threads = 0;      // their threads (choices)
+  int64_t n_queued_tokens = 0;     // their prompt tokens not yet past prefill
+  int64_t n_requests = 0;          // HTTP requests answered
+  int64_t n_rejected_queue = 0;    // 429s
   int64_t n_client_cancelled = 0;  // threads cancelled because the client went away
 };
 

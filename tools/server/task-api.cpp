@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "common/openai.h"
+#include "common/task-render.h"
 
 namespace llmt::server {
 
@@ -13,7 +14,7 @@ namespace {
 using nlohmann::json;
 
 Status bad(const std::string& field, const std::string& what) {
-  return invalid_argument("'" + field + "' " + what);
+  return invalid_argument("'" + field + "' " + what, field);
 }
 
 Status get_string_array(const json& body, const char* field, std::vector<std::string>* out) {
@@ -148,17 +149,7 @@ json document_result_json(const DocumentResult& r, const json& id, const TaskSpe
     return j;
   }
   j["error"] = nullptr;
-  const std::vector<std::string>& names =
-      spec.type == TaskType::kClassify ? spec.labels : spec.choices;
-  if (!r.probs.empty() && r.probs.size() == names.size()) {
-    j["label"] = r.label_text;
-    json probs = json::object();
-    for (size_t i = 0; i < names.size(); ++i) probs[names[i]] = r.probs[i];
-    j["probs"] = std::move(probs);
-  } else {
-    j["text"] = r.text;
-    j["finish_reason"] = openai_finish_reason(r.finish_reason);
-  }
+  j.update(tasks::document_result_json(r, tasks::result_options(spec)));
   j["usage"] = usage_json(r.usage);
   return j;
 }

@@ -1,6 +1,6 @@
 // The JSON side of the server's /v1/tasks endpoints: a task request body -> a validated TaskSpec
-// and its documents, and a DocumentResult -> its JSON. No I/O and no HTTP here (server-tasks.cpp runs
-// the Job and keeps the tasks), so all of it is unit-testable.
+// and its documents, and a DocumentResult -> its JSON. No I/O and no HTTP here (server-tasks.cpp
+// runs the Job and keeps the tasks), so all of it is unit-testable.
 //
 // Request body (a JSON object; unknown fields are ignored):
 //   task        "classify" | "generate" | "extract" | "summarize" ("qa" = extract)   required
@@ -44,10 +44,12 @@ struct TaskRequest {
 Status parse_task_request(const nlohmann::json& body, TaskRequest* out);
 
 // One document's result: {"id", "status": "completed" | "failed", "error": null |
-// {"code", "message"}} plus, when it succeeded, for scored tasks (classify, extract with
-// choices) "label" and "probs" {label: probability}, for generation tasks "text" and
-// "finish_reason" ("stop" | "length"), and "usage".
+// {"code", "message"}} plus, when it succeeded, the fields of common/task-render.h (the same as
+// a `llmthreads run` output line's "result": scored tasks "label" (classify) or "answer"
+// (extract) and "probs" {option: probability, 6 significant digits}; generation tasks "text" and
+// "finish_reason" ("stop" | "length"); n_pieces, n_reduce_rounds, votes when they apply) and
+// "usage".
 nlohmann::json document_result_json(const DocumentResult& r, const nlohmann::json& id,
-                                     const TaskSpec& spec);
+                                    const TaskSpec& spec);
 
 }  // namespace llmt::server

@@ -1,0 +1,65 @@
+// The name tables of llmthreads/sched-types.h: one per enum, read by both name() and parse().
+#include "llmthreads/sched-types.h"
+
+#include <utility>
+
+namespace llmt {
+
+namespace {
+
+template <typename E>
+using NameTable = std::pair<E, const char*>;
+
+constexpr NameTable<SchedPolicy> kPolicyNames[] = {{SchedPolicy::kFcfs, "fcfs"},
+                                                   {SchedPolicy::kPriority, "priority"},
+                                                   {SchedPolicy::kRoundRobin, "round-robin"},
+                                                   {SchedPolicy::kFairShare, "fair-share"}};
+constexpr NameTable<EvictionMethod> kEvictionNames[] = {{EvictionMethod::kAuto, "auto"},
+                                                        {EvictionMethod::kSwapRam, "ram"},
+                                                        {EvictionMethod::kSwapDisk, "disk"},
+                                                        {EvictionMethod::kRecompute, "recompute"}};
+
+template <typename E, size_t N>
+const char* name_of(const NameTable<E> (&table)[N], E value) {
+  for (const auto& [v, name] : table) {
+    if (v == value) return name;
+  }
+  return "unknown";
+}
+
+// "a, b, c or d"
+template <typename E, size_t N>
+std::string names_of(const NameTable<E> (&table)[N]) {
+  std::string s;
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0) s += i + 1 == N ? " or " : ", ";
+    s += table[i].second;
+  }
+  return s;
+}
+
+template <typename E, size_t N>
+Result<E> parse_of(const NameTable<E> (&table)[N], const std::string& name, const char* what) {
+  for (const auto& [v, n] : table) {
+    if (name == n) return v;
+  }
+  return invalid_argument(std::string("unknown ") + what + " '" + name + "' (expected " +
+                          names_of(table) + ")");
+}
+
+}  // namespace
+
+const char* sched_policy_name(SchedPolicy p) {
+  return name_of(kPolicyNames, p);
+}
+Result<SchedPolicy> parse_sched_policy(const std::string& name) {
+  return parse_of(kPolicyNames, name, "scheduling policy");
+}
+const char* eviction_method_name(EvictionMethod m) {
+  return name_of(kEvictionNames, m);
+}
+Result<EvictionMethod> parse_eviction_method(const std::string& name) {
+  return parse_of(kEvictionNames, name, "eviction method");
+}
+
+}  // namespace llmt
