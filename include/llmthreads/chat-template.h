@@ -119,8 +119,8 @@ class ChatTemplate {
                                          const JinjaLimits& limits = {});
   // What `--chat-template OPTION` selects: "" -> the GGUF's template (`gguf_template`; an
   // absent one is not_found naming the built-in formats); a built-in format name; otherwise the
-  // path of a Jinja file (unreadable -> not_found / io_error). bos/eos come from `tok` (may be
-  // null: empty strings).
+  // path of a Jinja file (neither a name nor a readable file -> invalid_argument). bos/eos come
+  // from `tok` (may be null: empty strings).
   static Result<ChatTemplate> select(std::string_view option, std::string_view gguf_template,
                                      const Tokenizer* tok, const JinjaLimits& limits = {});
 
@@ -155,12 +155,58 @@ class ChatTemplate {
 
   struct Jinja;  // implementation (chat-jinja.cpp)
 
+  // The source of a Jinja template ("" for built-in formats).
+  const std::string& source() const { return source_; }
+
  private:
   std::optional<ChatFormat> format_;
   std::shared_ptr<const Jinja> jinja_;
   std::string description_;
   std::string bos_token_, eos_token_;
   std::optional<std::tm> fixed_time_;
+  std::string source_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Tool calls and reasoning in a model's output (src/tokenizer/tool-calls.cpp).
+// ---------------------------------------------------------------------------------------------
+
+// How a template family writes tool calls, which is how its models answer with them:
+//  kHermes    Qwen2.5/Qwen3, Hermes: <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>
+//             (one block per call);
+//  kLlama3    Llama 3.1/3.2/3.3: the whole answer is {"name": ..., "parameters": {...}} (or
+//             "arguments"), optionally after <|python_tag|>; several calls separated by ';'
+//             or given as a JSON array;
+//  kDeepseek  DeepSeek V3/R1: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
+//             \n```json\nARGS\n```<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>.
+enum class ToolCallFamily { kNone, kHermes, kLlama3, kDeepseek };
+
+// Recognizes the family from a Jinja template's source (distinctive markers); kNone when the
+// template writes no tool calls we know.
+ToolCallFamily detect_tool_call_family(std::string_view jinja_source);
+std::string_view tool_call_family_name(ToolCallFamily family);  // "none", "hermes", ...
+
+struct ParsedToolCall {
+  std::string id;  // "call_0", "call_1", ... in order
+  std::string name;
+  std::string arguments;  // JSON text (an object, compact); a string argument is kept verbatim
+};
+
+struct ParsedAssistantMessage {
+  // The text outside reasoning and tool calls, trimmed; the text exactly as given when neither
+  // was found.
+  std::string content;
+  std::string reasoning_content;  // the <think> ... </think> text, trimmed ("" when none)
+  std::vector<ParsedToolCall> tool_calls;
+};
+
+// Parses generated text (decoded with its special-token texts, e.g. render_special) into an
+// OpenAI assistant message: with `parse_reasoning`, text up to "</think>" (after an optional
+// leading "<think>"; all of it after "<think>" when the close is missing) becomes
+// reasoning_content; then the family's tool calls are taken out. A call that does not parse
+// (bad JSON, no name) stays in `content` as text: this never fails.
+// Thread-safety: pure.
+ParsedAssistantMessage parse_assistant_output(std::string_view text, ToolCallFamily family,
+                                              bool parse_reasoning = true);
 
 }  // namespace llmt

@@ -96,6 +96,7 @@ Result<ChatTemplate> ChatTemplate::from_jinja(std::string_view source, std::stri
   j->tmpl = std::move(parsed).value();
   t.jinja_ = std::move(j);
   t.description_ = "Jinja from " + origin;
+  t.source_ = std::string(source);
   t.bos_token_ = std::move(bos_token);
   t.eos_token_ = std::move(eos_token);
   return t;
@@ -118,9 +119,9 @@ Result<ChatTemplate> ChatTemplate::select(std::string_view option, std::string_v
   if (auto f = chat_format_from_name(option); f.is_ok()) return from_format(*f);
   std::ifstream in{std::string(option), std::ios::binary};
   if (!in) {
-    return not_found("--chat-template '" + std::string(option) +
-                     "' is neither a built-in format (" + chat_format_names() +
-                     ") nor a readable file");
+    return invalid_argument("--chat-template '" + std::string(option) +
+                            "' is neither a built-in format (" + chat_format_names() +
+                            ") nor a readable file");
   }
   std::ostringstream ss;
   ss << in.rdbuf();

@@ -29,7 +29,7 @@ void Dict::set(std::string key, Value v) {
   }
 }
 
-const Value& Args::get(size_t i, std::string_view name, const Value& def) const {
+Value Args::get(size_t i, std::string_view name, const Value& def) const {
   if (i < pos.size()) return pos[i];
   for (const auto& kv : kw) {
     if (kv.first == name) return kv.second;

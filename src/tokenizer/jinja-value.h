@@ -124,7 +124,7 @@ struct Args {
   std::vector<Value> pos;
   std::vector<std::pair<std::string, Value>> kw;
   // The i-th positional or the keyword `name`; `def` when absent.
-  const Value& get(size_t i, std::string_view name, const Value& def) const;
+  Value get(size_t i, std::string_view name, const Value& def) const;
 };
 
 // str(v) as Python prints it ({{ v }}): undefined -> "", None -> "None", True, 1.5, repr of

@@ -69,9 +69,9 @@ int cmd_generate(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 24));
   app.add_flag("--chat", chat, "wrap the prompt as one user turn with the model's chat template");
   app.add_option("--system", system_prompt, "system message for --chat");
-  app.add_option(
-      "--chat-template", template_name,
-      "chat format name for --chat instead of the model's template (" + chat_format_names() + ")");
+  app.add_option("--chat-template", template_name,
+                 "for --chat: a built-in format name (" + chat_format_names() +
+                     ") or a Jinja file, instead of the model's tokenizer.chat_template");
   app.add_flag("--no-bos", no_bos, "do not add BOS/EOS tokens to the prompt");
   app.add_flag("--ignore-eos", ignore_eos, "keep generating after end-of-generation tokens");
   app.add_flag("--json", json_out, "print one JSON object (ids, text, timings) instead of text");
@@ -102,20 +102,16 @@ int cmd_generate(int argc, char** argv) {
   // Prompt tokens.
   std::vector<int32_t> prompt_ids;
   if (chat) {
-    Result<ChatFormat> fmt =
-        template_name.empty()
-            ? (model->chat_template().empty() ? Result<ChatFormat>(invalid_argument(
-                                                    "model has no tokenizer.chat_template; pass "
-                                                    "--chat-template NAME (" +
-                                                    chat_format_names() + ")"))
-                                              : detect_chat_format(model->chat_template()))
-            : chat_format_from_name(template_name);
-    if (!fmt.is_ok()) return fail(fmt.status().message());
+    // The GGUF's Jinja template by default; --chat-template NAME|FILE overrides it.
+    Result<ChatTemplate> tmpl = ChatTemplate::select(template_name, model->chat_template(), &tok);
+    if (!tmpl.is_ok()) return fail(tmpl.status().message());
     std::vector<ChatMessage> msgs;
     if (!system_prompt.empty()) msgs.push_back({"system", system_prompt});
     msgs.push_back({"user", prompt});
-    const std::string text = render_chat(*fmt, msgs, /*add_generation_prompt=*/true);
-    prompt_ids = tok.encode(text, {.add_special = !no_bos, .parse_special = true});
+    Result<std::string> text = tmpl->render_prompt(msgs, /*add_generation_prompt=*/true,
+                                                   /*tokenizer_adds_bos=*/!no_bos && tok.add_bos());
+    if (!text.is_ok()) return fail(text.status().message());
+    prompt_ids = tok.encode(*text, {.add_special = !no_bos, .parse_special = true});
   } else {
     if (!system_prompt.empty() || !template_name.empty()) {
       return fail("--system and --chat-template need --chat");

@@ -6,6 +6,7 @@
 
 #include "common/commands.h"
 #include "kernels/kernels.h"
+#include "llmthreads/chat-template.h"
 #include "llmthreads/gguf.h"
 
 namespace llmt::cli {
@@ -91,6 +92,15 @@ int cmd_info(int argc, char** argv) {
   }
   const GgufValue* tmpl = g.find("tokenizer.chat_template");
   const bool has_template = tmpl && tmpl->type == GgufType::STRING && !tmpl->str.empty();
+  // The template chat requests use by default (what `--chat-template` would override).
+  std::string template_used =
+      "none (tokenizer.chat_template absent; choose one with --chat-template NAME|FILE)";
+  if (has_template) {
+    auto t = ChatTemplate::select("", tmpl->str, nullptr);
+    template_used = t.is_ok()
+                        ? t->description() + " (" + std::to_string(tmpl->str.size()) + " bytes)"
+                        : "none: " + t.status().message();
+  }
   const std::string prefix = arch + ".";
   uint64_t total_bytes = 0, total_elems = 0;
   for (const auto& t : g.tensors()) {
@@ -117,6 +127,7 @@ int cmd_info(int argc, char** argv) {
     if (all) j["metadata"] = meta;
     j["tokenizer"] = {{"model", tok_model}, {"pre", tok_pre}, {"n_vocab", n_vocab}};
     j["chat_template"] = has_template;
+    j["chat_template_used"] = template_used;
     j["n_params"] = total_elems;
     j["n_bytes"] = total_bytes;
     j["cpu_tier"] = kernels::isa_name(tier.value());
@@ -142,7 +153,7 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("tokenizer:     %s (pre: %s), %zu tokens\n",
               tok_model.empty() ? "(none)" : tok_model.c_str(), tok_pre.c_str(), n_vocab);
-  std::printf("chat template: %s\n", has_template ? "present" : "absent");
+  std::printf("chat template: %s\n", template_used.c_str());
   std::printf("parameters:    %llu (%llu bytes of tensor data)\n",
               static_cast<unsigned long long>(total_elems),
               static_cast<unsigned long long>(total_bytes));

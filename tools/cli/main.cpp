@@ -7,6 +7,10 @@
 
 #include "common/commands.h"
 
+namespace llmt::cli {
+int cmd_template(int argc, char** argv);  // tools/cli/cmd-template.cpp
+}
+
 namespace {
 
 void usage(FILE* out) {
@@ -16,6 +20,7 @@ void usage(FILE* out) {
                "commands:\n"
                "  info      show a GGUF model's metadata, hyperparameters and tensors\n"
                "  tokenize  tokenize text with a model's tokenizer\n"
+               "  template  render a chat request (JSON on stdin) with a chat template\n"
                "  generate  generate text from a prompt\n"
                "  bench     measure prefill/decode/batched throughput, bandwidth and kernels\n"
                "  run       run a task (classify, generate, extract, summarize) over a JSONL file\n"
@@ -42,6 +47,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "info") return llmt::cli::cmd_info(argc - 1, argv + 1);
   if (cmd == "tokenize") return llmt::cli::cmd_tokenize(argc - 1, argv + 1);
+  if (cmd == "template") return llmt::cli::cmd_template(argc - 1, argv + 1);
   if (cmd == "generate") return llmt::cli::cmd_generate(argc - 1, argv + 1);
   if (cmd == "bench") return llmt::cli::cmd_bench(argc - 1, argv + 1);
   if (cmd == "run") return llmt::cli::cmd_run(argc - 1, argv + 1);

@@ -78,11 +78,9 @@ Status parse_messages(const json& body, std::vector<ChatMessage>* out) {
     }
     ChatMessage cm;
     cm.role = m["role"].get<std::string>();
-    static constexpr const char* kRoles[] = {"system", "developer", "user", "assistant", "tool"};
-    if (std::find(std::begin(kRoles), std::end(kRoles), cm.role) == std::end(kRoles)) {
-      return invalid_argument("\"messages\": unknown role '" + cm.role +
-                                  "' (system, developer, user, assistant or tool)",
-                              "messages");
+    if (!is_known_chat_role(cm.role)) {
+      return invalid_argument("unknown message role '" + cm.role +
+                              "' (system, user, assistant, tool, developer)", "messages");
     }
     const json content = m.value("content", json());
     if (content.is_string()) {
@@ -305,6 +303,23 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
   }
   if (endpoint == Endpoint::kChatCompletions) {
     LLMT_RETURN_IF_ERROR(parse_messages(body, &r.messages));
+    // What a Jinja template renders: the messages and tools as sent, the generation prompt,
+    // and the variables of "chat_template_kwargs" (e.g. enable_thinking).
+    json chat = json::object();
+    if (present(body, "chat_template_kwargs")) {
+      if (!body["chat_template_kwargs"].is_object()) {
+        return field_error("chat_template_kwargs", " must be an object");
+      }
+      chat = body["chat_template_kwargs"];
+    }
+    chat["messages"] = body["messages"];
+    if (present(body, "tools")) {
+      if (!body["tools"].is_array()) return field_error("tools", " must be an array");
+      chat["tools"] = body["tools"];
+      r.has_tools = !body["tools"].empty();
+    }
+    chat["add_generation_prompt"] = true;
+    r.chat_json = chat.dump();
   } else {
     LLMT_RETURN_IF_ERROR(parse_prompt(body, &r.prompt));
   }
@@ -383,10 +398,16 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
   }
   std::string text;
   if (req.endpoint == Endpoint::kChatCompletions) {
-    if (!opt.chat_format) {
+    if (opt.chat_template) {
+      Result<std::string> r = opt.chat_template->render_prompt_json(
+          req.chat_json, /*tokenizer_adds_bos=*/opt.model->tokenizer().add_bos());
+      if (!r.is_ok()) return r.status();  // kInvalidArgument: a 400 with the template's message
+      text = std::move(*r);
+    } else if (!opt.chat_format) {
       return unsupported("chat completions need a chat format: " + opt.chat_format_error);
+    } else {
+      text = render_chat(*opt.chat_format, req.messages, /*add_generation_prompt=*/true);
     }
-    text = render_chat(*opt.chat_format, req.messages, /*add_generation_prompt=*/true);
   } else {
     text = req.prompt;
   }
@@ -526,13 +547,31 @@ json completion_body(Endpoint endpoint, const std::string& id, const std::string
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceOutput& c = choices[i];
     json choice = {{"index", i}};
-    if (chat) {
+    if (chat && (c.tool_family != ToolCallFamily::kNone || c.parse_reasoning)) {
+      const ParsedAssistantMessage m = parse_assistant_output(c.text, c.tool_family, c.parse_reasoning);
+      json msg = {{"role", "assistant"}};
+      msg["content"] = m.content.empty() && !m.tool_calls.empty() ? json(nullptr) : json(m.content);
+      if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
+      if (!m.tool_calls.empty()) {
+        json calls = json::array();
+        for (const ParsedToolCall& tc : m.tool_calls) {
+          calls.push_back({{"id", tc.id},
+                           {"type", "function"},
+                           {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
+        }
+        msg["tool_calls"] = std::move(calls);
+      }
+      choice["message"] = std::move(msg);
+    } else if (chat) {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     } else {
       choice["text"] = c.text;
     }
     choice["logprobs"] = c.logprobs;
     choice["finish_reason"] = openai_finish_reason(c.finish);
+    if (chat && choice["message"].contains("tool_calls") && c.finish != FinishReason::kLength) {
+      choice["finish_reason"] = "tool_calls";
+    }
     out.push_back(std::move(choice));
   }
   return {{"id", id},

@@ -71,6 +71,10 @@ struct OpenAiRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;                  // "" when absent
   std::vector<ChatMessage> messages;  // chat
+  // Chat: {"messages", "tools", "add_generation_prompt": true, and chat_template_kwargs' keys}
+  // as JSON text, what a Jinja template renders (ChatTemplate::render_json).
+  std::string chat_json;
+  bool has_tools = false;             // chat: a non-empty "tools" array
   std::string prompt;                 // completions
   std::optional<int32_t> max_tokens;  // absent: the caller's default
   SamplingParams sampling;            // the caller's base with the body's fields applied
@@ -103,10 +107,13 @@ Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
 struct TranslateOptions {
   const Model* model = nullptr;           // tokenizer (required)
   std::string model_name;                 // the served model id; a body naming another one fails
-  std::optional<ChatFormat> chat_format;  // chat requests fail without one
-  std::string chat_format_error;          // why there is none (said to chat clients)
-  int32_t n_ctx = 0;                      // positions per thread
-  int32_t default_max_tokens = 0;         // when the body has none; 0 = up to the context's end
+  std::optional<ChatFormat> chat_format;  // chat requests fail without one (or chat_template)
+  std::optional<ChatTemplate> chat_template;           // wins over chat_format when set
+  ToolCallFamily tool_family = ToolCallFamily::kNone;  // how answers carry tool calls
+  bool parse_reasoning = false;    // the template knows <think>: answers give reasoning_content
+  std::string chat_format_error;   // why there is none (said to chat clients)
+  int32_t n_ctx = 0;               // positions per thread
+  int32_t default_max_tokens = 0;  // when the body has none; 0 = up to the context's end
 };
 
 // Tokenizes the prompt (completions: add_special, parse_special as llama.cpp's server does;
@@ -149,6 +156,10 @@ struct ChoiceOutput {
   std::string text;
   FinishReason finish = FinishReason::kStop;
   nlohmann::json logprobs;  // null (not requested), or logprobs_json()
+  // Chat: parse the text with parse_assistant_output() into content, reasoning_content and
+  // tool_calls (finish_reason "tool_calls" when there are calls).
+  ToolCallFamily tool_family = ToolCallFamily::kNone;
+  bool parse_reasoning = false;
 };
 
 // The whole non-streaming response: a "text_completion" or "chat.completion" object with the

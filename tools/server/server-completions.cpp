@@ -197,6 +197,8 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     ChoiceOutput c;
     c.text = r->text;
     c.finish = r->finish_reason;
+    c.tool_family = oreq.has_tools ? tr.tool_family : ToolCallFamily::kNone;
+    c.parse_reasoning = tr.parse_reasoning;
     if (logprobs) {
       int64_t offset = 0;
       c.logprobs = logprobs_json(ep, tok, r->logprobs, &offset);

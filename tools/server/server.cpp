@@ -80,11 +80,17 @@ Status Server::attach_engine(Engine* engine) {
   tr.model_name = s.opt.model_name;
   tr.n_ctx = engine->config().n_ctx;
   tr.default_max_tokens = s.opt.default_max_tokens;
-  if (!s.opt.chat_format.empty()) {
-    Result<ChatFormat> f = chat_format_from_name(s.opt.chat_format);
-    if (!f.is_ok()) return f.status();
-    tr.chat_format = *f;
-  } else if (engine->model().chat_template().empty()) {
+  const std::string_view gguf_template = engine->model().chat_template();
+  Result<ChatTemplate> tmpl =
+      ChatTemplate::select(s.opt.chat_format, gguf_template, &engine->model().tokenizer());
+  if (tmpl.is_ok()) {
+    // The GGUF's Jinja template by default, --chat-template NAME|FILE instead.
+    tr.tool_family = detect_tool_call_family(tmpl->source());
+    tr.parse_reasoning = tmpl->source().find("</think>") != std::string::npos;
+    tr.chat_template = std::move(*tmpl);
+  } else if (!s.opt.chat_format.empty()) {
+    return tmpl.status();
+  } else if (gguf_template.empty()) {
     tr.chat_format_error =
         "the model has no chat template; start the server with "
         "--chat-template NAME (" +

@@ -1,0 +1,167 @@
+// Tool calls and reasoning parsed back from model output for the Hermes/Qwen, Llama 3.x JSON
+// and DeepSeek V3/R1 families; family detection on the real templates.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "llmthreads/chat-template.h"
+#include "test-util.h"
+
+namespace llmt {
+namespace {
+
+using nlohmann::json;
+
+TEST(ToolCalls, DetectsFamiliesOfRealTemplates) {
+  LLMT_REQUIRE_DATA("reference/chat-templates/qwen3.jinja");
+  auto src = [](const char* name) {
+    return test::read_file(test::data_path(std::string("reference/chat-templates/") + name));
+  };
+  EXPECT_EQ(detect_tool_call_family(src("qwen3.jinja")), ToolCallFamily::kHermes);
+  EXPECT_EQ(detect_tool_call_family(src("deepseek_v3.jinja")), ToolCallFamily::kDeepseek);
+  EXPECT_EQ(detect_tool_call_family(src("gemma3.jinja")), ToolCallFamily::kNone);
+  EXPECT_EQ(detect_tool_call_family(src("llama3.jinja")), ToolCallFamily::kNone);
+  const std::string ours = std::string(LLMT_SOURCE_DIR) + "/tests/data/jinja/llama3_1_tools.jinja";
+  EXPECT_EQ(detect_tool_call_family(test::read_file(ours)), ToolCallFamily::kLlama3);
+  EXPECT_EQ(tool_call_family_name(ToolCallFamily::kDeepseek), "deepseek");
+}
+
+TEST(ToolCalls, Hermes) {
+  const std::string out =
+      "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+      "\"Z\\u00fcrich\", "
+      "\"unit\": \"c\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"b\": 2, "
+      "\"a\": 1}}\n"
+      "</tool_call>";
+  const ParsedAssistantMessage m = parse_assistant_output(out, ToolCallFamily::kHermes);
+  EXPECT_EQ(m.content, "Let me check.");
+  ASSERT_EQ(m.tool_calls.size(), 2u);
+  EXPECT_EQ(m.tool_calls[0].id, "call_0");
+  EXPECT_EQ(m.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(m.tool_calls[0].arguments, "{\"city\":\"Zürich\",\"unit\":\"c\"}");
+  EXPECT_EQ(m.tool_calls[1].name, "add");
+  EXPECT_EQ(m.tool_calls[1].arguments, "{\"b\":2,\"a\":1}");  // key order kept
+  EXPECT_EQ(m.tool_calls[1].id, "call_1");
+
+  // A block that does not parse stays text; no crash on an unclosed block.
+  const auto bad =
+      parse_assistant_output("x <tool_call>{not json}</tool_call> y", ToolCallFamily::kHermes);
+  EXPECT_TRUE(bad.tool_calls.empty());
+  EXPECT_EQ(bad.content, "x <tool_call>{not json}</tool_call> y");
+  const auto open = parse_assistant_output("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}",
+                                           ToolCallFamily::kHermes);
+  ASSERT_EQ(open.tool_calls.size(), 1u);
+  EXPECT_EQ(open.tool_calls[0].arguments, "{}");
+  EXPECT_EQ(open.content, "");
+}
+
+TEST(ToolCalls, Llama3Json) {
+  auto m = parse_assistant_output(
+      "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+      ToolCallFamily::kLlama3);
+  ASSERT_EQ(m.tool_calls.size(), 1u);
+  EXPECT_EQ(m.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(m.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
+  EXPECT_EQ(m.content, "");
+
+  m = parse_assistant_output(
+      "{\"name\": \"a\", \"parameters\": {\"s\": \"x;y\"}}; {\"type\": \"function\", \"name\": "
+      "\"b\", "
+      "\"arguments\": {}}",
+      ToolCallFamily::kLlama3);
+  ASSERT_EQ(m.tool_calls.size(), 2u);
+  EXPECT_EQ(m.tool_calls[0].arguments, "{\"s\":\"x;y\"}");
+  EXPECT_EQ(m.tool_calls[1].name, "b");
+
+  m = parse_assistant_output("[{\"name\": \"a\", \"arguments\": \"{\\\"k\\\": 1}\"}]",
+                             ToolCallFamily::kLlama3);
+  ASSERT_EQ(m.tool_calls.size(), 1u);
+  EXPECT_EQ(m.tool_calls[0].arguments, "{\"k\": 1}");  // a string argument is kept verbatim
+
+  // Ordinary answers (also JSON that is not a call) are content, unchanged.
+  for (const char* text : {"The capital is Paris.", "{\"answer\": 42}", "  {broken", "[1, 2]"}) {
+    m = parse_assistant_output(text, ToolCallFamily::kLlama3);
+    EXPECT_TRUE(m.tool_calls.empty()) << text;
+    EXPECT_EQ(m.content, text);
+  }
+}
+
+TEST(ToolCalls, DeepseekAndReasoning) {
+  const std::string out =
+      "<think>\nThe user wants weather.\n</think>\n\nChecking."
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"
+      "\"city\": "
+      "\"Tokyo\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```"
+      "json\n{\"a\": "
+      "1, \"b\": 2}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>";
+  const ParsedAssistantMessage m = parse_assistant_output(out, ToolCallFamily::kDeepseek);
+  EXPECT_EQ(m.reasoning_content, "The user wants weather.");
+  EXPECT_EQ(m.content, "Checking.");
+  ASSERT_EQ(m.tool_calls.size(), 2u);
+  EXPECT_EQ(m.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(m.tool_calls[0].arguments, "{\"city\":\"Tokyo\"}");
+  EXPECT_EQ(m.tool_calls[1].name, "add");
+  EXPECT_EQ(m.tool_calls[1].arguments, "{\"a\":1,\"b\":2}");
+
+  // R1: the generation prompt already opened <think>, so the output has only the close.
+  auto r1 =
+      parse_assistant_output("step 1, step 2\n</think>\n\nThe answer is 4.", ToolCallFamily::kNone);
+  EXPECT_EQ(r1.reasoning_content, "step 1, step 2");
+  EXPECT_EQ(r1.content, "The answer is 4.");
+  // Cut off while thinking: all reasoning.
+  auto cut = parse_assistant_output("<think>still going", ToolCallFamily::kHermes);
+  EXPECT_EQ(cut.reasoning_content, "still going");
+  EXPECT_EQ(cut.content, "");
+  // Reasoning off, or none present: the text is untouched.
+  auto off =
+      parse_assistant_output("<think>a</think>b", ToolCallFamily::kNone, /*parse_reasoning=*/false);
+  EXPECT_EQ(off.content, "<think>a</think>b");
+  auto plain = parse_assistant_output("  hello \n", ToolCallFamily::kHermes);
+  EXPECT_EQ(plain.content, "  hello \n");
+  EXPECT_EQ(plain.reasoning_content, "");
+  // A malformed DeepSeek block stays text.
+  auto bad =
+      parse_assistant_output("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>nosep<｜tool▁call▁end｜>",
+                             ToolCallFamily::kDeepseek);
+  EXPECT_TRUE(bad.tool_calls.empty());
+  EXPECT_FALSE(bad.content.empty());
+}
+
+// What the templates render for an assistant tool call parses back into the same call.
+TEST(ToolCalls, RoundTripThroughTemplates) {
+  LLMT_REQUIRE_DATA("reference/chat-templates/qwen3.jinja");
+  const json call = {{"id", "c1"},
+                     {"type", "function"},
+                     {"function", {{"name", "get_weather"}, {"arguments", {{"city", "Oslo"}}}}}};
+  for (const char* name : {"qwen3", "deepseek_v3"}) {
+    const std::string src = test::read_file(
+        test::data_path(std::string("reference/chat-templates/") + name + ".jinja"));
+    auto t = ChatTemplate::from_jinja(src, name, "", "");
+    ASSERT_TRUE(t.is_ok()) << t.status().message();
+    json c = call;
+    const bool ds = std::string(name) == "deepseek_v3";
+    if (ds) c["function"]["arguments"] = "{\"city\": \"Oslo\"}";  // it concatenates strings
+    // qwen3 needs a string content ('</think>' in content), deepseek a null one.
+    const json content = ds ? json(nullptr) : json("");
+    const json req = {{"messages",
+                       {{{"role", "user"}, {"content", "weather?"}},
+                        {{"role", "assistant"}, {"content", content}, {"tool_calls", {c}}}}}};
+    auto text = t->render_json(req.dump());
+    ASSERT_TRUE(text.is_ok()) << name << ": " << text.status().message();
+    // The assistant turn: after the last user turn's end.
+    const std::string marker =
+        std::string(name) == "qwen3" ? "<|im_start|>assistant\n" : "<｜Assistant｜>";
+    const size_t at = text->rfind(marker);
+    ASSERT_NE(at, std::string::npos) << *text;
+    const auto m =
+        parse_assistant_output(text->substr(at + marker.size()), detect_tool_call_family(src));
+    ASSERT_EQ(m.tool_calls.size(), 1u) << name << ": " << *text;
+    EXPECT_EQ(m.tool_calls[0].name, "get_weather");
+    EXPECT_EQ(json::parse(m.tool_calls[0].arguments), json({{"city", "Oslo"}})) << name;
+  }
+}
+
+}  // namespace
+}  // namespace llmt
