@@ -7,7 +7,7 @@
 //   NODE_PATH=/tmp/oai/node_modules node scripts/openai-client-check.mjs http://127.0.0.1:18080/v1 k
 //
 // Every call goes through the client's own request, SSE and error code paths; each check prints
-// one line, and the exit status is the number of failed checks. Bounded: about 20 requests, each
+// one line, and the exit status is the number of failed checks. Bounded: about 35 requests, each
 // with a 60 s timeout and no retries.
 import {createRequire} from "node:module";
 
@@ -165,6 +165,69 @@ await check("n = 2 streamed chat, chunks by index", async () => {
   }
   expect(finished[0] && finished[1], "both choices finished");
   return text.map(t => JSON.stringify(t)).join(" | ");
+});
+
+await check("response_format json_schema (strict): content parses and fits", async () => {
+  const r = await client.chat.completions.create({
+    model: served, max_tokens: 120, temperature: 1.0, seed: 3,
+    messages: [{role: "user", content: "A pet as JSON"}],
+    response_format: {type: "json_schema", json_schema: {name: "pet", strict: true, schema: {
+      type: "object", additionalProperties: false, required: ["name", "legs"],
+      properties: {name: {type: "string", maxLength: 12}, legs: {type: "integer"}}}}}});
+  const pet = JSON.parse(r.choices[0].message.content);
+  expect(typeof pet.name === "string" && pet.name.length <= 12, "name: string <= 12");
+  expect(Number.isInteger(pet.legs), "legs: integer");
+  expect(Object.keys(pet).length === 2, "no other keys");
+  return r.choices[0].message.content;
+});
+
+await check("response_format bogus -> BadRequestError naming it", async () => {
+  try {
+    await client.chat.completions.create({model: served, max_tokens: 2,
+                                          messages: [{role: "user", content: "Hi"}],
+                                          response_format: {type: "bogus"}});
+  } catch (e) {
+    expect(e instanceof Client.BadRequestError, "BadRequestError, got " + e.constructor.name);
+    expect(e.param === "response_format", "param response_format, got " + e.param);
+    return e.message;
+  }
+  throw new Error("no error");
+});
+
+await check("sampling fields (top_k, min_p, typical_p, repeat_penalty, logit_bias) change text",
+            async () => {
+  const base = {model: served, prompt: "Once upon a time", max_tokens: 16, temperature: 1.0,
+                seed: 9, top_p: 1.0};
+  const text = async (extra) =>
+      (await client.completions.create({...base, ...extra})).choices[0].text;
+  const t0 = await text({top_k: 0, min_p: 0});
+  for (const extra of [{top_k: 1}, {min_p: 0.6, top_k: 0}, {typical_p: 0.2, top_k: 0, min_p: 0},
+                       {repeat_penalty: 3.0, top_k: 0, min_p: 0},
+                       {logit_bias: {"300": 100}, top_k: 0, min_p: 0}]) {
+    expect(await text(extra) !== t0, JSON.stringify(extra) + " to change the text");
+  }
+  return "5 fields";
+});
+
+await check("no seed: a fresh one per request, returned", async () => {
+  const a = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 12, temperature: 1.0});
+  expect(typeof a.seed === "number", "a seed in the response");
+  const b = await client.completions.create({model: served, prompt: "Once upon a time",
+                                             max_tokens: 12, temperature: 1.0});
+  expect(a.seed !== b.seed, "two different seeds");
+  return `seeds ${a.seed} ${b.seed}`;
+});
+
+await check("unknown role -> BadRequestError", async () => {
+  try {
+    await client.chat.completions.create({model: served, max_tokens: 2,
+                                          messages: [{role: "nonsense", content: "Hi"}]});
+  } catch (e) {
+    expect(e instanceof Client.BadRequestError, "BadRequestError");
+    return e.message;
+  }
+  throw new Error("no error");
 });
 
 await check("400 -> BadRequestError", async () => {

@@ -13,7 +13,7 @@
 //     have cosine >= 0.9999 to the reference;
 //   - gemma2: the same allowances, for the reason given at kNoisyReference;
 //   - tokenization equals the reference for the files whose tokenizer already matches
-//     (kTokenizerMatches: every decoder file); bert's WordPiece is reported, not asserted.
+//     (kTokenizerMatches: every file, bert's WordPiece included).
 // Also: sliding-window attention through the paged path equals the fixed-slot path bitwise, and
 // an unsupported architecture names the supported list.
 #include <gtest/gtest.h>
@@ -41,11 +41,11 @@ constexpr double kGreedyMargin = 0.01;
 constexpr double kQuantTop1NoiseFactor = 5.0;
 constexpr double kQuantGreedyMargin = 0.1;
 
-// Files whose tokenization by our tokenizer equals llama.cpp's on all five prompts today.
+// Files whose tokenization by our tokenizer equals llama.cpp's on all five prompts (all of them).
 const std::set<std::string> kTokenizerMatches = {
-    "synth-llama3-f16", "synth-llama3-q4_k_m", "synth-qwen2-f16",
-    "synth-qwen3-f16",  "synth-qwen3-q8_0",    "synth-phi3-f16",
-    "synth-gemma2-f16", "synth-gemma3-f16",    "synth-gpt2-f16",
+    "synth-llama3-f16", "synth-llama3-q4_k_m", "synth-qwen2-f16",  "synth-qwen3-f16",
+    "synth-qwen3-q8_0", "synth-phi3-f16",      "synth-gemma2-f16", "synth-gemma3-f16",
+    "synth-gpt2-f16",   "synth-bert-f16",
 };
 
 // Files whose reference carries more rounding than our F32-activation path: llama.cpp rounds the
@@ -216,12 +216,6 @@ TEST(ArchBert, PooledEmbeddingsMatchLlamaCpp) {
   const json ref =
       json::parse(llmt::test::read_file(llmt::test::data_path("reference/arch/" + stem + ".json")));
   auto model_r = llmt::Model::load(llmt::test::data_path("models/arch/" + stem + ".gguf"));
-  if (!model_r.is_ok() &&
-      model_r.status().message().find("tokenizer.ggml.model 'bert'") != std::string::npos) {
-    // The model itself binds (the error is the tokenizer's); WordPiece lands with src/tokenizer.
-    GTEST_SKIP() << "this build's tokenizer has no WordPiece (tokenizer.ggml.model 'bert'): "
-                 << model_r.status().message();
-  }
   ASSERT_TRUE(model_r.is_ok()) << model_r.status().to_string();
   auto model = *model_r;
   EXPECT_FALSE(model->hparams().causal);

@@ -14,8 +14,8 @@
 
 #include "kernels/ops.h"
 #include "llmthreads/model.h"
-#include "model/model-impl.h"  // bound layer weights (internal)
 #include "llmthreads/tokenizer.h"
+#include "model/model-impl.h"  // bound layer weights (internal)
 #include "test-util.h"
 
 namespace {

@@ -480,5 +480,54 @@ TEST(Sampler, InvalidParamsAreSanitized) {
   EXPECT_EQ(s.sample(logits), 1);
 }
 
+TEST(Sampler, LogitBiasComesFirst) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  const std::vector<float> logits = {0.0f, 3.0f, 1.0f, 2.5f};
+  EXPECT_EQ(Sampler(p, 4).sample(logits), 1);
+  p.logit_bias = {{0, 5.0f}};
+  EXPECT_EQ(Sampler(p, 4).sample(logits), 0);
+  p.logit_bias = {{1, -std::numeric_limits<float>::infinity()}};
+  EXPECT_EQ(Sampler(p, 4).sample(logits), 3);
+  p.logit_bias = {{1, -1.0f}, {1, -1.0f}};  // entries add up: 3 - 2 < 2.5
+  EXPECT_EQ(Sampler(p, 4).sample(logits), 3);
+  p.logit_bias = {{99, 100.0f}};  // past the vocabulary: ignored
+  EXPECT_EQ(Sampler(p, 4).sample(logits), 1);
+  p.logit_bias = {{-1, 1.0f}};
+  EXPECT_FALSE(p.validate().is_ok());
+  p.logit_bias = {{1, std::numeric_limits<float>::infinity()}};
+  EXPECT_FALSE(p.validate().is_ok());
+  p.logit_bias = {{1, -std::numeric_limits<float>::infinity()}};
+  EXPECT_TRUE(p.validate().is_ok());
+}
+
+TEST(Sampler, TypicalKeepsTheMostTypicalTokens) {
+  // p = softmax([4, 2, 2, 0 x 20]) = [0.61, 0.083, 0.083, 0.011...], entropy 1.72: tokens 1 and
+  // 2 are the most typical (|-log p - H| = 0.77), the argmax 0 next (1.23). typical_p 0.15 keeps
+  // {1, 2} (0.165), so the argmax is never drawn.
+  std::vector<float> logits = {4.0f, 2.0f, 2.0f};
+  logits.resize(23, 0.0f);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.typical_p = 0.15f;
+  Sampler s(p, 23);
+  std::vector<int> seen(23, 0);
+  for (int i = 0; i < 300; ++i) ++seen[static_cast<size_t>(s.sample(logits))];
+  EXPECT_GT(seen[1], 0);
+  EXPECT_GT(seen[2], 0);
+  EXPECT_EQ(seen[1] + seen[2], 300);
+  // Off (1.0): the argmax dominates.
+  p.typical_p = 1.0f;
+  Sampler off(p, 23);
+  int n0 = 0;
+  for (int i = 0; i < 300; ++i) n0 += off.sample(logits) == 0;
+  EXPECT_GT(n0, 120);
+  p.typical_p = 0.0f;
+  EXPECT_FALSE(p.validate().is_ok());
+}
+
 }  // namespace
 }  // namespace llmt

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "llmthreads/grammar.h"
 #include "llmthreads/model.h"
 #include "llmthreads/sampling.h"
 #include "llmthreads/sched-types.h"
@@ -83,6 +84,12 @@ struct ThreadRequest {
   std::vector<std::string> stop;     // stop strings (not included in the output)
   std::vector<int32_t> stop_tokens;  // stop token ids (not included in the output)
   bool ignore_eos = false;           // keep generating past end-of-generation tokens
+  // Constrained decoding (null = none): every sampled token keeps the output a prefix of a
+  // sentence of the grammar (the mask is applied before the sampling chain); EOG is allowed only
+  // where the grammar may end, and the thread finishes with kStop as soon as the grammar has
+  // ended. When no token can continue the output the thread finishes with kError and the
+  // grammar's message. Shared and immutable: one compiled grammar may serve many threads.
+  std::shared_ptr<const Grammar> grammar;
 
   // Scoring instead of generation: when not empty, the thread computes the log-probability of
   // these tokens following the prompt (one forward pass over prompt + score_tokens, logits at

@@ -3,7 +3,7 @@
 // The chain follows llama.cpp's common sampler default order (common/common.h,
 // `common_params_sampling::samplers`, with the stages we do not implement left out):
 //
-//   penalties -> top-k -> top-p -> min-p -> temperature -> softmax + draw
+//   logit bias -> penalties -> top-k -> typical -> top-p -> min-p -> temperature -> draw
 //
 // (llama.cpp's default list is penalties, dry, top-n-sigma, top-k, typical, top-p, min-p, xtc,
 // temperature, then dist. Temperature therefore only shapes the final draw: top-p and min-p see
@@ -25,6 +25,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "llmthreads/status.h"
@@ -43,6 +44,12 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;  // 0 = off; subtracted once per occurrence in the window; finite
   float presence_penalty = 0.0f;   // 0 = off; subtracted once if present in the window; finite
   uint64_t seed = kDefaultSeed;    // RNG seed; any value is valid
+  float typical_p = 1.0f;          // locally typical sampling (Meister et al. 2022); 1 = off;
+                                   // must be in (0, 1]
+  // Added to the logits of these token ids before anything else (-inf bans the token). Ids
+  // must be >= 0 (ids >= n_vocab are ignored by the Sampler; callers that know the vocabulary
+  // reject them); biases must be finite or -inf. Later entries for the same id add up.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 
   static constexpr uint64_t kDefaultSeed = 0x5eed'0000'0000'0001ull;
   static constexpr int32_t kMaxRepeatLastN = 1 << 20;
@@ -80,6 +87,11 @@ class Sampler {
   // returned when that is none). NaN logits count as -inf; if every candidate is -inf the result is
   // the lowest id, as with argmax.
   int32_t sample(std::span<const float> logits);
+  // Constrained: only tokens whose bit is set in `allowed` (bit i of word i / 64 = token i; a
+  // GrammarMatcher's mask) are candidates; the penalties are applied first, then the chain runs
+  // on the allowed tokens alone. Returns -1 when no candidate is allowed. An allowed token wins
+  // even when every allowed logit is -inf (the lowest allowed id). RNG use as sample().
+  int32_t sample(std::span<const float> logits, std::span<const uint64_t> allowed);
 
   // Appends a token to the penalty history (the engine may feed prompt tokens as well as sampled
   // ones). Only the last repeat_last_n tokens are kept. Ids outside [0, n_vocab) are ignored.
@@ -100,10 +112,14 @@ class Sampler {
     int32_t id;
   };
 
+  int32_t sample_impl(std::span<const float> logits, const uint64_t* allowed, size_t n_words);
   uint64_t next_u64();
   double next_unit();  // uniform in [0, 1)
   // Adjusts candidates_[0, n) (still in id order) by the history's counts.
   void apply_penalties(size_t n);
+  // Locally typical sampling over candidates_[0, *m): keeps, in their current order, the
+  // smallest set of most typical tokens (|-log p - entropy| ascending) reaching typical_p.
+  void apply_typical(size_t* m);
   // Puts the best k of candidates_[0, n) first, in (logit desc, id asc) order.
   void sort_prefix(size_t k, size_t n);
   // Best of candidates_[0, n): highest logit, earliest position on ties.
@@ -122,6 +138,7 @@ class Sampler {
   std::vector<Candidate> candidates_;
   std::vector<float> probs_;
   std::vector<int32_t> window_;
+  std::vector<std::pair<double, int32_t>> typical_;  // (score, position) scratch
 };
 
 }  // namespace llmt

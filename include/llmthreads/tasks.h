@@ -103,6 +103,9 @@ struct TaskSpec {
   SamplingParams sampling = greedy_sampling();
   int32_t max_tokens = 128;  // lowered per thread to what fits the context
   std::vector<std::string> stop;
+  // Constrained output of every generation thread (e.g. a compiled JSON Schema for extract);
+  // null = none. Shared and immutable (see ThreadRequest::grammar).
+  std::shared_ptr<const Grammar> grammar;
 
   int32_t priority = 0;  // every thread of the job
   uint64_t tenant = 0;
@@ -130,6 +133,7 @@ struct Document {
   std::optional<int32_t> max_tokens;
   std::optional<SamplingParams> sampling;
   std::optional<std::vector<std::string>> stop;
+  std::optional<std::shared_ptr<const Grammar>> grammar;  // (a null grammar = unconstrained)
   // The caller's, handed back unchanged in DocumentResult::user_data (e.g. what rendering the
   // result needs); the job never reads it.
   std::shared_ptr<const void> user_data;

@@ -48,6 +48,8 @@ struct Live {
   Clock::time_point submitted;
   std::optional<Sampler> sampler;
   std::optional<StreamDecoder> decoder;
+  std::optional<GrammarMatcher> grammar;  // ThreadRequest::grammar's state
+  std::string grammar_error;              // set when the grammar can no longer be satisfied
   std::string held;  // decoded text not yet emitted (may start a stop string)
   ThreadResult result;
   bool started = false;  // a chunk of it was computed
@@ -116,6 +118,7 @@ struct Engine::Impl {
   std::unique_ptr<kv::KvManager> kvm;
   std::unique_ptr<sched::Scheduler> sched;
   std::unique_ptr<kv::SwapStore> swap;
+  std::shared_ptr<const TokenVocab> grammar_vocab;  // built at the first grammar thread
   int32_t n_vocab = 0;
   int32_t n_ctx = 0;
   int32_t n_blocks = 0;

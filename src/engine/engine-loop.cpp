@@ -149,6 +149,16 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
     finish(*l, FinishReason::kError, s.message());
     return;
   }
+  if (l->req.grammar) {
+    if (!grammar_vocab) grammar_vocab = TokenVocab::from_tokenizer(*tok);
+    auto m = GrammarMatcher::create(l->req.grammar, grammar_vocab);
+    if (!m.is_ok()) {
+      (void)sched->remove(l->id);
+      finish(*l, FinishReason::kError, m.status().message());
+      return;
+    }
+    l->grammar.emplace(std::move(*m));
+  }
   for (int32_t t : l->prompt) l->sampler->accept(t);
   live.emplace(l->id, std::move(l));
 }
@@ -187,6 +197,13 @@ bool Engine::Impl::drain_inbox() {
 bool Engine::Impl::on_token(Live& l, int32_t token) {
   l.result.tokens.push_back(token);
   l.sampler->accept(token);
+  if (l.grammar) {
+    Status gs = l.grammar->accept(token);  // the mask allowed it: fails only on a bug
+    if (!gs.is_ok()) {
+      finish(l, FinishReason::kError, gs.message());
+      return true;
+    }
+  }
   if (l.result.tokens.size() == 1) l.result.timings.ttft_s = seconds_since(l.submitted);
   const bool eog = !l.req.ignore_eos && tok->is_eog(token);
   const bool stop_tok = std::find(l.req.stop_tokens.begin(), l.req.stop_tokens.end(), token) !=
@@ -253,6 +270,10 @@ bool Engine::Impl::on_token(Live& l, int32_t token) {
   }
   l.result.text += ev.text;
   emit(l, std::move(ev));
+  if (l.grammar && l.grammar->is_finished()) {
+    finish(l, FinishReason::kStop);
+    return true;
+  }
   const int32_t n_pos = static_cast<int32_t>(l.prompt.size() + l.result.tokens.size());
   if (static_cast<int32_t>(l.result.tokens.size()) >= l.req.max_tokens || n_pos >= n_ctx) {
     finish(l, FinishReason::kLength);
@@ -432,7 +453,17 @@ void Engine::Impl::sample_and_score(const sched::StepPlan& plan, sched::StepResu
     if (it == live.end()) continue;
     Live& l = *it->second;
     const auto logits = ctx->batch_logits(logit_row[ci]);
-    const int32_t token = l.sampler->sample(logits);  // reads the raw logits, does not change them
+    int32_t token = 0;
+    if (l.grammar) {
+      auto mask = l.grammar->allowed();
+      if (mask.is_ok()) {
+        token = l.sampler->sample(logits, *mask);
+      } else {
+        l.grammar_error = mask.status().message();  // ends the thread below, not sampled
+      }
+    } else {
+      token = l.sampler->sample(logits);  // reads the raw logits, does not change them
+    }
     if (l.req.logprobs >= 0)
       token_logprobs(logits, token, l.req.logprobs, &l.next_logprob.emplace());
     result.sampled.push_back({ch.id, token});
@@ -476,6 +507,12 @@ void Engine::Impl::end_threads(const sched::StepPlan& plan, const sched::StepRes
   for (const auto& smp : result.sampled) {
     auto it = live.find(smp.id);
     if (it == live.end()) continue;
+    if (!it->second->grammar_error.empty()) {
+      (void)sched->remove(smp.id);
+      finish(*it->second, FinishReason::kError, it->second->grammar_error);
+      live.erase(it);
+      continue;
+    }
     if (on_token(*it->second, smp.token)) {
       (void)sched->remove(smp.id);
       live.erase(it);

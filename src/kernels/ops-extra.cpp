@@ -74,29 +74,19 @@ void attend_span(const AttendSpan& a, const float* q, int32_t n_q, int32_t p0, i
                  float* scores, float* out) {
   const int32_t hd = a.hd;
   const int32_t n_kv = p1 - p0;
-  // Row conversion scratch for an f16 cache (head dims are bounded by the loader to 65536, but
-  // real ones are <= 512; larger heads convert in place through the heap-free fallback below).
+  // Conversion scratch for one F16 row (real head dims are <= 512).
   constexpr int32_t kMaxHd = 1024;
   float tmp[kMaxHd];
+  if (a.f16 && hd > kMaxHd) {
+    std::memset(out, 0, static_cast<size_t>(n_q) * hd * sizeof(float));
+    return;  // unreachable: Context::create refuses such a head_dim with an F16 cache
+  }
   for (int32_t h = 0; h < n_q; ++h) {
     const float* qh = q + static_cast<int64_t>(h) * hd;
     float* oh = out + static_cast<int64_t>(h) * hd;
     float max = -INFINITY;
     for (int32_t j = 0; j < n_kv; ++j) {
-      float s;
-      if (a.f16 && hd > kMaxHd) {
-        const auto* kr = reinterpret_cast<const uint16_t*>(
-            static_cast<const uint8_t*>(a.k_base) +
-            static_cast<size_t>(a.block_table[(p0 + j) / a.block_size]) * a.block_stride +
-            static_cast<size_t>((p0 + j) % a.block_size) * a.row_stride);
-        s = 0.0f;
-        for (int32_t d = 0; d < hd; ++d) s += qh[d] * kernels::fp16_to_fp32(kr[d]);
-      } else {
-        const float* kr = kv_row(a, a.k_base, p0 + j, tmp);
-        s = 0.0f;
-        for (int32_t d = 0; d < hd; ++d) s += qh[d] * kr[d];
-      }
-      s *= a.scale;
+      float s = a.dot(qh, kv_row(a, a.k_base, p0 + j, tmp), hd) * a.scale;
       if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
       scores[j] = s;
       max = s > max ? s : max;
@@ -110,17 +100,7 @@ void attend_span(const AttendSpan& a, const float* q, int32_t n_q, int32_t p0, i
     const float inv = static_cast<float>(1.0 / sum);
     std::memset(oh, 0, static_cast<size_t>(hd) * sizeof(float));
     for (int32_t j = 0; j < n_kv; ++j) {
-      const float w = scores[j] * inv;
-      if (a.f16 && hd > kMaxHd) {
-        const auto* vr = reinterpret_cast<const uint16_t*>(
-            static_cast<const uint8_t*>(a.v_base) +
-            static_cast<size_t>(a.block_table[(p0 + j) / a.block_size]) * a.block_stride +
-            static_cast<size_t>((p0 + j) % a.block_size) * a.row_stride);
-        for (int32_t d = 0; d < hd; ++d) oh[d] += w * kernels::fp16_to_fp32(vr[d]);
-      } else {
-        const float* vr = kv_row(a, a.v_base, p0 + j, tmp);
-        for (int32_t d = 0; d < hd; ++d) oh[d] += w * vr[d];
-      }
+      a.axpy(scores[j] * inv, kv_row(a, a.v_base, p0 + j, tmp), oh, hd);
     }
   }
 }

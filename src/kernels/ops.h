@@ -131,7 +131,8 @@ void scale(float* x, int64_t n, float s);
 // bytes and the V row likewise from v_base. Covers the paged cache (row_stride = hd * elem) and
 // a contiguous activation buffer (block_size >= p1, block_table {0}, row_stride = its row
 // pitch). q, out [n_q, hd]; scores: scratch of p1 - p0 floats. Scores per position in order, one
-// softmax (sum in double), V accumulated in position order: each head depends on its inputs only.
+// softmax (sum in double), V accumulated in position order: each head depends on its inputs only
+// (and on the dot / axpy chosen).
 struct AttendSpan {
   const void* k_base = nullptr;
   const void* v_base = nullptr;
@@ -143,7 +144,11 @@ struct AttendSpan {
   int32_t hd = 0;
   float scale = 1.0f;
   float softcap = 0.0f;
+  // Inner products (an ISA's OpsTable::dot / axpy; the scalar ones by default).
+  float (*dot)(const float* a, const float* b, int64_t n) = dot_scalar;
+  void (*axpy)(float alpha, const float* x, float* y, int64_t n) = axpy_scalar;
 };
+// With f16, hd must be <= 1024 (the row conversion scratch; the output is zeroed otherwise).
 void attend_span(const AttendSpan& a, const float* q, int32_t n_q, int32_t p0, int32_t p1,
                  float* scores, float* out);
 

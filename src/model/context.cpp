@@ -118,6 +118,12 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   if (options.n_batch < 1) {
     return invalid_argument("n_batch must be >= 1, got " + std::to_string(options.n_batch));
   }
+  if (options.kv_type == KvType::kF16 && model->hparams().head_dim > 1024 &&
+      model->arch_spec().forward == forward_decoder) {
+    return invalid_argument("an F16 KV cache supports head_dim <= 1024 for '" +
+                            model->hparams().arch + "' (head_dim " +
+                            std::to_string(model->hparams().head_dim) + ")");
+  }
   auto impl = std::make_unique<Impl>();
   Impl& c = *impl;
   const ModelHparams& h = model->hparams();

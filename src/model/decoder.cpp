@@ -188,6 +188,8 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
           a.hd = hd;
           a.scale = q_scale;
           a.softcap = w.attn_softcap;
+          a.dot = c.ot->dot;
+          a.axpy = c.ot->axpy;
           const int32_t p0 = window ? std::max(0, p1 - h.n_swa) : 0;
           ops::attend_span(a, c.q.data() + off, group, p0, p1, sc, c.att.data() + off);
         }

@@ -70,6 +70,13 @@ Status SamplingParams::validate() const {
     return bad_field("frequency_penalty", "finite (0 = off)", fmt_float(frequency_penalty));
   if (!std::isfinite(presence_penalty))
     return bad_field("presence_penalty", "finite (0 = off)", fmt_float(presence_penalty));
+  if (!(typical_p > 0.0f && typical_p <= 1.0f))
+    return bad_field("typical_p", "in (0, 1] (1 = off)", fmt_float(typical_p));
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) return bad_field("logit_bias", "keyed by token ids >= 0", std::to_string(id));
+    if (std::isnan(bias) || bias == std::numeric_limits<float>::infinity())
+      return bad_field("logit_bias", "finite or -inf", fmt_float(bias));
+  }
   return Status::ok();
 }
 
@@ -96,6 +103,16 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab)
   params_.repeat_last_n = std::clamp(params_.repeat_last_n, 0, SamplingParams::kMaxRepeatLastN);
   if (!std::isfinite(params_.frequency_penalty)) params_.frequency_penalty = 0.0f;
   if (!std::isfinite(params_.presence_penalty)) params_.presence_penalty = 0.0f;
+  if (!(params_.typical_p > 0.0f && params_.typical_p <= 1.0f)) params_.typical_p = 1.0f;
+  {
+    // Keep the usable entries; ids past the vocabulary are ignored.
+    std::vector<std::pair<int32_t, float>> kept;
+    for (const auto& [id, bias] : params_.logit_bias)
+      if (id >= 0 && id < n_vocab_ && !std::isnan(bias) &&
+          bias != std::numeric_limits<float>::infinity())
+        kept.emplace_back(id, bias);
+    params_.logit_bias = std::move(kept);
+  }
 
   greedy_ = params_.temperature == 0.0f;
   penalties_on_ = params_.repeat_last_n > 0 &&
@@ -106,6 +123,7 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab)
   window_.assign(static_cast<size_t>(params_.repeat_last_n), 0);
   candidates_.resize(static_cast<size_t>(n_vocab_));
   if (!greedy_) probs_.resize(static_cast<size_t>(n_vocab_));
+  if (!greedy_ && params_.typical_p < 1.0f) typical_.resize(static_cast<size_t>(n_vocab_));
 }
 
 Result<Sampler> Sampler::create(const SamplingParams& params, int32_t n_vocab) {
@@ -199,6 +217,53 @@ int32_t Sampler::greedy(size_t n) const {
   return candidates_[best].id;
 }
 
+void Sampler::apply_typical(size_t* m) {
+  const size_t n = *m;
+  if (n <= 1) return;
+  float max_logit = kNegInf;
+  for (size_t i = 0; i < n; ++i) max_logit = std::max(max_logit, candidates_[i].logit);
+  if (max_logit == kNegInf) return;
+  // Probabilities (as llama.cpp: of the untempered logits) and their entropy.
+  double norm = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    probs_[i] = std::exp(candidates_[i].logit - max_logit);
+    norm += probs_[i];
+  }
+  double entropy = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double p = probs_[i] / norm;
+    if (p > 0.0) entropy -= p * std::log(p);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const double p = probs_[i] / norm;
+    const double score =
+        p > 0.0 ? std::fabs(-std::log(p) - entropy) : std::numeric_limits<double>::infinity();
+    typical_[i] = {score, static_cast<int32_t>(i)};
+  }
+  // Most typical first; ties by (logit desc, id asc) so the order is total.
+  std::sort(typical_.begin(), typical_.begin() + static_cast<std::ptrdiff_t>(n),
+            [&](const auto& a, const auto& b) {
+              if (a.first != b.first) return a.first < b.first;
+              const Candidate& ca = candidates_[static_cast<size_t>(a.second)];
+              const Candidate& cb = candidates_[static_cast<size_t>(b.second)];
+              return better(ca.logit, ca.id, cb.logit, cb.id);
+            });
+  double cum = 0.0;
+  size_t keep = 0;
+  while (keep < n) {
+    cum += probs_[static_cast<size_t>(typical_[keep].second)] / norm;
+    ++keep;
+    if (cum >= params_.typical_p) break;
+  }
+  // Mark the kept positions (probs_ is free again), then compact in the current order.
+  for (size_t i = 0; i < n; ++i) probs_[i] = 0.0f;
+  for (size_t k = 0; k < keep; ++k) probs_[static_cast<size_t>(typical_[k].second)] = 1.0f;
+  size_t out = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (probs_[i] != 0.0f) candidates_[out++] = candidates_[i];
+  *m = out;
+}
+
 void Sampler::sort_prefix(size_t k, size_t n) {
   auto cmp = [](const Candidate& a, const Candidate& b) {
     return better(a.logit, a.id, b.logit, b.id);
@@ -209,7 +274,16 @@ void Sampler::sort_prefix(size_t k, size_t n) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  const size_t n = std::min(logits.size(), static_cast<size_t>(n_vocab_));
+  return sample_impl(logits, nullptr, 0);
+}
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const uint64_t> allowed) {
+  return sample_impl(logits, allowed.data(), allowed.size());
+}
+
+int32_t Sampler::sample_impl(std::span<const float> logits, const uint64_t* allowed,
+                             size_t n_words) {
+  size_t n = std::min(logits.size(), static_cast<size_t>(n_vocab_));
   if (n == 0) return -1;
   constexpr float kMax = std::numeric_limits<float>::max();
   for (size_t i = 0; i < n; ++i) {
@@ -218,7 +292,23 @@ int32_t Sampler::sample(std::span<const float> logits) {
     if (v > kMax) v = kMax;  // +inf: keeps max-subtraction below finite
     candidates_[i] = {v, static_cast<int32_t>(i)};
   }
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (static_cast<size_t>(id) >= n) continue;
+    float& v = candidates_[static_cast<size_t>(id)].logit;
+    v += bias;
+    if (std::isnan(v)) v = kNegInf;
+  }
   if (penalties_on_) apply_penalties(n);
+  if (allowed) {
+    // Keep the allowed candidates, in id order (the order the unconstrained path sees).
+    size_t kept = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t w = i / 64;
+      if (w < n_words && ((allowed[w] >> (i % 64)) & 1)) candidates_[kept++] = candidates_[i];
+    }
+    n = kept;
+    if (n == 0) return -1;
+  }
   if (greedy_) return greedy(n);
 
   // One RNG output per non-greedy sample, drawn up front so the stream does not depend on the
@@ -232,6 +322,8 @@ int32_t Sampler::sample(std::span<const float> logits) {
     sort_prefix(m, n);
     sorted = true;
   }
+
+  if (params_.typical_p < 1.0f) apply_typical(&m);
 
   float max_logit = kNegInf;
   if (sorted) {

@@ -116,6 +116,7 @@ struct DocState {
   int32_t max_tokens = 0;
   SamplingParams sampling;
   std::vector<std::string> stop;
+  std::shared_ptr<const Grammar> grammar;
 
   int32_t round = 0;      // 0: map; r >= 1: reduce round r
   int32_t n_pending = 0;  // threads of the current round not finished
@@ -214,6 +215,7 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
     r.max_tokens = std::max<int32_t>(1, max_tokens);
     r.sampling = d.sampling;
     r.stop = d.stop;
+    if (r.score_tokens.empty()) r.grammar = d.grammar;
     r.priority = spec.priority;
     r.tenant = spec.tenant;
     std::weak_ptr<Core> weak = weak_from_this();
@@ -693,6 +695,7 @@ Status Job::add(Document doc) {
   d.max_tokens = doc.max_tokens.value_or(c.spec.max_tokens);
   d.sampling = doc.sampling.value_or(c.spec.sampling);
   d.stop = doc.stop.value_or(c.spec.stop);
+  d.grammar = doc.grammar.value_or(c.spec.grammar);
   if (Status s = d.sampling.validate(); !s.is_ok()) {
     d.result.error_code = "invalid_request";
     d.result.error = s.message();

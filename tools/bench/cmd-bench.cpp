@@ -200,7 +200,7 @@ SelectionFlags add_bench_options(CLI::App& app, Options* o_p, std::vector<int64_
   app.add_flag("--all", o.all, "pp, tg, bandwidth, kernels and batched (default --npl)");
   app.add_option("--scenario", o.scenario,
                  "engine scenario instead of the throughput figures: priority, shared-prefix, "
-                 "switch (see bench/README.md)");
+                 "switch, classify-job, grammar (see bench/README.md)");
   app.add_option("--scenario-threads", o.scenario_threads,
                  "LLM threads of the scenario (default: priority 64, shared-prefix 32, switch 16 "
                  "per batch; classify-job: documents, default 1000)")

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "kv/swap-store.h"
+#include "llmthreads/grammar.h"
 #include "llmthreads/tasks.h"
 #include "llmthreads/tokenizer.h"
 #include "tasks/merge.h"
@@ -565,6 +566,156 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
   return j;
 }
 
+// Constrained-decoding overhead: the same 64 sampled threads with and without a JSON Schema
+// grammar (an array that must hold at least 60 objects, so no thread can end before max_tokens).
+// Reported: engine step time per run (busy time / steps; medians of interleaved repetitions) and
+// the replayed grammar cost per token (mask + accept on the recorded tokens, cache cold and warm).
+constexpr const char* kGrammarBenchSchema = R"({"type":"object","properties":{"items":{
+  "type":"array","minItems":60,"maxItems":100,"items":{"type":"object","properties":{
+  "name":{"type":"string","maxLength":24},"qty":{"type":"integer"},"ok":{"type":"boolean"},
+  "tags":{"type":"array","items":{"enum":["red","green","blue"]},"maxItems":4}},
+  "required":["name","qty","ok","tags"],"additionalProperties":false}}},
+  "required":["items"],"additionalProperties":false})";
+
+struct GrammarRun {
+  double step_ms = 0;
+  double wall_s = 0;
+  int64_t n_steps = 0, n_tokens = 0, n_length = 0;
+  std::vector<std::vector<int32_t>> tokens;
+};
+
+Result<GrammarRun> run_grammar(const ScenarioOptions& o, std::shared_ptr<const Grammar> grammar,
+                               int32_t n, int32_t gen_len) {
+  EngineConfig cfg = base_config(o);
+  cfg.max_running = n;
+  cfg.policy = SchedPolicy::kFcfs;
+  cfg.measure_costs = false;
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  const int32_t bos = o.model->tokenizer().bos_id();
+  TokenGen gen = token_gen(*o.model, 23);
+  std::vector<ThreadHandle> hs;
+  const auto t0 = Clock::now();
+  for (int32_t i = 0; i < n; ++i) {
+    ThreadRequest r = request(gen.tokens(16, bos), gen_len, 0);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 1000 + static_cast<uint64_t>(i);
+    r.grammar = grammar;
+    LLMT_ASSIGN_OR_RETURN(auto h, engine->submit(std::move(r)));
+    hs.push_back(h);
+  }
+  GrammarRun run;
+  for (auto& h : hs) {
+    const ThreadResult& res = h.wait();
+    if (res.finish_reason == FinishReason::kError)
+      return Status(StatusCode::kInternal, "grammar scenario: a thread failed: " + res.error);
+    run.n_tokens += static_cast<int64_t>(res.tokens.size());
+    run.n_length += res.finish_reason == FinishReason::kLength ? 1 : 0;
+    run.tokens.push_back(res.tokens);
+  }
+  run.wall_s = seconds_since(t0);
+  const EngineStats s = engine->stats();
+  run.n_steps = s.n_steps;
+  run.step_ms = s.n_steps > 0 ? s.busy_s * 1e3 / static_cast<double>(s.n_steps) : 0.0;
+  return run;
+}
+
+// Replays recorded tokens through fresh matchers of `grammar`: microseconds per token of
+// allowed() + accept() (the engine's per-token grammar work besides the masked draw).
+Result<double> replay_us_per_token(const std::shared_ptr<const Grammar>& grammar,
+                                   const std::shared_ptr<const TokenVocab>& vocab,
+                                   const std::vector<std::vector<int32_t>>& tokens) {
+  int64_t n = 0;
+  const auto t0 = Clock::now();
+  for (const auto& seq : tokens) {
+    LLMT_ASSIGN_OR_RETURN(auto m, GrammarMatcher::create(grammar, vocab));
+    for (int32_t t : seq) {
+      LLMT_ASSIGN_OR_RETURN(auto mask, m.allowed());
+      (void)mask;
+      LLMT_RETURN_IF_ERROR(m.accept(t));
+      ++n;
+    }
+  }
+  return n > 0 ? seconds_since(t0) * 1e6 / static_cast<double>(n) : 0.0;
+}
+
+// Microseconds per draw of the default chain (temperature 1) on random logits: unconstrained,
+// and masked by the states the recorded outputs pass through.
+Result<std::pair<double, double>> draw_us(const std::shared_ptr<const Grammar>& grammar,
+                                          const std::shared_ptr<const TokenVocab>& vocab,
+                                          const std::vector<std::vector<int32_t>>& tokens) {
+  std::vector<std::vector<uint64_t>> masks;
+  for (size_t i = 0; i < tokens.size() && i < 4; ++i) {
+    LLMT_ASSIGN_OR_RETURN(auto m, GrammarMatcher::create(grammar, vocab));
+    for (int32_t t : tokens[i]) {
+      LLMT_ASSIGN_OR_RETURN(auto mask, m.allowed());
+      masks.emplace_back(mask.begin(), mask.end());
+      LLMT_RETURN_IF_ERROR(m.accept(t));
+    }
+  }
+  if (masks.empty()) return std::make_pair(0.0, 0.0);
+  SamplingParams sp;
+  sp.temperature = 1.0f;
+  Sampler plain(sp, vocab->n_vocab()), masked(sp, vocab->n_vocab());
+  std::vector<float> logits(static_cast<size_t>(vocab->n_vocab()));
+  uint64_t x = 88172645463325252ull;
+  for (float& v : logits) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    v = static_cast<float>(x % 20000) / 1000.0f;  // [0, 20)
+  }
+  int64_t sink = 0;
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < masks.size(); ++i) sink += plain.sample(logits);
+  const double plain_us = seconds_since(t0) * 1e6 / static_cast<double>(masks.size());
+  t0 = Clock::now();
+  for (const auto& m : masks) sink += masked.sample(logits, m);
+  const double masked_us = seconds_since(t0) * 1e6 / static_cast<double>(masks.size());
+  if (sink == -1) std::fprintf(stderr, " ");  // keeps the draws
+  return std::make_pair(plain_us, masked_us);
+}
+
+Result<json> scenario_grammar(const ScenarioOptions& o) {
+  const int32_t n = o.n_threads_sim > 0 ? o.n_threads_sim : 64;
+  const int32_t gen_len = 96;
+  std::vector<double> plain_ms, grammar_ms;
+  GrammarRun last;
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    // A fresh grammar per repetition: its automaton and mask cache start cold each time.
+    LLMT_ASSIGN_OR_RETURN(auto grammar, Grammar::from_json_schema(kGrammarBenchSchema));
+    LLMT_ASSIGN_OR_RETURN(auto p, run_grammar(o, nullptr, n, gen_len));
+    LLMT_ASSIGN_OR_RETURN(auto g, run_grammar(o, grammar, n, gen_len));
+    plain_ms.push_back(p.step_ms);
+    grammar_ms.push_back(g.step_ms);
+    last = std::move(g);
+  }
+  auto vocab = TokenVocab::from_tokenizer(o.model->tokenizer());
+  LLMT_ASSIGN_OR_RETURN(auto cold_grammar, Grammar::from_json_schema(kGrammarBenchSchema));
+  LLMT_ASSIGN_OR_RETURN(double cold_us, replay_us_per_token(cold_grammar, vocab, last.tokens));
+  LLMT_ASSIGN_OR_RETURN(double warm_us, replay_us_per_token(cold_grammar, vocab, last.tokens));
+  LLMT_ASSIGN_OR_RETURN(auto draw, draw_us(cold_grammar, vocab, last.tokens));
+  const double p50 = percentile(plain_ms, 50), g50 = percentile(grammar_ms, 50);
+  json j;
+  j["scenario"] = "grammar";
+  j["llm_threads"] = n;
+  j["max_tokens"] = gen_len;
+  j["step_ms"] = {
+      {"plain_p50", p50}, {"grammar_p50", g50}, {"plain", plain_ms}, {"grammar", grammar_ms}};
+  j["overhead_fraction"] = p50 > 0 ? (g50 - p50) / p50 : 0.0;
+  // Grammar work of one step (n threads) relative to the unconstrained step.
+  j["replay_us_per_token"] = {{"cold", cold_us}, {"warm", warm_us}};
+  j["replay_fraction_of_step"] = {{"cold", p50 > 0 ? cold_us * n / 1e3 / p50 : 0.0},
+                                  {"warm", p50 > 0 ? warm_us * n / 1e3 / p50 : 0.0}};
+  // The draw itself: the default sampling chain on random logits, unconstrained vs masked by
+  // the grammar states of the recorded outputs.
+  j["draw_us"] = {{"plain", draw.first}, {"masked", draw.second}};
+  j["grammar_run"] = {{"tokens", last.n_tokens},
+                      {"steps", last.n_steps},
+                      {"finished_by_length", last.n_length},
+                      {"wall_s", last.wall_s}};
+  j["n_vocab"] = vocab->n_vocab();
+  j["trie_nodes"] = vocab->n_nodes();
+  return j;
+}
+
 }  // namespace
 
 Result<nlohmann::ordered_json> run_scenario(const std::string& name, const ScenarioOptions& o) {
@@ -572,8 +723,9 @@ Result<nlohmann::ordered_json> run_scenario(const std::string& name, const Scena
   if (name == "shared-prefix") return scenario_shared_prefix(o);
   if (name == "switch") return scenario_switch(o);
   if (name == "classify-job") return scenario_classify_job(o);
+  if (name == "grammar") return scenario_grammar(o);
   return invalid_argument("unknown scenario '" + name +
-                          "' (known: priority, shared-prefix, switch, classify-job)");
+                          "' (known: priority, shared-prefix, switch, classify-job, grammar)");
 }
 
 }  // namespace llmt::bench

@@ -9,6 +9,8 @@
 //   classify-job   1,000 short documents classified into 3 labels with one shared ~200-token
 //                  instruction: docs/s of a classify Job (shared prefix + label scoring) vs
 //                  independent generation requests (full prompt, 8 in flight, label parsed).
+//   grammar        64 sampled threads with and without a JSON Schema grammar: step time of each
+//                  (overhead fraction) and the replayed grammar cost per token, cold and warm.
 // Thread-safety: run_scenario drives its own engines from the calling thread.
 #pragma once
 

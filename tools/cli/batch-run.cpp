@@ -57,6 +57,7 @@ Status document_from_openai(const tasks::InputRecord& rec, const SamplingParams&
   doc->max_tokens = r.max_tokens;
   doc->sampling = r.sampling;
   doc->stop = std::move(r.stop);
+  if (r.grammar) doc->grammar = r.grammar;  // the line's response_format / grammar / json_schema
   return Status::ok();
 }
 

@@ -99,6 +99,10 @@ int cmd_run(int argc, char** argv) {
                  "tokens generated per LLM thread at most (default 128)")
       ->check(CLI::Range(1, 1 << 24));
   app.add_option("--stop", stop, "stop string (repeatable)");
+  std::string schema_path;
+  app.add_option("--schema", schema_path,
+                 "JSON Schema file: every output is JSON valid against it (generate/extract, "
+                 "--split none)");
   app.add_option("--temp", sp.temperature, "temperature; 0 = greedy (default 0)");
   app.add_option("--top-k", sp.top_k, "top-k, 0 = off (default 40)");
   app.add_option("--top-p", sp.top_p, "top-p, 1 = off (default 0.95)");
@@ -162,6 +166,20 @@ int cmd_run(int argc, char** argv) {
   spec.sampling = sp;
   spec.max_tokens = max_tokens;
   spec.stop = stop;
+  std::string schema_text;
+  if (!schema_path.empty()) {
+    if (spec.type != TaskType::kGenerate && spec.type != TaskType::kExtract)
+      return fail("--schema is for --task extract or generate");
+    if (!spec.choices.empty()) return fail("--schema and --choices exclude each other");
+    if (split != "none")
+      return fail("--schema needs --split none (merged pieces would not be one JSON value)");
+    Result<std::string> t = read_text_file(schema_path, "schema file");
+    if (!t.is_ok()) return fail(t.status().message());
+    schema_text = *t;
+    Result<std::shared_ptr<const Grammar>> g = Grammar::from_json_schema(schema_text);
+    if (!g.is_ok()) return fail("--schema " + schema_path + ": " + g.status().message());
+    spec.grammar = *g;
+  }
   spec.priority = priority;
   spec.piece_details = details;
   if (Status s = sp.validate(); !s.is_ok()) return fail(s.message());
@@ -177,7 +195,7 @@ int cmd_run(int argc, char** argv) {
 
   // What makes an existing output resumable by this run.
   std::error_code fs_ec;
-  const json fp = {
+  json fp = {
       {"task", task_type_name(spec.type)},
       {"labels", spec.labels},
       {"choices", spec.choices},
@@ -200,6 +218,8 @@ int cmd_run(int argc, char** argv) {
       {"ctx_size", ef.n_ctx},
       {"model", std::filesystem::path(model_path).filename().string()},
       {"model_bytes", static_cast<uint64_t>(std::filesystem::file_size(model_path, fs_ec))}};
+
+  if (!schema_text.empty()) fp["schema"] = schema_text;  // only then: older fingerprints stay
 
   BatchRunOptions opt;
   opt.spec = std::move(spec);

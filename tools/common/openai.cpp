@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <limits>
 
 #include "llmthreads/model.h"
@@ -135,6 +136,135 @@ Status parse_stop(const json& body, std::optional<std::vector<std::string>>* out
   return Status::ok();
 }
 
+// Sampling fields of llama.cpp / OpenAI that would change the output and are not implemented.
+constexpr const char* kRefusedFields[] = {"mirostat",
+                                          "mirostat_tau",
+                                          "mirostat_eta",
+                                          "tfs_z",
+                                          "dry_multiplier",
+                                          "dry_base",
+                                          "dry_allowed_length",
+                                          "dry_penalty_last_n",
+                                          "dry_sequence_breakers",
+                                          "xtc_probability",
+                                          "xtc_threshold",
+                                          "top_n_sigma",
+                                          "dynatemp_range",
+                                          "dynatemp_exponent",
+                                          "penalize_nl",
+                                          "min_keep",
+                                          "samplers",
+                                          "suffix",
+                                          "prediction",
+                                          "n_probs",
+                                          "ignore_eos",
+                                          "n_keep",
+                                          "grammar_lazy",
+                                          "grammar_triggers",
+                                          "preserved_tokens",
+                                          "logit_bias_eog",
+                                          "post_sampling_probs",
+                                          "id_slot"};
+
+Status parse_logit_bias(const json& body, std::vector<std::pair<int32_t, float>>* out) {
+  if (!present(body, "logit_bias")) return Status::ok();
+  const json& lb = body["logit_bias"];
+  auto add = [&](const json& key, const json& v) -> Status {
+    int64_t id = -1;
+    if (key.is_string()) {
+      const std::string k = key.get<std::string>();
+      if (k.empty() || k.size() > 10 || !std::all_of(k.begin(), k.end(), ::isdigit))
+        return field_error("logit_bias", " keys must be token ids, got '" + k + "'");
+      id = std::stoll(k);
+    } else if (key.is_number_integer()) {
+      id = key.get<int64_t>();
+    }
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      return field_error("logit_bias", " keys must be token ids");
+    float bias = 0.0f;
+    if (v.is_boolean() && !v.get<bool>()) {
+      bias = -std::numeric_limits<float>::infinity();
+    } else if (v.is_number()) {
+      bias = v.get<float>();
+      if (!std::isfinite(bias)) return field_error("logit_bias", " values must be finite");
+    } else {
+      return field_error("logit_bias", " values must be numbers (or false to ban)");
+    }
+    out->emplace_back(static_cast<int32_t>(id), bias);
+    return Status::ok();
+  };
+  if (lb.is_object()) {
+    for (const auto& [k, v] : lb.items()) LLMT_RETURN_IF_ERROR(add(json(k), v));
+  } else if (lb.is_array()) {
+    for (const json& e : lb) {
+      if (!e.is_array() || e.size() != 2)
+        return field_error("logit_bias", " as an array must hold [token id, bias] pairs");
+      LLMT_RETURN_IF_ERROR(add(e[0], e[1]));
+    }
+  } else {
+    return field_error("logit_bias", " must be an object {\"token id\": bias}");
+  }
+  return Status::ok();
+}
+
+// The grammar from response_format, grammar or json_schema (null when none constrains).
+Status parse_constraint(const json& body, std::shared_ptr<const Grammar>* out) {
+  auto with_field = [](Status s, const char* field) {
+    return s.is_ok() ? s : invalid_argument(quoted(field) + ": " + s.message(), field);
+  };
+  int n = 0;
+  std::shared_ptr<const Grammar> g;
+  if (present(body, "response_format")) {
+    const json& rf = body["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      return field_error("response_format", " must be an object with a string \"type\"");
+    const std::string type = rf["type"].get<std::string>();
+    if (type == "json_object") {
+      Result<std::shared_ptr<const Grammar>> r =
+          rf.contains("schema") && !rf["schema"].is_null()
+              ? Grammar::from_json_schema(rf["schema"].dump())
+              : Grammar::parse(json_value_gbnf(true));
+      if (!r.is_ok()) return with_field(r.status(), "response_format");
+      g = *r;
+      ++n;
+    } else if (type == "json_schema") {
+      if (!rf.contains("json_schema") || !rf["json_schema"].is_object() ||
+          !rf["json_schema"].contains("schema"))
+        return field_error("response_format",
+                           ": type json_schema needs \"json_schema\": {\"schema\": {...}}");
+      const json& js = rf["json_schema"];
+      if (js.contains("strict") && !js["strict"].is_null() && !js["strict"].is_boolean())
+        return field_error("response_format", ": json_schema.strict must be true or false");
+      auto r = Grammar::from_json_schema(js["schema"].dump());
+      if (!r.is_ok()) return with_field(r.status(), "response_format");
+      g = *r;
+      ++n;
+    } else if (type != "text") {
+      return field_error("response_format",
+                         ": unknown type '" + type + "' (text, json_object or json_schema)");
+    }
+  }
+  if (present(body, "grammar")) {
+    if (!body["grammar"].is_string()) return field_error("grammar", " must be a string (GBNF)");
+    auto r = Grammar::parse(body["grammar"].get<std::string>());
+    if (!r.is_ok()) return with_field(r.status(), "grammar");
+    g = *r;
+    ++n;
+  }
+  if (present(body, "json_schema")) {
+    auto r = Grammar::from_json_schema(body["json_schema"].dump());
+    if (!r.is_ok()) return with_field(r.status(), "json_schema");
+    g = *r;
+    ++n;
+  }
+  if (n > 1)
+    return invalid_argument(
+        "\"grammar\": use one of grammar, json_schema and a constraining response_format",
+        "grammar");
+  *out = std::move(g);
+  return Status::ok();
+}
+
 }  // namespace
 
 Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingParams& base,
@@ -202,8 +332,26 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
       break;
     }
   }
+  for (const char* key : kRefusedFields) {
+    if (present(body, key))
+      return unsupported(quoted(key) + " is not supported by this server", key);
+  }
   r.sampling = base;
   LLMT_RETURN_IF_ERROR(get_float(body, "temperature", &r.sampling.temperature));
+  LLMT_RETURN_IF_ERROR(get_float(body, "min_p", &r.sampling.min_p));
+  LLMT_RETURN_IF_ERROR(get_float(body, "typical_p", &r.sampling.typical_p));
+  LLMT_RETURN_IF_ERROR(get_float(body, "repeat_penalty", &r.sampling.repeat_penalty));
+  {
+    int64_t k = r.sampling.top_k;
+    LLMT_RETURN_IF_ERROR(get_int(body, "top_k", 0, 1 << 30, &k));
+    r.sampling.top_k = static_cast<int32_t>(k);
+    int64_t last_n = r.sampling.repeat_last_n;
+    LLMT_RETURN_IF_ERROR(
+        get_int(body, "repeat_last_n", 0, SamplingParams::kMaxRepeatLastN, &last_n));
+    r.sampling.repeat_last_n = static_cast<int32_t>(last_n);
+  }
+  LLMT_RETURN_IF_ERROR(parse_logit_bias(body, &r.sampling.logit_bias));
+  LLMT_RETURN_IF_ERROR(parse_constraint(body, &r.grammar));
   LLMT_RETURN_IF_ERROR(get_float(body, "top_p", &r.sampling.top_p));
   LLMT_RETURN_IF_ERROR(get_float(body, "frequency_penalty", &r.sampling.frequency_penalty));
   LLMT_RETURN_IF_ERROR(get_float(body, "presence_penalty", &r.sampling.presence_penalty));
@@ -212,6 +360,7 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
     LLMT_RETURN_IF_ERROR(get_int(body, "seed", std::numeric_limits<int64_t>::min(),
                                  std::numeric_limits<int64_t>::max(), &seed));
     r.sampling.seed = static_cast<uint64_t>(seed);
+    r.seed_given = true;
   }
   LLMT_RETURN_IF_ERROR(r.sampling.validate());
   LLMT_RETURN_IF_ERROR(parse_stop(body, &r.stop));
@@ -288,6 +437,15 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
         opt.default_max_tokens > 0 ? std::min<int64_t>(opt.default_max_tokens, room) : room);
   }
   tr.sampling = req.sampling;
+  for (const auto& [id, bias] : tr.sampling.logit_bias) {
+    if (id >= opt.model->tokenizer().n_vocab()) {
+      return invalid_argument("\"logit_bias\": token id " + std::to_string(id) +
+                                  " is outside the vocabulary (" +
+                                  std::to_string(opt.model->tokenizer().n_vocab()) + " tokens)",
+                              "logit_bias");
+    }
+  }
+  tr.grammar = req.grammar;
   if (req.stop) tr.stop = *req.stop;
   tr.priority = req.priority;
   tr.tenant = tenant_id(req.tenant);

@@ -13,6 +13,19 @@
 //   top_logprobs an integer in [0, 20] (only with logprobs: true); echo (true) and best_of > 1
 //   are rejected as unsupported (400); extensions: priority (integer, higher runs first) and
 //   tenant (string; defaults to `user`).
+// Sampling fields beyond OpenAI's (llama.cpp's names): top_k (integer >= 0), min_p, typical_p,
+//   repeat_penalty (numbers), repeat_last_n (integer), logit_bias ({"id": bias} as OpenAI, or
+//   llama.cpp's [[id, bias]]; a bias of false bans the token; ids must be in the vocabulary).
+// Constrained output: response_format {"type": "text"}, {"type": "json_object"} (any JSON
+//   object; llama.cpp's optional "schema" member narrows it) or {"type": "json_schema",
+//   "json_schema": {"name", "schema", "strict"}} (always enforced, strict or not); anything else
+//   is a 400 naming response_format. Extensions: grammar (GBNF text) and json_schema (a schema
+//   object), as llama.cpp's server; at most one of grammar / json_schema / a constraining
+//   response_format.
+// Chat roles must be system, developer, user, assistant or tool. Fields that llama.cpp or
+//   OpenAI define and that would change the output but are not implemented here (mirostat,
+//   tfs_z, dry_*, xtc_*, top_n_sigma, dynatemp_*, penalize_nl, min_keep, samplers, suffix,
+//   prediction, n_probs, ...) are a 400 naming the field, never ignored.
 //
 // Logprobs (see ThreadRequest::logprobs: the model's distribution, before sampling transforms).
 // A token's text is its piece as the detokenizer produces it (Tokenizer::token_to_piece; a
@@ -44,6 +57,7 @@
 
 #include "llmthreads/chat-template.h"
 #include "llmthreads/engine.h"
+#include "llmthreads/grammar.h"
 #include "llmthreads/sampling.h"
 #include "llmthreads/status.h"
 #include "llmthreads/tokenizer.h"
@@ -73,6 +87,8 @@ struct OpenAiRequest {
   // ThreadRequest::logprobs: -1 = off; completions: the `logprobs` count; chat: `top_logprobs`
   // (0 when absent) when `logprobs` is true.
   int32_t logprobs = -1;
+  bool seed_given = false;  // the body had a seed (else the caller may draw a fresh one)
+  std::shared_ptr<const Grammar> grammar;  // response_format / grammar / json_schema
 };
 
 inline constexpr int32_t kMaxChoices = 16;            // largest n
@@ -82,7 +98,8 @@ inline constexpr int32_t kMaxChatTopLogprobs = 20;    // chat's top_logprobs
 // Parses `body` (a JSON object) for `endpoint`. `base` supplies the sampling fields the body does
 // not set. Errors: kInvalidArgument (wrong type or range, missing prompt / messages; field() is
 // the field at fault when it is a top-level one, which the message starts with in quotes) or
-// kUnsupported (best_of > 1, echo, non-text content parts, several prompts).
+// kUnsupported (best_of > 1, echo, non-text content parts, several prompts, unimplemented
+// sampling fields). Compiles the grammar of response_format / grammar / json_schema.
 Status parse_openai_request(const nlohmann::json& body, Endpoint endpoint,
                             const SamplingParams& base, OpenAiRequest* out);
 

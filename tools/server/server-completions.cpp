@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 namespace llmt::server {
 
@@ -87,6 +88,12 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   if (!treq.is_ok()) {
     send_error(res, treq.status());
     return;
+  }
+  if (!oreq.seed_given) {
+    // No seed: a fresh one per request (as OpenAI and llama.cpp), returned as "seed". 53 bits,
+    // so that it survives a JavaScript client and fits the body's signed 64-bit "seed".
+    std::random_device rd;
+    treq->sampling.seed = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) & ((uint64_t{1} << 53) - 1);
   }
   const int32_t n = oreq.n;
   if (n > opt.max_queue) {
@@ -199,8 +206,9 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     choices.push_back(std::move(c));
     usages.push_back(r->usage);
   }
-  send_json(res, 200,
-            completion_body(ep, new_id(ep), model, unix_now(), choices, merge_usage(usages)));
+  json out = completion_body(ep, new_id(ep), model, unix_now(), choices, merge_usage(usages));
+  out["seed"] = seed;  // choice i used seed + i
+  send_json(res, 200, out);
 }
 
 }  // namespace llmt::server

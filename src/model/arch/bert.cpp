@@ -122,6 +122,8 @@ void encode_bert(ContextState& c, const int32_t* tokens, int32_t n) {
         a.row_stride = kv_dim * sizeof(float);
         a.hd = hd;
         a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        a.dot = c.ot->dot;
+        a.axpy = c.ot->axpy;
         const int64_t off = i * q_dim + static_cast<int64_t>(g) * group * hd;
         ops::attend_span(a, c.q.data() + off, group, 0, n, c.ts[ith].scores.data(),
                          c.att.data() + off);
