@@ -79,8 +79,9 @@ Status parse_messages(const json& body, std::vector<ChatMessage>* out) {
     ChatMessage cm;
     cm.role = m["role"].get<std::string>();
     if (!is_known_chat_role(cm.role)) {
-      return invalid_argument("unknown message role '" + cm.role +
-                              "' (system, user, assistant, tool, developer)", "messages");
+      return invalid_argument(
+          "unknown message role '" + cm.role + "' (system, user, assistant, tool, developer)",
+          "messages");
     }
     const json content = m.value("content", json());
     if (content.is_string()) {
@@ -548,7 +549,8 @@ json completion_body(Endpoint endpoint, const std::string& id, const std::string
     const ChoiceOutput& c = choices[i];
     json choice = {{"index", i}};
     if (chat && (c.tool_family != ToolCallFamily::kNone || c.parse_reasoning)) {
-      const ParsedAssistantMessage m = parse_assistant_output(c.text, c.tool_family, c.parse_reasoning);
+      const ParsedAssistantMessage m =
+          parse_assistant_output(c.text, c.tool_family, c.parse_reasoning);
       json msg = {{"role", "assistant"}};
       msg["content"] = m.content.empty() && !m.tool_calls.empty() ? json(nullptr) : json(m.content);
       if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
