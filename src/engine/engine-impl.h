@@ -50,7 +50,7 @@ struct Live {
   std::optional<StreamDecoder> decoder;
   std::optional<GrammarMatcher> grammar;  // ThreadRequest::grammar's state
   std::string grammar_error;              // set when the grammar can no longer be satisfied
-  std::string held;  // decoded text not yet emitted (may start a stop string)
+  std::string held;                       // decoded text not yet emitted (may start a stop string)
   ThreadResult result;
   bool started = false;  // a chunk of it was computed
   // Scoring: positions [score_from, score_from + n_score) are the ones whose logits predict

@@ -1,6 +1,6 @@
-// AVX2 Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weight x Q8_K activation kernels for matmul: the single-row dot (vec_dot) and
-// the register-tiled GEMM tile (one weight row x 8 tokens per pass, weights decoded once per
-// 8 tokens, 8 int32x8 accumulators in registers).
+// AVX2 Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weight x Q8_K activation kernels for matmul: the single-row
+// dot (vec_dot) and the register-tiled GEMM tile (one weight row x 8 tokens per pass, weights
+// decoded once per 8 tokens, 8 int32x8 accumulators in registers).
 //
 // Per-pair arithmetic (the batch-invariance contract, shared by vec_dot and every tile):
 // for each super-block i, the exact integer dot isum_i (and for Q4_K the exact min term
@@ -27,10 +27,10 @@ using avx2::fp16;
 using avx2::load256;
 using avx2::reduce8;
 
-
 template <class T>
 const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) + static_cast<size_t>(t) * x_stride);
+  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
+                                    static_cast<size_t>(t) * x_stride);
 }
 
 // Exact integer horizontal sum of 8 int32 lanes.
@@ -66,7 +66,8 @@ using BlockQ45K = std::conditional_t<kFive, BlockQ5K, BlockQ4K>;
 // tokens (q8 rows y[t]) into sumi[t]: lane l of sumi[t] collects elements 4l..4l+3 of every
 // 32-element sub-block, times its scale.
 template <bool kFive, int NT>
-inline void q45k_block(const BlockQ45K<kFive>& b, const uint8_t sc[8], const int8_t* const y[NT], __m256i sumi[NT]) {
+inline void q45k_block(const BlockQ45K<kFive>& b, const uint8_t sc[8], const int8_t* const y[NT],
+                       __m256i sumi[NT]) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   [[maybe_unused]] __m256i hbits;
   if constexpr (kFive) hbits = load256(b.qh);
@@ -85,7 +86,8 @@ inline void q45k_block(const BlockQ45K<kFive>& b, const uint8_t sc[8], const int
     const __m256i s_hi = _mm256_set1_epi16(sc[2 * j + 1]);
     for (int t = 0; t < NT; ++t) {
       const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(y[t] + 64 * j)), s_lo);
-      const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(y[t] + 64 * j + 32)), s_hi);
+      const __m256i phi =
+          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(y[t] + 64 * j + 32)), s_hi);
       sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
       asm("" : "+x"(sumi[t]));  // no reassociation into spilled product trees
     }
@@ -108,18 +110,20 @@ void dot_q45_k(int64_t n, float* out, const void* w, const void* x) {
     // Each sub-block's min covers two bsums groups: duplicate every min.
     const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)));
     const __m256i mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
-    const __m128 f = _mm_cvtepi32_ps(hsum2_i32(sumi[0], _mm256_madd_epi16(mins16, load256(xb[i].bsums))));
+    const __m128 f =
+        _mm_cvtepi32_ps(hsum2_i32(sumi[0], _mm256_madd_epi16(mins16, load256(xb[i].bsums))));
     uint32_t d_dmin;  // d and dmin are adjacent fp16 fields
     std::memcpy(&d_dmin, &wb[i].d, 4);
-    const __m128 scales = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin))), _mm_set1_ps(xb[i].d));
+    const __m128 scales =
+        _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin))), _mm_set1_ps(xb[i].d));
     acc = _mm_fmadd_ps(scales, f, acc);
   }
   *out = _mm_cvtss_f32(_mm_sub_ss(acc, _mm_movehdup_ps(acc)));
 }
 
 template <bool kFive>
-void gemm_q45_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-               const void* aux, float* y, int64_t y_stride, int ntok) {
+void gemm_q45_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+                size_t x_stride, const void* aux, float* y, int64_t y_stride, int ntok) {
   const auto* hdr = static_cast<const Q8KGroup*>(aux);
   const int64_t nsb = k / kQKK;
   const BlockQ8K* xb[8];
@@ -146,12 +150,17 @@ void gemm_q45_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const 
           _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn))));
       const Q8KGroup& h = hdr[i];
       __m256i imin = _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0x00), load256(h.bs[0]));
-      imin = _mm256_add_epi32(imin, _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0x55), load256(h.bs[1])));
-      imin = _mm256_add_epi32(imin, _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0xAA), load256(h.bs[2])));
-      imin = _mm256_add_epi32(imin, _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0xFF), load256(h.bs[3])));
+      imin = _mm256_add_epi32(imin,
+                              _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0x55), load256(h.bs[1])));
+      imin = _mm256_add_epi32(imin,
+                              _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0xAA), load256(h.bs[2])));
+      imin = _mm256_add_epi32(imin,
+                              _mm256_madd_epi16(_mm256_shuffle_epi32(mm, 0xFF), load256(h.bs[3])));
       const __m256 dx = _mm256_loadu_ps(h.d);
-      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(b.d)), dx), _mm256_cvtepi32_ps(isum), acc);
-      accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(b.dmin)), dx), _mm256_cvtepi32_ps(imin), accm);
+      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(b.d)), dx), _mm256_cvtepi32_ps(isum),
+                            acc);
+      accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(b.dmin)), dx),
+                             _mm256_cvtepi32_ps(imin), accm);
     }
     store_lanes(_mm256_sub_ps(acc, accm), y + r, y_stride, ntok);
   }
@@ -171,8 +180,10 @@ inline void q6k_block(const BlockQ6K& b, const BlockQ8K* const xb[NT], __m256i s
   // the high lane, so a per-lane word broadcast gives run r's pair (group 2r low, 2r + 1 high).
   const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
   const __m256i pair_scs[2] = {
-      _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 0, 0, 0, 0, 1, 3, 5, 7, 0, 0, 0, 0))),
-      _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_setr_epi8(8, 10, 12, 14, 0, 0, 0, 0, 9, 11, 13, 15, 0, 0, 0, 0))),
+      _mm256_cvtepi8_epi16(
+          _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 0, 0, 0, 0, 1, 3, 5, 7, 0, 0, 0, 0))),
+      _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+          sc8, _mm_setr_epi8(8, 10, 12, 14, 0, 0, 0, 0, 9, 11, 13, 15, 0, 0, 0, 0))),
   };
   for (int h = 0; h < 2; ++h) {
     const __m256i pair_sc = pair_scs[h];
@@ -180,16 +191,23 @@ inline void q6k_block(const BlockQ6K& b, const BlockQ8K* const xb[NT], __m256i s
       // Loaded per run (L1 hits) rather than held: keeps the 8 token accumulators in registers.
       const __m256i lq = load256(b.ql + 64 * h + 32 * (run & 1));
       const __m256i qh = load256(b.qh + 32 * h);
-      const __m256i low = run < 2 ? _mm256_and_si256(lq, m4) : _mm256_and_si256(_mm256_srli_epi16(lq, 4), m4);
+      const __m256i low =
+          run < 2 ? _mm256_and_si256(lq, m4) : _mm256_and_si256(_mm256_srli_epi16(lq, 4), m4);
       __m256i high;
-      if (run == 0) high = _mm256_slli_epi16(qh, 4);
-      else if (run == 1) high = _mm256_slli_epi16(qh, 2);
-      else if (run == 2) high = qh;
-      else high = _mm256_srli_epi16(qh, 2);
+      if (run == 0)
+        high = _mm256_slli_epi16(qh, 4);
+      else if (run == 1)
+        high = _mm256_slli_epi16(qh, 2);
+      else if (run == 2)
+        high = qh;
+      else
+        high = _mm256_srli_epi16(qh, 2);
       const __m256i codes = _mm256_or_si256(low, _mm256_and_si256(high, m30));
-      const __m256i s = _mm256_shuffle_epi8(pair_sc, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * run)));
+      const __m256i s = _mm256_shuffle_epi8(
+          pair_sc, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * run)));
       for (int t = 0; t < NT; ++t) {
-        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * run)), s);
+        const __m256i p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * run)), s);
         sumi[t] = _mm256_add_epi32(sumi[t], p);
         // Keeps the compiler from reassociating the 8 adds into a tree of spilled products.
         asm("" : "+x"(sumi[t]));
@@ -197,7 +215,8 @@ inline void q6k_block(const BlockQ6K& b, const BlockQ8K* const xb[NT], __m256i s
     }
   }
   // -32 * scale fits int16 (|scale| <= 128); integer sums are exact in any order.
-  const __m256i sc16m = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_cvtepi8_epi16(sc8)), 5);
+  const __m256i sc16m =
+      _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), _mm256_cvtepi8_epi16(sc8)), 5);
   for (int t = 0; t < NT; ++t) {
     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc16m, load256(xb[t]->bsums)));
   }
@@ -217,8 +236,8 @@ void dot_q6_k(int64_t n, float* out, const void* w, const void* x) {
   *out = _mm_cvtss_f32(acc);
 }
 
-void gemm_q6_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-               const void* aux, float* y, int64_t y_stride, int ntok) {
+void gemm_q6_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+               size_t x_stride, const void* aux, float* y, int64_t y_stride, int ntok) {
   const auto* hdr = static_cast<const Q8KGroup*>(aux);
   const int64_t nsb = k / kQKK;
   const BlockQ8K* xb[8];
@@ -235,7 +254,8 @@ void gemm_q6_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const v
       }
       q6k_block<8>(wb[i], xr, sumi);
       const __m256 dx = _mm256_loadu_ps(hdr[i].d);
-      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].d)), dx), _mm256_cvtepi32_ps(reduce8(sumi)), acc);
+      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].d)), dx),
+                            _mm256_cvtepi32_ps(reduce8(sumi)), acc);
     }
     store_lanes(acc, y + r, y_stride, ntok);
   }
@@ -248,8 +268,9 @@ void gemm_q6_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const v
 // pair_scales(sc16, h): int16 scales of half h with even groups in the low 128-bit lane and odd
 // groups in the high lane (a per-lane word broadcast then gives run k's scale pair).
 inline __m256i pair_scales(__m128i sc8, int h) {
-  const __m128i split = h == 0 ? _mm_setr_epi8(0, 2, 4, 6, 0, 0, 0, 0, 1, 3, 5, 7, 0, 0, 0, 0)
-                               : _mm_setr_epi8(8, 10, 12, 14, 0, 0, 0, 0, 9, 11, 13, 15, 0, 0, 0, 0);
+  const __m128i split = h == 0
+                            ? _mm_setr_epi8(0, 2, 4, 6, 0, 0, 0, 0, 1, 3, 5, 7, 0, 0, 0, 0)
+                            : _mm_setr_epi8(8, 10, 12, 14, 0, 0, 0, 0, 9, 11, 13, 15, 0, 0, 0, 0);
   return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, split));
 }
 inline __m256i run_scale(__m256i pair_sc, int k) {
@@ -261,7 +282,8 @@ struct KQ2 {
   using Block = BlockQ2K;
   static constexpr bool kHasMin = true;
   template <int NT>
-  static void block(const Block& b, const BlockQ8K* const xb[NT], __m256i sumi[NT], __m256i summ[NT]) {
+  static void block(const Block& b, const BlockQ8K* const xb[NT], __m256i sumi[NT],
+                    __m256i summ[NT]) {
     const __m256i m3 = _mm256_set1_epi8(0x03);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
     const __m128i lo4 = _mm_and_si128(sc8, _mm_set1_epi8(0x0F));
@@ -272,12 +294,15 @@ struct KQ2 {
         const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
         const __m256i s = run_scale(pair_sc, k);
         for (int t = 0; t < NT; ++t) {
-          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * k)), s));
+          sumi[t] = _mm256_add_epi32(
+              sumi[t], _mm256_madd_epi16(
+                           _mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * k)), s));
           asm("" : "+x"(sumi[t]));
         }
       }
     }
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+    const __m256i mins16 =
+        _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
     for (int t = 0; t < NT; ++t) summ[t] = _mm256_madd_epi16(mins16, load256(xb[t]->bsums));
   }
 };
@@ -287,16 +312,18 @@ struct KQ3 {
   using Block = BlockQ3K;
   static constexpr bool kHasMin = false;
   template <int NT>
-  static void block(const Block& b, const BlockQ8K* const xb[NT], __m256i sumi[NT], __m256i* /*summ*/) {
+  static void block(const Block& b, const BlockQ8K* const xb[NT], __m256i sumi[NT],
+                    __m256i* /*summ*/) {
     const __m256i m3 = _mm256_set1_epi8(0x03);
     const __m256i one = _mm256_set1_epi8(0x01);
     uint32_t w3[3];
     std::memcpy(w3, b.scales, 12);
     const __m128i sc8 = _mm_sub_epi8(
-        _mm_setr_epi32(static_cast<int>((w3[0] & 0x0F0F0F0Fu) | ((w3[2] & 0x03030303u) << 4)),
-                       static_cast<int>((w3[1] & 0x0F0F0F0Fu) | (((w3[2] >> 2) & 0x03030303u) << 4)),
-                       static_cast<int>(((w3[0] >> 4) & 0x0F0F0F0Fu) | (((w3[2] >> 4) & 0x03030303u) << 4)),
-                       static_cast<int>(((w3[1] >> 4) & 0x0F0F0F0Fu) | (((w3[2] >> 6) & 0x03030303u) << 4))),
+        _mm_setr_epi32(
+            static_cast<int>((w3[0] & 0x0F0F0F0Fu) | ((w3[2] & 0x03030303u) << 4)),
+            static_cast<int>((w3[1] & 0x0F0F0F0Fu) | (((w3[2] >> 2) & 0x03030303u) << 4)),
+            static_cast<int>(((w3[0] >> 4) & 0x0F0F0F0Fu) | (((w3[2] >> 4) & 0x03030303u) << 4)),
+            static_cast<int>(((w3[1] >> 4) & 0x0F0F0F0Fu) | (((w3[2] >> 6) & 0x03030303u) << 4))),
         _mm_set1_epi8(32));
     const __m256i hm = load256(b.hmask);
     for (int h = 0; h < 2; ++h) {
@@ -305,17 +332,21 @@ struct KQ3 {
       for (int k = 0; k < 4; ++k) {
         // Unsigned code 0..7 = low 2 bits | high bit << 2; the true value is code - 4.
         const __m256i hbit = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
-        const __m256i codes = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), _mm256_slli_epi16(hbit, 2));
+        const __m256i codes = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3),
+                                              _mm256_slli_epi16(hbit, 2));
         const __m256i s = run_scale(pair_sc, k);
         for (int t = 0; t < NT; ++t) {
-          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * k)), s));
+          sumi[t] = _mm256_add_epi32(
+              sumi[t], _mm256_madd_epi16(
+                           _mm256_maddubs_epi16(codes, load256(xb[t]->qs + 128 * h + 32 * k)), s));
           asm("" : "+x"(sumi[t]));
         }
       }
     }
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
     for (int t = 0; t < NT; ++t) {
-      sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(xb[t]->bsums)), 2));
+      sumi[t] = _mm256_sub_epi32(
+          sumi[t], _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(xb[t]->bsums)), 2));
     }
   }
 };
@@ -337,7 +368,8 @@ void dot_k23(int64_t n, float* out, const void* w, const void* x) {
     if constexpr (K::kHasMin) {
       uint32_t d_dmin;
       std::memcpy(&d_dmin, &wb[i].d, 4);
-      scales = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin))), _mm_set1_ps(xb[i].d));
+      scales = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin))),
+                          _mm_set1_ps(xb[i].d));
     } else {
       scales = _mm_set_ss(fp16(wb[i].d) * xb[i].d);
     }
@@ -347,8 +379,8 @@ void dot_k23(int64_t n, float* out, const void* w, const void* x) {
 }
 
 template <class K>
-void gemm_k23(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-              const void* aux, float* y, int64_t y_stride, int ntok) {
+void gemm_k23(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+              size_t x_stride, const void* aux, float* y, int64_t y_stride, int ntok) {
   const auto* hdr = static_cast<const Q8KGroup*>(aux);
   const int64_t nsb = k / kQKK;
   const BlockQ8K* xb[8];
@@ -366,9 +398,11 @@ void gemm_k23(int64_t k, const void* w, size_t w_stride, int64_t nrows, const vo
       }
       K::template block<8>(wb[i], xr, sumi, summ);
       const __m256 dx = _mm256_loadu_ps(hdr[i].d);
-      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].d)), dx), _mm256_cvtepi32_ps(reduce8(sumi)), acc);
+      acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].d)), dx),
+                            _mm256_cvtepi32_ps(reduce8(sumi)), acc);
       if constexpr (K::kHasMin) {
-        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].dmin)), dx), _mm256_cvtepi32_ps(reduce8(summ)), accm);
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(fp16(wb[i].dmin)), dx),
+                               _mm256_cvtepi32_ps(reduce8(summ)), accm);
       }
     }
     store_lanes(K::kHasMin ? _mm256_sub_ps(acc, accm) : acc, y + r, y_stride, ntok);
@@ -384,8 +418,8 @@ void gemm_k23(int64_t k, const void* w, size_t w_stride, int64_t nrows, const vo
 // Interleaving several rows per pass (shared activation loads) measured slower here: it breaks
 // the sequential stream and does not lower the vector-port work per weight byte.
 template <void (*Dot)(int64_t, float*, const void*, const void*), int kSeqAhead = 8>
-void gemv_seq(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-              const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
+void gemv_seq(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+              size_t x_stride, const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
   for (int t = 0; t < ntok; ++t) {
     const auto* xt = row_at<uint8_t>(x, x_stride, t);
     float* yt = y + t * y_stride;
@@ -393,14 +427,16 @@ void gemv_seq(int64_t k, const void* w, size_t w_stride, int64_t nrows, const vo
       const auto* wr = row_at<char>(w, w_stride, static_cast<int>(r));
       // An address (prefetches past the matrix never fault), not a pointer into the matrix.
       const uintptr_t ahead = reinterpret_cast<uintptr_t>(wr) + kSeqAhead * w_stride;
-      for (size_t o = 0; o < w_stride; o += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + o), _MM_HINT_T0);
+      for (size_t o = 0; o < w_stride; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + o), _MM_HINT_T0);
       Dot(k, yt + r, wr, xt);
     }
   }
 }
 
 template <void (*Dot)(int64_t, float*, const void*, const void*)>
-void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs, int nx) {
+void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs,
+                   int nx) {
   for (int t = 0; t < nx; ++t) Dot(n, out + t * os, w, row_at<uint8_t>(x, xs, t));
 }
 
@@ -408,33 +444,48 @@ void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void*
 
 Avx2Entry avx2_entry_gemm_k(TensorType t) {
   switch (t) {
-    case TensorType::Q4_K: return {nullptr, nullptr, dot_q45_k<false>, dot_rows_loop<dot_q45_k<false>>};
-    case TensorType::Q5_K: return {nullptr, nullptr, dot_q45_k<true>, dot_rows_loop<dot_q45_k<true>>};
-    case TensorType::Q6_K: return {nullptr, nullptr, dot_q6_k, dot_rows_loop<dot_q6_k>};
-    case TensorType::Q2_K: return {nullptr, nullptr, dot_k23<KQ2>, dot_rows_loop<dot_k23<KQ2>>};
-    case TensorType::Q3_K: return {nullptr, nullptr, dot_k23<KQ3>, dot_rows_loop<dot_k23<KQ3>>};
-    default: break;
+    case TensorType::Q4_K:
+      return {nullptr, nullptr, dot_q45_k<false>, dot_rows_loop<dot_q45_k<false>>};
+    case TensorType::Q5_K:
+      return {nullptr, nullptr, dot_q45_k<true>, dot_rows_loop<dot_q45_k<true>>};
+    case TensorType::Q6_K:
+      return {nullptr, nullptr, dot_q6_k, dot_rows_loop<dot_q6_k>};
+    case TensorType::Q2_K:
+      return {nullptr, nullptr, dot_k23<KQ2>, dot_rows_loop<dot_k23<KQ2>>};
+    case TensorType::Q3_K:
+      return {nullptr, nullptr, dot_k23<KQ3>, dot_rows_loop<dot_k23<KQ3>>};
+    default:
+      break;
   }
   return {nullptr, nullptr, nullptr, nullptr};
 }
 
 GemmTileFn avx2_gemv(TensorType t) {
   switch (t) {
-    case TensorType::Q4_K: return gemv_seq<dot_q45_k<false>>;
-    case TensorType::Q6_K: return gemv_seq<dot_q6_k>;
-    default: break;
+    case TensorType::Q4_K:
+      return gemv_seq<dot_q45_k<false>>;
+    case TensorType::Q6_K:
+      return gemv_seq<dot_q6_k>;
+    default:
+      break;
   }
   return nullptr;
 }
 
 GemmTileFn avx2_gemm_tile(TensorType t) {
   switch (t) {
-    case TensorType::Q4_K: return gemm_q45_k<false>;
-    case TensorType::Q5_K: return gemm_q45_k<true>;
-    case TensorType::Q6_K: return gemm_q6_k;
-    case TensorType::Q2_K: return gemm_k23<KQ2>;
-    case TensorType::Q3_K: return gemm_k23<KQ3>;
-    default: break;
+    case TensorType::Q4_K:
+      return gemm_q45_k<false>;
+    case TensorType::Q5_K:
+      return gemm_q45_k<true>;
+    case TensorType::Q6_K:
+      return gemm_q6_k;
+    case TensorType::Q2_K:
+      return gemm_k23<KQ2>;
+    case TensorType::Q3_K:
+      return gemm_k23<KQ3>;
+    default:
+      break;
   }
   if (const GemmTileFn f = avx2_gemm_tile_q8(t)) return f;
   return avx2_gemm_tile_float(t);

@@ -1,5 +1,5 @@
-// AVX2 Q8_0 / Q4_0 / Q5_0 / IQ4_NL weight x Q8_0 activation kernels for matmul: the single-row dot (vec_dot)
-// and the GEMM tile (one weight row x 8 tokens per pass; each group of 8 weight blocks is
+// AVX2 Q8_0 / Q4_0 / Q5_0 / IQ4_NL weight x Q8_0 activation kernels for matmul: the single-row dot
+// (vec_dot) and the GEMM tile (one weight row x 8 tokens per pass; each group of 8 weight blocks is
 // decoded once and serves the 8 tokens).
 //
 // Per-pair arithmetic (the batch-invariance contract, shared by vec_dot and the tile): blocks
@@ -21,7 +21,6 @@ namespace {
 using avx2::hsum;
 using avx2::load256;
 using avx2::reduce8;
-
 
 // fp32 scales of blocks [0, nb) of an array of blocks (nb <= 8, other lanes 0).
 template <class Block>
@@ -78,7 +77,8 @@ struct Iq4Nl {
 
 // Exact int32x8 partial dot of signed codes w (abs_w = |w|) with activation bytes y.
 inline __m256i block_dot(__m256i abs_w, __m256i w, const int8_t* y) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(load256(y), w)), _mm256_set1_epi16(1));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(load256(y), w)),
+                           _mm256_set1_epi16(1));
 }
 
 template <class P>
@@ -107,8 +107,8 @@ void dot_blocks(int64_t n, float* out, const void* w, const void* x) {
 // Tile: token t's row at x + t * x_stride; aux = the per-token scale tables (q80_table_bytes)
 // of the group's first token, consecutive tokens q80_table_bytes(k) bytes apart.
 template <class P>
-void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-                 const void* aux, float* y, int64_t y_stride, int ntok) {
+void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+                 size_t x_stride, const void* aux, float* y, int64_t y_stride, int ntok) {
   const int64_t nb = k / kQK;
   const size_t tstride = q80_table_bytes(k);
   const int64_t nbp = (nb + 7) / 8 * 8;  // table: nbp fp32 scales, then nbp int32 block sums
@@ -120,7 +120,8 @@ void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const
     dx[t] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(aux) + tt * tstride);
   }
   for (int64_t r = 0; r < nrows; ++r) {
-    const auto* wb = reinterpret_cast<const typename P::Block*>(static_cast<const uint8_t*>(w) + r * w_stride);
+    const auto* wb =
+        reinterpret_cast<const typename P::Block*>(static_cast<const uint8_t*>(w) + r * w_stride);
     __m256 acc[8];
     for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < nb; g += 8) {
@@ -143,7 +144,8 @@ void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const
           if (j >= cnt) {
             p[j] = _mm256_setzero_si256();
           } else if constexpr (P::kOffset > 0) {
-            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[j], load256(xb[t][g + j].qs)), _mm256_set1_epi16(1));
+            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[j], load256(xb[t][g + j].qs)),
+                                     _mm256_set1_epi16(1));
           } else {
             p[j] = block_dot(wa[j], wq[j], xb[t][g + j].qs);
           }
@@ -163,30 +165,42 @@ void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const
 }
 
 template <class P>
-void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs, int nx) {
-  for (int t = 0; t < nx; ++t) dot_blocks<P>(n, out + t * os, w, static_cast<const uint8_t*>(x) + t * xs);
+void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs,
+                   int nx) {
+  for (int t = 0; t < nx; ++t)
+    dot_blocks<P>(n, out + t * os, w, static_cast<const uint8_t*>(x) + t * xs);
 }
 
 }  // namespace
 
 Avx2Entry avx2_entry_gemm_q8(TensorType t) {
   switch (t) {
-    case TensorType::Q8_0: return {nullptr, nullptr, dot_blocks<Q80>, dot_rows_loop<Q80>};
-    case TensorType::Q4_0: return {nullptr, nullptr, dot_blocks<Q40>, dot_rows_loop<Q40>};
-    case TensorType::Q5_0: return {nullptr, nullptr, dot_blocks<Q50>, dot_rows_loop<Q50>};
-    case TensorType::IQ4_NL: return {nullptr, nullptr, dot_blocks<Iq4Nl>, dot_rows_loop<Iq4Nl>};
-    default: break;
+    case TensorType::Q8_0:
+      return {nullptr, nullptr, dot_blocks<Q80>, dot_rows_loop<Q80>};
+    case TensorType::Q4_0:
+      return {nullptr, nullptr, dot_blocks<Q40>, dot_rows_loop<Q40>};
+    case TensorType::Q5_0:
+      return {nullptr, nullptr, dot_blocks<Q50>, dot_rows_loop<Q50>};
+    case TensorType::IQ4_NL:
+      return {nullptr, nullptr, dot_blocks<Iq4Nl>, dot_rows_loop<Iq4Nl>};
+    default:
+      break;
   }
   return {nullptr, nullptr, nullptr, nullptr};
 }
 
 GemmTileFn avx2_gemm_tile_q8(TensorType t) {
   switch (t) {
-    case TensorType::Q8_0: return gemm_blocks<Q80>;
-    case TensorType::Q4_0: return gemm_blocks<Q40>;
-    case TensorType::Q5_0: return gemm_blocks<Q50>;
-    case TensorType::IQ4_NL: return gemm_blocks<Iq4Nl>;
-    default: break;
+    case TensorType::Q8_0:
+      return gemm_blocks<Q80>;
+    case TensorType::Q4_0:
+      return gemm_blocks<Q40>;
+    case TensorType::Q5_0:
+      return gemm_blocks<Q50>;
+    case TensorType::IQ4_NL:
+      return gemm_blocks<Iq4Nl>;
+    default:
+      break;
   }
   return nullptr;
 }

@@ -42,8 +42,8 @@ inline __m256 exp_ps(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -52,7 +52,9 @@ inline __m256 exp_ps(__m256 x) {
 namespace {
 
 // Eight K/V elements as f32: plain loads for the F32 cache, F16C conversion for the F16 cache.
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
@@ -235,7 +237,8 @@ void normalize_scores(int32_t n_q, int32_t n_kv, int32_t hd, float* scores, floa
     float* sc = scores + static_cast<int64_t>(h) * n_kv;
     const __m256 r = _mm256_set1_ps(1.0f / exp_shifted(sc, n_kv));
     int32_t j = 0;
-    for (; j + 8 <= n_kv; j += 8) _mm256_storeu_ps(sc + j, _mm256_mul_ps(_mm256_loadu_ps(sc + j), r));
+    for (; j + 8 <= n_kv; j += 8)
+      _mm256_storeu_ps(sc + j, _mm256_mul_ps(_mm256_loadu_ps(sc + j), r));
     for (; j < n_kv; ++j) sc[j] *= _mm256_cvtss_f32(r);
     std::fill(out + static_cast<int64_t>(h) * hd, out + static_cast<int64_t>(h + 1) * hd, 0.0f);
   }
@@ -339,8 +342,7 @@ void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint1
     return;
   }
   // Rows are converted (F16C) as they are loaded, once per group of up to 3 heads.
-  attend_impl<uint16_t>(q, n_q, ContiguousRows<uint16_t>{k, v, hd}, n_kv, hd, scale, scores,
-                        out);
+  attend_impl<uint16_t>(q, n_q, ContiguousRows<uint16_t>{k, v, hd}, n_kv, hd, scale, scores, out);
 }
 
 void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
@@ -364,8 +366,8 @@ void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, cons
                            const int32_t* block_table, size_t block_stride, int32_t block_size,
                            int32_t n_kv, int32_t hd, float scale, float* scores, float* out) {
   if (hd % 8 != 0) {
-    attend_paged_f16_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv,
-                            hd, scale, scores, out);
+    attend_paged_f16_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, n_kv, hd,
+                            scale, scores, out);
     return;
   }
   const PagedRows<uint16_t> rows{static_cast<const uint8_t*>(k_base),

@@ -32,7 +32,7 @@ void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const floa
 
 // Inner-product kernels for attention, per ISA.
 struct OpsTable {
-  float (*dot)(const float* a, const float* b, int64_t n);      // sum a[i]*b[i]
+  float (*dot)(const float* a, const float* b, int64_t n);         // sum a[i]*b[i]
   void (*axpy)(float alpha, const float* x, float* y, int64_t n);  // y[i] += alpha * x[i]
   // n_q query heads sharing one KV head, over n_kv cached positions (n_kv >= 1):
   //   out[h][hd] = sum_j softmax_j(scale * q[h] . k[j]) v[j]
@@ -80,10 +80,9 @@ void attend_f16_scalar(const float* q, int32_t n_q, const uint16_t* k, const uin
 void attend_paged_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                          const int32_t* block_table, size_t block_stride, int32_t block_size,
                          int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
-void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base,
-                             const void* v_base, const int32_t* block_table, size_t block_stride,
-                             int32_t block_size, int32_t n_kv, int32_t hd, float scale,
-                             float* scores, float* out);
+void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                             const int32_t* block_table, size_t block_stride, int32_t block_size,
+                             int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n);
 #if defined(__x86_64__) || defined(_M_X64)
 float dot_avx2(const float* a, const float* b, int64_t n);

@@ -25,27 +25,34 @@ using avx2::hsum;
 
 template <class T>
 const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) + static_cast<size_t>(t) * x_stride);
+  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
+                                    static_cast<size_t>(t) * x_stride);
 }
 
 // ---------------------------------------------------------------- float formats
 
 struct LoadF32 {
-  static __m256 load8(const void* w, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(w) + i); }
+  static __m256 load8(const void* w, int64_t i) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  }
   static float at(const void* w, int64_t i) { return static_cast<const float*>(w)[i]; }
 };
 struct LoadF16 {
   static __m256 load8(const void* w, int64_t i) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i)));
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i)));
   }
   static float at(const void* w, int64_t i) { return fp16(static_cast<const uint16_t*>(w)[i]); }
 };
 struct LoadBF16 {
   static __m256 load8(const void* w, int64_t i) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
-  static float at(const void* w, int64_t i) { return bf16_to_fp32(static_cast<const uint16_t*>(w)[i]); }
+  static float at(const void* w, int64_t i) {
+    return bf16_to_fp32(static_cast<const uint16_t*>(w)[i]);
+  }
 };
 
 // Float weights x float activations: two 8-lane accumulators over 16-element steps, then a
@@ -96,8 +103,8 @@ inline __m256 in_reg(__m256 v) {
   return v;
 }
 template <class L, int R, int T>
-inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, int64_t i0, int64_t i1,
-                       __m256* acc) {
+inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, int64_t i0,
+                       int64_t i1, __m256* acc) {
   const void* wr[R];
   for (int r = 0; r < R; ++r) wr[r] = w + static_cast<size_t>(r) * ws;
   __m256 a0[R][T], a1[R][T];
@@ -132,8 +139,8 @@ inline void float_tile(const uint8_t* w, size_t ws, const float* x, int64_t xs, 
 // Rows [0, nrows) x tokens [0, ntok) over elements [i0, i1): rows in pairs x tokens in threes,
 // then the leftover tokens, then a single-row pass for an odd last row.
 template <class L>
-inline void float_block(const uint8_t* w, size_t ws, int64_t nrows, const float* x, int64_t xs, int ntok,
-                        int64_t i0, int64_t i1, __m256* acc) {
+inline void float_block(const uint8_t* w, size_t ws, int64_t nrows, const float* x, int64_t xs,
+                        int ntok, int64_t i0, int64_t i1, __m256* acc) {
   int64_t r = 0;
   for (; r + 2 <= nrows; r += 2) {
     const uint8_t* wr = w + static_cast<size_t>(r) * ws;
@@ -149,10 +156,17 @@ inline void float_block(const uint8_t* w, size_t ws, int64_t nrows, const float*
     int t = 0;
     for (; t + 4 <= ntok; t += 4) float_tile<L, 1, 4>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
     switch (ntok - t) {
-      case 3: float_tile<L, 1, 3>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
-      case 2: float_tile<L, 1, 2>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
-      case 1: float_tile<L, 1, 1>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2); break;
-      default: break;
+      case 3:
+        float_tile<L, 1, 3>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+        break;
+      case 2:
+        float_tile<L, 1, 2>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+        break;
+      case 1:
+        float_tile<L, 1, 1>(wr, ws, x + t * xs, xs, i0, i1, ar + t * 2);
+        break;
+      default:
+        break;
     }
   }
 }
@@ -163,8 +177,8 @@ inline void float_block(const uint8_t* w, size_t ws, int64_t nrows, const float*
 // sets); then per pair FloatDot's scalar tail and horizontal sum.
 constexpr int64_t kFloatKc = 384;  // multiple of 16; 8 packed tokens = 12 KiB
 template <class L>
-void gemm_float(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x, size_t x_stride,
-                const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
+void gemm_float(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+                size_t x_stride, const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
   constexpr int64_t kRows = 16;
   const auto* wb = static_cast<const uint8_t*>(w);
   const float* xr[kFloatTileT];
@@ -178,7 +192,8 @@ void gemm_float(int64_t k, const void* w, size_t w_stride, int64_t nrows, const 
     for (int64_t j = 0; j < rows * kFloatTileT * 2; ++j) acc[j] = _mm256_setzero_ps();
     for (int64_t i0 = 0; i0 < k16; i0 += kFloatKc) {
       const int64_t i1 = std::min(k16, i0 + kFloatKc);
-      for (int t = 0; t < ntok; ++t) std::memcpy(xp + t * kFloatKc, xr[t] + i0, static_cast<size_t>(i1 - i0) * sizeof(float));
+      for (int t = 0; t < ntok; ++t)
+        std::memcpy(xp + t * kFloatKc, xr[t] + i0, static_cast<size_t>(i1 - i0) * sizeof(float));
       float_block<L>(wr, w_stride, rows, xp, kFloatKc, ntok, i0, i1, acc);
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -213,13 +228,17 @@ struct PolicyQ8_0 {
   using Block = BlockQ8_0;
   using Act = BlockQ8_0;
   static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  static __m256i codes(const Block& b) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
 };
 struct PolicyQ4_0 {
   using Block = BlockQ4_0;
   using Act = BlockQ8_0;
   static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) { return _mm256_sub_epi8(avx2::nibbles_32(b.qs), _mm256_set1_epi8(8)); }
+  static __m256i codes(const Block& b) {
+    return _mm256_sub_epi8(avx2::nibbles_32(b.qs), _mm256_set1_epi8(8));
+  }
 };
 struct PolicyQ4_1 {
   using Block = BlockQ4_1;
@@ -298,7 +317,8 @@ void dequant_block32(const void* src, float* dst, int64_t n) {
     const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
     const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
     for (int j = 0; j < 4; ++j) {
-      const __m256i v = P::kSigned ? _mm256_cvtepi8_epi32(parts[j]) : _mm256_cvtepu8_epi32(parts[j]);
+      const __m256i v =
+          P::kSigned ? _mm256_cvtepi8_epi32(parts[j]) : _mm256_cvtepu8_epi32(parts[j]);
       __m256 f = _mm256_mul_ps(d, _mm256_cvtepi32_ps(v));
       if constexpr (P::kHasMin) f = _mm256_add_ps(f, _mm256_set1_ps(fp16(b[i].m)));
       _mm256_storeu_ps(dst + 8 * j, f);
@@ -324,7 +344,8 @@ inline int quantize32(const float* src, float id, int8_t* qs) {
   const __m256i p16a = _mm256_packs_epi32(v[0], v[1]);
   const __m256i p16b = _mm256_packs_epi32(v[2], v[3]);
   const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
-  const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  const __m256i ordered =
+      _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), ordered);
   return _mm_cvtsi128_si32(s4);
 }
@@ -332,7 +353,8 @@ inline int quantize32(const float* src, float id, int8_t* qs) {
 inline float amax32(const float* src) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 m = _mm256_and_ps(_mm256_loadu_ps(src), abs_mask);
-  for (int j = 1; j < 4; ++j) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(src + 8 * j), abs_mask));
+  for (int j = 1; j < 4; ++j)
+    m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(src + 8 * j), abs_mask));
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -365,9 +387,12 @@ void quantize_q8_1(const float* src, void* dst, int64_t n) {
 Avx2Entry avx2_entry(TensorType t) {
   using avx2::entry_of;
   switch (t) {
-    case TensorType::F32: return entry_of<FloatDot<LoadF32>>(nullptr, nullptr);
-    case TensorType::F16: return entry_of<FloatDot<LoadF16>>(dequant_f16, nullptr);
-    case TensorType::BF16: return entry_of<FloatDot<LoadBF16>>(dequant_bf16, nullptr);
+    case TensorType::F32:
+      return entry_of<FloatDot<LoadF32>>(nullptr, nullptr);
+    case TensorType::F16:
+      return entry_of<FloatDot<LoadF16>>(dequant_f16, nullptr);
+    case TensorType::BF16:
+      return entry_of<FloatDot<LoadBF16>>(dequant_bf16, nullptr);
     case TensorType::Q8_0: {
       // Dots from the GEMM file (its tile and vec_dot share one arithmetic).
       const Avx2Entry g = avx2_entry_gemm_q8(t);
@@ -390,17 +415,22 @@ Avx2Entry avx2_entry(TensorType t) {
       const Avx2Entry g = avx2_entry_gemm_q8(t);
       return {dequant_block32<PolicyIq4Nl>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
     }
-    default: break;
+    default:
+      break;
   }
   return avx2_entry_k(t);
 }
 
 GemmTileFn avx2_gemm_tile_float(TensorType t) {
   switch (t) {
-    case TensorType::F32: return gemm_float<LoadF32>;
-    case TensorType::F16: return gemm_float<LoadF16>;
-    case TensorType::BF16: return gemm_float<LoadBF16>;
-    default: break;
+    case TensorType::F32:
+      return gemm_float<LoadF32>;
+    case TensorType::F16:
+      return gemm_float<LoadF16>;
+    case TensorType::BF16:
+      return gemm_float<LoadBF16>;
+    default:
+      break;
   }
   return nullptr;
 }

@@ -14,7 +14,9 @@ namespace {
 
 using avx2::fp16;
 
-inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
 
 // ---------------------------------------------------------------- dequantize
 
@@ -52,8 +54,10 @@ void dequant_q45_k(const void* src, float* dst, int64_t n) {
       __m256i lo = _mm256_and_si256(q, m4);
       __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       if constexpr (kFive) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one), 4));
+        lo = _mm256_or_si256(
+            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one), 4));
       }
       uint8_t sc, m;
       k4_scale_min(2 * j, scales, &sc, &m);
@@ -75,7 +79,8 @@ void dequant_q6_k(const void* src, float* dst, int64_t n) {
       const __m256i ql1 = load256(b.ql + 64 * h + 32);
       const __m256i qh = load256(b.qh + 32 * h);
       const __m256i runs[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                          _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
           _mm256_or_si256(_mm256_and_si256(ql1, m4),
                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)),
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
@@ -89,8 +94,10 @@ void dequant_q6_k(const void* src, float* dst, int64_t n) {
         const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
         const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
         for (int j = 0; j < 4; ++j) {
-          const __m256 ds = _mm256_set1_ps(d * static_cast<float>(b.scales[8 * h + 2 * run + j / 2]));
-          _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[j]))));
+          const __m256 ds =
+              _mm256_set1_ps(d * static_cast<float>(b.scales[8 * h + 2 * run + j / 2]));
+          _mm256_storeu_ps(dst + 8 * j,
+                           _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[j]))));
         }
       }
     }
@@ -104,7 +111,8 @@ void quantize_q8_k(const float* src, void* dst, int64_t n) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   for (int64_t i = 0; i < n / kQKK; ++i, src += kQKK) {
     __m256 mv = _mm256_setzero_ps();
-    for (int j = 0; j < kQKK; j += 8) mv = _mm256_max_ps(mv, _mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask));
+    for (int j = 0; j < kQKK; j += 8)
+      mv = _mm256_max_ps(mv, _mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask));
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -116,7 +124,8 @@ void quantize_q8_k(const float* src, void* dst, int64_t n) {
     float max = 0.0f;  // first element of largest magnitude, as in the scalar quantizer
     const __m256 amax_v = _mm256_set1_ps(amax);
     for (int j = 0; j < kQKK; j += 8) {
-      const __m256 eq = _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask), amax_v, _CMP_EQ_OQ);
+      const __m256 eq =
+          _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(src + j), abs_mask), amax_v, _CMP_EQ_OQ);
       const int bits = _mm256_movemask_ps(eq);
       if (bits != 0) {
         max = src[j + __builtin_ctz(static_cast<unsigned>(bits))];
@@ -134,12 +143,15 @@ void quantize_q8_k(const float* src, void* dst, int64_t n) {
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v[k] = _mm256_max_epi32(nlim, _mm256_min_epi32(lim, _mm256_cvtps_epi32(r)));
       }
-      const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-      const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      const __m256i p8 =
+          _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      const __m256i ordered =
+          _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs + j), ordered);
       // Group sums of the two 16-element groups: maddubs with ones gives pair sums (i16), madd
       // gives quads (i32); add within each 128-bit lane.
-      const __m256i pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), ordered), _mm256_set1_epi16(1));
+      const __m256i pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), ordered),
+                                              _mm256_set1_epi16(1));
       __m256i t = _mm256_hadd_epi32(pairs, pairs);
       t = _mm256_hadd_epi32(t, t);
       b[i].bsums[j / 16] = static_cast<int16_t>(_mm256_extract_epi32(t, 0));
@@ -174,7 +186,8 @@ Avx2Entry avx2_entry_k(TensorType t) {
       const Avx2Entry g = avx2_entry_gemm_k(t);
       return {dequant_q6_k, quantize_q8_k, g.vec_dot, g.vec_dot_rows};
     }
-    default: break;
+    default:
+      break;
   }
   return {nullptr, nullptr, nullptr, nullptr};
 }

@@ -62,7 +62,8 @@ void dequant_q2_k(const void* src, float* dst, int64_t n) {
         for (int half = 0; half < 2; ++half, ++g) {
           const float dl = d * static_cast<float>(b[i].scales[g] & 0x0F);
           const float ml = dmin * static_cast<float>(b[i].scales[g] >> 4);
-          for (int l = 0; l < 16; ++l) *dst++ = dl * static_cast<float>((q[16 * half + l] >> shift) & 3) - ml;
+          for (int l = 0; l < 16; ++l)
+            *dst++ = dl * static_cast<float>((q[16 * half + l] >> shift) & 3) - ml;
         }
       }
     }
@@ -294,7 +295,8 @@ void dot_q6_k(int64_t n, float* out, const void* w, const void* x) {
       for (int run = 0; run < 4; ++run) {
         for (int half = 0; half < 2; ++half) {
           int32_t s = 0;
-          for (int l = 16 * half; l < 16 * half + 16; ++l) s += (q6_code(ql, qh, run, l) - 32) * q8[l];
+          for (int l = 16 * half; l < 16 * half + 16; ++l)
+            s += (q6_code(ql, qh, run, l) - 32) * q8[l];
           sumi += sc[2 * run + half] * s;
         }
         q8 += 32;

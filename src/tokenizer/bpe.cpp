@@ -205,8 +205,7 @@ void BpeEncoder::emit_symbol(int32_t sym, std::vector<int32_t>& out) const {
   }
 }
 
-void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out,
-                              Scratch& s) const {
+void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out, Scratch& s) const {
   const auto n = static_cast<int32_t>(piece.size());
   if (n == 0) return;
   if (pre_->ignore_merges()) {

@@ -62,7 +62,7 @@ class BpeEncoder {
   // Symbols are interned strings: ids < n_vocab_ are vocabulary tokens (the id a lookup of the
   // string gives); larger ids are strings that occur only in merges (extra_text_).
   struct MergeEntry {
-    uint64_t key;    // (left symbol << 32) | right symbol; kEmptyKey when the slot is free
+    uint64_t key;  // (left symbol << 32) | right symbol; kEmptyKey when the slot is free
     int32_t rank;
     int32_t result;  // symbol of left+right
   };

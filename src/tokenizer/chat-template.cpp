@@ -46,8 +46,8 @@ std::string_view trim(std::string_view s) {
 
 Status not_rendered(std::string_view family) {
   return unsupported("chat template looks like the '" + std::string(family) +
-                     "' format, which is not supported; supported formats: " +
-                     chat_format_names() + " (choose one with --chat-template NAME)");
+                     "' format, which is not supported; supported formats: " + chat_format_names() +
+                     " (choose one with --chat-template NAME)");
 }
 
 // The [INST] family. Mirrors the precedence of llama.cpp's detection: v7 by [SYSTEM_PROMPT],
@@ -207,8 +207,10 @@ Result<ChatFormat> chat_format_from_name(std::string_view name) {
 
 Result<ChatFormat> detect_chat_format(std::string_view t) {
   if (t.empty())
-    return invalid_argument("the chat template is empty; choose a format with --chat-template "
-                            "NAME, one of: " + chat_format_names());
+    return invalid_argument(
+        "the chat template is empty; choose a format with --chat-template "
+        "NAME, one of: " +
+        chat_format_names());
   for (const FormatName& f : kFormatNames)
     if (f.name == t) return f.format;
 

@@ -50,12 +50,11 @@ constexpr const char* kTekken =
     R"(\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // GPT-4o (o200k) / Llama 4, in llama.cpp's adapted form (non-ASCII letters count as both cases).
-constexpr const char* kGpt4o =
-    R"([^\r\n\p{L}\p{N}]?[^\P{L}a-z]*[^\P{L}A-Z]+)"
-    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|)"
-    R"([^\r\n\p{L}\p{N}]?[^\P{L}a-z]+[^\P{L}A-Z]*)"
-    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|)"
-    R"(\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr const char* kGpt4o = R"([^\r\n\p{L}\p{N}]?[^\P{L}a-z]*[^\P{L}A-Z]+)"
+                               R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|)"
+                               R"([^\r\n\p{L}\p{N}]?[^\P{L}a-z]+[^\P{L}A-Z]*)"
+                               R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|)"
+                               R"(\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // DeepSeek LLM. The letter class is the list of cased-letter ranges from its tokenizer.json.
 constexpr const char* kDeepseekLlmLetters =
@@ -102,16 +101,13 @@ struct PreSpec {
 // The table of known pre types (names as written by llama.cpp's converter).
 const std::array<PreSpec, 16>& pre_specs() {
   static const std::array<PreSpec, 16> specs = {{
-      {{"default"},
-       {R"([\p{P}\$\+<=>\^~\|]+)", kGpt2, R"(\p{N}+)", R"([0-9][0-9][0-9])"},
-       false},
+      {{"default"}, {R"([\p{P}\$\+<=>\^~\|]+)", kGpt2, R"(\p{N}+)", R"([0-9][0-9][0-9])"}, false},
       {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"},
        {kLlama3},
        true},
       {{"dbrx", "smaug-bpe", "chatglm-bpe", "glm4"}, {kLlama3}, false},
       {{"deepseek-llm"},
-       {R"([\r\n])", kDeepseekLlmLetters, kDeepseekLlmPunct, R"(\s+\z)", kDeepseekCjk,
-        R"(\p{N}+)"},
+       {R"([\r\n])", kDeepseekLlmLetters, kDeepseekLlmPunct, R"(\s+\z)", kDeepseekCjk, R"(\p{N}+)"},
        false},
       {{"deepseek-coder"},
        {R"([\r\n])", R"(\s?\p{L}+)", R"(\s?\p{P}+)", kDeepseekCjk, R"(\p{N})"},
@@ -199,8 +195,12 @@ std::string expand_whitespace(std::string_view pattern) {
 uint32_t decode_lenient(std::string_view text, size_t pos, size_t* n_bytes) {
   const auto b0 = static_cast<uint8_t>(text[pos]);
   const size_t n = text.size();
-  auto cont = [&](size_t k) { return pos + k < n && (static_cast<uint8_t>(text[pos + k]) & 0xC0) == 0x80; };
-  auto cb = [&](size_t k) { return static_cast<uint32_t>(static_cast<uint8_t>(text[pos + k]) & 0x3F); };
+  auto cont = [&](size_t k) {
+    return pos + k < n && (static_cast<uint8_t>(text[pos + k]) & 0xC0) == 0x80;
+  };
+  auto cb = [&](size_t k) {
+    return static_cast<uint32_t>(static_cast<uint8_t>(text[pos + k]) & 0x3F);
+  };
   if (b0 < 0x80) {
     *n_bytes = 1;
     return b0;
@@ -325,14 +325,13 @@ Result<std::unique_ptr<PreTokenizer>> PreTokenizer::create(std::string_view pre)
     const std::string expanded = expand_whitespace(pattern);
     int err = 0;
     PCRE2_SIZE err_offset = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expanded.data()),
-                                     expanded.size(), PCRE2_UTF | PCRE2_UCP, &err, &err_offset,
-                                     nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expanded.data()), expanded.size(),
+                                     PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
     if (!code) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));
-      return internal_error("pre-tokenizer '" + std::string(pre) + "': regex failed to compile at " +
-                            std::to_string(err_offset) + ": " +
+      return internal_error("pre-tokenizer '" + std::string(pre) +
+                            "': regex failed to compile at " + std::to_string(err_offset) + ": " +
                             reinterpret_cast<const char*>(msg));
     }
     auto rx = std::make_unique<Regex>();
