@@ -246,7 +246,9 @@ class Job {
   // Adds documents from `source` on the calling thread while fewer than max_documents are in
   // flight (and opt.room() allows), until the source ends (Status::ok()), opt.stop() says so
   // (ok), the job is cancelled (kCancelled) or the source or add() fails (that error). Does not
-  // wait for the documents' results (wait_idle*()).
+  // wait for the documents' results (wait_idle*()). Every document added gets one result; a
+  // cancel that lands between the source's next() and add() leaves that one document unadded
+  // (no result): it is the caller's still, e.g. re-read by a resumed batch run.
   Status feed(DocumentSource& source, const FeedOptions& opt = {});
   // feed() on a thread of the job's own; on_done (may be empty) gets its Status on that thread.
   // `source` must outlive the job. kInvalidArgument when a feed_async is already running.
