@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "tokenizer/utf8.h"
+
 namespace llmt::jinja {
 
 const Value* Dict::find(std::string_view key) const {
@@ -444,24 +446,7 @@ std::vector<uint32_t> to_cpts(std::string_view s) {
 std::string from_cpts(const uint32_t* p, size_t n) {
   std::string out;
   out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t cp = p[i];
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
+  for (size_t i = 0; i < n; ++i) tok::append_utf8(p[i], out);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "tokenizer/unicode-wpm.h"
+#include "tokenizer/utf8.h"
 #include "tokenizer/vocab.h"
 
 namespace llmt::tok {
@@ -69,24 +70,6 @@ uint32_t next_cpt(std::string_view text, size_t& pos) {
   }
   pos += std::min(n, text.size() - pos);
   return c;
-}
-
-void append_utf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 constexpr std::string_view kPhantomSpace = "\xE2\x96\x81";
