@@ -24,45 +24,15 @@
 #include <type_traits>
 
 #include "kernels/quant-blocks.h"
+#include "kernels/tile-avx512.h"
 
 namespace llmt::kernels {
 
 namespace {
 
-constexpr int kLanes = 16;  // weight rows per tile
-
-template <class T>
-const T* row_at(const void* x, size_t stride, int64_t i) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(i) * stride);
-}
-
-// In-register transpose of a 16 x 16 matrix of 32-bit values: on return c[j] lane i = r[i] lane j.
-inline void transpose16(const __m512i r[16], __m512i c[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4g + j] lane L = column 4L + j of rows 4g..4g+3.
-  for (int g = 0; g < 4; ++g) {
-    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-  // 4 x 4 transpose of 128-bit lanes for each j.
-  for (int j = 0; j < 4; ++j) {
-    const __m512i p0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44);
-    const __m512i p1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
-    const __m512i p2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44);
-    const __m512i p3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
-    c[j] = _mm512_shuffle_i32x4(p0, p2, 0x88);
-    c[4 + j] = _mm512_shuffle_i32x4(p0, p2, 0xDD);
-    c[8 + j] = _mm512_shuffle_i32x4(p1, p3, 0x88);
-    c[12 + j] = _mm512_shuffle_i32x4(p1, p3, 0xDD);
-  }
-}
+using avx512::kLanes;
+using avx512::row_at;
+using avx512::transpose16;
 
 // Loads 64 bytes at byte offset `off` of each of the 16 rows' super-block i (rows past nrows
 // repeat the last row; their lanes are never stored) and transposes them: c[j] lane r = dword j
