@@ -99,6 +99,22 @@ struct ThreadRequest {
   // same prompt share its KV through the prefix cache.
   std::vector<int32_t> score_tokens;
 
+  // Embedding instead of generation: when true, the thread runs the prompt through the model
+  // without sampling and finishes with kStop and ThreadResult::embedding, the pooled vector
+  // [n_embd] (not normalized; callers scale it, e.g. to unit length as llama.cpp's server does):
+  //   - encoder models (bert): the model's pooling_type (mean, or CLS; mean when the file has
+  //     none) of the final hidden states, as Context::embed(). The whole prompt runs in one pass,
+  //     several embedding threads share a pass (up to step_tokens, or the context when larger),
+  //     and no KV cache is used; at most min(n_ctx, context_length) tokens.
+  //   - decoder models: the mean over every prompt position of the final hidden state (after the
+  //     output norm), what llama.cpp pools with --pooling mean. The prompt is prefilled like any
+  //     other (chunked, batched with other threads, KV blocks of its own; the prefix cache is not
+  //     used for it, every position is computed) and the thread ends after its last chunk.
+  // Batch invariant: bitwise the same vector alone or batched with any other threads. max_tokens,
+  // stop, sampling, logprobs are ignored; grammar and score_tokens must be empty. An encoder
+  // model runs embedding threads only (anything else is kInvalidArgument at submit).
+  bool embed = false;
+
   // Log-probabilities of the generated tokens (opt-in): -1 = off; 0 = the sampled token's only;
   // N in [1, kMaxLogprobs] = also the N most likely tokens at that position (min(N, n_vocab) of
   // them). Each kToken event that carries a sampled token then has ThreadEvent::logprob, and
@@ -169,6 +185,7 @@ struct ThreadResult {
   std::vector<TokenLogprobs> logprobs;
   std::vector<float> score_logprobs;  // scoring threads: log P(score_tokens[i] | before)
   double score_logprob = 0.0;         // their sum
+  std::vector<float> embedding;       // embedding threads: the pooled vector [n_embd]
   Usage usage;
   ThreadTimings timings;
 };
@@ -243,7 +260,8 @@ class Engine {
   // [-1, kMaxLogprobs], and with field() "prompt" or "max_tokens" when the prompt (+ max_tokens)
   // exceeds n_ctx; kCannotFit (field "max_tokens") when prompt + max_tokens need more KV blocks
   // than the pool has (no retry can help); kOverCapacity when max_queue threads are live
-  // (retryable).
+  // (retryable). Embedding threads (ThreadRequest::embed): "prompt" when the prompt exceeds what
+  // one can take; any other thread on an encoder model is kInvalidArgument.
   Result<ThreadHandle> submit(ThreadRequest request);
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one
   // step. No effect when the id is unknown or the thread already finished.

@@ -223,6 +223,14 @@ class Context {
   // token outside [0, n_vocab), too many tokens.
   Result<std::vector<float>> embed(std::span<const int32_t> tokens,
                                    std::optional<Pooling> pooling = std::nullopt);
+  // Encoder models: embed() of several sequences in one pass (their rows share the matmuls;
+  // each attends only to itself), so (*out)[s] is bitwise what embed(seqs[s], pooling) gives.
+  // Pooling kMean or kCls (kNone is refused here); nullopt as for embed(). At most n_batch
+  // tokens in all; each sequence as for embed(). Errors as embed(), naming the sequence;
+  // nothing is run then.
+  Status embed_batch(std::span<const std::span<const int32_t>> seqs,
+                     std::vector<std::vector<float>>* out,
+                     std::optional<Pooling> pooling = std::nullopt);
 
   // Logits [n_vocab] of the i-th row kept by the last eval() or decode() (i = -1: the last one).
   // After eval(): row i is position n_past_before + i with all_logits, else the single last
@@ -238,6 +246,9 @@ class Context {
     int32_t seq_id = 0;
     int32_t pos = 0;
     bool want_logits = false;
+    // Keep the entry's final hidden state (after the model's output norm, what llama.cpp pools
+    // for decoder embeddings): batch_embd(j) for the j-th entry with want_embd.
+    bool want_embd = false;
   };
   // Runs one forward pass over all entries (any mix of sequences, in any order). Each sequence's
   // entries must continue it: positions seq_len(seq), seq_len(seq) + 1, ... in the order they
@@ -251,6 +262,10 @@ class Context {
   // decode() / decode_paged(); an empty span when j is out of range. Valid until the next
   // non-const call.
   std::span<const float> batch_logits(int32_t j) const;
+  // Final hidden state [n_embd] of the j-th entry (in batch order) that had want_embd in the
+  // last decode() / decode_paged(); empty when j is out of range. Valid until the next non-const
+  // call. Batch invariant like the logits.
+  std::span<const float> batch_embd(int32_t j) const;
 
   // Paged mode only. Runs one forward pass over `batch`; entry.seq_id indexes block_tables.
   // Position p of sequence s lives in block block_tables[s][p / kv_block_size()], row

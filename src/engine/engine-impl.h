@@ -58,6 +58,10 @@ struct Live {
   int32_t score_from = -1;
   int32_t n_score = 0;
   size_t max_stop_len = 0;
+  // Embedding threads of a decoder model: the sum (double, position order) of the final hidden
+  // states of positions [0, embd_next); a recomputed position is not added twice.
+  std::vector<double> embd_sum;
+  int32_t embd_next = 0;
   // ThreadRequest::logprobs >= 0: the logprobs of the token sampled this step, until on_token()
   // moves them into the event and the result.
   std::optional<TokenLogprobs> next_logprob;
@@ -138,6 +142,14 @@ struct Engine::Impl {
   std::vector<std::span<const int32_t>> tables;
   std::vector<int32_t> logit_row;                      // per chunk: row in batch_logits, or -1
   std::vector<std::pair<size_t, int32_t>> score_rows;  // scoring chunks: (chunk, first row)
+  std::vector<std::pair<size_t, int32_t>> embd_rows;   // embedding chunks: (chunk, first row)
+  // Encoder models (no scheduler: every thread is an embedding thread, run whole in one pass).
+  bool encoder = false;
+  int32_t encoder_max_tokens = 0;  // tokens one embedding thread may have
+  int64_t encoded_tokens = 0;      // tokens run by encoder passes (counted as prefill)
+  std::vector<Live*> encode_pick;
+  std::vector<std::span<const int32_t>> encode_seqs;
+  std::vector<std::vector<float>> encode_out;
   std::vector<ThreadId> finished_now;
   bool stopping = false;
 
@@ -161,6 +173,9 @@ struct Engine::Impl {
   bool forward(const sched::StepPlan& plan);
   void sample_and_score(const sched::StepPlan& plan, sched::StepResult* result);
   void end_threads(const sched::StepPlan& plan, const sched::StepResult& result);
+  // Encoder models: one pass over the waiting embedding threads (priority, then arrival) that fit
+  // the pass; they all finish.
+  void encode_step();
   // Handles one sampled token; true when the thread is done.
   bool on_token(Live& l, int32_t token);
   void publish_stats();

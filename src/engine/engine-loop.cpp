@@ -132,6 +132,11 @@ void Engine::Impl::finish(Live& l, FinishReason reason, std::string error) {
 }
 
 void Engine::Impl::admit(std::unique_ptr<Live> l) {
+  if (encoder) {
+    // Waits in `live` for encode_step(); the scheduler and the KV cache are not used.
+    live.emplace(l->id, std::move(l));
+    return;
+  }
   sched::ThreadSpec spec;
   spec.id = l->id;
   spec.prompt = l->prompt;
@@ -141,6 +146,7 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
     spec.max_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
     spec.n_match_max = l->score_from + 1;
   }
+  if (l->req.embed) spec.n_match_max = 0;  // every position's hidden state is needed
   spec.priority = l->req.priority;
   spec.tenant = l->req.tenant;
   spec.arrival_s = std::chrono::duration<double>(l->submitted - t0).count();
@@ -159,7 +165,9 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
     }
     l->grammar.emplace(std::move(*m));
   }
-  for (int32_t t : l->prompt) l->sampler->accept(t);
+  if (!l->req.embed) {
+    for (int32_t t : l->prompt) l->sampler->accept(t);
+  }
   live.emplace(l->id, std::move(l));
 }
 
@@ -285,6 +293,10 @@ bool Engine::Impl::on_token(Live& l, int32_t token) {
 void Engine::Impl::step() {
   const double t_plan = now();
   expire_deadlines();
+  if (encoder) {
+    encode_step();
+    return;
+  }
   if (sched->idle()) return;
 
   const Clock::time_point t_start = Clock::now();
@@ -383,7 +395,9 @@ void Engine::Impl::build_batch(const sched::StepPlan& plan, const sched::StepRes
   tables.clear();
   logit_row.assign(plan.chunks.size(), -1);
   score_rows.clear();
+  embd_rows.clear();
   int32_t n_rows = 0;
+  int32_t n_embd = 0;
   for (size_t ci = 0; ci < plan.chunks.size(); ++ci) {
     const sched::Chunk& ch = plan.chunks[ci];
     if (!result.swap_failed.empty() &&
@@ -396,7 +410,15 @@ void Engine::Impl::build_batch(const sched::StepPlan& plan, const sched::StepRes
     tables.push_back(sched->table(ch.id));
     auto it = live.find(ch.id);
     Live* lp = it != live.end() ? it->second.get() : nullptr;
-    if (lp && lp->n_score > 0) {
+    if (lp && lp->req.embed) {
+      // Embedding: the hidden state of every position, no logits.
+      embd_rows.push_back({ci, n_embd});
+      for (int32_t i = 0; i < ch.n_tokens; ++i) {
+        const int32_t pos = ch.pos0 + i;
+        batch.push_back(Context::BatchEntry{toks[pos], seq, pos, false, true});
+      }
+      n_embd += ch.n_tokens;
+    } else if (lp && lp->n_score > 0) {
       // Scoring: logits where they predict a score token; none for sampling.
       const int32_t lo = lp->score_from, hi = lp->score_from + lp->n_score;
       score_rows.push_back({ci, n_rows});
@@ -468,6 +490,20 @@ void Engine::Impl::sample_and_score(const sched::StepPlan& plan, sched::StepResu
       token_logprobs(logits, token, l.req.logprobs, &l.next_logprob.emplace());
     result.sampled.push_back({ch.id, token});
   }
+  // Embedding chunks: add each position's hidden state once, in position order.
+  for (const auto& [ci, row0] : embd_rows) {
+    const sched::Chunk& ch = plan.chunks[ci];
+    auto it = live.find(ch.id);
+    if (it == live.end()) continue;
+    Live& l = *it->second;
+    for (int32_t i = 0; i < ch.n_tokens; ++i) {
+      const int32_t pos = ch.pos0 + i;
+      if (pos != l.embd_next) continue;  // recomputed after an eviction: already added
+      const auto h = ctx->batch_embd(row0 + i);
+      for (size_t j = 0; j < h.size(); ++j) l.embd_sum[j] += h[j];
+      ++l.embd_next;
+    }
+  }
   // Scoring chunks: log-probabilities of the score tokens their rows predict.
   for (const auto& [ci, row0] : score_rows) {
     const sched::Chunk& ch = plan.chunks[ci];
@@ -502,6 +538,21 @@ void Engine::Impl::end_threads(const sched::StepPlan& plan, const sched::StepRes
     finish(l, FinishReason::kStop);
     live.erase(it);
   }
+  for (const auto& [ci, row0] : embd_rows) {
+    const sched::Chunk& ch = plan.chunks[ci];
+    if (!ch.sample) continue;
+    auto it = live.find(ch.id);
+    if (it == live.end()) continue;
+    Live& l = *it->second;
+    const double n = static_cast<double>(l.prompt.size());
+    l.result.embedding.resize(l.embd_sum.size());
+    for (size_t j = 0; j < l.embd_sum.size(); ++j) {
+      l.result.embedding[j] = static_cast<float>(l.embd_sum[j] / n);
+    }
+    (void)sched->remove(ch.id);
+    finish(l, FinishReason::kStop);
+    live.erase(it);
+  }
   st.generated_tokens.fetch_add(static_cast<int64_t>(result.sampled.size()),
                                 std::memory_order_relaxed);
   for (const auto& smp : result.sampled) {
@@ -520,12 +571,60 @@ void Engine::Impl::end_threads(const sched::StepPlan& plan, const sched::StepRes
   }
 }
 
+void Engine::Impl::encode_step() {
+  if (live.empty()) return;
+  const Clock::time_point t_start = Clock::now();
+  // Priority (higher first), then arrival (ids grow with submission).
+  encode_pick.clear();
+  for (auto& [id, l] : live) encode_pick.push_back(l.get());
+  std::sort(encode_pick.begin(), encode_pick.end(), [](const Live* a, const Live* b) {
+    if (a->req.priority != b->req.priority) return a->req.priority > b->req.priority;
+    return a->id < b->id;
+  });
+  // As many as fit the pass (the first always does: submit() bounds a prompt by it).
+  const int64_t budget = std::max<int64_t>(cfg.step_tokens, encoder_max_tokens);
+  int64_t n_tokens = 0;
+  size_t n_take = 0;
+  encode_seqs.clear();
+  for (Live* l : encode_pick) {
+    const int64_t n = static_cast<int64_t>(l->prompt.size());
+    if (n_take > 0 && (n_tokens + n > budget || n_take >= static_cast<size_t>(cfg.max_running))) {
+      break;
+    }
+    n_tokens += n;
+    encode_seqs.emplace_back(l->prompt);
+    ++n_take;
+  }
+  encode_pick.resize(n_take);
+  for (Live* l : encode_pick) {
+    l->started = true;
+    l->result.timings.queue_s = seconds_since(l->submitted);
+  }
+  Status s = ctx->embed_batch(encode_seqs, &encode_out);
+  for (size_t i = 0; i < encode_pick.size(); ++i) {
+    Live& l = *encode_pick[i];
+    const ThreadId id = l.id;
+    if (s.is_ok()) {
+      l.result.embedding = std::move(encode_out[i]);
+      finish(l, FinishReason::kStop);
+    } else {
+      finish(l, FinishReason::kError, "engine step failed: " + s.to_string());
+    }
+    live.erase(id);
+  }
+  encoded_tokens += n_tokens;
+  st.busy_ns.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t_start).count(),
+      std::memory_order_relaxed);
+  st.n_steps.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Engine::Impl::publish_stats() {
   const sched::SchedulerStats ss = sched->stats();
   set(st.n_waiting, ss.n_waiting);
   set(st.n_running, ss.n_running);
   set(st.n_swapped, ss.n_swapped);
-  set(st.prefill_tokens, static_cast<int64_t>(ss.prefill_tokens));
+  set(st.prefill_tokens, static_cast<int64_t>(ss.prefill_tokens) + encoded_tokens);
   set(st.prefix_hit_tokens, static_cast<int64_t>(ss.prefix_hit_tokens));
   set(st.preempt_ram, static_cast<int64_t>(ss.n_preempt_ram));
   set(st.preempt_disk, static_cast<int64_t>(ss.n_preempt_disk));

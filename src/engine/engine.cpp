@@ -166,11 +166,18 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   co.n_threads = c.n_threads;
   co.n_ctx = c.n_ctx;
   co.n_batch = std::max<int32_t>(c.step_tokens, 1);
+  e.encoder = !hp.causal;
+  if (e.encoder) {
+    // An encoder runs a whole sequence in one pass: the pass must hold the longest one.
+    const int32_t n_seq = std::min<int32_t>(c.n_ctx > 0 ? c.n_ctx : 4096, hp.n_ctx_train);
+    co.n_batch = std::max(co.n_batch, n_seq);
+  }
   LLMT_ASSIGN_OR_RETURN(e.ctx, Context::create(e.model, co));
   e.n_ctx = e.ctx->n_ctx();
   c.n_ctx = e.n_ctx;
   c.n_threads = e.ctx->n_threads();
   e.bytes_per_token = e.ctx->kv_bytes_per_token();
+  if (e.encoder) e.encoder_max_tokens = std::min<int32_t>(e.n_ctx, hp.n_ctx_train);
 
   kv::KvManagerOptions ko;
   ko.n_blocks = e.n_blocks;
@@ -194,7 +201,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   sopt.kv_bytes_per_token = e.bytes_per_token;
   sopt.costs.ram_limit_bytes = c.swap_ram_bytes;
   sopt.costs.disk_available = !c.swap_dir.empty();
-  if (c.measure_costs) LLMT_RETURN_IF_ERROR(e.measure_costs(&sopt.costs));
+  // (An encoder has no KV to evict: its threads never go through the scheduler.)
+  if (c.measure_costs && !e.encoder) LLMT_RETURN_IF_ERROR(e.measure_costs(&sopt.costs));
   e.sched = std::make_unique<sched::Scheduler>(sopt, e.kvm.get());
   set(e.st.kv_free, e.n_blocks);
 
@@ -216,6 +224,17 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
                             std::to_string(ThreadRequest::kMaxLogprobs) + "] (-1 = off), got " +
                             std::to_string(request.logprobs));
   }
+  if (e.encoder && !request.embed) {
+    return invalid_argument("'" + e.model->hparams().arch +
+                            "' is an encoder model: it runs embedding threads only "
+                            "(ThreadRequest::embed)");
+  }
+  if (request.embed && !request.score_tokens.empty()) {
+    return invalid_argument("an embedding thread cannot also score tokens");
+  }
+  if (request.embed && request.grammar) {
+    return invalid_argument("an embedding thread takes no grammar");
+  }
   auto l = std::make_unique<Live>();
   if (!request.prompt_tokens.empty()) {
     l->prompt = std::move(request.prompt_tokens);
@@ -236,7 +255,19 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   request.prompt_tokens.clear();
   if (l->prompt.empty()) return invalid_argument("empty prompt");
   const int64_t n_prompt = static_cast<int64_t>(l->prompt.size());
-  if (n_prompt >= e.n_ctx) {
+  if (request.embed) {
+    // Decoders: the scheduler's generation limit is prompt + 1 (nothing is generated).
+    request.max_tokens = 1;
+    request.logprobs = -1;
+    const int64_t most = e.encoder ? e.encoder_max_tokens : e.n_ctx - 1;
+    if (n_prompt > most) {
+      return invalid_argument("prompt of " + std::to_string(n_prompt) + " tokens exceeds the " +
+                                  std::to_string(most) + " an embedding thread of this model takes",
+                              "prompt");
+    }
+    l->embd_sum.assign(static_cast<size_t>(e.model->hparams().n_embd), 0.0);
+  }
+  if (!request.embed && n_prompt >= e.n_ctx) {
     return invalid_argument("prompt of " + std::to_string(n_prompt) +
                                 " tokens does not fit the context of " + std::to_string(e.n_ctx) +
                                 " positions",
@@ -246,7 +277,7 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   if (!request.score_tokens.empty()) {
     request.max_tokens = static_cast<int32_t>(request.score_tokens.size()) + 1;
   }
-  if (n_prompt + request.max_tokens > e.n_ctx) {
+  if (!e.encoder && n_prompt + request.max_tokens > e.n_ctx) {
     return invalid_argument("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
                                 std::to_string(request.max_tokens) + ") exceeds the context of " +
                                 std::to_string(e.n_ctx) + " positions",
@@ -254,7 +285,7 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   }
   const int64_t need_blocks =
       (n_prompt + request.max_tokens + e.cfg.kv_block_size - 1) / e.cfg.kv_block_size;
-  if (need_blocks > e.n_blocks) {
+  if (need_blocks > e.n_blocks && !e.encoder) {
     return cannot_fit("prompt + max_tokens need " + std::to_string(need_blocks) +
                           " KV blocks but the pool has " + std::to_string(e.n_blocks) +
                           " (raise the KV budget)",

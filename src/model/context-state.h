@@ -121,6 +121,11 @@ struct ContextState {
   std::vector<double> inv_freq;  // [n_rot/2]
   std::vector<float> logits;     // [n_logits][n_vocab] (capacity: at least one row)
   int32_t n_logits = 0;
+  // Final hidden states (after the output norm) of the entries with want_embd:
+  // [n_embd_rows][n_embd]. embd_out is where the current forward pass writes its chunk's rows.
+  std::vector<float> embd;
+  int32_t n_embd_rows = 0;
+  float* embd_out = nullptr;
 
   // Per-thread private scratch. Every thread prepares (normalizes, quantizes) the whole input of
   // a matmul itself and then computes its share of the outputs, so a matmul needs no barrier

@@ -264,23 +264,41 @@ Status not_in_paged_mode(const char* what) {
 
 Status Context::Impl::run_batch(std::span<const BatchEntry> batch,
                                 const std::span<const int32_t>* tables, const char* what) {
-  int64_t n_want = 0;
-  for (const BatchEntry& e : batch) n_want += e.want_logits ? 1 : 0;
+  int64_t n_want = 0, n_want_embd = 0;
+  for (const BatchEntry& e : batch) {
+    n_want += e.want_logits ? 1 : 0;
+    n_want_embd += e.want_embd ? 1 : 0;
+  }
   if (!reserve_logits(n_want)) {
     return Status(StatusCode::kOutOfMemory, std::string(what) + ": cannot allocate logits for " +
                                                 std::to_string(n_want) + " entries");
   }
+  try {
+    const size_t need = static_cast<size_t>(n_want_embd) * hp->n_embd;
+    if (embd.size() < need) embd.resize(need);
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, std::string(what) +
+                                                ": cannot allocate hidden states for " +
+                                                std::to_string(n_want_embd) + " entries");
+  }
   n_logits = 0;
+  n_embd_rows = 0;
   const int64_t n_total = static_cast<int64_t>(batch.size());
-  int64_t n_out = 0;
+  int64_t n_out = 0, n_out_embd = 0;
   for (int64_t done = 0; done < n_total;) {
     const int32_t n = static_cast<int32_t>(std::min<int64_t>(n_batch, n_total - done));
     const BatchEntry* e = batch.data() + done;
+    embd_out = embd.data() + static_cast<size_t>(n_out_embd) * hp->n_embd;
     forward(e, n, tables, logits.data() + static_cast<size_t>(n_out) * hp->n_vocab);
-    for (int32_t i = 0; i < n; ++i) n_out += e[i].want_logits ? 1 : 0;
+    for (int32_t i = 0; i < n; ++i) {
+      n_out += e[i].want_logits ? 1 : 0;
+      n_out_embd += e[i].want_embd ? 1 : 0;
+    }
     done += n;
   }
+  embd_out = nullptr;
   n_logits = static_cast<int32_t>(n_out);
+  n_embd_rows = static_cast<int32_t>(n_out_embd);
   return Status::ok();
 }
 
@@ -425,6 +443,49 @@ Status Context::decode_paged(std::span<const BatchEntry> batch,
   return c.run_batch(batch, block_tables.data(), "decode_paged");
 }
 
+namespace {
+
+// Checks one encoder input (embed / embed_batch): not empty, at most n_max tokens, ids in the
+// vocabulary. `what` prefixes the message ("embed", "embed_batch: sequence 3").
+Status check_encoder_input(const std::string& what, std::span<const int32_t> tokens, int64_t n_max,
+                           int32_t n_vocab) {
+  if (tokens.empty()) return invalid_argument(what + ": no tokens");
+  // One pass holds every token (scratch for n_batch rows, attention scores for n_ctx) and the
+  // learned positions stop at context_length.
+  if (static_cast<int64_t>(tokens.size()) > n_max) {
+    return invalid_argument(what + ": " + std::to_string(tokens.size()) +
+                            " tokens exceed the most one pass takes (" + std::to_string(n_max) +
+                            ": min(n_batch, n_ctx, context_length))");
+  }
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+      return invalid_argument(what + ": token id " + std::to_string(tokens[i]) + " at index " +
+                              std::to_string(i) + " is outside the vocabulary [0, " +
+                              std::to_string(n_vocab) + ")");
+    }
+  }
+  return Status::ok();
+}
+
+// Pools rows [row0, row0 + n) of x [*, ne] into out: kCls the first row, kMean the mean (in
+// double, token order).
+void pool_rows(const std::vector<float>& x, size_t row0, int32_t n, size_t ne, Pooling pool,
+               std::vector<float>* out) {
+  const float* base = x.data() + row0 * ne;
+  if (pool == Pooling::kCls) {
+    out->assign(base, base + ne);
+    return;
+  }
+  std::vector<double> acc(ne, 0.0);
+  for (int32_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < ne; ++j) acc[j] += base[i * ne + j];
+  }
+  out->resize(ne);
+  for (size_t j = 0; j < ne; ++j) (*out)[j] = static_cast<float>(acc[j] / n);
+}
+
+}  // namespace
+
 Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
                                           std::optional<Pooling> pooling) {
   Impl& c = *impl_;
@@ -433,45 +494,79 @@ Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
     return invalid_argument("embed: '" + h.arch +
                             "' is a causal (decoder) model; embed() needs an encoder (bert)");
   }
-  if (tokens.empty()) return invalid_argument("embed: no tokens");
-  // One pass holds every token (scratch for n_batch rows, attention scores for n_ctx) and the
-  // learned positions stop at context_length.
   const int64_t n_max = std::min<int64_t>({c.n_batch, c.n_ctx, h.n_ctx_train});
-  if (static_cast<int64_t>(tokens.size()) > n_max) {
-    return invalid_argument("embed: " + std::to_string(tokens.size()) +
-                            " tokens exceed the most one pass takes (" + std::to_string(n_max) +
-                            ": min(n_batch, n_ctx, context_length))");
-  }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= h.n_vocab) {
-      return invalid_argument("embed: token id " + std::to_string(tokens[i]) + " at index " +
-                              std::to_string(i) + " is outside the vocabulary [0, " +
-                              std::to_string(h.n_vocab) + ")");
-    }
-  }
+  LLMT_RETURN_IF_ERROR(check_encoder_input("embed", tokens, n_max, h.n_vocab));
   const int32_t n = static_cast<int32_t>(tokens.size());
   const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
-  c.model->arch_spec().encode(c, tokens.data(), n);
+  c.model->arch_spec().encode(c, tokens.data(), &n, 1);
   const size_t ne = static_cast<size_t>(h.n_embd);
   std::vector<float> out;
   try {
     if (pool == Pooling::kNone) {
       out.assign(c.x.begin(), c.x.begin() + n * ne);
-    } else if (pool == Pooling::kCls) {
-      out.assign(c.x.begin(), c.x.begin() + ne);
     } else {
-      // Mean in double, token order.
-      std::vector<double> acc(ne, 0.0);
-      for (int32_t i = 0; i < n; ++i) {
-        for (size_t j = 0; j < ne; ++j) acc[j] += c.x[i * ne + j];
-      }
-      out.resize(ne);
-      for (size_t j = 0; j < ne; ++j) out[j] = static_cast<float>(acc[j] / n);
+      pool_rows(c.x, 0, n, ne, pool, &out);
     }
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kOutOfMemory, "embed: cannot allocate the result");
   }
   return out;
+}
+
+Status Context::embed_batch(std::span<const std::span<const int32_t>> seqs,
+                            std::vector<std::vector<float>>* out, std::optional<Pooling> pooling) {
+  Impl& c = *impl_;
+  const ModelHparams& h = *c.hp;
+  if (h.causal || !c.model->arch_spec().encode) {
+    return invalid_argument("embed_batch: '" + h.arch +
+                            "' is a causal (decoder) model; embed_batch() needs an encoder (bert)");
+  }
+  if (seqs.empty()) return invalid_argument("embed_batch: no sequences");
+  const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
+  if (pool == Pooling::kNone) {
+    return invalid_argument("embed_batch: pooling none is not supported (use embed())");
+  }
+  const int64_t n_max = std::min<int64_t>({c.n_batch, c.n_ctx, h.n_ctx_train});
+  int64_t n_total = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    LLMT_RETURN_IF_ERROR(check_encoder_input("embed_batch: sequence " + std::to_string(s), seqs[s],
+                                             n_max, h.n_vocab));
+    n_total += static_cast<int64_t>(seqs[s].size());
+  }
+  if (n_total > c.n_batch) {
+    return invalid_argument("embed_batch: " + std::to_string(n_total) +
+                            " tokens in all exceed n_batch " + std::to_string(c.n_batch));
+  }
+  std::vector<int32_t> tokens, lens;
+  try {
+    tokens.reserve(static_cast<size_t>(n_total));
+    for (const auto& sq : seqs) {
+      tokens.insert(tokens.end(), sq.begin(), sq.end());
+      lens.push_back(static_cast<int32_t>(sq.size()));
+    }
+    out->assign(seqs.size(), {});
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "embed_batch: cannot allocate the inputs");
+  }
+  c.model->arch_spec().encode(c, tokens.data(), lens.data(), static_cast<int32_t>(lens.size()));
+  const size_t ne = static_cast<size_t>(h.n_embd);
+  size_t row = 0;
+  try {
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      pool_rows(c.x, row, lens[s], ne, pool, &(*out)[s]);
+      row += static_cast<size_t>(lens[s]);
+    }
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "embed_batch: cannot allocate the results");
+  }
+  return Status::ok();
+}
+
+std::span<const float> Context::batch_embd(int32_t j) const {
+  const Impl& c = *impl_;
+  const size_t ne = static_cast<size_t>(c.hp->n_embd);
+  if (j < 0 || j >= c.n_embd_rows) return {};
+  return {c.embd.data() + static_cast<size_t>(j) * ne, ne};
 }
 
 std::span<const float> Context::logits(int32_t i) const {
@@ -545,11 +640,13 @@ void Context::seq_clear(int32_t seq_id) {
   if (seq_id < 0 || seq_id >= impl_->n_seq_max) return;
   impl_->seq_len[seq_id] = 0;
   impl_->n_logits = 0;
+  impl_->n_embd_rows = 0;
 }
 
 void Context::reset() {
   std::fill(impl_->seq_len.begin(), impl_->seq_len.end(), 0);
   impl_->n_logits = 0;
+  impl_->n_embd_rows = 0;
 }
 
 Status Context::truncate(int32_t n) {
@@ -560,6 +657,7 @@ Status Context::truncate(int32_t n) {
   }
   impl_->seq_len[0] = n;
   impl_->n_logits = 0;
+  impl_->n_embd_rows = 0;
   return Status::ok();
 }
 

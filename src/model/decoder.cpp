@@ -270,6 +270,15 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
     });
   }
 
+  // Final hidden states norm(x) * output_norm (+ bias) of the rows with want_embd.
+  if (c.embd_out) {
+    float* dst = c.embd_out;
+    for (int32_t i = 0; i < n; ++i) {
+      if (!e[i].want_embd) continue;
+      norm_row(w, h, c.x.data() + i * n_embd, w.output_norm, w.output_norm_b, dst, n_embd);
+      dst += n_embd;
+    }
+  }
   if (n_out == 0) return;  // only the KV cache was wanted
   const int64_t n_rows = n_out;
   const int64_t n_vocab = h.n_vocab;

@@ -117,8 +117,10 @@ struct ArchSpec {
   // architectures, whose pass is `encode`.
   void (*forward)(ContextState& c, const Context::BatchEntry* e, int32_t n,
                   const std::span<const int32_t>* tables, float* logits_out);
-  // Encoder (bert): hidden states [n, n_embd] of tokens[0..n) into c.x.
-  void (*encode)(ContextState& c, const int32_t* tokens, int32_t n);
+  // Encoder (bert): hidden states [n, n_embd] into c.x of n_seqs sequences back to back in
+  // tokens (sequence s has seq_lens[s] tokens, n their sum <= n_batch; each attends only to
+  // itself, positions from 0).
+  void (*encode)(ContextState& c, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs);
 };
 
 // The architecture named `name`, or nullptr.
@@ -150,6 +152,6 @@ void forward_llama(ContextState& c, const Context::BatchEntry* e, int32_t n,
 // The generic pre-norm decoder (phi3, gemma2, gemma3, gpt2): one step per op.
 void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
                      const std::span<const int32_t>* tables, float* logits_out);
-void encode_bert(ContextState& c, const int32_t* tokens, int32_t n);
+void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs);
 
 }  // namespace llmt

@@ -1,8 +1,12 @@
 // bert: a bidirectional encoder. x = LayerNorm(token_embd + token_types[0] + position_embd);
 // per layer, post-norm: x = LayerNorm(x + attn(x)), x = LayerNorm(x + down(gelu(up x + b)) + b),
-// attention with q/k/v/output biases over every token of the sequence (no mask, no RoPE). The
-// hidden states [n, n_embd] are left in ContextState::x for Context::embed() to pool. No KV
-// cache is used: K and V of the whole sequence are the activations of the pass itself.
+// attention with q/k/v/output biases over every token of the token's own sequence (no mask, no
+// RoPE). One pass may carry several sequences back to back (Context::embed_batch): the matmuls
+// and norms run over all their rows at once, positions restart at 0 for each sequence and each
+// token attends only to the tokens of its own sequence, so a sequence's states are bitwise the
+// same alone or batched. The hidden states [n, n_embd] are left in ContextState::x for
+// Context::embed() / embed_batch() to pool. No KV cache is used: K and V of the whole sequence
+// are the activations of the pass itself.
 #include <cmath>
 #include <cstring>
 
@@ -61,8 +65,20 @@ Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w) {
   return Status::ok();
 }
 
-void encode_bert(ContextState& c, const int32_t* tokens, int32_t n) {
+void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs) {
   const ModelHparams& h = *c.hp;
+  // Row i belongs to the sequence starting at row seq_start[i], of seq_len[i] rows; its position
+  // is i - seq_start[i]. (att_order and out_rows are [n_batch] scratch that encoders leave free.)
+  int32_t n = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    for (int32_t j = 0; j < seq_lens[s]; ++j) {
+      c.att_order[n + j] = n;
+      c.out_rows[n + j] = seq_lens[s];
+    }
+    n += seq_lens[s];
+  }
+  const int32_t* seq_start = c.att_order.data();
+  const int32_t* seq_len = c.out_rows.data();
   const ModelWeights& w = *c.w;
   const int64_t n_embd = h.n_embd;
   const int64_t q_dim = h.q_dim();
@@ -84,8 +100,9 @@ void encode_bert(ContextState& c, const int32_t* tokens, int32_t n) {
       c.model->embed_token(tokens[i], xr);
       tt_dq(w.token_types.data, tmp.data(), n_embd);
       ops::add(xr, tmp.data(), n_embd);
-      pos_dq(static_cast<const uint8_t*>(w.pos_embd.data) + i * w.pos_embd.row_bytes, tmp.data(),
-             n_embd);
+      pos_dq(
+          static_cast<const uint8_t*>(w.pos_embd.data) + (i - seq_start[i]) * w.pos_embd.row_bytes,
+          tmp.data(), n_embd);
       ops::add(xr, tmp.data(), n_embd);
       ops::layer_norm(xr, w.embd_norm, w.embd_norm_b, xr, n_embd, w.norm_eps);
     }
@@ -107,7 +124,8 @@ void encode_bert(ContextState& c, const int32_t* tokens, int32_t n) {
         ops::add(c.v.data() + i * kv_dim, L.bv, kv_dim);
       }
     });
-    // Every token attends to every token: K/V straight from the activations (row pitch kv_dim).
+    // Every token attends to every token of its sequence: K/V straight from the activations (row
+    // pitch kv_dim), the sequence's rows as one block.
     c.par(single, [&](int ith, int nth) {
       int64_t b, end;
       split_range(static_cast<int64_t>(n) * h.n_head_kv, ith, nth, &b, &end);
@@ -115,17 +133,18 @@ void encode_bert(ContextState& c, const int32_t* tokens, int32_t n) {
         const int64_t i = item / h.n_head_kv;
         const int32_t g = static_cast<int32_t>(item % h.n_head_kv);
         ops::AttendSpan a;
-        a.k_base = c.k.data() + g * hd;
-        a.v_base = c.v.data() + g * hd;
+        const int64_t start = seq_start[i];
+        a.k_base = c.k.data() + start * kv_dim + g * hd;
+        a.v_base = c.v.data() + start * kv_dim + g * hd;
         a.block_table = &zero;
-        a.block_size = n;
+        a.block_size = seq_len[i];
         a.row_stride = kv_dim * sizeof(float);
         a.hd = hd;
         a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
         a.dot = c.ot->dot;
         a.axpy = c.ot->axpy;
         const int64_t off = i * q_dim + static_cast<int64_t>(g) * group * hd;
-        ops::attend_span(a, c.q.data() + off, group, 0, n, c.ts[ith].scores.data(),
+        ops::attend_span(a, c.q.data() + off, group, 0, seq_len[i], c.ts[ith].scores.data(),
                          c.att.data() + off);
       }
     });

@@ -275,6 +275,18 @@ void forward_llama(ContextState& c, const Context::BatchEntry* e, int32_t n,
     pending = ffn_out.data();
   }
 
+  // Final hidden states rms_norm(x + ffn_out) * output_norm of the rows with want_embd.
+  if (c.embd_out) {
+    float* dst = c.embd_out;
+    for (int32_t i = 0; i < n; ++i) {
+      if (!e[i].want_embd) continue;
+      const float* xr = x.data() + i * n_embd;
+      const float* pr = pending + i * n_embd;
+      for (int64_t j = 0; j < n_embd; ++j) dst[j] = xr[j] + pr[j];
+      ops::rms_norm(dst, c.w->output_norm, dst, n_embd, h.rms_eps);
+      dst += n_embd;
+    }
+  }
   if (n_out == 0) return;  // only the KV cache was wanted
   // Logits of rms_norm(x + ffn_out) * output_norm for the wanted rows.
   const int64_t n_rows = n_out;
