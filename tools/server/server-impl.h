@@ -455,6 +455,11 @@ struct Server::Impl {
                        std::shared_ptr<Fanin> fan, std::vector<ThreadId> ids, Engine* engine,
                        std::string model, bool include_usage, const Tokenizer* logprobs_tok);
   void handle_task_create(const httplib::Request& req, httplib::Response& res);
+  // server-embeddings.cpp: POST /v1/embeddings, /tokenize, /detokenize; GET /v1/models/{id}.
+  void handle_embeddings(const httplib::Request& req, httplib::Response& res);
+  void handle_tokenize(const httplib::Request& req, httplib::Response& res);
+  void handle_detokenize(const httplib::Request& req, httplib::Response& res);
+  void handle_model(const httplib::Request& req, httplib::Response& res);
   // The task named by the route's id, or nullptr after answering 404.
   std::shared_ptr<TaskEntry> find_task(const httplib::Request& req, httplib::Response& res);
   void install_routes();

@@ -2,6 +2,8 @@
 // /metrics.
 #include "server-impl.h"
 
+#include "common/embeddings.h"
+
 #include <sys/socket.h>
 
 #include <cstdio>
@@ -14,10 +16,12 @@ namespace {
 // (which a client chooses, and would make the series unbounded).
 const char* route_name(const std::string& path) {
   static constexpr const char* kRoutes[] = {
-      "/health", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/tasks", "/metrics"};
+      "/health",  "/v1/models",     "/v1/completions", "/v1/chat/completions", "/v1/tasks",
+      "/metrics", "/v1/embeddings", "/tokenize",       "/detokenize"};
   for (const char* r : kRoutes) {
     if (path == r) return r;
   }
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   if (path.rfind("/v1/tasks/", 0) == 0) return "/v1/tasks/{id}";
   return "other";
 }
@@ -97,11 +101,21 @@ void Server::Impl::install_routes() {
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     TranslateOptions tr;
     if (!ready_engine(res, &tr)) return;
-    json m = {{"id", tr.model_name},
-              {"object", "model"},
-              {"created", unix_now()},
-              {"owned_by", "llmthreads"}};
-    send_json(res, 200, {{"object", "list"}, {"data", json::array({m})}});
+    send_json(
+        res, 200,
+        {{"object", "list"}, {"data", json::array({model_object(tr.model_name, unix_now())})}});
+  });
+  // The id may contain slashes ("org/name"): everything after /v1/models/.
+  http.Get(R"(/v1/models/(.+))",
+           [this](const httplib::Request& req, httplib::Response& res) { handle_model(req, res); });
+  http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_embeddings(req, res);
+  });
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_tokenize(req, res);
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_detokenize(req, res);
   });
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     handle_completion(req, res, Endpoint::kCompletions);

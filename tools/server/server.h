@@ -4,12 +4,20 @@
 // Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming; the request
 // translation is openai.h), GET /v1/models, GET /health (200 {"status":"ok"} once an engine is
 // attached, 503 {"status":"loading"} before, 503 {"status":"shutting_down"} while stopping),
-// GET /metrics, POST /v1/tasks, GET /v1/tasks/{id}, DELETE /v1/tasks/{id}.
+// GET /metrics, POST /v1/tasks, GET /v1/tasks/{id}, DELETE /v1/tasks/{id}; POST /v1/embeddings,
+// GET /v1/models/{id} (404 for any other id), POST /tokenize, POST /detokenize (bodies and
+// fields: common/embeddings.h). Embeddings run one embedding LLM thread per input
+// (ThreadRequest::embed: the model's pooling for an encoder, mean-pooled final hidden states for
+// a decoder), normalized per embd_normalize (Euclidean by default, as llama.cpp's server); the
+// request is admitted like a completion of min(inputs, max_queue) threads, and its inputs go
+// into the engine at most max_queue at a time. On an encoder model the completion endpoints
+// answer 400 (it generates nothing).
 //
 // Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
 // ServerMetrics' in metrics.h): every answered request is counted by route name (a
-// fixed set: /health, /v1/models, /v1/completions, /v1/chat/completions, /v1/tasks,
-// /v1/tasks/{id}, /metrics, "other"; never the raw path) and HTTP status. TTFT is the engine's
+// fixed set: /health, /v1/models, /v1/models/{id}, /v1/completions, /v1/chat/completions,
+// /v1/embeddings, /tokenize, /detokenize, /v1/tasks, /v1/tasks/{id}, /metrics, "other"; never the
+// raw path) and HTTP status. TTFT is the engine's
 // submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the earliest
 // choice's), observed once per completion request, streaming or not, that produced a token and
 // was not failed by the engine nor abandoned by its client mid-stream. Inter-token latency is

@@ -1,0 +1,129 @@
+// POST /v1/embeddings (one embedding LLM thread per input), POST /tokenize, POST /detokenize and
+// GET /v1/models/{id}; the bodies are common/embeddings.h's.
+#include <deque>
+
+#include "common/embeddings.h"
+#include "server-impl.h"
+
+namespace llmt::server {
+
+void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Response& res) {
+  TranslateOptions tr;
+  Engine* eng = ready_engine(res, &tr);
+  if (!eng) return;
+  json body;
+  if (!parse_body(req, res, &body)) return;
+  const Model& model = *tr.model;
+  EmbeddingsRequest ereq;
+  if (Status s = parse_embeddings_request(body, model.tokenizer(), model.hparams().n_embd, &ereq);
+      !s.is_ok()) {
+    send_error(res, s);
+    return;
+  }
+  if (!ereq.model.empty() && ereq.model != tr.model_name) {
+    send_error(res, invalid_argument("unknown model '" + ereq.model + "'; this server serves '" +
+                                         tr.model_name + "' (see GET /v1/models)",
+                                     "model"));
+    return;
+  }
+  const size_t n = ereq.inputs.size();
+  int64_t n_prompt = 0;
+  for (const auto& in : ereq.inputs) n_prompt += static_cast<int64_t>(in.size());
+  // At most max_queue threads of this request in the engine at once; more inputs go in as earlier
+  // ones finish.
+  const int32_t window = static_cast<int32_t>(std::min<size_t>(n, opt.max_queue));
+  int retry_after_s = 1;
+  Result<std::shared_ptr<Ticket>> ticket = admit(n_prompt, 0, window, 1, &retry_after_s);
+  if (!ticket.is_ok()) {
+    send_error(res, ticket.status(), retry_after_s);
+    return;
+  }
+  std::vector<std::vector<float>> vectors(n);
+  std::deque<std::pair<size_t, ThreadHandle>> in_flight;
+  size_t next = 0;
+  auto cancel_all = [&] {
+    for (auto& [i, h] : in_flight) eng->cancel(h.id());
+  };
+  while (next < n || !in_flight.empty()) {
+    while (next < n && in_flight.size() < static_cast<size_t>(window)) {
+      ThreadRequest r;
+      r.prompt_tokens = std::move(ereq.inputs[next]);
+      r.embed = true;
+      Result<ThreadHandle> h = eng->submit(std::move(r));
+      if (!h.is_ok()) {
+        cancel_all();
+        Status s = h.status();
+        // The engine names the prompt; the client sent it as "input".
+        if (s.field() == "prompt") {
+          s = Status(s.code(), "\"input\": input " + std::to_string(next) + ": " + s.message(),
+                     "input");
+        }
+        send_error(res, s, retry_after_s);
+        return;
+      }
+      (*ticket)->add_thread(h->id());
+      in_flight.emplace_back(next, *h);
+      ++next;
+    }
+    auto& [i, h] = in_flight.front();
+    const ThreadResult& r = h.wait();
+    if (r.finish_reason != FinishReason::kStop) {
+      cancel_all();
+      if (r.finish_reason == FinishReason::kCancelled) {
+        send_json(res, 503,
+                  error_body("the request was cancelled (server shutting down)", "server_error",
+                             "cancelled"));
+      } else {
+        send_json(res, 500,
+                  error_body("embedding failed: " + r.error, "server_error", "engine_error"));
+      }
+      return;
+    }
+    vectors[i] = r.embedding;
+    normalize_embedding(&vectors[i], ereq.normalize);
+    in_flight.pop_front();
+  }
+  send_json(res, 200, embeddings_body(tr.model_name, vectors, ereq.base64, n_prompt));
+}
+
+void Server::Impl::handle_tokenize(const httplib::Request& req, httplib::Response& res) {
+  TranslateOptions tr;
+  if (!ready_engine(res, &tr)) return;
+  json body;
+  if (!parse_body(req, res, &body)) return;
+  TokenizeRequest treq;
+  if (Status s = parse_tokenize_request(body, &treq); !s.is_ok()) {
+    send_error(res, s);
+    return;
+  }
+  send_json(res, 200, tokenize_body(tr.model->tokenizer(), treq));
+}
+
+void Server::Impl::handle_detokenize(const httplib::Request& req, httplib::Response& res) {
+  TranslateOptions tr;
+  if (!ready_engine(res, &tr)) return;
+  json body;
+  if (!parse_body(req, res, &body)) return;
+  std::vector<int32_t> ids;
+  if (Status s = parse_detokenize_request(body, tr.model->hparams().n_vocab, &ids); !s.is_ok()) {
+    send_error(res, s);
+    return;
+  }
+  send_json(res, 200, detokenize_body(tr.model->tokenizer(), ids));
+}
+
+void Server::Impl::handle_model(const httplib::Request& req, httplib::Response& res) {
+  TranslateOptions tr;
+  if (!ready_engine(res, &tr)) return;
+  const std::string id = req.matches.size() > 1 ? std::string(req.matches[1]) : std::string();
+  if (id != tr.model_name) {
+    send_json(res, 404,
+              error_body("the model '" + id + "' does not exist; this server serves '" +
+                             tr.model_name + "'",
+                         "invalid_request_error", "model_not_found", "model"));
+    return;
+  }
+  send_json(res, 200, model_object(tr.model_name, unix_now()));
+}
+
+}  // namespace llmt::server
