@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/embeddings.h"
+#include "llmthreads/tasks.h"
 #include "server-fixture.h"
 
 namespace llmt {
@@ -141,7 +142,7 @@ TEST(ServerEmbeddings, BertVectorsMatchReferenceAndEveryFieldIsHonoured) {
     EXPECT_GE(cosine(v, want), 0.9999);
     std::vector<float> raw = engine_vector(
         *rs.engine, ref["prompts"][i]["prompt_token_ids"].get<std::vector<int32_t>>());
-    openai::normalize_embedding(&raw, 2);
+    llmt::normalize_embedding(&raw, 2);
     EXPECT_EQ(v, raw);
   }
 
@@ -231,7 +232,7 @@ TEST(ServerEmbeddings, DecoderModelAndManyInputs) {
     n_tokens += static_cast<int64_t>(ids.size());
     std::vector<float> want = engine_vector(*rs.engine, ids);
     ASSERT_EQ(want.size(), static_cast<size_t>(rs.engine->model().hparams().n_embd));
-    openai::normalize_embedding(&want, 2);
+    llmt::normalize_embedding(&want, 2);
     EXPECT_EQ(j["data"][i]["index"], i);
     EXPECT_EQ(floats(j["data"][i]["embedding"]), want) << "input " << i;
   }

@@ -19,6 +19,12 @@
 //              up to what fits the context) and each group is summarized again by further
 //              threads with the reduce template, round after round, until one text is left.
 //              Merge concat instead returns the map summaries joined.
+//   embed      one embedding thread per piece (ThreadRequest::embed: the prompt template filled
+//              with the piece, nothing generated); DocumentResult::embedding is the pieces'
+//              vectors averaged with their token counts as weights (merge default / mean; with
+//              --split none the one piece's vector), then scaled per TaskSpec::embd_normalize.
+//              A piece longer than the model takes fails the document with context_overflow
+//              (split long documents, e.g. window:N, to embed them in pieces).
 //
 // Prefix sharing: the engine shares the KV of identical prompt prefixes, so every piece of every
 // document shares the template's text before {text}, and all label threads of one piece share
@@ -53,8 +59,8 @@
 
 namespace llmt {
 
-enum class TaskType { kGenerate, kClassify, kExtract, kSummarize };
-// "generate", "classify", "extract", "summarize".
+enum class TaskType { kGenerate, kClassify, kExtract, kSummarize, kEmbed };
+// "generate", "classify", "extract", "summarize", "embed".
 const char* task_type_name(TaskType t);
 // Parses those names and "qa" (= extract); kInvalidArgument otherwise.
 Result<TaskType> parse_task_type(const std::string& name);
@@ -71,6 +77,11 @@ enum class MergeKind {
 // "default", "concat", "vote", "mean", "weighted-mean", "reduce".
 const char* merge_kind_name(MergeKind m);
 Result<MergeKind> parse_merge_kind(const std::string& name);
+
+// Scales v in place as llama.cpp's common_embd_normalize(mode): -1 unchanged; 0 max |x| ->
+// 32760; 1 sum |x| -> 1; 2 Euclidean length -> 1; p > 2 p-norm -> 1. A zero vector stays zero.
+// Pure; any thread.
+void normalize_embedding(std::vector<float>* v, int32_t mode);
 
 struct TaskSpec {
   TaskType type = TaskType::kGenerate;
@@ -106,6 +117,10 @@ struct TaskSpec {
   // Constrained output of every generation thread (e.g. a compiled JSON Schema for extract);
   // null = none. Shared and immutable (see ThreadRequest::grammar).
   std::shared_ptr<const Grammar> grammar;
+
+  // Embed: how the merged vector is scaled, as llama.cpp's embd_normalize: -1 none, 0 max-abs
+  // to the int16 range, 1 taxicab, 2 Euclidean (default: unit length), p > 2 the p-norm.
+  int32_t embd_normalize = 2;
 
   int32_t priority = 0;  // every thread of the job
   uint64_t tenant = 0;
@@ -169,6 +184,8 @@ struct DocumentResult {
   std::string label_text;
   std::vector<double> probs;
   std::vector<int32_t> votes;
+  // Embed: the document's vector [n_embd] (see TaskType::kEmbed).
+  std::vector<float> embedding;
 
   int32_t n_pieces = 0;
   int32_t n_reduce_rounds = 0;

@@ -124,6 +124,8 @@ struct DocState {
   std::vector<std::vector<double>> logprobs;  // scoring: [piece][label]
   std::vector<std::string> texts;             // generation: outputs of the current round
   std::vector<FinishReason> finish;           // map round: per piece
+  std::vector<std::vector<float>> vectors;    // embed: per piece
+  std::vector<int32_t> piece_tokens;          // embed: prompt tokens per piece
   bool any_length = false;
   DocumentResult result;
 };
@@ -141,6 +143,7 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   tasks::SplitSpec split;
   MergeKind merge = MergeKind::kDefault;
   bool scoring = false;              // classify, extract with choices
+  bool embedding = false;            // embed
   std::vector<std::string> options;  // labels or choices
   std::string reduce_template;
 
@@ -212,6 +215,7 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
     ThreadRequest r;
     r.prompt_tokens = std::move(prompt);
     r.score_tokens = std::move(score_tokens);
+    r.embed = embedding;
     r.max_tokens = std::max<int32_t>(1, max_tokens);
     r.sampling = d.sampling;
     r.stop = d.stop;
@@ -301,6 +305,10 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   void submit_map(DocState& d) {
     const int32_t n = static_cast<int32_t>(d.pieces.size());
     const bool parse_special = spec.chat;
+    if (embedding) {
+      d.vectors.assign(static_cast<size_t>(n), {});
+      d.piece_tokens.assign(static_cast<size_t>(n), 0);
+    }
     if (scoring)
       d.logprobs.assign(static_cast<size_t>(n), std::vector<double>(options.size()));
     else
@@ -310,6 +318,11 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
       const std::string prompt_text = render(
           fill_template(spec.prompt_template, d.pieces[static_cast<size_t>(p)].text(d.text)));
       std::vector<int32_t> prompt = encode_prompt(prompt_text, parse_special);
+      if (embedding) {
+        d.piece_tokens[static_cast<size_t>(p)] = static_cast<int32_t>(prompt.size());
+        submit(d, p, std::move(prompt), {}, 1);  // the engine bounds the prompt
+        continue;
+      }
       if (!scoring) {
         submit_generation(d, p, prompt);
         continue;
@@ -401,6 +414,10 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   bool advance(DocState& d) {
     if (!d.result.ok()) return true;
     DocumentResult& res = d.result;
+    if (embedding) {
+      merge_embeddings(d);
+      return true;
+    }
     if (scoring) {
       const int32_t n = static_cast<int32_t>(d.pieces.size());
       std::vector<tasks::ClassResult> rows;
@@ -473,6 +490,30 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
     return d.n_pending == 0;  // failed before submitting anything: complete (with the error)
   }
 
+  // Embed: the pieces' vectors averaged with their token counts as weights (double, piece order),
+  // then normalized; piece details carry the spans only.
+  void merge_embeddings(DocState& d) {
+    DocumentResult& res = d.result;
+    const size_t ne = d.vectors.empty() ? 0 : d.vectors[0].size();
+    std::vector<double> acc(ne, 0.0);
+    double total = 0.0;
+    for (size_t p = 0; p < d.vectors.size(); ++p) {
+      const double w = d.piece_tokens[p];
+      for (size_t j = 0; j < ne && j < d.vectors[p].size(); ++j) acc[j] += w * d.vectors[p][j];
+      total += w;
+      if (spec.piece_details) {
+        PieceDetail pd;
+        pd.index = static_cast<int32_t>(p);
+        pd.begin = d.pieces[p].begin;
+        pd.end = d.pieces[p].end;
+        res.pieces.push_back(std::move(pd));
+      }
+    }
+    res.embedding.resize(ne);
+    for (size_t j = 0; j < ne; ++j) res.embedding[j] = static_cast<float>(acc[j] / total);
+    normalize_embedding(&res.embedding, spec.embd_normalize);
+  }
+
   // Handles one finished thread; appends completed documents to `out`.
   void on_finished(const Event& ev, std::vector<DocumentResult>* out) {
     auto it = docs.find(ev.seq);
@@ -502,7 +543,9 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
       case FinishReason::kStop:
       case FinishReason::kLength:
         if (ev.round != d.round || !d.result.ok()) break;
-        if (scoring) {
+        if (embedding) {
+          d.vectors[static_cast<size_t>(ev.unit)] = r.embedding;
+        } else if (scoring) {
           const size_t n_opt = options.size();
           d.logprobs[static_cast<size_t>(ev.unit) / n_opt][static_cast<size_t>(ev.unit) % n_opt] =
               r.score_logprob;
@@ -621,16 +664,31 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
                             task_type_name(spec.type));
   }
 
+  if (spec.type == TaskType::kEmbed) {
+    core->embedding = true;
+    if (spec.merge != MergeKind::kDefault && spec.merge != MergeKind::kMean) {
+      return invalid_argument(std::string("merge '") + merge_kind_name(spec.merge) +
+                              "' does not fit an embed task; use mean (the default)");
+    }
+    if (spec.grammar) return invalid_argument("an embed task takes no grammar (schema)");
+    if (spec.embd_normalize < -1) {
+      return invalid_argument("embd_normalize must be >= -1, got " +
+                              std::to_string(spec.embd_normalize));
+    }
+  } else if (!engine.model().hparams().causal) {
+    return invalid_argument("'" + engine.model().hparams().arch +
+                            "' is an encoder model: it runs embed tasks only");
+  }
   // Merge kind for the task.
   MergeKind m = spec.merge;
   if (m == MergeKind::kDefault) {
-    m = core->scoring                       ? MergeKind::kMean
+    m = core->scoring || core->embedding    ? MergeKind::kMean
         : spec.type == TaskType::kSummarize ? MergeKind::kReduce
                                             : MergeKind::kConcat;
   }
   const bool class_merge =
       m == MergeKind::kVote || m == MergeKind::kMean || m == MergeKind::kWeightedMean;
-  if (core->scoring != class_merge) {
+  if (!core->embedding && core->scoring != class_merge) {
     return invalid_argument(std::string("merge '") + merge_kind_name(m) + "' does not fit a " +
                             (core->scoring ? "scoring (labels / choices)" : "generation") +
                             " task; use " +

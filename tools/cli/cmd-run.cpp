@@ -1,6 +1,6 @@
-// llmthreads run: a task (generate / classify / extract / summarize) over a JSONL file, one output
-// line per input line in input order, crash-safe and resumable. This file parses the arguments;
-// batch-run.h is the driver (flow, signals, resume).
+// llmthreads run: a task (generate / classify / extract / summarize / embed) over a JSONL file, one
+// output line per input line in input order, crash-safe and resumable. This file parses the
+// arguments; batch-run.h is the driver (flow, signals, resume).
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -70,13 +70,13 @@ int cmd_run(int argc, char** argv) {
                          split = "none", merge_name = "default", progress = "auto";
   std::vector<std::string> stop;
   bool chat = false, overwrite = false, details = false;
-  int32_t priority = 0, max_tokens = 128, window = 0;
+  int32_t priority = 0, max_tokens = 128, window = 0, embd_normalize = 2;
   double grace_s = 10.0, progress_interval_s = 5.0;
   SamplingParams sp = TaskSpec::greedy_sampling();
   EngineFlags ef;
   app.add_option("-m,--model", model_arg, "GGUF model (default: $LLMT_MODEL or stories260K.gguf)");
   app.add_option("--task", task_name,
-                 "generate, classify, extract (or qa), summarize (default generate)");
+                 "generate, classify, extract (or qa), summarize, embed (default generate)");
   app.add_option("--labels", labels_arg,
                  "classify: comma-separated labels, e.g. positive,negative");
   app.add_option("--choices", choices_arg, "extract/qa: comma-separated allowed answers (scored)");
@@ -108,6 +108,10 @@ int cmd_run(int argc, char** argv) {
   app.add_option("--top-p", sp.top_p, "top-p, 1 = off (default 0.95)");
   app.add_option("--min-p", sp.min_p, "min-p, 0 = off (default 0.05)");
   app.add_option("-s,--seed", sp.seed, "RNG seed of every LLM thread (default fixed)");
+  app.add_option(
+         "--embd-normalize", embd_normalize,
+         "embed: -1 none, 0 max-abs (int16), 1 taxicab, 2 Euclidean (default), p > 2 p-norm")
+      ->check(CLI::Range(-1, 1000));
   app.add_flag("--details", details, "add per-piece results to each output line");
   app.add_flag("--overwrite", overwrite, "discard an existing output instead of resuming it");
   app.add_option("--window", window, "documents in flight at most (default 4 x --max-running)")
@@ -180,6 +184,7 @@ int cmd_run(int argc, char** argv) {
     if (!g.is_ok()) return fail("--schema " + schema_path + ": " + g.status().message());
     spec.grammar = *g;
   }
+  spec.embd_normalize = embd_normalize;
   spec.priority = priority;
   spec.piece_details = details;
   if (Status s = sp.validate(); !s.is_ok()) return fail(s.message());
@@ -221,6 +226,7 @@ int cmd_run(int argc, char** argv) {
 
   json fp_all = fp;
   if (!schema_text.empty()) fp_all["schema"] = schema_text;  // only then: older ones stay valid
+  if (spec.type == TaskType::kEmbed) fp_all["embd_normalize"] = embd_normalize;  // likewise
 
   BatchRunOptions opt;
   opt.spec = std::move(spec);

@@ -173,26 +173,6 @@ Status parse_embeddings_request(const json& body, const Tokenizer& tok, int32_t 
   return Status::ok();
 }
 
-void normalize_embedding(std::vector<float>* v, int32_t mode) {
-  if (mode < 0) return;
-  double sum = 0.0;
-  if (mode == 0) {
-    // Max absolute value -> 32760 (int16 range).
-    for (float x : *v) sum = std::max(sum, std::abs(static_cast<double>(x)));
-    sum /= 32760.0;
-  } else if (mode == 1) {
-    for (float x : *v) sum += std::abs(static_cast<double>(x));
-  } else if (mode == 2) {
-    for (float x : *v) sum += static_cast<double>(x) * x;
-    sum = std::sqrt(sum);
-  } else {
-    for (float x : *v) sum += std::pow(std::abs(static_cast<double>(x)), mode);
-    sum = std::pow(sum, 1.0 / mode);
-  }
-  const double scale = sum > 0.0 ? 1.0 / sum : 0.0;
-  for (float& x : *v) x = static_cast<float>(x * scale);
-}
-
 std::string embedding_base64(const std::vector<float>& v) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -12,7 +12,8 @@
 //                    vectors); otherwise a 400 naming it.
 //   user             a string (not used).
 //   embd_normalize   extension, as llama.cpp: -1 none, 0 max-abs scaled to int16 range, 1
-//                    taxicab, 2 Euclidean (default), p > 2 p-norm.
+//                    taxicab, 2 Euclidean (default), p > 2 p-norm (llmt::normalize_embedding,
+//                    llmthreads/tasks.h, applies it).
 //   Other fields are ignored, as in the completions endpoints. Response: {"object": "list",
 //   "data": [{"object": "embedding", "index", "embedding"}], "model", "usage": {"prompt_tokens",
 //   "total_tokens"}}.
@@ -51,10 +52,6 @@ struct EmbeddingsRequest {
 // the vocabulary, bad encoding_format or embd_normalize) or kUnsupported ("dimensions").
 Status parse_embeddings_request(const nlohmann::json& body, const Tokenizer& tok, int32_t n_embd,
                                 EmbeddingsRequest* out);
-
-// Scales v in place as llama.cpp's common_embd_normalize(mode) does (see embd_normalize above);
-// a zero vector stays zero.
-void normalize_embedding(std::vector<float>* v, int32_t mode);
 
 // The float32 little-endian bytes of v, base64 (standard alphabet, padded).
 std::string embedding_base64(const std::vector<float>& v);

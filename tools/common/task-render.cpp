@@ -19,7 +19,9 @@ double round_prob(double p) {
 
 json document_result_json(const DocumentResult& r, const std::vector<std::string>& options) {
   json res = json::object();
-  if (r.label >= 0) {
+  if (r.type == TaskType::kEmbed) {
+    res["embedding"] = r.embedding;
+  } else if (r.label >= 0) {
     res[r.type == TaskType::kClassify ? "label" : "answer"] = r.label_text;
     json probs = json::object();
     for (size_t i = 0; i < options.size() && i < r.probs.size(); ++i) {
@@ -42,7 +44,9 @@ json document_result_json(const DocumentResult& r, const std::vector<std::string
     json pieces = json::array();
     for (const PieceDetail& p : r.pieces) {
       json jp = {{"index", p.index}, {"begin", p.begin}, {"end", p.end}};
-      if (p.label >= 0) {
+      if (r.type == TaskType::kEmbed) {
+        // (the spans only: one vector per document)
+      } else if (p.label >= 0) {
         jp["label"] = options[static_cast<size_t>(p.label)];
         json probs = json::array();
         for (double v : p.probs) probs.push_back(round_prob(v));

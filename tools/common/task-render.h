@@ -3,7 +3,8 @@
 //
 // Scored tasks (classify, extract with choices): "label" (classify) or "answer" (extract) = the
 // winning option, "probs" {option: probability to 6 significant digits}, "votes" {option: count}
-// with the vote merge. Generation tasks: "text" and "finish_reason" ("stop" | "length"). Then
+// with the vote merge. Generation tasks: "text" and "finish_reason" ("stop" | "length"). Embed:
+// "embedding" [n_embd floats] (normalized per TaskSpec::embd_normalize). Then
 // "n_pieces" when the document was split into more than one piece, "n_reduce_rounds" when a
 // reduce ran, and "pieces" (TaskSpec::piece_details): [{"index", "begin", "end", "label" and
 // "probs" [...] or "text" and "finish_reason"}].
