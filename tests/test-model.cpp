@@ -277,6 +277,24 @@ TEST(ModelLoad, UnknownArchitectureListsSupported) {
       << st.message();
 }
 
+// No GGUF we have carries a classification head; llama.cpp's layout for one (bert with rank
+// pooling and cls.* tensors) is refused with a message saying so, as are other unknown poolings.
+TEST(ModelLoad, BertClassificationHeadIsUnsupported) {
+  for (uint32_t pooling : {4u, 3u}) {
+    GgufWriter w = tiny_llama("bert");
+    w.kv_u32("bert.pooling_type", pooling);
+    add_tensors(w);
+    const llmt::Status st = load_status(w);
+    ASSERT_FALSE(st.is_ok());
+    EXPECT_EQ(st.code(), llmt::StatusCode::kUnsupported) << st.message();
+    EXPECT_NE(st.message().find("pooling_type " + std::to_string(pooling)), std::string::npos)
+        << st.message();
+    if (pooling == 4) {
+      EXPECT_NE(st.message().find("classification"), std::string::npos) << st.message();
+    }
+  }
+}
+
 TEST(ModelLoad, VocabOnlyGpt2FileIsUnsupportedArch) {
   LLMT_REQUIRE_DATA("models/vocab/ggml-vocab-gpt-2.gguf");
   auto r = llmt::Model::load(llmt::test::data_path("models/vocab/ggml-vocab-gpt-2.gguf"));

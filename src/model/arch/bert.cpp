@@ -28,6 +28,16 @@ Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w) {
   }
   hp.causal = false;
   LLMT_ASSIGN_OR_RETURN(int64_t pooling, optional_int(g, "bert.pooling_type", 1));
+  // Rank pooling (4) is llama.cpp's reranker / sequence classifier: the CLS state through the
+  // classification head (cls.weight / cls.bias, cls.output.*). We run no such head. Files that
+  // carry cls.* tensors with another pooling are embedding models to llama.cpp too (it uses the
+  // head only for rank pooling), so those load and the head is unused.
+  if (pooling == 4) {
+    return unsupported(g.path() +
+                       ": bert.pooling_type 4 (rank: a classification / reranking head, cls.* "
+                       "tensors) is not supported; this engine runs bert as an embedding model "
+                       "(pooling 0 none, 1 mean, 2 cls)");
+  }
   if (pooling < 0 || pooling > 2) {
     return unsupported(g.path() + ": bert.pooling_type " + std::to_string(pooling) +
                        " is not supported (0 none, 1 mean, 2 cls)");
