@@ -7,7 +7,7 @@
 //   NODE_PATH=/tmp/oai/node_modules node scripts/openai-client-check.mjs http://127.0.0.1:18080/v1 k
 //
 // Every call goes through the client's own request, SSE and error code paths; each check prints
-// one line, and the exit status is the number of failed checks. Bounded: about 35 requests, each
+// one line, and the exit status is the number of failed checks. Bounded: about 40 requests, each
 // with a 60 s timeout and no retries.
 import {createRequire} from "node:module";
 
@@ -246,6 +246,54 @@ await check("unknown model -> 4xx error class", async () => {
     await client.completions.create({model: "no-such-model", prompt: "Hi", max_tokens: 2});
   } catch (e) {
     expect(e instanceof Client.APIError && e.status >= 400 && e.status < 500, "APIError 4xx");
+    return `${e.status} ${e.message.slice(0, 60)}`;
+  }
+  throw new Error("no error");
+});
+
+await check("models.retrieve(served) and an unknown id -> NotFoundError", async () => {
+  const m = await client.models.retrieve(served);
+  expect(m.id === served && m.object === "model", "the served model object");
+  try {
+    await client.models.retrieve("no-such-model");
+  } catch (e) {
+    expect(e instanceof Client.NotFoundError && e.status === 404, "NotFoundError 404");
+    return `${m.id}; 404`;
+  }
+  throw new Error("no error for an unknown id");
+});
+
+let embedding0 = null;
+await check("embeddings.create (the client's default base64, decoded by it)", async () => {
+  const r = await client.embeddings.create({model: served, input: "Once upon a time"});
+  expect(r.object === "list" && r.data.length === 1 && r.data[0].object === "embedding",
+         "one embedding object");
+  const v = r.data[0].embedding;
+  expect(Array.isArray(v) && v.length > 0 && v.every(x => typeof x === "number"), "floats");
+  const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+  expect(Math.abs(norm - 1) < 1e-4, "unit length (got " + norm + ")");
+  expect(r.usage.prompt_tokens > 0 && r.usage.total_tokens === r.usage.prompt_tokens, "usage");
+  embedding0 = v;
+  return `${v.length} dims, ${r.usage.prompt_tokens} tokens`;
+});
+
+await check("embeddings.create float, two inputs, in order", async () => {
+  const r = await client.embeddings.create({model: served, encoding_format: "float",
+                                            input: ["Once upon a time", "The end"]});
+  expect(r.data.length === 2 && r.data[0].index === 0 && r.data[1].index === 1, "two, in order");
+  const a = r.data[0].embedding, b = r.data[1].embedding;
+  expect(embedding0 && a.length === embedding0.length, "same dimensions");
+  expect(a.every((x, i) => Math.abs(x - embedding0[i]) < 1e-6), "float == decoded base64");
+  expect(b.some((x, i) => x !== a[i]), "different texts differ");
+  return "ok";
+});
+
+await check("embeddings.create dimensions -> BadRequestError naming it", async () => {
+  try {
+    await client.embeddings.create({model: served, input: "Hi", dimensions: 3});
+  } catch (e) {
+    expect(e instanceof Client.BadRequestError && e.status === 400, "BadRequestError");
+    expect(e.param === "dimensions" || String(e.message).includes("dimensions"), "names it");
     return `${e.status} ${e.message.slice(0, 60)}`;
   }
   throw new Error("no error");
