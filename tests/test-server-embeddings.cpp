@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/embeddings.h"
@@ -239,6 +240,47 @@ TEST(ServerEmbeddings, DecoderModelAndManyInputs) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], n_tokens);
   // Different inputs, different vectors.
   EXPECT_NE(j["data"][0]["embedding"], j["data"][1]["embedding"]);
+}
+
+// POST /v1/tasks {"task": "embed"}: the same vectors as /v1/embeddings, one per document.
+TEST(ServerEmbeddings, EmbedTask) {
+  LLMT_REQUIRE_DATA(kBert);
+  test::RunningServer rs(bert_options(), bert_config());
+  ASSERT_TRUE(rs.srv);
+  auto c = rs.client();
+  const json inputs = {"Once upon a time", "The little dog was happy because"};
+  int st = 0;
+  const json emb = post_json(*c, "/v1/embeddings", {{"input", inputs}}, &st);
+  ASSERT_EQ(st, 200) << emb;
+  const json created = post_json(*c, "/v1/tasks", {{"task", "embed"}, {"inputs", inputs}}, &st);
+  ASSERT_EQ(st, 202) << created;
+  json task;
+  for (int i = 0; i < 600; ++i) {
+    task = get_json(*c, "/v1/tasks/" + created["id"].get<std::string>(), &st);
+    ASSERT_EQ(st, 200) << task;
+    if (task["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(task["status"], "completed") << task;
+  ASSERT_EQ(task["results"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(task["results"][i]["embedding"].get<std::vector<float>>(),
+              floats(emb["data"][i]["embedding"]))
+        << i;
+  }
+  // embd_normalize -1: the raw vector; a bad value names the field.
+  const json raw_task = post_json(
+      *c, "/v1/tasks", {{"task", "embed"}, {"inputs", {inputs[0]}}, {"embd_normalize", -1}}, &st);
+  ASSERT_EQ(st, 202) << raw_task;
+  for (int i = 0; i < 600; ++i) {
+    task = get_json(*c, "/v1/tasks/" + raw_task["id"].get<std::string>(), &st);
+    if (task["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(task["status"], "completed") << task;
+  EXPECT_GT(norm2(task["results"][0]["embedding"].get<std::vector<float>>()), 1.5);
+  expect_400(*c, "/v1/tasks", {{"task", "embed"}, {"inputs", inputs}, {"embd_normalize", -3}},
+             "embd_normalize");
 }
 
 TEST(ServerModels, ModelByIdAnd404) {

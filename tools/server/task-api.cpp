@@ -63,12 +63,15 @@ Status parse_task_request(const json& body, TaskRequest* out) {
 
   auto task = body.find("task");
   if (task == body.end() || !task->is_string()) {
-    return bad("task", "is required: \"classify\", \"generate\", \"extract\" or \"summarize\"");
+    return bad("task",
+               "is required: \"classify\", \"generate\", \"extract\", \"summarize\" or \"embed\"");
   }
   Result<TaskType> type = parse_task_type(task->get<std::string>());
   if (!type.is_ok()) {
-    return bad("task", "must be \"classify\", \"generate\", \"extract\" or \"summarize\" (got \"" +
-                           task->get<std::string>() + "\")");
+    return bad(
+        "task",
+        "must be \"classify\", \"generate\", \"extract\", \"summarize\" or \"embed\" (got \"" +
+            task->get<std::string>() + "\")");
   }
   spec.type = *type;
 
@@ -95,6 +98,9 @@ Status parse_task_request(const json& body, TaskRequest* out) {
   if (Status s = get_int(body, "priority", std::numeric_limits<int32_t>::min(),
                          std::numeric_limits<int32_t>::max(), &spec.priority);
       !s.is_ok()) {
+    return s;
+  }
+  if (Status s = get_int(body, "embd_normalize", -1, 1000, &spec.embd_normalize); !s.is_ok()) {
     return s;
   }
   std::string tenant;

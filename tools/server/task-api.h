@@ -3,7 +3,8 @@
 // runs the Job and keeps the tasks), so all of it is unit-testable.
 //
 // Request body (a JSON object; unknown fields are ignored):
-//   task        "classify" | "generate" | "extract" | "summarize" ("qa" = extract)   required
+//   task        "classify" | "generate" | "extract" | "summarize" | "embed" ("qa" = extract)
+//               required
 //   prompt      template containing "{text}"                          default "{text}"
 //   labels      array of >= 2 distinct non-empty strings (classify)
 //   choices     array of >= 2 distinct non-empty strings (extract: scored like labels)
@@ -15,6 +16,7 @@
 //   max_tokens  positive integer (generation threads; lowered to fit the context)
 //   priority    integer (every thread of the task; higher runs first)
 //   tenant      string (fair share across tenants)
+//   embd_normalize  integer >= -1 (embed: llmt::normalize_embedding's mode; default 2, unit length)
 // Nothing in a request names a file path.
 //
 // Thread-safety: every function here is pure (no shared state); call from any thread.
@@ -47,8 +49,8 @@ Status parse_task_request(const nlohmann::json& body, TaskRequest* out);
 // {"code", "message"}} plus, when it succeeded, the fields of common/task-render.h (the same as
 // a `llmthreads run` output line's "result": scored tasks "label" (classify) or "answer"
 // (extract) and "probs" {option: probability, 6 significant digits}; generation tasks "text" and
-// "finish_reason" ("stop" | "length"); n_pieces, n_reduce_rounds, votes when they apply) and
-// "usage".
+// "finish_reason" ("stop" | "length"); embed "embedding"; n_pieces, n_reduce_rounds, votes when
+// they apply) and "usage".
 nlohmann::json document_result_json(const DocumentResult& r, const nlohmann::json& id,
                                     const TaskSpec& spec);
 
