@@ -621,7 +621,8 @@ void Engine::Impl::encode_step() {
 
 void Engine::Impl::publish_stats() {
   const sched::SchedulerStats ss = sched->stats();
-  set(st.n_waiting, ss.n_waiting);
+  // An encoder's threads never enter the scheduler: every live one is waiting for its pass.
+  set(st.n_waiting, encoder ? static_cast<int64_t>(live.size()) : ss.n_waiting);
   set(st.n_running, ss.n_running);
   set(st.n_swapped, ss.n_swapped);
   set(st.prefill_tokens, static_cast<int64_t>(ss.prefill_tokens) + encoded_tokens);
