@@ -305,6 +305,18 @@ TEST(ServerModels, ModelByIdAnd404) {
     test::expect_error_body(e);
     EXPECT_EQ(e["error"]["code"], "model_not_found");
   }
+  // Counted under the route's name, never the raw id.
+  auto metrics = c->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(
+      metrics->body.find(R"(llmthreads_requests_total{endpoint="/v1/models/{id}",status="404"} 3)"),
+      std::string::npos)
+      << metrics->body;
+  EXPECT_NE(
+      metrics->body.find(R"(llmthreads_requests_total{endpoint="/v1/models/{id}",status="200"} 1)"),
+      std::string::npos)
+      << metrics->body;
+  EXPECT_EQ(metrics->body.find("gpt-4"), std::string::npos);
 }
 
 TEST(ServerTokenize, TokenizeDetokenizeAndFields) {
