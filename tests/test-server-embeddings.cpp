@@ -3,8 +3,13 @@
 // embd_normalize), every bad one is a 400 naming it; the vectors are the engine's embedding
 // threads' (bert: cosine >= 0.9999 to llama.cpp's pooled reference, unit length by default), in
 // input order however many inputs there are.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -281,6 +286,54 @@ TEST(ServerEmbeddings, EmbedTask) {
   EXPECT_GT(norm2(task["results"][0]["embedding"].get<std::vector<float>>()), 1.5);
   expect_400(*c, "/v1/tasks", {{"task", "embed"}, {"inputs", inputs}, {"embd_normalize", -3}},
              "embd_normalize");
+}
+
+// A client that closes its connection mid-request gets its embedding threads cancelled.
+TEST(ServerEmbeddings, ClientGoneCancels) {
+  LLMT_REQUIRE_DATA(test::kServerModel);
+  server::ServerOptions so = test::server_test_options();
+  so.max_queue = 2;
+  test::RunningServer rs(so);
+  ASSERT_TRUE(rs.srv);
+  std::string doc;
+  for (int i = 0; i < 120; ++i) doc += "Once upon a time there was a cat. ";
+  const json body = {{"input", json(std::vector<std::string>(2000, doc))}};
+  const std::string payload = body.dump();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(rs.srv->port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  const std::string head =
+      "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(payload.size()) + "\r\n\r\n";
+  const std::string req = head + payload;
+  size_t sent = 0;
+  while (sent < req.size()) {
+    const ssize_t n = send(fd, req.data() + sent, req.size() - sent, 0);
+    ASSERT_GT(n, 0);
+    sent += static_cast<size_t>(n);
+  }
+  // Running: some inputs done, far from all.
+  auto t0 = std::chrono::steady_clock::now();
+  while (rs.engine->stats().n_finished < 4 &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_GE(rs.engine->stats().n_finished, 4);
+  close(fd);
+  t0 = std::chrono::steady_clock::now();
+  while ((rs.srv->stats().n_live > 0 || rs.engine->stats().kv_blocks_used > 0) &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(rs.srv->stats().n_live, 0);
+  EXPECT_EQ(rs.engine->stats().kv_blocks_used, 0);
+  EXPECT_GT(rs.srv->stats().n_client_cancelled, 0);
+  EXPECT_GT(rs.engine->stats().n_cancelled, 0);
+  EXPECT_LT(rs.engine->stats().n_submitted, 2000) << "the request ran to its end";
 }
 
 TEST(ServerModels, ModelByIdAnd404) {

@@ -16,8 +16,6 @@
 
 namespace llmt::server {
 
-namespace {
-
 // The connection of a request, for noticing that a non-streaming client went away (cpp-httplib
 // 0.11.4 does not expose it to handlers): the socket among this process's descriptors whose
 // local port is the server's and whose peer is the request's remote address and port. -1 when
@@ -69,8 +67,6 @@ bool peer_gone(int fd) {
   if (poll(&p, 1, 0) <= 0) return false;
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
-
-}  // namespace
 
 void Server::Impl::handle_completion(const httplib::Request& req, httplib::Response& res,
                                      Endpoint ep) {

@@ -41,6 +41,7 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
   std::vector<std::vector<float>> vectors(n);
   std::deque<std::pair<size_t, ThreadHandle>> in_flight;
   size_t next = 0;
+  int conn_fd = -2;  // -2: not looked up yet; -1: not found
   auto cancel_all = [&] {
     for (auto& [i, h] : in_flight) eng->cancel(h.id());
   };
@@ -66,7 +67,24 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
       ++next;
     }
     auto& [i, h] = in_flight.front();
-    const ThreadResult& r = h.wait();
+    // A client that went away cancels the request (checked every 100 ms once it has run that
+    // long, as the completions do).
+    const ThreadResult* rp = nullptr;
+    while (!(rp = h.wait_for(std::chrono::milliseconds(100)))) {
+      if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
+      if (conn_fd >= 0 && peer_gone(conn_fd)) {
+        cancel_all();
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          counters.n_client_cancelled += static_cast<int64_t>(in_flight.size());
+        }
+        // Wait for the cancelled threads to end (their KV is freed within a step); nobody reads
+        // the response.
+        for (auto& f : in_flight) f.second.wait();
+        return;
+      }
+    }
+    const ThreadResult& r = *rp;
     if (r.finish_reason != FinishReason::kStop) {
       cancel_all();
       if (r.finish_reason == FinishReason::kCancelled) {

@@ -40,6 +40,11 @@ using Clock = std::chrono::steady_clock;
 
 inline constexpr const char* kJson = "application/json";
 
+// A request's connection among this process's descriptors (Linux /proc/self/fd), -1 when not
+// found, and whether its peer hung up (server-completions.cpp; see server.h, Cancellation).
+int find_connection_fd(const std::string& remote_addr, int remote_port, int local_port);
+bool peer_gone(int fd);
+
 // Tasks kept (running or finished); see server.h.
 inline constexpr size_t kMaxTasks = 64;
 
