@@ -5,18 +5,24 @@
 //   - the model layer's batched encoder pass (Context::embed_batch) equals one-by-one embed();
 //   - decoders: the vector is the mean of the final hidden states (Context::batch_embd, checked
 //     against the logits they produce), bitwise the same alone, batched with generation threads,
-//     chunked by a small step budget, and after being evicted and recomputed;
+//     chunked by a small step budget, and after being evicted and recomputed; a file's
+//     pooling_type cls / last picks the first / last position's state, rank is refused;
 //   - errors: generation on an encoder, an embedding thread that also scores or has a grammar,
 //     a prompt longer than the model takes.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "llmthreads/engine.h"
+#include "llmthreads/gguf.h"
 #include "llmthreads/grammar.h"
 #include "llmthreads/model.h"
 #include "llmthreads/tokenizer.h"
@@ -45,7 +51,7 @@ double cosine(const std::vector<float>& a, const std::vector<double>& b) {
 std::unique_ptr<Engine> make_engine(const std::string& rel, int32_t step_tokens = 256,
                                     uint64_t kv_bytes = uint64_t{16} << 20) {
   EngineConfig ec;
-  ec.model_path = test::data_path(rel);
+  ec.model_path = rel.starts_with("/") ? rel : test::data_path(rel);  // (absolute: a temp file)
   ec.n_threads = 1;
   ec.measure_costs = false;
   ec.kv_budget_bytes = kv_bytes;
@@ -350,6 +356,96 @@ INSTANTIATE_TEST_SUITE_P(Files, DecoderEmbed, ::testing::Values(kDecoder, kGpt2)
                            return std::string(
                                info.param.find("gpt2") != std::string::npos ? "gpt2" : "llama3");
                          });
+
+// A copy of the GGUF at `src` with the u32 metadata key `key` = `value` added (inserted before
+// the first key, padded with a filler key so that the data section moves by a multiple of the
+// alignment and every tensor offset stays valid).
+std::string with_u32_key(const std::string& src, const std::string& key, uint32_t value,
+                         const std::string& dst) {
+  const std::string bytes = test::read_file(src);
+  auto g = GgufFile::open(src);
+  EXPECT_TRUE(g.is_ok());
+  const size_t align = (*g)->alignment();
+  auto put_u32 = [](std::string& o, uint32_t v) { o.append(reinterpret_cast<const char*>(&v), 4); };
+  auto put_u64 = [](std::string& o, uint64_t v) { o.append(reinterpret_cast<const char*>(&v), 8); };
+  auto put_str = [&](std::string& o, const std::string& s) {
+    put_u64(o, s.size());
+    o += s;
+  };
+  std::string kv;
+  put_str(kv, key);
+  put_u32(kv, 4);  // UINT32
+  put_u32(kv, value);
+  const std::string filler_key = "llmt.test.filler";
+  const size_t fixed = kv.size() + 8 + filler_key.size() + 4 + 8;
+  const size_t total = (fixed + align - 1) / align * align;
+  put_str(kv, filler_key);
+  put_u32(kv, 8);  // STRING
+  put_str(kv, std::string(total - fixed, 'x'));
+  std::string out = bytes.substr(0, 24);
+  uint64_t n_kv;
+  std::memcpy(&n_kv, out.data() + 16, 8);
+  n_kv += 2;
+  std::memcpy(out.data() + 16, &n_kv, 8);
+  out += kv;
+  out += bytes.substr(24);
+  std::ofstream(dst, std::ios::binary) << out;
+  return dst;
+}
+
+// Decoder embedding models declare their pooling: cls keeps the first position's state, last the
+// last one's (Context::batch_embd), rank is refused; an unknown value fails the load.
+TEST(EmbedThreads, DecoderPoolingTypeFromTheFile) {
+  LLMT_REQUIRE_DATA(kDecoder);
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  std::vector<float> logits, last_hidden;
+  auto plain = Model::load(test::data_path(kDecoder));
+  ASSERT_TRUE(plain.is_ok());
+  const std::vector<int32_t> ids = (*plain)->tokenizer().encode("The quick brown fox, and", {});
+  ASSERT_GE(ids.size(), 4u);
+  EXPECT_EQ((*plain)->hparams().pooling, Pooling::kNone);
+  const std::vector<float> mean = mean_hidden(*plain, ids, &logits, &last_hidden);
+  // The first position's state: a one-token prompt's mean.
+  std::vector<float> l1, first;
+  mean_hidden(*plain, {ids[0]}, &l1, &first);
+  struct Case {
+    uint32_t pooling;
+    const std::vector<float>* want;
+  };
+  for (const Case& c : {Case{1, &mean}, Case{2, &first}, Case{3, &last_hidden}}) {
+    SCOPED_TRACE("pooling_type " + std::to_string(c.pooling));
+    const std::string path =
+        with_u32_key(test::data_path(kDecoder), "llama.pooling_type", c.pooling,
+                     dir + "/llmt-pooling-" + std::to_string(getpid()) + ".gguf");
+    auto eng = make_engine(path);
+    std::filesystem::remove(path);
+    ASSERT_TRUE(eng);
+    EXPECT_EQ(static_cast<uint32_t>(eng->model().hparams().pooling), c.pooling);
+    EXPECT_EQ(embed_alone(*eng, ids), *c.want);
+  }
+  {
+    const std::string path = with_u32_key(test::data_path(kDecoder), "llama.pooling_type", 4,
+                                          dir + "/llmt-pooling-rank.gguf");
+    auto eng = make_engine(path);
+    std::filesystem::remove(path);
+    ASSERT_TRUE(eng);
+    auto r = eng->submit(embed_request(ids));
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+    ThreadRequest gen;  // generation still runs
+    gen.prompt_tokens = ids;
+    gen.max_tokens = 2;
+    auto g = eng->submit(gen);
+    ASSERT_TRUE(g.is_ok());
+    EXPECT_EQ(g->wait().finish_reason, FinishReason::kLength);
+  }
+  const std::string bad = with_u32_key(test::data_path(kDecoder), "llama.pooling_type", 9,
+                                       dir + "/llmt-pooling-bad.gguf");
+  auto m = Model::load(bad);
+  std::filesystem::remove(bad);
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_NE(m.status().message().find("pooling_type 9"), std::string::npos);
+}
 
 TEST(EmbedThreads, RefusedCombinations) {
   LLMT_REQUIRE_DATA(kDecoder);

@@ -106,8 +106,10 @@ struct ThreadRequest {
   //     none) of the final hidden states, as Context::embed(). The whole prompt runs in one pass,
   //     several embedding threads share a pass (up to step_tokens, or the context when larger),
   //     and no KV cache is used; at most min(n_ctx, context_length) tokens.
-  //   - decoder models: the mean over every prompt position of the final hidden state (after the
-  //     output norm), what llama.cpp pools with --pooling mean. The prompt is prefilled like any
+  //   - decoder models: the final hidden states (after the output norm) pooled as the file's
+  //     <arch>.pooling_type says: cls the first position's, last the last one's, and mean (also
+  //     when the file has none: what llama.cpp pools with --pooling mean) over every position;
+  //     rank (a classification head) is kUnsupported at submit. The prompt is prefilled like any
   //     other (chunked, batched with other threads, KV blocks of its own; the prefix cache is not
   //     used for it, every position is computed) and the thread ends after its last chunk.
   // Batch invariant: bitwise the same vector alone or batched with any other threads. max_tokens,

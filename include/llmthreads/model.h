@@ -48,6 +48,8 @@ enum class Pooling {
   kNone = 0,  // no pooling: every token's state
   kMean = 1,  // mean over the tokens
   kCls = 2,   // the first token's state
+  kLast = 3,  // the last token's state (decoder embedding models, e.g. Qwen3-Embedding)
+  kRank = 4,  // a classification / reranking head over the pooled state: not supported (refused)
 };
 
 struct ModelHparams {
@@ -67,7 +69,7 @@ struct ModelHparams {
   RopeType rope_type = RopeType::kNormal;
   int32_t n_swa = 0;   // <arch>.attention.sliding_window on sliding-window layers; 0: none
   bool causal = true;  // false: a bidirectional encoder (bert; use Context::embed())
-  Pooling pooling = Pooling::kNone;  // <arch>.pooling_type of an encoder
+  Pooling pooling = Pooling::kNone;  // <arch>.pooling_type (absent: kNone; bert: kMean)
 
   int32_t q_dim() const { return n_head * head_dim; }      // width of Q / attention output
   int32_t kv_dim() const { return n_head_kv * head_dim; }  // width of K and V
@@ -217,10 +219,10 @@ class Context {
 
   // Encoder models (hparams().causal == false, e.g. bert): runs `tokens` (one sequence, all of
   // it, bidirectionally; at most min(n_batch, n_ctx, context_length) tokens) and returns its
-  // pooled state [n_embd] (pooling kMean / kCls), or every token's state [n_tokens, n_embd]
-  // (kNone). `pooling` nullopt: the model's own pooling_type (kMean when it has none). Uses no
-  // KV cache and changes no sequence state. Errors: a causal (decoder) model, empty input, a
-  // token outside [0, n_vocab), too many tokens.
+  // pooled state [n_embd] (pooling kMean / kCls / kLast), or every token's state [n_tokens,
+  // n_embd] (kNone). `pooling` nullopt: the model's own pooling_type (kMean when it has none).
+  // Uses no KV cache and changes no sequence state. Errors: a causal (decoder) model, empty
+  // input, a token outside [0, n_vocab), too many tokens, kRank.
   Result<std::vector<float>> embed(std::span<const int32_t> tokens,
                                    std::optional<Pooling> pooling = std::nullopt);
   // Encoder models: embed() of several sequences in one pass (their rows share the matmuls;

@@ -496,11 +496,22 @@ void Engine::Impl::sample_and_score(const sched::StepPlan& plan, sched::StepResu
     auto it = live.find(ch.id);
     if (it == live.end()) continue;
     Live& l = *it->second;
+    // The model's pooling: cls keeps position 0, last the prompt's last position, else mean.
+    const Pooling pool = model->hparams().pooling;
+    const int32_t last = static_cast<int32_t>(l.prompt.size()) - 1;
     for (int32_t i = 0; i < ch.n_tokens; ++i) {
       const int32_t pos = ch.pos0 + i;
       if (pos != l.embd_next) continue;  // recomputed after an eviction: already added
       const auto h = ctx->batch_embd(row0 + i);
-      for (size_t j = 0; j < h.size(); ++j) l.embd_sum[j] += h[j];
+      const bool keep =
+          (pool == Pooling::kCls && pos == 0) || (pool == Pooling::kLast && pos == last);
+      for (size_t j = 0; j < h.size(); ++j) {
+        if (pool == Pooling::kCls || pool == Pooling::kLast) {
+          if (keep) l.embd_sum[j] = h[j];
+        } else {
+          l.embd_sum[j] += h[j];
+        }
+      }
       ++l.embd_next;
     }
   }
@@ -544,7 +555,10 @@ void Engine::Impl::end_threads(const sched::StepPlan& plan, const sched::StepRes
     auto it = live.find(ch.id);
     if (it == live.end()) continue;
     Live& l = *it->second;
-    const double n = static_cast<double>(l.prompt.size());
+    const Pooling pool = model->hparams().pooling;
+    const double n = pool == Pooling::kCls || pool == Pooling::kLast
+                         ? 1.0
+                         : static_cast<double>(l.prompt.size());
     l.result.embedding.resize(l.embd_sum.size());
     for (size_t j = 0; j < l.embd_sum.size(); ++j) {
       l.result.embedding[j] = static_cast<float>(l.embd_sum[j] / n);

@@ -235,6 +235,11 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
   if (request.embed && request.grammar) {
     return invalid_argument("an embedding thread takes no grammar");
   }
+  if (request.embed && e.model->hparams().pooling == Pooling::kRank) {
+    return unsupported(
+        "the model's pooling_type is 4 (rank: a classification / reranking head), "
+        "which embedding threads do not run");
+  }
   auto l = std::make_unique<Live>();
   if (!request.prompt_tokens.empty()) {
     l->prompt = std::move(request.prompt_tokens);

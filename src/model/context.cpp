@@ -467,13 +467,14 @@ Status check_encoder_input(const std::string& what, std::span<const int32_t> tok
   return Status::ok();
 }
 
-// Pools rows [row0, row0 + n) of x [*, ne] into out: kCls the first row, kMean the mean (in
-// double, token order).
+// Pools rows [row0, row0 + n) of x [*, ne] into out: kCls the first row, kLast the last, kMean
+// the mean (in double, token order).
 void pool_rows(const std::vector<float>& x, size_t row0, int32_t n, size_t ne, Pooling pool,
                std::vector<float>* out) {
   const float* base = x.data() + row0 * ne;
-  if (pool == Pooling::kCls) {
-    out->assign(base, base + ne);
+  if (pool == Pooling::kCls || pool == Pooling::kLast) {
+    const float* row = pool == Pooling::kCls ? base : base + static_cast<size_t>(n - 1) * ne;
+    out->assign(row, row + ne);
     return;
   }
   std::vector<double> acc(ne, 0.0);
@@ -498,6 +499,7 @@ Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
   LLMT_RETURN_IF_ERROR(check_encoder_input("embed", tokens, n_max, h.n_vocab));
   const int32_t n = static_cast<int32_t>(tokens.size());
   const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
+  if (pool == Pooling::kRank) return invalid_argument("embed: rank pooling is not supported");
   c.model->arch_spec().encode(c, tokens.data(), &n, 1);
   const size_t ne = static_cast<size_t>(h.n_embd);
   std::vector<float> out;
@@ -523,8 +525,9 @@ Status Context::embed_batch(std::span<const std::span<const int32_t>> seqs,
   }
   if (seqs.empty()) return invalid_argument("embed_batch: no sequences");
   const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
-  if (pool == Pooling::kNone) {
-    return invalid_argument("embed_batch: pooling none is not supported (use embed())");
+  if (pool == Pooling::kNone || pool == Pooling::kRank) {
+    return invalid_argument(
+        "embed_batch: pooling none or rank is not supported (none: use embed())");
   }
   const int64_t n_max = std::min<int64_t>({c.n_batch, c.n_ctx, h.n_ctx_train});
   int64_t n_total = 0;

@@ -192,6 +192,16 @@ Status Model::bind(const ModelOptions& options) {
   weights_ = std::make_unique<ModelWeights>();
   Binder b(g, isa);
   LLMT_RETURN_IF_ERROR(arch_->bind(b, hp, *weights_));
+  if (hp.causal) {
+    // Decoder embedding models declare how their states are pooled (llama.cpp's pooling_type;
+    // embedding threads honour it). Encoders read their own in bind.
+    LLMT_ASSIGN_OR_RETURN(int64_t pooling, optional_int(g, hp.arch + ".pooling_type", 0));
+    if (pooling < 0 || pooling > 4) {
+      return unsupported(g.path() + ": " + hp.arch + ".pooling_type " + std::to_string(pooling) +
+                         " is unknown (0 none, 1 mean, 2 cls, 3 last, 4 rank)");
+    }
+    hp.pooling = static_cast<Pooling>(pooling);
+  }
   weights_->embed_dequant = kernels::type_kernels(weights_->token_embd.type, isa)->dequantize_row;
   weight_bytes_ = b.bytes();
 
