@@ -8,10 +8,10 @@
 // GET /v1/models/{id} (404 for any other id), POST /tokenize, POST /detokenize (bodies and
 // fields: common/embeddings.h). Embeddings run one embedding LLM thread per input
 // (ThreadRequest::embed: pooled as the GGUF's pooling_type says; the mean of the final hidden
-// states for a decoder file without one), normalized per embd_normalize (Euclidean by default, as llama.cpp's server); the
-// request is admitted like a completion of min(inputs, max_queue) threads, and its inputs go
-// into the engine at most max_queue at a time. On an encoder model the completion endpoints
-// answer 400 (it generates nothing).
+// states for a decoder file without one), normalized per embd_normalize (Euclidean by default, as
+// llama.cpp's server); the request is admitted like a completion of min(inputs, max_queue) threads,
+// and its inputs go into the engine at most max_queue at a time. On an encoder model the completion
+// endpoints answer 400 (it generates nothing).
 //
 // Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
 // ServerMetrics' in metrics.h): every answered request is counted by route name (a
