@@ -576,8 +576,8 @@ void Engine::Impl::run_loop() {
 Status Engine::Impl::measure_costs(sched::EvictionCosts* costs) {
   // Prefill speed: one chunk of up to 64 tokens through blocks 0.. (they hold garbage afterwards,
   // which is fine: the KvManager treats them as free and every position is written before use).
-  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv_block_size});
-  std::vector<int32_t> table((n + cfg.kv_block_size - 1) / cfg.kv_block_size);
+  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv.block_size});
+  std::vector<int32_t> table((n + cfg.kv.block_size - 1) / cfg.kv.block_size);
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
   std::vector<Context::BatchEntry> entries;
   const int32_t tok_id = std::max(0, tok->bos_id());
