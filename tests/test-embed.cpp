@@ -51,11 +51,11 @@ double cosine(const std::vector<float>& a, const std::vector<double>& b) {
 std::unique_ptr<Engine> make_engine(const std::string& rel, int32_t step_tokens = 256,
                                     uint64_t kv_bytes = uint64_t{16} << 20) {
   EngineConfig ec;
-  ec.model_path = rel.starts_with("/") ? rel : test::data_path(rel);  // (absolute: a temp file)
-  ec.n_threads = 1;
-  ec.measure_costs = false;
-  ec.kv_budget_bytes = kv_bytes;
-  ec.step_tokens = step_tokens;
+  ec.model.path = rel.starts_with("/") ? rel : test::data_path(rel);  // (absolute: a temp file)
+  ec.compute.n_threads = 1;
+  ec.sched.measure_costs = false;
+  ec.kv.budget_bytes = kv_bytes;
+  ec.sched.step_tokens = step_tokens;
   auto e = Engine::create(ec);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   return e.is_ok() ? std::move(*e) : nullptr;
@@ -189,7 +189,7 @@ TEST(EmbedThreads, EncoderRefusesOtherThreadsAndLongPrompts) {
   auto r = eng->submit(gen);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("encoder"), std::string::npos) << r.status().message();
-  const int32_t most = std::min(eng->config().n_ctx, eng->model().hparams().n_ctx_train);
+  const int32_t most = std::min(eng->config().model.n_ctx, eng->model().hparams().n_ctx_train);
   std::vector<int32_t> longest(static_cast<size_t>(most), 1037);
   longest.front() = 101;
   longest.back() = 102;
@@ -309,17 +309,17 @@ TEST_P(DecoderEmbed, MeanOfHiddenStatesAloneBatchedChunkedEvicted) {
   // A pool too small for everyone: threads are evicted (recomputed or swapped) and still give
   // the same vectors.
   EngineConfig ec;
-  ec.model_path = test::data_path(rel);
-  ec.n_threads = 1;
-  ec.measure_costs = false;
-  ec.step_tokens = 8;
-  ec.kv_block_size = 4;
-  ec.eviction = EvictionMethod::kRecompute;
-  ec.policy = SchedPolicy::kRoundRobin;
-  ec.quantum_tokens = 4;
-  ec.max_running = 4;
+  ec.model.path = test::data_path(rel);
+  ec.compute.n_threads = 1;
+  ec.sched.measure_costs = false;
+  ec.sched.step_tokens = 8;
+  ec.kv.block_size = 4;
+  ec.sched.eviction = EvictionMethod::kRecompute;
+  ec.sched.policy = SchedPolicy::kRoundRobin;
+  ec.sched.quantum_tokens = 4;
+  ec.sched.max_running = 4;
   const size_t per_token = eng->kv_bytes_per_token();
-  ec.kv_budget_bytes = per_token * 4 * 20;  // 20 blocks of 4 tokens
+  ec.kv.budget_bytes = per_token * 4 * 20;  // 20 blocks of 4 tokens
   auto tight = Engine::create(ec);
   ASSERT_TRUE(tight.is_ok()) << tight.status().to_string();
   std::vector<ThreadHandle> hs, growing;
@@ -459,7 +459,7 @@ TEST(EmbedThreads, RefusedCombinations) {
   ASSERT_TRUE(gr.is_ok()) << gr.status().to_string();
   g.grammar = *gr;
   EXPECT_FALSE(eng->submit(g).is_ok());
-  std::vector<int32_t> too_long(static_cast<size_t>(eng->config().n_ctx), 1);
+  std::vector<int32_t> too_long(static_cast<size_t>(eng->config().model.n_ctx), 1);
   auto t = eng->submit(embed_request(too_long));
   ASSERT_FALSE(t.is_ok());
   EXPECT_EQ(t.status().field(), "prompt");

@@ -34,7 +34,7 @@ constexpr const char* kBertRef = "reference/arch/synth-bert-f16.json";
 
 EngineConfig bert_config() {
   EngineConfig ec = test::server_engine_config();
-  ec.model_path = test::data_path(kBert);
+  ec.model.path = test::data_path(kBert);
   return ec;
 }
 

@@ -596,13 +596,13 @@ void Engine::Impl::encode_step() {
     return a->id < b->id;
   });
   // As many as fit the pass (the first always does: submit() bounds a prompt by it).
-  const int64_t budget = std::max<int64_t>(cfg.step_tokens, encoder_max_tokens);
+  const int64_t budget = std::max<int64_t>(cfg.sched.step_tokens, encoder_max_tokens);
   int64_t n_tokens = 0;
   size_t n_take = 0;
   encode_seqs.clear();
   for (Live* l : encode_pick) {
     const int64_t n = static_cast<int64_t>(l->prompt.size());
-    if (n_take > 0 && (n_tokens + n > budget || n_take >= static_cast<size_t>(cfg.max_running))) {
+    if (n_take > 0 && (n_tokens + n > budget || n_take >= static_cast<size_t>(cfg.sched.max_running))) {
       break;
     }
     n_tokens += n;
@@ -690,8 +690,8 @@ void Engine::Impl::run_loop() {
 Status Engine::Impl::measure_costs(sched::EvictionCosts* costs) {
   // Prefill speed: one chunk of up to 64 tokens through blocks 0.. (they hold garbage afterwards,
   // which is fine: the KvManager treats them as free and every position is written before use).
-  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv_block_size});
-  std::vector<int32_t> table((n + cfg.kv_block_size - 1) / cfg.kv_block_size);
+  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv.block_size});
+  std::vector<int32_t> table((n + cfg.kv.block_size - 1) / cfg.kv.block_size);
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
   std::vector<Context::BatchEntry> entries;
   const int32_t tok_id = std::max(0, tok->bos_id());

@@ -94,21 +94,11 @@ struct EvictionCosts {
   bool disk_available = false;
 };
 
-// step_tokens, max_running and quantum_tokens below 1 are taken as 1.
-struct SchedulerOptions {
-  Policy policy = Policy::kPriority;
-  int32_t step_tokens = 512;        // tokens one step computes (decode tokens + prefill chunks)
-  int32_t max_running = 64;         // threads one step computes
-  double aging_per_s = 1.0;         // kPriority: priority gained per second of waiting
-  int32_t quantum_tokens = 32;      // kRoundRobin: tokens per turn
-  double fair_decode_weight = 2.0;  // kFairShare: weight of a generated token vs a prompt token
-  Eviction eviction = Eviction::kAuto;
+// The engine's SchedConfig as it is, plus what the engine measures at start-up. step_tokens,
+// max_running and quantum_tokens below 1 are taken as 1 (the engine refuses them earlier).
+struct SchedulerOptions : SchedConfig {
   EvictionCosts costs;
   uint64_t kv_bytes_per_token = 0;  // K+V bytes of one token (all layers); for eviction costs
-  // Eviction hysteresis (see "Choosing a step"): kPriority evicts only threads whose effective
-  // priority is at least this much lower; kFairShare only threads of the same tenant or of a
-  // tenant served at least quantum_tokens (weighted) more.
-  double preempt_margin = 1.0;
 };
 
 // A new thread.

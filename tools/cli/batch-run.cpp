@@ -315,7 +315,7 @@ int run_batch(const BatchRunOptions& opt) {
 
   Progress progress(opt, n_total, n_done_at_open, engine, sink);
   RecordSource source(reader, sink, spec.sampling,
-                      std::filesystem::path(opt.engine.model_path).stem().string());
+                      std::filesystem::path(opt.engine.model.path).stem().string());
   FeedOptions feed;
   feed.stop = [&] { return n_signals.load() > 0 || !sink.error().is_ok(); };
   // The writer holds lines that arrive ahead of the next one to write: bound that distance too.
