@@ -602,7 +602,8 @@ void Engine::Impl::encode_step() {
   encode_seqs.clear();
   for (Live* l : encode_pick) {
     const int64_t n = static_cast<int64_t>(l->prompt.size());
-    if (n_take > 0 && (n_tokens + n > budget || n_take >= static_cast<size_t>(cfg.sched.max_running))) {
+    if (n_take > 0 &&
+        (n_tokens + n > budget || n_take >= static_cast<size_t>(cfg.sched.max_running))) {
       break;
     }
     n_tokens += n;
