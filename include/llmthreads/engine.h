@@ -120,8 +120,9 @@ struct ThreadRequest {
   //     <arch>.pooling_type says: cls the first position's, last the last one's, and mean (also
   //     when the file has none: what llama.cpp pools with --pooling mean) over every position;
   //     rank (a classification head) is kUnsupported at submit. The prompt is prefilled like any
-  //     other (chunked, batched with other threads, KV blocks of its own; the prefix cache is not
-  //     used for it, every position is computed) and the thread ends after its last chunk.
+  //     other (chunked, batched with other threads, KV blocks of its own; the prefix cache serves
+  //     it only positions whose states it already holds, i.e. after an eviction) and the thread
+  //     ends after its last chunk.
   // Batch invariant: bitwise the same vector alone or batched with any other threads. max_tokens,
   // stop, sampling, logprobs are ignored; grammar and score_tokens must be empty. An encoder
   // model runs embedding threads only (anything else is kInvalidArgument at submit).

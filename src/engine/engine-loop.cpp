@@ -514,6 +514,8 @@ void Engine::Impl::sample_and_score(const sched::StepPlan& plan, sched::StepResu
       }
       ++l.embd_next;
     }
+    // A recompute after an eviction may take what is already added from the prefix cache.
+    (void)sched->set_match_max(ch.id, l.embd_next);
   }
   // Scoring chunks: log-probabilities of the score tokens their rows predict.
   for (const auto& [ci, row0] : score_rows) {

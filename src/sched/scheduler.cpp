@@ -621,6 +621,13 @@ int32_t Scheduler::n_prompt(ThreadId id) const {
   return t == nullptr ? 0 : t->n_prompt;
 }
 
+Status Scheduler::set_match_max(ThreadId id, int32_t n_match_max) {
+  Thread* t = impl_->find(id);
+  if (t == nullptr) return not_found("scheduler: thread " + std::to_string(id) + " is not live");
+  t->n_match_max = n_match_max;
+  return Status::ok();
+}
+
 int32_t Scheduler::n_computed(ThreadId id) const {
   const Thread* t = impl_->find(id);
   return t == nullptr ? 0 : t->n_computed;

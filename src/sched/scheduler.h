@@ -184,6 +184,11 @@ class Scheduler {
   // Queues a new thread (kWaiting). kInvalidArgument: duplicate id, empty prompt, max_tokens <
   // prompt size, or max_tokens needing more blocks than the pool has (it could never run).
   Status add(ThreadSpec spec);
+  // Changes ThreadSpec::n_match_max of a live thread; it applies from the thread's next admission
+  // (e.g. after a recompute eviction). Embedding threads raise it to the positions whose hidden
+  // states they already hold, so a recomputed one re-uses its cached prefix instead of starting
+  // over (which under steady KV pressure could repeat forever). kNotFound when not live.
+  Status set_match_max(ThreadId id, int32_t n_match_max);
   // Removes a thread in any phase and frees its blocks at once. Returns its phase (kSwapped tells
   // the caller to erase its swap entry), or kNotFound.
   Result<Phase> remove(ThreadId id);
