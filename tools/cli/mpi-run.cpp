@@ -674,8 +674,9 @@ int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<i
         if (last_signal.load() == 0) last_signal.store(sig);
         (void)writer.flush_durable();  // at once: a launcher may SIGKILL soon
         std::fprintf(stderr,
-                     "\n%s: finishing the documents in flight on %zu ranks (up to %.0f s; signal "
-                     "again to stop now)\n",
+                     "\n%s: output made durable; finishing the documents in flight on %zu ranks "
+                     "(up to %.0f s; signal again to stop now). A launcher that stops the job "
+                     "because a rank failed names that rank and host.\n",
                      sig == SIGINT ? "interrupted" : "terminated", n_alive(), opt.grace_s);
         stopping = true;
       }
