@@ -226,11 +226,18 @@ TEST(ServerTasks, DeleteCancelsALongGenerateAndFreesTheKv) {
   json created = post_json(*c, "/v1/tasks", body, &st);
   ASSERT_EQ(st, 202) << created;
   const std::string id = created["id"];
+  // All three documents in the engine and generating (the job's feeder adds them on its own
+  // thread, so a DELETE right after the POST may find some not yet added; the engine publishes
+  // its KV gauge at the end of a step, after the step's token count).
+  auto in_engine = [&] {
+    const EngineStats es = s.engine->stats();
+    return es.n_submitted == 3 && es.generated_tokens >= 6 && es.kv_blocks_used > 0;
+  };
   auto t0 = Clock::now();
-  while (s.engine->stats().generated_tokens < 3 && Clock::now() - t0 < std::chrono::seconds(10)) {
+  while (!in_engine() && Clock::now() - t0 < std::chrono::seconds(10)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_GT(s.engine->stats().kv_blocks_used, 0);
+  ASSERT_TRUE(in_engine());
   auto d = c->Delete(("/v1/tasks/" + id).c_str());
   ASSERT_TRUE(d);
   ASSERT_EQ(d->status, 200) << d->body;
@@ -255,6 +262,44 @@ TEST(ServerTasks, DeleteCancelsALongGenerateAndFreesTheKv) {
     EXPECT_EQ(r["error"]["code"], "cancelled") << r;
   }
   EXPECT_EQ(s.engine->stats().n_cancelled, 3);
+}
+
+// A DELETE racing the job's feeder (documents being taken from the task's source and added):
+// every document still gets exactly one result, whatever point the cancel lands at.
+TEST(ServerTasks, DeleteRightAfterPostDeliversEveryDocument) {
+  LLMT_REQUIRE_DATA(kModel);
+  Running s(test::server_test_options(), test::server_engine_config());
+  auto c = s.client();
+  for (int round = 0; round < 5; ++round) {
+    json inputs = json::array();
+    for (int i = 0; i < 40; ++i) inputs.push_back("Once upon a time " + std::to_string(i));
+    json body = {{"task", "generate"},
+                 {"prompt", "{text}"},
+                 {"inputs", inputs},
+                 {"max_tokens", kLongTokens}};
+    int st = 0;
+    json created = post_json(*c, "/v1/tasks", body, &st);
+    ASSERT_EQ(st, 202) << created;
+    const std::string id = created["id"];
+    if (round > 0) std::this_thread::sleep_for(std::chrono::milliseconds(round));
+    auto d = c->Delete(("/v1/tasks/" + id).c_str());
+    ASSERT_TRUE(d);
+    ASSERT_EQ(d->status, 200) << d->body;
+    // The task reads "cancelled" from the DELETE on; its documents' results follow.
+    json t;
+    const auto t0 = Clock::now();
+    do {
+      t = get_json(*c, "/v1/tasks/" + id, &st);
+      ASSERT_EQ(st, 200);
+    } while (t["progress"]["done"] != 40 && Clock::now() - t0 < std::chrono::seconds(5));
+    EXPECT_EQ(t["status"], "cancelled") << t;
+    EXPECT_EQ(t["progress"]["done"], 40) << t;
+    ASSERT_EQ(t["results"].size(), 40u);
+    for (const json& r : t["results"]) {
+      ASSERT_TRUE(r.is_object()) << t;
+      EXPECT_EQ(r["error"]["code"], "cancelled") << r;
+    }
+  }
 }
 
 TEST(ServerTasks, BadBodiesGet400UnknownIds404) {

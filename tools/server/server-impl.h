@@ -122,20 +122,18 @@ class TextSource : public DocumentSource {
  public:
   explicit TextSource(std::vector<std::string> texts) : texts_(std::move(texts)) {}
   Result<bool> next(Document* doc) override {
-    const size_t i = n_given_.load(std::memory_order_relaxed);
+    const size_t i = n_given_;
     if (i >= texts_.size()) return false;
     doc->index = i;
     doc->text = std::move(texts_[i]);
     texts_[i] = std::string();
-    n_given_.store(i + 1, std::memory_order_release);
+    n_given_ = i + 1;
     return true;
   }
-  // Documents handed to the job so far (any thread).
-  size_t n_given() const { return n_given_.load(std::memory_order_acquire); }
 
  private:
   std::vector<std::string> texts_;
-  std::atomic<size_t> n_given_{0};
+  size_t n_given_ = 0;  // feeder thread only
 };
 
 // One task of POST /v1/tasks: its Job and its per-document results.

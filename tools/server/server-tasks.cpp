@@ -103,11 +103,14 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
   {
     // The job pulls the documents from the entry's source while its window allows (its feeder
     // thread), so a task of any size keeps the engine's queue and the job's memory bounded.
-    // Documents it never takes (the task was cancelled) are delivered as cancelled. Under job_mu:
-    // an eviction (possible once a DELETE marked the task cancelled) cannot destroy the job
-    // meanwhile.
-    auto deliver_unfed = [e](const Status& why) {
-      for (size_t i = e->source->n_given(); i < e->doc_ids.size(); ++i) {
+    // Documents it never adds (the task was cancelled) are delivered as cancelled: those past
+    // the job's n_added, which includes the one a cancel may leave between the source's next()
+    // and add() (the source gives documents in index order and the job adds them in that order).
+    // on_done runs on the job's feeder thread, which the job's destructor joins, so the job is
+    // alive there. Under job_mu: an eviction (possible once a DELETE marked the task cancelled)
+    // cannot destroy the job meanwhile.
+    auto deliver_unfed = [e](const Status& why, size_t first) {
+      for (size_t i = first; i < e->doc_ids.size(); ++i) {
         DocumentResult r;
         r.index = i;
         r.type = e->spec.type;
@@ -117,12 +120,13 @@ void Server::Impl::handle_task_create(const httplib::Request& req, httplib::Resp
       }
     };
     std::lock_guard<std::mutex> lk(entry->job_mu);
-    Status s = entry->job ? entry->job->feed_async(*entry->source, {},
-                                                   [deliver_unfed](Status st) {
-                                                     if (!st.is_ok()) deliver_unfed(st);
-                                                   })
-                          : cancelled("the task was cancelled");
-    if (!s.is_ok()) deliver_unfed(s);
+    Job* job = entry->job.get();
+    Status s = job ? job->feed_async(*entry->source, {},
+                                     [deliver_unfed, job](Status st) {
+                                       if (!st.is_ok()) deliver_unfed(st, job->stats().n_added);
+                                     })
+                   : cancelled("the task was cancelled");
+    if (!s.is_ok()) deliver_unfed(s, job ? job->stats().n_added : 0);
   }
   send_json(res, 202,
             {{"id", entry->id},
