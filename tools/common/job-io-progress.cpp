@@ -108,9 +108,13 @@ std::string format_progress_bar(const ProgressSnapshot& s) {
     if (line.size() > kMaxCols) line = docs + rate + tail;
     return line.substr(0, kMaxCols);
   }
-  std::string text = " " + docs + rate + tok + ranks + tail;
-  if (text.size() + kBarWidth + 2 > kMaxCols) text = " " + docs + rate + tok + tail;
-  if (text.size() + kBarWidth + 2 > kMaxCols) text = " " + docs + rate + tail;
+  std::string text = " " + docs + rate + tok + tail;
+  const std::string with_ranks = " " + docs + rate + tok + ranks + tail;
+  if (!ranks.empty() && with_ranks.size() + kMinBar + 2 <= kMaxCols) {
+    text = with_ranks;  // MPI: a shorter bar rather than fewer numbers
+  } else if (text.size() + kBarWidth + 2 > kMaxCols) {
+    text = " " + docs + rate + tail;
+  }
   size_t width = kBarWidth;
   if (text.size() + width + 2 > kMaxCols) {
     width = kMaxCols > text.size() + 2 + kMinBar ? kMaxCols - text.size() - 2 : 0;
