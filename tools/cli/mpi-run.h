@@ -31,6 +31,7 @@
 // thread, before any other thread exists (it installs the SignalWatcher, then MPI_Init).
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
