@@ -28,10 +28,10 @@ inline const auto* const kIgnoreSigpipeEnv = ::testing::AddGlobalTestEnvironment
 
 inline EngineConfig server_engine_config() {
   EngineConfig ec;
-  ec.model_path = data_path(kServerModel);
-  ec.n_threads = 1;
-  ec.measure_costs = false;
-  ec.kv_budget_bytes = uint64_t{16} << 20;
+  ec.model.path = data_path(kServerModel);
+  ec.compute.n_threads = 1;
+  ec.sched.measure_costs = false;
+  ec.kv.budget_bytes = uint64_t{16} << 20;
   return ec;
 }
 

@@ -247,7 +247,7 @@ TEST(CliMpi, SameOutputOnOneTwoThreeRanks) {
   for (const auto& s : generate_args(in, out, "2")) a.push_back(s);
   a.push_back(":");
   for (const auto& s : std::vector<std::string>{"-n", "1"}) a.push_back(s);
-  // ...on another CPU tier (AVX2 where the machine has more; the same tier elsewhere).
+    // ...on another CPU tier (AVX2 where the machine has more; the same tier elsewhere).
 #if defined(__x86_64__)
   a.push_back("/usr/bin/env");
   a.push_back("LLMT_ISA=avx2");

@@ -34,10 +34,10 @@ std::shared_ptr<const Model> load(const char* rel) {
 
 EngineConfig base_config(std::shared_ptr<const Model> model) {
   EngineConfig c;
-  c.model = std::move(model);
-  c.n_threads = 2;
-  c.kv_budget_bytes = 64u << 20;
-  c.measure_costs = false;
+  c.model.model = std::move(model);
+  c.compute.n_threads = 2;
+  c.kv.budget_bytes = 64u << 20;
+  c.sched.measure_costs = false;
   return c;
 }
 
@@ -99,7 +99,7 @@ TEST(Engine, GreedyMatchesReference) {
   auto j = nlohmann::json::parse(
       test::read_file(test::data_path("reference/llamacpp/stories260K.json")));
   auto cfg = base_config(load(kStories));
-  cfg.kv_type = KvType::kF32;
+  cfg.kv.type = KvType::kF32;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok()) << e.status().to_string();
   std::vector<ThreadHandle> hs;
@@ -138,7 +138,7 @@ TEST(Engine, ConcurrentEqualsSequential64) {
 TEST(Engine, ConcurrentEqualsSequentialSynth) {
   LLMT_REQUIRE_DATA(kSynth);
   auto cfg = base_config(load(kSynth));
-  cfg.kv_budget_bytes = 256u << 20;
+  cfg.kv.budget_bytes = 256u << 20;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok()) << e.status().to_string();
   const auto reqs = make_requests(12, 20);
@@ -155,16 +155,16 @@ void preemption_case(EvictionMethod method, SchedPolicy policy) {
   const auto seq = run_sequential(**ref_engine, reqs);
 
   auto cfg = base_config(model);
-  cfg.policy = policy;
-  cfg.eviction = method;
-  cfg.quantum_tokens = 8;
-  cfg.max_running = 6;
-  cfg.kv_block_size = 8;
+  cfg.sched.policy = policy;
+  cfg.sched.eviction = method;
+  cfg.sched.quantum_tokens = 8;
+  cfg.sched.max_running = 6;
+  cfg.kv.block_size = 8;
   std::filesystem::path dir = std::filesystem::temp_directory_path() / "llmt-test-engine-swap";
-  if (method == EvictionMethod::kSwapDisk) cfg.swap_dir = dir.string();
+  if (method == EvictionMethod::kSwapDisk) cfg.kv.swap.dir = dir.string();
   // Room for about 6 threads of ~80 positions.
   const size_t per_token = (*ref_engine)->kv_bytes_per_token();
-  cfg.kv_budget_bytes = per_token * 8 * 64;
+  cfg.kv.budget_bytes = per_token * 8 * 64;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok()) << e.status().to_string();
   const auto con = run_concurrent(**e, reqs);
@@ -237,11 +237,11 @@ TEST(Engine, PrefixSharingDoesNotChangeOutput) {
     reqs.push_back(r);
   }
   auto cfg = base_config(model);
-  cfg.kv_budget_bytes = 128u << 20;
-  cfg.prefix_caching = false;
+  cfg.kv.budget_bytes = 128u << 20;
+  cfg.kv.prefix_caching = false;
   auto off = Engine::create(cfg);
   ASSERT_TRUE(off.is_ok());
-  cfg.prefix_caching = true;
+  cfg.kv.prefix_caching = true;
   auto on = Engine::create(cfg);
   ASSERT_TRUE(on.is_ok());
   const auto want = run_concurrent(**off, reqs);
@@ -297,7 +297,7 @@ TEST(Engine, ScoringMatchesContextLogits) {
     return out;
   };
   auto cfg = base_config(model);
-  cfg.kv_type = KvType::kF32;
+  cfg.kv.type = KvType::kF32;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok());
   std::vector<ThreadHandle> hs;
@@ -338,7 +338,7 @@ TEST(Engine, LogprobsMatchContextLogSoftmax) {
   auto model = load(kStories);
   const std::vector<int32_t> prompt = model->tokenizer().encode("Once upon a time, Lily");
   auto cfg = base_config(model);
-  cfg.kv_type = KvType::kF32;
+  cfg.kv.type = KvType::kF32;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok()) << e.status().to_string();
   struct Case {
@@ -517,7 +517,7 @@ TEST(Engine, StopStringsTokensAndLength) {
 TEST(Engine, SubmitValidation) {
   LLMT_REQUIRE_DATA(kStories);
   auto cfg = base_config(load(kStories));
-  cfg.n_ctx = 128;
+  cfg.model.n_ctx = 128;
   auto e = Engine::create(cfg);
   ASSERT_TRUE(e.is_ok());
   ThreadRequest r;
@@ -549,10 +549,10 @@ TEST(Engine, SubmitValidation) {
   EXPECT_EQ(ok->wait().tokens.size(), 4u);
 
   EngineConfig bad = cfg;
-  bad.kv_budget_bytes = 10;
+  bad.kv.budget_bytes = 10;
   EXPECT_FALSE(Engine::create(bad).is_ok());
   bad = cfg;
-  bad.eviction = EvictionMethod::kSwapDisk;
+  bad.sched.eviction = EvictionMethod::kSwapDisk;
   EXPECT_FALSE(Engine::create(bad).is_ok());
 }
 

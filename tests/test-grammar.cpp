@@ -446,10 +446,10 @@ void sample_all_schemas(const char* model_rel, int n_seeds, uint64_t seed0) {
   auto model = Model::load(test::data_path(model_rel));
   ASSERT_TRUE(model.is_ok()) << model.status().to_string();
   EngineConfig cfg;
-  cfg.model = *model;
-  cfg.n_threads = 2;
-  cfg.kv_budget_bytes = 64u << 20;
-  cfg.measure_costs = false;
+  cfg.model.model = *model;
+  cfg.compute.n_threads = 2;
+  cfg.kv.budget_bytes = 64u << 20;
+  cfg.sched.measure_costs = false;
   auto engine = Engine::create(cfg);
   ASSERT_TRUE(engine.is_ok()) << engine.status().to_string();
   struct Job {
@@ -507,10 +507,10 @@ TEST(GrammarEngine, UnsatisfiableGrammarEndsTheThreadWithAnError) {
   auto model = Model::load(test::data_path(rel));
   ASSERT_TRUE(model.is_ok());
   EngineConfig cfg;
-  cfg.model = *model;
-  cfg.n_threads = 2;
-  cfg.kv_budget_bytes = 16u << 20;
-  cfg.measure_costs = false;
+  cfg.model.model = *model;
+  cfg.compute.n_threads = 2;
+  cfg.kv.budget_bytes = 16u << 20;
+  cfg.sched.measure_costs = false;
   auto engine = Engine::create(cfg);
   ASSERT_TRUE(engine.is_ok());
   // After "ok" only a surrogate code point would do: no UTF-8 byte sequence spells one.

@@ -26,13 +26,13 @@ const char* kStories = "models/stories260K.gguf";
 
 std::unique_ptr<Engine> make_engine(int32_t max_queue = 0, int32_t max_running = 64) {
   EngineConfig c;
-  c.model_path = test::data_path(kStories);
-  c.n_threads = 2;
-  c.kv_budget_bytes = 64u << 20;
-  c.measure_costs = false;
-  c.n_ctx = 256;
-  c.max_queue = max_queue;
-  c.max_running = max_running;
+  c.model.path = test::data_path(kStories);
+  c.compute.n_threads = 2;
+  c.kv.budget_bytes = 64u << 20;
+  c.sched.measure_costs = false;
+  c.model.n_ctx = 256;
+  c.limits.max_queue = max_queue;
+  c.sched.max_running = max_running;
   auto e = Engine::create(c);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   return e.is_ok() ? std::move(*e) : nullptr;

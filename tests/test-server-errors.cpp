@@ -22,11 +22,11 @@ using test::kServerModel;
 // block size in bytes is learnt from a 16 MiB pool).
 uint64_t budget_for_blocks(int32_t n_blocks, int32_t block_size) {
   EngineConfig ec = test::server_engine_config();
-  ec.kv_block_size = block_size;
+  ec.kv.block_size = block_size;
   auto e = Engine::create(ec);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   if (!e.is_ok()) return 0;
-  const uint64_t block_bytes = ec.kv_budget_bytes / static_cast<uint64_t>((*e)->n_kv_blocks());
+  const uint64_t block_bytes = ec.kv.budget_bytes / static_cast<uint64_t>((*e)->n_kv_blocks());
   return block_bytes * static_cast<uint64_t>(n_blocks) + block_bytes / 2;
 }
 
@@ -83,14 +83,14 @@ TEST(StatusCodes, HttpMappingIgnoresMessageText) {
 TEST(StatusCodes, EngineSubmitCannotFitVersusOverCapacity) {
   LLMT_REQUIRE_DATA(kServerModel);
   EngineConfig ec = test::server_engine_config();
-  ec.n_ctx = 256;
-  ec.kv_block_size = 16;
-  ec.kv_budget_bytes = budget_for_blocks(4, ec.kv_block_size);
-  ec.max_queue = 1;
+  ec.model.n_ctx = 256;
+  ec.kv.block_size = 16;
+  ec.kv.budget_bytes = budget_for_blocks(4, ec.kv.block_size);
+  ec.limits.max_queue = 1;
   auto e = Engine::create(ec);
   ASSERT_TRUE(e.is_ok()) << e.status().to_string();
-  const int64_t pool_tokens = int64_t{(*e)->n_kv_blocks()} * ec.kv_block_size;
-  ASSERT_LT(pool_tokens + 8, ec.n_ctx) << "the pool must be smaller than the context";
+  const int64_t pool_tokens = int64_t{(*e)->n_kv_blocks()} * ec.kv.block_size;
+  ASSERT_LT(pool_tokens + 8, ec.model.n_ctx) << "the pool must be smaller than the context";
   ThreadRequest big;
   big.prompt_tokens = {1, 2, 3, 4};
   big.max_tokens = static_cast<int32_t>(pool_tokens);  // 4 + pool_tokens > pool, < n_ctx
@@ -106,7 +106,9 @@ TEST(StatusCodes, EngineSubmitCannotFitVersusOverCapacity) {
   ASSERT_TRUE(first.is_ok()) << first.status().to_string();
   const Status full = (*e)->submit(small).status();
   // The first may already have finished on a fast machine; only a refusal is checked.
-  if (!full.is_ok()) EXPECT_EQ(full.code(), StatusCode::kOverCapacity) << full.to_string();
+  if (!full.is_ok()) {
+    EXPECT_EQ(full.code(), StatusCode::kOverCapacity) << full.to_string();
+  }
   (*e)->cancel(first->id());
 }
 
@@ -116,13 +118,13 @@ TEST(StatusCodes, EngineSubmitCannotFitVersusOverCapacity) {
 TEST(ServerErrors, RequestThatCanNeverFitTheKvPoolIs400) {
   LLMT_REQUIRE_DATA(kServerModel);
   EngineConfig ec = test::server_engine_config();
-  ec.n_ctx = 256;
-  ec.kv_block_size = 16;
-  ec.kv_budget_bytes = budget_for_blocks(4, ec.kv_block_size);
+  ec.model.n_ctx = 256;
+  ec.kv.block_size = 16;
+  ec.kv.budget_bytes = budget_for_blocks(4, ec.kv.block_size);
   test::RunningServer s(test::server_test_options(), ec);
   ASSERT_TRUE(s.engine && s.srv);
-  const int64_t pool_tokens = int64_t{s.engine->n_kv_blocks()} * ec.kv_block_size;
-  ASSERT_LT(pool_tokens + 16, ec.n_ctx) << "the pool must be smaller than the context";
+  const int64_t pool_tokens = int64_t{s.engine->n_kv_blocks()} * ec.kv.block_size;
+  ASSERT_LT(pool_tokens + 16, ec.model.n_ctx) << "the pool must be smaller than the context";
   auto c = s.client();
   int st = 0;
   const json body = {{"prompt", "Once upon a time"},

@@ -26,8 +26,8 @@ using test::kServerModel;
 TEST(ServerTasksFlow, TenThousandDocumentsStayWithinTheEngineQueue) {
   LLMT_REQUIRE_DATA(kServerModel);
   EngineConfig ec = test::server_engine_config();
-  ec.max_queue = 8;
-  ec.max_running = 8;
+  ec.limits.max_queue = 8;
+  ec.sched.max_running = 8;
   test::RunningServer s(test::server_test_options(), ec);
   ASSERT_TRUE(s.engine && s.srv);
   constexpr size_t kDocs = server::kMaxTaskDocuments;
@@ -72,7 +72,7 @@ TEST(ServerTasksFlow, TenThousandDocumentsStayWithinTheEngineQueue) {
   for (const json& r : t["results"]) n_failed += r["status"] != "completed";
   EXPECT_EQ(n_failed, 0u) << t["results"][0];
   EXPECT_GT(peak.load(), 0);
-  EXPECT_LE(peak.load(), ec.max_queue);
+  EXPECT_LE(peak.load(), ec.limits.max_queue);
   EXPECT_EQ(s.engine->stats().n_submitted, static_cast<int64_t>(kDocs));
   EXPECT_EQ(s.engine->stats().n_finished, static_cast<int64_t>(kDocs));
 }

@@ -215,7 +215,7 @@ TEST(ServerTasks, ClassifyCompletesInInputOrderWithProbabilities) {
 TEST(ServerTasks, DeleteCancelsALongGenerateAndFreesTheKv) {
   LLMT_REQUIRE_DATA(kModel);
   EngineConfig ec = test::server_engine_config();
-  ec.prefix_caching = false;
+  ec.kv.prefix_caching = false;
   Running s(test::server_test_options(), ec);
   auto c = s.client();
   json body = {{"task", "generate"},

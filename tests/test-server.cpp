@@ -314,7 +314,7 @@ TEST(Server, ParallelClientsMatchSequential) {
 TEST(Server, HighPriorityOvertakesQueuedLowPriority) {
   LLMT_REQUIRE_DATA(kModel);
   EngineConfig ec = test::server_engine_config();
-  ec.max_running = 1;
+  ec.sched.max_running = 1;
   Running s(test::server_test_options(), ec);
   constexpr int kLow = 3;
   std::vector<std::future<Clock::time_point>> lows;
@@ -353,7 +353,7 @@ TEST(Server, OverloadGives429AndKeepsServing) {
   server::ServerOptions so = test::server_test_options();
   so.max_queue = 2;
   EngineConfig ec = test::server_engine_config();
-  ec.max_running = 1;
+  ec.sched.max_running = 1;
   Running s(so, ec);
   constexpr int kN = 8;
   std::vector<int> statuses(kN);
@@ -517,7 +517,7 @@ void close_and_expect_cancelled(Running& s, int fd, int n_threads = 1) {
 TEST(Server, DisconnectDuringStreamingFreesTheKv) {
   LLMT_REQUIRE_DATA(kModel);
   EngineConfig ec = test::server_engine_config();
-  ec.prefix_caching = false;
+  ec.kv.prefix_caching = false;
   Running s(test::server_test_options(), ec);
   json b = completion("Once upon a time", kLongTokens);
   b["stream"] = true;
@@ -614,8 +614,8 @@ namespace {
 const char* const kSynth = "models/synth/synth-125m-q4_k_m.gguf";
 EngineConfig synth_engine_config() {
   EngineConfig ec = test::server_engine_config();
-  ec.model_path = test::data_path(kSynth);
-  ec.kv_budget_bytes = uint64_t{64} << 20;
+  ec.model.path = test::data_path(kSynth);
+  ec.kv.budget_bytes = uint64_t{64} << 20;
   return ec;
 }
 
@@ -720,7 +720,7 @@ std::vector<RefStep> reference_greedy(const Engine& engine, const std::string& t
   const std::vector<int32_t> prompt = model->tokenizer().encode(text, to);
   ContextOptions co;
   co.n_threads = 1;
-  co.kv_type = engine.config().kv_type;
+  co.kv_type = engine.config().kv.type;
   auto ctx = Context::create(model, co);
   EXPECT_TRUE(ctx.is_ok());
   std::vector<RefStep> out;
@@ -1123,7 +1123,7 @@ TEST(Server, NChoicesStream) {
 TEST(Server, NChoicesDisconnectCancelsAll) {
   LLMT_REQUIRE_DATA(kModel);
   EngineConfig ec = test::server_engine_config();
-  ec.prefix_caching = false;
+  ec.kv.prefix_caching = false;
   Running s(test::server_test_options(), ec);
   json b = with(completion("Once upon a time", kLongTokens), {{"stream", true}, {"n", 2}});
   std::string got;

@@ -31,11 +31,11 @@ const char* kStory =
 
 std::unique_ptr<Engine> make_engine(int32_t n_ctx = 0) {
   EngineConfig c;
-  c.model_path = test::data_path(kStories);
-  c.n_threads = 2;
-  c.kv_budget_bytes = 64u << 20;
-  c.measure_costs = false;
-  c.n_ctx = n_ctx;
+  c.model.path = test::data_path(kStories);
+  c.compute.n_threads = 2;
+  c.kv.budget_bytes = 64u << 20;
+  c.sched.measure_costs = false;
+  c.model.n_ctx = n_ctx;
   auto e = Engine::create(c);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   return e.is_ok() ? std::move(*e) : nullptr;

@@ -37,38 +37,48 @@ namespace llmt {
 
 using ThreadId = uint64_t;
 
-// SchedPolicy, EvictionMethod and their names: llmthreads/sched-types.h.
-
-struct EngineConfig {
-  // The model: an already loaded one (shared), or a path to load.
+// The engine's configuration, one section per concern. Each section is handed as it is to the
+// part that owns it (the scheduler gets `sched`, the KV manager and swap store `kv`); the engine
+// checks every section once, in Engine::create(), and a bad value is kInvalidArgument naming the
+// field as "section.field" (e.g. "kv.block_size").
+struct ModelConfig {
+  // An already loaded model (shared), or a path to load when `model` is null.
   std::shared_ptr<const Model> model;
-  std::string model_path;
+  std::string path;
+  int32_t n_ctx = 0;  // most positions per LLM thread; 0 = min(training context, 4096)
+};
 
-  int32_t n_threads = 0;          // compute threads; 0 = physical cores
-  KvType kv_type = KvType::kF16;  // KV element type (llama.cpp's default is F16 too)
-  uint64_t kv_budget_bytes = uint64_t{256} << 20;  // KV pool size; blocks = budget / block bytes
-  int32_t kv_block_size = 16;                      // tokens per KV block
-  int32_t n_ctx = 0;           // most positions per thread; 0 = min(training context, 4096)
-  bool prefix_caching = true;  // share KV blocks of identical prompt prefixes
+struct ComputeConfig {
+  int32_t n_threads = 0;  // compute threads; 0 = physical cores
+};
 
-  SchedPolicy policy = SchedPolicy::kPriority;
-  // Tokens per step (decode tokens + prefill chunks). A new high-priority thread waits for the
-  // step in flight, so this bounds its extra latency (256 tokens: ~140 ms on a 125M model on 2
-  // cores); prefill throughput is within ~5% of 512-token steps.
-  int32_t step_tokens = 256;
-  int32_t max_running = 64;     // threads per step
-  double aging_per_s = 1.0;     // kPriority: priority gained per second of waiting
-  int32_t quantum_tokens = 32;  // kRoundRobin: tokens per turn
-  EvictionMethod eviction = EvictionMethod::kAuto;
+// Where preempted LLM threads' KV goes when it is swapped (EvictionMethod kSwapRam/kSwapDisk).
+struct SwapConfig {
+  std::string dir;                         // past ram_bytes; "" = no disk
+  uint64_t ram_bytes = uint64_t{1} << 30;  // swap bytes kept in RAM
+  bool compress = false;                   // lz4-compress swapped KV
+};
 
-  std::string swap_dir;  // where swapped KV goes past swap_ram_bytes; "" = no disk
-  uint64_t swap_ram_bytes = uint64_t{1} << 30;  // swap bytes kept in RAM
-  bool swap_compress = false;                   // lz4-compress swapped KV
-  // Measure swap and prefill speed at start-up for kAuto (about 50 ms on a 125M model); false
-  // uses fixed estimates.
-  bool measure_costs = true;
+struct KvConfig {
+  KvType type = KvType::kF16;                   // element type (llama.cpp's default is F16 too)
+  uint64_t budget_bytes = uint64_t{256} << 20;  // pool size; blocks = budget / block bytes
+  int32_t block_size = 16;                      // tokens per block, in [1, 4096]
+  bool prefix_caching = true;                   // share blocks of identical prompt prefixes
+  SwapConfig swap;
+};
 
-  int32_t max_queue = 0;  // live threads accepted (0 = unlimited); beyond: kOverCapacity
+// Admission limits.
+struct LimitsConfig {
+  int32_t max_queue = 0;  // live LLM threads accepted (0 = unlimited); beyond: kOverCapacity
+};
+
+// SchedConfig (policy, step tokens, eviction, ...): llmthreads/sched-types.h.
+struct EngineConfig {
+  ModelConfig model;
+  ComputeConfig compute;
+  KvConfig kv;
+  SchedConfig sched;
+  LimitsConfig limits;
 };
 
 struct ThreadRequest {
@@ -229,10 +239,10 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Loads the model (unless given), sizes the KV pool from kv_budget_bytes, measures eviction
-  // costs (measure_costs) and starts the loop. Errors: bad config values (named), model load
-  // errors, a budget smaller than one block (kInvalidArgument), allocation failure, swap_dir not
-  // creatable, kSwapDisk forced without swap_dir.
+  // Loads the model (unless given), sizes the KV pool from kv.budget_bytes, measures eviction
+  // costs (sched.measure_costs) and starts the loop. Errors: bad config values (kInvalidArgument,
+  // field() "section.field"), model load errors, a budget smaller than one block, allocation
+  // failure, kv.swap.dir not creatable, kSwapDisk forced without kv.swap.dir.
   static Result<std::unique_ptr<Engine>> create(const EngineConfig& config);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -242,7 +252,7 @@ class Engine {
   // kInvalidArgument for bad tokens, an empty prompt, sampling params or logprobs outside
   // [-1, kMaxLogprobs], and with field() "prompt" or "max_tokens" when the prompt (+ max_tokens)
   // exceeds n_ctx; kCannotFit (field "max_tokens") when prompt + max_tokens need more KV blocks
-  // than the pool has (no retry can help); kOverCapacity when max_queue threads are live
+  // than the pool has (no retry can help); kOverCapacity when limits.max_queue threads are live
   // (retryable).
   Result<ThreadHandle> submit(ThreadRequest request);
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one

@@ -18,6 +18,30 @@ enum class SchedPolicy { kFcfs, kPriority, kRoundRobin, kFairShare };
 // vs tokens to recompute); the others force one method.
 enum class EvictionMethod { kAuto, kSwapRam, kSwapDisk, kRecompute };
 
+// The scheduler's section of EngineConfig, handed to the scheduler as it is (src/sched extends it
+// with what the engine measures). Checked by validate(): kInvalidArgument naming "sched.<field>".
+struct SchedConfig {
+  SchedPolicy policy = SchedPolicy::kPriority;
+  // Tokens per step (decode tokens + prefill chunks), >= 1. A new high-priority LLM thread waits
+  // for the step in flight, so this bounds its extra latency (256 tokens: ~140 ms on a 125M model
+  // on 2 cores); prefill throughput is within ~5% of 512-token steps.
+  int32_t step_tokens = 256;
+  int32_t max_running = 64;         // LLM threads per step, >= 1
+  double aging_per_s = 1.0;         // kPriority: priority gained per second of waiting, >= 0
+  int32_t quantum_tokens = 32;      // kRoundRobin: tokens per turn, >= 1
+  double fair_decode_weight = 2.0;  // kFairShare: weight of a generated token vs a prompt token
+  // Eviction hysteresis: kPriority evicts only threads whose effective priority is at least this
+  // much lower; kFairShare only threads of the same tenant or of a tenant served at least
+  // quantum_tokens (weighted) more. >= 0.
+  double preempt_margin = 1.0;
+  EvictionMethod eviction = EvictionMethod::kAuto;
+  // Measure swap and prefill speed at start-up for kAuto (about 50 ms on a 125M model); false
+  // uses fixed estimates.
+  bool measure_costs = true;
+
+  Status validate() const;
+};
+
 const char* sched_policy_name(SchedPolicy p);  // "fcfs", "priority", "round-robin", "fair-share"
 // Parses those names; kInvalidArgument listing them otherwise.
 Result<SchedPolicy> parse_sched_policy(const std::string& name);

@@ -104,7 +104,7 @@ void llmt_engine_params_init(llmt_engine_params* params) {
   params->model_path = nullptr;
   params->n_threads = 0;
   params->n_ctx = 0;
-  params->kv_budget_bytes = defaults.kv_budget_bytes;
+  params->kv_budget_bytes = defaults.kv.budget_bytes;
   params->max_queue = 0;
 }
 
@@ -133,11 +133,11 @@ llmt_status llmt_engine_create(const llmt_engine_params* params, llmt_engine** o
   }
   try {
     llmt::EngineConfig config;
-    config.model_path = params->model_path;
-    config.n_threads = params->n_threads;
-    config.n_ctx = params->n_ctx;
-    config.kv_budget_bytes = params->kv_budget_bytes;
-    config.max_queue = params->max_queue;
+    config.model.path = params->model_path;
+    config.compute.n_threads = params->n_threads;
+    config.model.n_ctx = params->n_ctx;
+    config.kv.budget_bytes = params->kv_budget_bytes;
+    config.limits.max_queue = params->max_queue;
     auto engine = llmt::Engine::create(config);
     if (!engine.is_ok()) return fail(err, engine.status());
     *out = new llmt_engine{std::move(engine).value()};

@@ -135,10 +135,10 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
   sched::ThreadSpec spec;
   spec.id = l->id;
   spec.prompt = l->prompt;
-  spec.max_tokens = static_cast<int32_t>(l->prompt.size()) + l->req.max_tokens;
+  spec.n_kv_tokens = static_cast<int32_t>(l->prompt.size()) + l->req.max_tokens;
   if (l->n_score > 0) {
     spec.prompt.insert(spec.prompt.end(), l->req.score_tokens.begin(), l->req.score_tokens.end());
-    spec.max_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
+    spec.n_kv_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
     spec.n_match_max = l->score_from + 1;
   }
   spec.priority = l->req.priority;
@@ -576,8 +576,8 @@ void Engine::Impl::run_loop() {
 Status Engine::Impl::measure_costs(sched::EvictionCosts* costs) {
   // Prefill speed: one chunk of up to 64 tokens through blocks 0.. (they hold garbage afterwards,
   // which is fine: the KvManager treats them as free and every position is written before use).
-  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv_block_size});
-  std::vector<int32_t> table((n + cfg.kv_block_size - 1) / cfg.kv_block_size);
+  const int32_t n = std::min<int32_t>({64, n_ctx, n_blocks * cfg.kv.block_size});
+  std::vector<int32_t> table((n + cfg.kv.block_size - 1) / cfg.kv.block_size);
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
   std::vector<Context::BatchEntry> entries;
   const int32_t tok_id = std::max(0, tok->bos_id());

@@ -114,87 +114,94 @@ Engine::~Engine() {
   }
 }
 
+namespace {
+
+// Every section of the config, checked once here (the model's own checks come with its load).
+Status validate_config(const EngineConfig& c) {
+  if (c.model.n_ctx < 0) return invalid_argument("model.n_ctx must be >= 0", "model.n_ctx");
+  if (c.compute.n_threads < 0) {
+    return invalid_argument("compute.n_threads must be >= 0", "compute.n_threads");
+  }
+  if (c.kv.block_size < 1 || c.kv.block_size > 4096) {
+    return invalid_argument(
+        "kv.block_size must be in [1, 4096], got " + std::to_string(c.kv.block_size),
+        "kv.block_size");
+  }
+  LLMT_RETURN_IF_ERROR(c.sched.validate());
+  if (c.sched.eviction == EvictionMethod::kSwapDisk && c.kv.swap.dir.empty()) {
+    return invalid_argument(
+        "sched.eviction 'disk' needs a swap directory (kv.swap.dir / --swap-dir)", "kv.swap.dir");
+  }
+  if (c.limits.max_queue < 0) {
+    return invalid_argument("limits.max_queue must be >= 0", "limits.max_queue");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   auto impl = std::make_unique<Impl>();
   Impl& e = *impl;
   e.cfg = config;
   EngineConfig& c = e.cfg;
-  if (c.kv_block_size < 1 || c.kv_block_size > 4096) {
-    return invalid_argument("kv_block_size must be in [1, 4096], got " +
-                            std::to_string(c.kv_block_size));
+  LLMT_RETURN_IF_ERROR(validate_config(c));
+  if (!c.model.model) {
+    if (c.model.path.empty()) {
+      return invalid_argument("EngineConfig: no model and no model.path", "model.path");
+    }
+    LLMT_ASSIGN_OR_RETURN(c.model.model, Model::load(c.model.path));
   }
-  if (c.step_tokens < 1) {
-    return invalid_argument("step_tokens must be >= 1, got " + std::to_string(c.step_tokens));
-  }
-  if (c.max_running < 1) {
-    return invalid_argument("max_running must be >= 1, got " + std::to_string(c.max_running));
-  }
-  if (c.quantum_tokens < 1) {
-    return invalid_argument("quantum_tokens must be >= 1, got " + std::to_string(c.quantum_tokens));
-  }
-  if (!(c.aging_per_s >= 0)) return invalid_argument("aging_per_s must be >= 0");
-  if (c.max_queue < 0) return invalid_argument("max_queue must be >= 0");
-  if (c.eviction == EvictionMethod::kSwapDisk && c.swap_dir.empty()) {
-    return invalid_argument("eviction 'disk' needs a swap directory (swap_dir / --swap-dir)");
-  }
-  if (!c.model) {
-    if (c.model_path.empty()) return invalid_argument("EngineConfig: no model and no model_path");
-    LLMT_ASSIGN_OR_RETURN(c.model, Model::load(c.model_path));
-  }
-  e.model = c.model;
+  e.model = c.model.model;
   e.tok = &e.model->tokenizer();
   const ModelHparams& hp = e.model->hparams();
   e.n_vocab = hp.n_vocab;
 
   // KV pool size: budget / bytes of one block.
-  const size_t elem = c.kv_type == KvType::kF16 ? 2 : 4;
+  const size_t elem = c.kv.type == KvType::kF16 ? 2 : 4;
   const size_t block_bytes = static_cast<size_t>(hp.n_layer) * 2 * hp.kv_dim() * elem *
-                             static_cast<size_t>(c.kv_block_size);
-  const uint64_t n_blocks = c.kv_budget_bytes / block_bytes;
+                             static_cast<size_t>(c.kv.block_size);
+  const uint64_t n_blocks = c.kv.budget_bytes / block_bytes;
   if (n_blocks < 1) {
-    return invalid_argument("kv budget " + std::to_string(c.kv_budget_bytes) +
-                            " bytes is smaller than one KV block (" + std::to_string(block_bytes) +
-                            " bytes)");
+    return invalid_argument("kv.budget_bytes " + std::to_string(c.kv.budget_bytes) +
+                                " is smaller than one KV block (" + std::to_string(block_bytes) +
+                                " bytes)",
+                            "kv.budget_bytes");
   }
-  if (n_blocks > (1u << 30)) return invalid_argument("kv budget too large");
+  if (n_blocks > (1u << 30)) return invalid_argument("kv budget too large", "kv.budget_bytes");
   e.n_blocks = static_cast<int32_t>(n_blocks);
 
   ContextOptions co;
   co.n_kv_blocks = e.n_blocks;
-  co.kv_block_size = c.kv_block_size;
-  co.kv_type = c.kv_type;
-  co.n_threads = c.n_threads;
-  co.n_ctx = c.n_ctx;
-  co.n_batch = std::max<int32_t>(c.step_tokens, 1);
+  co.kv_block_size = c.kv.block_size;
+  co.kv_type = c.kv.type;
+  co.n_threads = c.compute.n_threads;
+  co.n_ctx = c.model.n_ctx;
+  co.n_batch = c.sched.step_tokens;
   LLMT_ASSIGN_OR_RETURN(e.ctx, Context::create(e.model, co));
   e.n_ctx = e.ctx->n_ctx();
-  c.n_ctx = e.n_ctx;
-  c.n_threads = e.ctx->n_threads();
+  c.model.n_ctx = e.n_ctx;
+  c.compute.n_threads = e.ctx->n_threads();
   e.bytes_per_token = e.ctx->kv_bytes_per_token();
 
   kv::KvManagerOptions ko;
   ko.n_blocks = e.n_blocks;
-  ko.block_size = c.kv_block_size;
-  ko.prefix_caching = c.prefix_caching;
+  ko.block_size = c.kv.block_size;
+  ko.prefix_caching = c.kv.prefix_caching;
   e.kvm = std::make_unique<kv::KvManager>(ko);
 
   kv::SwapStoreOptions so;
-  so.ram_limit_bytes = c.swap_ram_bytes;
-  so.dir = c.swap_dir;
-  so.compression = c.swap_compress ? kv::SwapCompression::kLz4 : kv::SwapCompression::kNone;
+  so.ram_limit_bytes = c.kv.swap.ram_bytes;
+  so.dir = c.kv.swap.dir;
+  so.compression = c.kv.swap.compress ? kv::SwapCompression::kLz4 : kv::SwapCompression::kNone;
   LLMT_ASSIGN_OR_RETURN(e.swap, kv::SwapStore::create(so));
 
-  sched::SchedulerOptions sopt;
-  sopt.policy = c.policy;
-  sopt.step_tokens = c.step_tokens;
-  sopt.max_running = c.max_running;
-  sopt.aging_per_s = c.aging_per_s;
-  sopt.quantum_tokens = c.quantum_tokens;
-  sopt.eviction = c.eviction;
+  // The scheduler's section as it is, plus what only the engine knows.
+  sched::SchedulerOptions sopt{c.sched};
   sopt.kv_bytes_per_token = e.bytes_per_token;
-  sopt.costs.ram_limit_bytes = c.swap_ram_bytes;
-  sopt.costs.disk_available = !c.swap_dir.empty();
-  if (c.measure_costs) LLMT_RETURN_IF_ERROR(e.measure_costs(&sopt.costs));
+  sopt.costs.ram_limit_bytes = c.kv.swap.ram_bytes;
+  sopt.costs.disk_available = !c.kv.swap.dir.empty();
+  if (c.sched.measure_costs) LLMT_RETURN_IF_ERROR(e.measure_costs(&sopt.costs));
   e.sched = std::make_unique<sched::Scheduler>(sopt, e.kvm.get());
   set(e.st.kv_free, e.n_blocks);
 
@@ -253,7 +260,7 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
                             "max_tokens");
   }
   const int64_t need_blocks =
-      (n_prompt + request.max_tokens + e.cfg.kv_block_size - 1) / e.cfg.kv_block_size;
+      (n_prompt + request.max_tokens + e.cfg.kv.block_size - 1) / e.cfg.kv.block_size;
   if (need_blocks > e.n_blocks) {
     return cannot_fit("prompt + max_tokens need " + std::to_string(need_blocks) +
                           " KV blocks but the pool has " + std::to_string(e.n_blocks) +
@@ -275,11 +282,12 @@ Result<ThreadHandle> Engine::submit(ThreadRequest request) {
     if (s.empty()) return invalid_argument("empty stop string");
     l->max_stop_len = std::max(l->max_stop_len, s.size());
   }
-  if (e.cfg.max_queue > 0) {
+  if (e.cfg.limits.max_queue > 0) {
     const int64_t prev = e.n_live.fetch_add(1, std::memory_order_relaxed);
-    if (prev >= e.cfg.max_queue) {
+    if (prev >= e.cfg.limits.max_queue) {
       e.n_live.fetch_sub(1, std::memory_order_relaxed);
-      return over_capacity("queue full: " + std::to_string(e.cfg.max_queue) + " threads live");
+      return over_capacity("queue full: " + std::to_string(e.cfg.limits.max_queue) +
+                           " threads live");
     }
   } else {
     e.n_live.fetch_add(1, std::memory_order_relaxed);

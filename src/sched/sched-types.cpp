@@ -1,14 +1,13 @@
 // The name tables of llmthreads/sched-types.h: one per enum, read by both name() and parse().
 #include "llmthreads/sched-types.h"
 
-#include <utility>
+#include <string>
+
+#include "core/name-table.h"
 
 namespace llmt {
 
 namespace {
-
-template <typename E>
-using NameTable = std::pair<E, const char*>;
 
 constexpr NameTable<SchedPolicy> kPolicyNames[] = {{SchedPolicy::kFcfs, "fcfs"},
                                                    {SchedPolicy::kPriority, "priority"},
@@ -18,34 +17,6 @@ constexpr NameTable<EvictionMethod> kEvictionNames[] = {{EvictionMethod::kAuto, 
                                                         {EvictionMethod::kSwapRam, "ram"},
                                                         {EvictionMethod::kSwapDisk, "disk"},
                                                         {EvictionMethod::kRecompute, "recompute"}};
-
-template <typename E, size_t N>
-const char* name_of(const NameTable<E> (&table)[N], E value) {
-  for (const auto& [v, name] : table) {
-    if (v == value) return name;
-  }
-  return "unknown";
-}
-
-// "a, b, c or d"
-template <typename E, size_t N>
-std::string names_of(const NameTable<E> (&table)[N]) {
-  std::string s;
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) s += i + 1 == N ? " or " : ", ";
-    s += table[i].second;
-  }
-  return s;
-}
-
-template <typename E, size_t N>
-Result<E> parse_of(const NameTable<E> (&table)[N], const std::string& name, const char* what) {
-  for (const auto& [v, n] : table) {
-    if (name == n) return v;
-  }
-  return invalid_argument(std::string("unknown ") + what + " '" + name + "' (expected " +
-                          names_of(table) + ")");
-}
 
 }  // namespace
 
@@ -60,6 +31,24 @@ const char* eviction_method_name(EvictionMethod m) {
 }
 Result<EvictionMethod> parse_eviction_method(const std::string& name) {
   return parse_of(kEvictionNames, name, "eviction method");
+}
+
+Status SchedConfig::validate() const {
+  auto bad = [](const char* field, const std::string& why) {
+    return invalid_argument(std::string("sched.") + field + " " + why,
+                            std::string("sched.") + field);
+  };
+  if (step_tokens < 1)
+    return bad("step_tokens", "must be >= 1, got " + std::to_string(step_tokens));
+  if (max_running < 1)
+    return bad("max_running", "must be >= 1, got " + std::to_string(max_running));
+  if (quantum_tokens < 1) {
+    return bad("quantum_tokens", "must be >= 1, got " + std::to_string(quantum_tokens));
+  }
+  if (!(aging_per_s >= 0)) return bad("aging_per_s", "must be >= 0");
+  if (!(fair_decode_weight > 0)) return bad("fair_decode_weight", "must be > 0");
+  if (!(preempt_margin >= 0)) return bad("preempt_margin", "must be >= 0");
+  return Status::ok();
 }
 
 }  // namespace llmt

@@ -39,7 +39,7 @@
 // left of step_tokens, at most the thread's remaining tokens, less one token for each running
 // decode later in order that max_running and the latency rule would still let in, so a long prompt
 // never stalls decodes; kRoundRobin also caps it at what is left of the thread's quantum). A
-// thread whose tokens reached max_tokens is never taken (the caller removes it). A waiting thread
+// thread whose tokens reached n_kv_tokens is never taken (the caller removes it). A waiting thread
 // whose prompt continues into blocks another running thread is computing right now (pending in
 // the prefix cache) waits a step for them instead of computing them twice. A thread that needs
 // KV blocks that are not available evicts threads that come after it in policy order and were
@@ -94,31 +94,24 @@ struct EvictionCosts {
   bool disk_available = false;
 };
 
-// step_tokens, max_running and quantum_tokens below 1 are taken as 1.
-struct SchedulerOptions {
-  Policy policy = Policy::kPriority;
-  int32_t step_tokens = 512;        // tokens one step computes (decode tokens + prefill chunks)
-  int32_t max_running = 64;         // threads one step computes
-  double aging_per_s = 1.0;         // kPriority: priority gained per second of waiting
-  int32_t quantum_tokens = 32;      // kRoundRobin: tokens per turn
-  double fair_decode_weight = 2.0;  // kFairShare: weight of a generated token vs a prompt token
-  Eviction eviction = Eviction::kAuto;
+// The engine's SchedConfig as it is, plus what the engine measures at start-up. step_tokens,
+// max_running and quantum_tokens below 1 are taken as 1 (the engine refuses them earlier).
+struct SchedulerOptions : SchedConfig {
   EvictionCosts costs;
   uint64_t kv_bytes_per_token = 0;  // K+V bytes of one token (all layers); for eviction costs
-  // Eviction hysteresis (see "Choosing a step"): kPriority evicts only threads whose effective
-  // priority is at least this much lower; kFairShare only threads of the same tenant or of a
-  // tenant served at least quantum_tokens (weighted) more.
-  double preempt_margin = 1.0;
 };
 
 // A new thread.
 struct ThreadSpec {
   ThreadId id = 0;              // unique among live threads
   std::vector<int32_t> prompt;  // at least one token
-  int32_t max_tokens = 0;       // prompt + generated tokens the thread may reach (its KV need)
-  int32_t priority = 0;         // higher runs first (kPriority)
-  uint64_t tenant = 0;          // job / tenant for kFairShare
-  double arrival_s = 0.0;       // the caller's clock
+  // Prompt + generated tokens the thread may reach: its KV reservation, not a stop rule. The
+  // scheduler never decides that a thread is finished (the engine does: EOS, stop strings, its
+  // own max_tokens, cancel, deadline); it only never schedules a thread past n_kv_tokens.
+  int32_t n_kv_tokens = 0;
+  int32_t priority = 0;    // higher runs first (kPriority)
+  uint64_t tenant = 0;     // job / tenant for kFairShare
+  double arrival_s = 0.0;  // the caller's clock
   // The prefix cache may serve at most the first n_match_max tokens (-1: no limit beyond the
   // KvManager's leave-one-token rule). Scoring threads set it so that the positions whose logits
   // they need are computed, not taken from the cache.
@@ -191,8 +184,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a new thread (kWaiting). kInvalidArgument: duplicate id, empty prompt, max_tokens <
-  // prompt size, or max_tokens needing more blocks than the pool has (it could never run).
+  // Queues a new thread (kWaiting). kInvalidArgument: duplicate id, empty prompt, n_kv_tokens <
+  // prompt size, or n_kv_tokens needing more blocks than the pool has (it could never run).
   Status add(ThreadSpec spec);
   // Removes a thread in any phase and frees its blocks at once. Returns its phase (kSwapped tells
   // the caller to erase its swap entry), or kNotFound.
@@ -202,7 +195,7 @@ class Scheduler {
   const StepPlan& schedule(double now_s);
   // Applies a step's outcome: chunks' tokens are computed (KV committed), sampled tokens appended,
   // swap failures turned into recompute. Call once per schedule(), before the next one. A thread
-  // that reached max_tokens or should stop is removed by the caller through remove(). A sample
+  // that reached n_kv_tokens or should stop is removed by the caller through remove(). A sample
   // chunk with no sampled token leaves its last position to be computed again. Chunks of threads
   // removed since schedule() are ignored.
   void complete(const StepResult& result, double now_s);

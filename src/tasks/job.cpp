@@ -566,16 +566,17 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
                                          JobLimits limits) {
   auto core = std::make_shared<Core>();
   core->engine = &engine;
-  const uint64_t max_running = static_cast<uint64_t>(std::max(1, engine.config().max_running));
+  const uint64_t max_running =
+      static_cast<uint64_t>(std::max(1, engine.config().sched.max_running));
   if (limits.max_threads == 0) {
-    limits.max_threads = engine.config().max_queue > 0
-                             ? static_cast<uint64_t>(engine.config().max_queue)
+    limits.max_threads = engine.config().limits.max_queue > 0
+                             ? static_cast<uint64_t>(engine.config().limits.max_queue)
                              : 4 * max_running;
   }
   if (limits.max_documents == 0) limits.max_documents = 4 * max_running;
   core->limits = limits;
   core->tok = &engine.model().tokenizer();
-  core->n_ctx = engine.config().n_ctx;
+  core->n_ctx = engine.config().model.n_ctx;
   LLMT_RETURN_IF_ERROR(spec.sampling.validate());
   if (spec.prompt_template.find(kPlaceholder) == std::string::npos) {
     return invalid_argument("the prompt template has no {text} placeholder");

@@ -8,8 +8,8 @@
 int main(int argc, char** argv) {
   if (argc != 3) return 2;
   llmt::EngineConfig config;
-  config.model_path = argv[1];
-  config.n_threads = 1;
+  config.model.path = argv[1];
+  config.compute.n_threads = 1;
   auto engine = llmt::Engine::create(config);
   if (!engine.is_ok()) {
     std::cerr << "consumer-cpp: " << engine.status().message() << "\n";

@@ -72,10 +72,10 @@ TokenGen token_gen(const Model& m, uint64_t seed) {
 
 EngineConfig base_config(const ScenarioOptions& o) {
   EngineConfig c;
-  c.model = o.model;
-  c.n_threads = o.n_threads;
-  c.kv_budget_bytes = o.kv_budget_bytes;
-  c.swap_dir = o.swap_dir;
+  c.model.model = o.model;
+  c.compute.n_threads = o.n_threads;
+  c.kv.budget_bytes = o.kv_budget_bytes;
+  c.kv.swap.dir = o.swap_dir;
   return c;
 }
 
@@ -115,10 +115,10 @@ Result<json> scenario_priority(const ScenarioOptions& o) {
   const int32_t n_high = o.n_high > 0 ? o.n_high : 20;
   const int32_t high_prompt = 128, low_prompt = 64, low_gen = 100000;
   EngineConfig cfg = base_config(o);
-  cfg.policy = SchedPolicy::kPriority;
-  cfg.max_running = n_low;
+  cfg.sched.policy = SchedPolicy::kPriority;
+  cfg.sched.max_running = n_low;
   LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
-  const int32_t n_ctx = engine->config().n_ctx;
+  const int32_t n_ctx = engine->config().model.n_ctx;
   TokenGen gen = token_gen(m, 1);
   // Warm-up, then unloaded TTFT.
   LLMT_ASSIGN_OR_RETURN(auto warm, measure_ttft(*engine, gen, 2, high_prompt, bos));
@@ -170,9 +170,9 @@ struct PrefixRun {
 Result<PrefixRun> run_shared_prefix(const ScenarioOptions& o, bool sharing, int32_t n,
                                     int32_t prefix_len, int32_t tail_len, int32_t gen_len) {
   EngineConfig cfg = base_config(o);
-  cfg.prefix_caching = sharing;
-  cfg.max_running = std::max(n, 1);
-  cfg.measure_costs = false;
+  cfg.kv.prefix_caching = sharing;
+  cfg.sched.max_running = std::max(n, 1);
+  cfg.sched.measure_costs = false;
   LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
   const int32_t bos = o.model->tokenizer().bos_id();
   TokenGen gen = token_gen(*o.model, 7);
@@ -213,7 +213,7 @@ Result<json> scenario_shared_prefix(const ScenarioOptions& o) {
   EngineConfig probe = base_config(o);
   const size_t block_bytes = [&] {
     const ModelHparams& hp = o.model->hparams();
-    return static_cast<size_t>(hp.n_layer) * 2 * hp.kv_dim() * 2 * probe.kv_block_size;
+    return static_cast<size_t>(hp.n_layer) * 2 * hp.kv_dim() * 2 * probe.kv.block_size;
   }();
   json j;
   j["scenario"] = "shared-prefix";
@@ -306,14 +306,14 @@ struct RrRun {
 Result<RrRun> run_rr(const ScenarioOptions& o, bool oversubscribed, int32_t n, int32_t prompt_len,
                      int32_t gen_len) {
   EngineConfig cfg = base_config(o);
-  cfg.max_running = n;
-  cfg.policy = oversubscribed ? SchedPolicy::kRoundRobin : SchedPolicy::kFcfs;
-  cfg.quantum_tokens = 32;
+  cfg.sched.max_running = n;
+  cfg.sched.policy = oversubscribed ? SchedPolicy::kRoundRobin : SchedPolicy::kFcfs;
+  cfg.sched.quantum_tokens = 32;
   if (oversubscribed) {
     const ModelHparams& hp = o.model->hparams();
     const uint64_t per_token = static_cast<uint64_t>(hp.n_layer) * 2 * hp.kv_dim() * 2;
     // n threads at their full length, plus one block each of slack.
-    cfg.kv_budget_bytes = per_token * static_cast<uint64_t>(n) * (prompt_len + gen_len + 16);
+    cfg.kv.budget_bytes = per_token * static_cast<uint64_t>(n) * (prompt_len + gen_len + 16);
   }
   LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
   const int32_t bos = o.model->tokenizer().bos_id();
@@ -463,8 +463,8 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
   int64_t naive_prefill = 0, naive_unparsed = 0;
   {
     EngineConfig cfg = base_config(o);
-    cfg.prefix_caching = false;
-    cfg.max_running = 8;
+    cfg.kv.prefix_caching = false;
+    cfg.sched.max_running = 8;
     LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
     std::atomic<int32_t> next{0};
     std::atomic<int64_t> unparsed{0};
@@ -587,9 +587,9 @@ struct GrammarRun {
 Result<GrammarRun> run_grammar(const ScenarioOptions& o, std::shared_ptr<const Grammar> grammar,
                                int32_t n, int32_t gen_len) {
   EngineConfig cfg = base_config(o);
-  cfg.max_running = n;
-  cfg.policy = SchedPolicy::kFcfs;
-  cfg.measure_costs = false;
+  cfg.sched.max_running = n;
+  cfg.sched.policy = SchedPolicy::kFcfs;
+  cfg.sched.measure_costs = false;
   LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
   const int32_t bos = o.model->tokenizer().bos_id();
   TokenGen gen = token_gen(*o.model, 23);

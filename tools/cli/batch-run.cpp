@@ -127,7 +127,7 @@ std::optional<std::string> result_line(const DocumentResult& r,
 }
 
 std::string default_model_name(const BatchRunOptions& opt) {
-  return std::filesystem::path(opt.engine.model_path).stem().string();
+  return std::filesystem::path(opt.engine.model.path).stem().string();
 }
 
 namespace {

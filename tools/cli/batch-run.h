@@ -34,7 +34,7 @@ inline constexpr int kExitSomeFailed = 2;
 
 struct BatchRunOptions {
   TaskSpec spec;
-  EngineConfig engine;  // model_path set
+  EngineConfig engine;  // model.path set
   std::string input_path, output_path;
   bool overwrite = false;  // discard an existing output instead of resuming it
   // The parameters that make an output resumable by this run (JSON text; see make_job_identity).

@@ -192,7 +192,7 @@ int cmd_run(int argc, char** argv) {
   if (Status s = fill_engine_config(ef, &ecfg); !s.is_ok()) return fail(s.message());
   const std::string model_path = resolve_model_path(model_arg, "stories260K.gguf");
   if (model_path.empty()) return kExitFatal;
-  ecfg.model_path = model_path;
+  ecfg.model.path = model_path;
 
   // What makes an existing output resumable by this run.
   std::error_code fs_ec;

@@ -345,7 +345,7 @@ int run_rank(const BatchRunOptions& opt, int rank, Comm& comm, const std::atomic
     Writer w(Msg::kHello);
     w.str(opt.fingerprint);
     w.str(host_name());
-    w.u64(static_cast<uint64_t>(std::max(0, (*engine_r)->config().n_threads)));
+    w.u64(static_cast<uint64_t>(std::max(0, (*engine_r)->config().compute.n_threads)));
     w.u64(worker.window());
     comm.send(0, w.take());
   }
@@ -517,7 +517,7 @@ int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<i
   Worker local(engine, opt);
   if (Status s = local.start(); !s.is_ok()) return early_exit(fail(s.message()));
   ranks[0].hello = true;
-  ranks[0].threads = static_cast<uint64_t>(std::max(0, engine.config().n_threads));
+  ranks[0].threads = static_cast<uint64_t>(std::max(0, engine.config().compute.n_threads));
   ranks[0].window = local.window();
   ranks[0].chunk = local.chunk();
 

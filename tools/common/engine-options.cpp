@@ -80,27 +80,24 @@ Status fill_engine_config(const EngineFlags& f, EngineConfig* c) {
   if (!budget.is_ok()) return invalid_argument("--kv-budget: " + budget.status().message());
   Result<uint64_t> swap_ram = parse_size(f.swap_ram);
   if (!swap_ram.is_ok()) return invalid_argument("--swap-ram: " + swap_ram.status().message());
-  if (f.kv_type == "f16")
-    c->kv_type = KvType::kF16;
-  else if (f.kv_type == "f32")
-    c->kv_type = KvType::kF32;
-  else
-    return invalid_argument("--kv-type: expected f16 or f32, got '" + f.kv_type + "'");
+  Result<KvType> kv_type = parse_kv_type(f.kv_type);
+  if (!kv_type.is_ok()) return invalid_argument("--kv-type: " + kv_type.status().message());
+  c->kv.type = *kv_type;
   Result<SchedPolicy> policy = parse_sched_policy(f.policy);
   if (!policy.is_ok()) return invalid_argument("--policy: " + policy.status().message());
   Result<EvictionMethod> ev = parse_eviction_method(f.eviction);
   if (!ev.is_ok()) return invalid_argument("--eviction: " + ev.status().message());
-  c->kv_budget_bytes = *budget;
-  c->swap_ram_bytes = *swap_ram;
-  c->kv_block_size = f.block_size;
-  c->step_tokens = f.step_tokens;
-  c->max_running = f.max_running;
-  c->n_ctx = f.n_ctx;
-  c->policy = *policy;
-  c->eviction = *ev;
-  c->swap_dir = f.swap_dir;
-  c->swap_compress = f.swap_compress;
-  c->n_threads = f.n_threads;
+  c->kv.budget_bytes = *budget;
+  c->kv.swap.ram_bytes = *swap_ram;
+  c->kv.block_size = f.block_size;
+  c->sched.step_tokens = f.step_tokens;
+  c->sched.max_running = f.max_running;
+  c->model.n_ctx = f.n_ctx;
+  c->sched.policy = *policy;
+  c->sched.eviction = *ev;
+  c->kv.swap.dir = f.swap_dir;
+  c->kv.swap.compress = f.swap_compress;
+  c->compute.n_threads = f.n_threads;
   return Status::ok();
 }
 

@@ -103,7 +103,7 @@ int cmd_serve(int argc, char** argv) {
   std::fprintf(stderr, "listening on http://%s:%d (loading %s)\n", so.host.c_str(), srv.port(),
                model_path.c_str());
 
-  ecfg.model_path = model_path;
+  ecfg.model.path = model_path;
   Result<std::unique_ptr<Engine>> engine = Engine::create(ecfg);
   if (!engine.is_ok()) {
     srv.stop(0.0);
@@ -114,7 +114,7 @@ int cmd_serve(int argc, char** argv) {
     return fail(s.message());
   }
   std::fprintf(stderr, "ready: model '%s', %d positions per request, %d KV blocks\n",
-               so.model_name.c_str(), (*engine)->config().n_ctx, (*engine)->n_kv_blocks());
+               so.model_name.c_str(), (*engine)->config().model.n_ctx, (*engine)->n_kv_blocks());
 
   {
     std::unique_lock<std::mutex> lk(mu);
