@@ -17,6 +17,7 @@
 #include "common/engine-options.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
+#include "mpi-run.h"
 
 namespace llmt::cli {
 
@@ -263,6 +264,19 @@ int cmd_run(int argc, char** argv) {
   opt.grace_s = f.grace_s;
   opt.progress = f.progress;
   opt.progress_interval_s = f.progress_interval_s;
+  if (const int n_ranks = mpi_launch_size(); n_ranks != 0) {
+#if LLMT_HAVE_MPI
+    return run_batch_mpi(opt);
+#else
+    // Every rank would run the whole job on the same output.
+    if (n_ranks != 1) {
+      return fail(
+          "started by an MPI launcher, but this llmthreads was built without MPI: rebuild with "
+          "Open MPI installed (libopenmpi-dev; CMake -DLLMT_MPI=ON), or run it without "
+          "mpirun/srun");
+    }
+#endif
+  }
   return run_batch(opt);
 }
 
