@@ -291,7 +291,9 @@ TEST(CliMpi, KilledRankIsNamedAndRerunResumes) {
   // The rerun, on 2 ranks this time, resumes after the durable lines.
   const auto again = run(under_mpi(2, generate_args(in, out)));
   ASSERT_EQ(again.exit_code, 0) << again.out;
-  if (n_partial > 0) EXPECT_NE(again.out.find("resuming:"), std::string::npos) << again.out;
+  if (n_partial > 0) {
+    EXPECT_NE(again.out.find("resuming:"), std::string::npos) << again.out;
+  }
   EXPECT_EQ(read_file(out), want) << "resumed output differs from an uninterrupted run";
   std::filesystem::remove_all(dir);
 }
