@@ -197,7 +197,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   LLMT_ASSIGN_OR_RETURN(e.swap, kv::SwapStore::create(so));
 
   // The scheduler's section as it is, plus what only the engine knows.
-  sched::SchedulerOptions sopt{c.sched};
+  sched::SchedulerOptions sopt{c.sched, sched::EvictionCosts{}, 0};
   sopt.kv_bytes_per_token = e.bytes_per_token;
   sopt.costs.ram_limit_bytes = c.kv.swap.ram_bytes;
   sopt.costs.disk_available = !c.kv.swap.dir.empty();
