@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages llmthreads needs to build and test (only the missing ones).
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libcli11-dev
+      libopenmpi-dev openmpi-bin  # `mpirun -n K llmthreads run` (tools/cli/mpi-run.h) and its tests
       libgtest-dev libgmock-dev liblz4-dev libcpp-httplib-dev clang-format
       clang libclang-rt-14-dev  # clang + its runtimes: the libFuzzer targets (scripts/fuzz.sh)
       python3-jinja2)           # the chat-template oracle in tests/test-jinja.cpp

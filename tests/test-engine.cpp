@@ -514,6 +514,75 @@ TEST(Engine, StopStringsTokensAndLength) {
   EXPECT_EQ((*e)->submit(r3)->wait().tokens.size(), 7u);
 }
 
+// prepare(): the one place a request's limits are checked, also used before submit() by the
+// server's admission. It tokenizes once, resolves kToContextEnd to what the context or the KV
+// pool leaves, names the field at fault, and a prepared request submits unchanged.
+TEST(Engine, PrepareChecksLimitsOnce) {
+  LLMT_REQUIRE_DATA(kStories);
+  auto cfg = base_config(load(kStories));
+  cfg.model.n_ctx = 128;
+  auto e = Engine::create(cfg);
+  ASSERT_TRUE(e.is_ok());
+  const Tokenizer& tok = (*e)->model().tokenizer();
+
+  ThreadRequest r;
+  r.prompt = "Once upon a time";
+  r.max_tokens = ThreadRequest::kToContextEnd;
+  r.sampling.temperature = 0;
+  ASSERT_TRUE((*e)->prepare(&r).is_ok());
+  EXPECT_TRUE(r.prompt.empty());
+  EXPECT_EQ(r.prompt_tokens, tok.encode("Once upon a time", {}));
+  const int32_t n_prompt = static_cast<int32_t>(r.prompt_tokens.size());
+  EXPECT_EQ(r.max_tokens, 128 - n_prompt);
+  ThreadRequest again = r;
+  ASSERT_TRUE((*e)->prepare(&again).is_ok());  // idempotent
+  EXPECT_EQ(again.prompt_tokens, r.prompt_tokens);
+  EXPECT_EQ(again.max_tokens, r.max_tokens);
+  r.ignore_eos = true;
+  ThreadResult res = (*e)->submit(r)->wait();
+  EXPECT_EQ(res.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(static_cast<int32_t>(res.tokens.size()), 128 - n_prompt);
+
+  ThreadRequest big;
+  big.prompt_tokens.assign(100, 1);
+  big.max_tokens = 29;
+  Status s = (*e)->prepare(&big);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.field(), "max_tokens");
+  big.prompt_tokens.assign(128, 1);
+  s = (*e)->prepare(&big);
+  EXPECT_EQ(s.field(), "prompt");
+  big.prompt_tokens = {1, 2};
+  big.logprobs = 99;
+  EXPECT_EQ((*e)->prepare(&big).field(), "logprobs");
+  big.logprobs = -1;
+  big.max_tokens = 0;
+  EXPECT_EQ((*e)->prepare(&big).field(), "max_tokens");
+
+  // A pool smaller than the context: kToContextEnd stops at the pool; a prompt filling the pool
+  // can never run.
+  auto small_cfg = base_config(load(kStories));
+  small_cfg.model.n_ctx = 512;
+  small_cfg.kv.block_size = 16;
+  small_cfg.kv.budget_bytes = 100 << 10;  // a few blocks of stories260K's small K/V
+  auto one = Engine::create(small_cfg);
+  ASSERT_TRUE(one.is_ok()) << one.status().to_string();
+  const int64_t pool = (*one)->stats().kv_blocks_total * 16;
+  ASSERT_GT(pool, 3);
+  ASSERT_LT(pool, 512);
+  ThreadRequest f;
+  f.prompt_tokens = {1, 2, 3};
+  f.max_tokens = ThreadRequest::kToContextEnd;
+  ASSERT_TRUE((*one)->prepare(&f).is_ok());
+  EXPECT_EQ(f.max_tokens, pool - 3);
+  ThreadRequest full;
+  full.prompt_tokens.assign(static_cast<size_t>(pool), 1);
+  full.max_tokens = ThreadRequest::kToContextEnd;
+  Status s2 = (*one)->prepare(&full);
+  EXPECT_EQ(s2.code(), StatusCode::kCannotFit) << s2.to_string();
+  EXPECT_EQ(s2.field(), "prompt");
+}
+
 TEST(Engine, SubmitValidation) {
   LLMT_REQUIRE_DATA(kStories);
   auto cfg = base_config(load(kStories));

@@ -109,7 +109,7 @@ struct Sim {
     ThreadSpec sp;
     sp.id = id;
     sp.prompt = prompt;
-    sp.max_tokens = max_tokens;
+    sp.n_kv_tokens = max_tokens;
     sp.priority = priority;
     sp.tenant = tenant;
     sp.arrival_s = arrival < 0 ? now : arrival;

@@ -58,7 +58,6 @@ TEST(ServerChatTemplate, PromptIsTheRenderingAndRaisesAre400) {
   openai::TranslateOptions opt;
   opt.model = model->get();
   opt.model_name = "m";
-  opt.n_ctx = 256;
   opt.chat_template = *tmpl;
   SamplingParams base;
   openai::OpenAiRequest r;

@@ -89,8 +89,12 @@ struct ThreadRequest {
   bool add_special = true;     // BOS etc. as the vocabulary asks (text prompts)
   bool parse_special = false;  // control-token texts in the prompt become their ids
 
-  SamplingParams sampling;           // temperature 0 = greedy
-  int32_t max_tokens = 128;          // generated tokens at most (also capped by n_ctx)
+  SamplingParams sampling;  // temperature 0 = greedy
+  // Generated tokens at most, >= 1, or kToContextEnd: what the context and the KV pool leave
+  // after the prompt. prompt + max_tokens beyond the context is kInvalidArgument (field
+  // "max_tokens").
+  int32_t max_tokens = 128;
+  static constexpr int32_t kToContextEnd = -1;
   std::vector<std::string> stop;     // stop strings (not included in the output)
   std::vector<int32_t> stop_tokens;  // stop token ids (not included in the output)
   bool ignore_eos = false;           // keep generating past end-of-generation tokens
@@ -276,6 +280,14 @@ class Engine {
   // (retryable). Embedding threads (ThreadRequest::embed): "prompt" when the prompt exceeds what
   // one can take; any other thread on an encoder model is kInvalidArgument.
   Result<ThreadHandle> submit(ThreadRequest request);
+  // The checks of submit() without queueing anything: the one place a request's limits are
+  // checked (callers that need the prompt's tokens first, like the server's admission, call it
+  // and then submit the prepared request). Tokenizes a text prompt into request->prompt_tokens
+  // (clearing prompt; submit() then does not tokenize again), resolves max_tokens kToContextEnd to
+  // what the context and the KV pool leave after the prompt (kCannotFit when that is nothing), sets
+  // a scoring thread's max_tokens, and returns every error submit() returns except kOverCapacity.
+  // Idempotent. Reads only what create() fixed: any thread, concurrently with everything.
+  Status prepare(ThreadRequest* request) const;
   // Cancels a live thread: it finishes with kCancelled and its KV blocks are free within one
   // step. No effect when the id is unknown or the thread already finished.
   void cancel(ThreadId id);

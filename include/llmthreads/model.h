@@ -152,6 +152,9 @@ enum class KvType {
   kF32,  // exact copies of the f32 K/V rows
   kF16,  // IEEE half: converted (round to nearest even) when stored; half the memory and bandwidth
 };
+const char* kv_type_name(KvType t);  // "f32", "f16"
+// Parses those names; kInvalidArgument listing them otherwise. Pure; any thread.
+Result<KvType> parse_kv_type(const std::string& name);
 
 struct ContextOptions {
   // KV cache cells per sequence (tokens one sequence can hold). 0 (default):

@@ -140,10 +140,10 @@ void Engine::Impl::admit(std::unique_ptr<Live> l) {
   sched::ThreadSpec spec;
   spec.id = l->id;
   spec.prompt = l->prompt;
-  spec.max_tokens = static_cast<int32_t>(l->prompt.size()) + l->req.max_tokens;
+  spec.n_kv_tokens = static_cast<int32_t>(l->prompt.size()) + l->req.max_tokens;
   if (l->n_score > 0) {
     spec.prompt.insert(spec.prompt.end(), l->req.score_tokens.begin(), l->req.score_tokens.end());
-    spec.max_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
+    spec.n_kv_tokens = static_cast<int32_t>(spec.prompt.size()) + 1;  // never generates
     spec.n_match_max = l->score_from + 1;
   }
   if (l->req.embed) spec.n_match_max = 0;  // every position's hidden state is needed

@@ -205,7 +205,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   LLMT_ASSIGN_OR_RETURN(e.swap, kv::SwapStore::create(so));
 
   // The scheduler's section as it is, plus what only the engine knows.
-  sched::SchedulerOptions sopt{c.sched};
+  sched::SchedulerOptions sopt{c.sched, sched::EvictionCosts{}, 0};
   sopt.kv_bytes_per_token = e.bytes_per_token;
   sopt.costs.ram_limit_bytes = c.kv.swap.ram_bytes;
   sopt.costs.disk_available = !c.kv.swap.dir.empty();
@@ -220,105 +220,128 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   return engine;
 }
 
-Result<ThreadHandle> Engine::submit(ThreadRequest request) {
-  Impl& e = *impl_;
-  LLMT_RETURN_IF_ERROR(request.sampling.validate());
-  if (request.max_tokens < 1) {
-    return invalid_argument("max_tokens must be >= 1, got " + std::to_string(request.max_tokens));
+Status Engine::prepare(ThreadRequest* request) const {
+  const Impl& e = *impl_;
+  ThreadRequest& r = *request;
+  LLMT_RETURN_IF_ERROR(r.sampling.validate());
+  if (r.max_tokens < 1 && r.max_tokens != ThreadRequest::kToContextEnd) {
+    return invalid_argument(
+        "max_tokens must be >= 1 (or kToContextEnd), got " + std::to_string(r.max_tokens),
+        "max_tokens");
   }
-  if (!(request.deadline_s >= 0)) return invalid_argument("deadline must be >= 0 seconds");
-  if (request.logprobs < -1 || request.logprobs > ThreadRequest::kMaxLogprobs) {
+  if (!(r.deadline_s >= 0)) return invalid_argument("deadline must be >= 0 seconds", "deadline");
+  if (r.logprobs < -1 || r.logprobs > ThreadRequest::kMaxLogprobs) {
     return invalid_argument("logprobs must be in [-1, " +
-                            std::to_string(ThreadRequest::kMaxLogprobs) + "] (-1 = off), got " +
-                            std::to_string(request.logprobs));
+                                std::to_string(ThreadRequest::kMaxLogprobs) + "] (-1 = off), got " +
+                                std::to_string(r.logprobs),
+                            "logprobs");
   }
-  if (e.encoder && !request.embed) {
+  if (e.encoder && !r.embed) {
     return invalid_argument("'" + e.model->hparams().arch +
                             "' is an encoder model: it runs embedding threads only "
                             "(ThreadRequest::embed)");
   }
-  if (request.embed && !request.score_tokens.empty()) {
-    return invalid_argument("an embedding thread cannot also score tokens");
+  if (r.embed && !r.score_tokens.empty()) {
+    return invalid_argument("an embedding thread cannot also score tokens", "score_tokens");
   }
-  if (request.embed && request.grammar) {
-    return invalid_argument("an embedding thread takes no grammar");
-  }
-  if (request.embed && e.model->hparams().pooling == Pooling::kRank) {
+  if (r.embed && r.grammar) return invalid_argument("an embedding thread takes no grammar");
+  if (r.embed && e.model->hparams().pooling == Pooling::kRank) {
     return unsupported(
         "the model's pooling_type is 4 (rank: a classification / reranking head), "
         "which embedding threads do not run");
   }
-  auto l = std::make_unique<Live>();
-  if (!request.prompt_tokens.empty()) {
-    l->prompt = std::move(request.prompt_tokens);
-    for (size_t i = 0; i < l->prompt.size(); ++i) {
-      if (l->prompt[i] < 0 || l->prompt[i] >= e.n_vocab) {
-        return invalid_argument("prompt token " + std::to_string(l->prompt[i]) + " at index " +
-                                std::to_string(i) + " is outside the vocabulary [0, " +
-                                std::to_string(e.n_vocab) + ")");
+  if (r.prompt_tokens.empty()) {
+    TokenizeOptions to;
+    to.add_special = r.add_special;
+    to.parse_special = r.parse_special;
+    r.prompt_tokens = e.tok->encode(r.prompt, to);
+  } else {
+    for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
+      if (r.prompt_tokens[i] < 0 || r.prompt_tokens[i] >= e.n_vocab) {
+        return invalid_argument("prompt token " + std::to_string(r.prompt_tokens[i]) +
+                                    " at index " + std::to_string(i) +
+                                    " is outside the vocabulary [0, " + std::to_string(e.n_vocab) +
+                                    ")",
+                                "prompt");
       }
     }
-  } else {
-    TokenizeOptions to;
-    to.add_special = request.add_special;
-    to.parse_special = request.parse_special;
-    l->prompt = e.tok->encode(request.prompt, to);
   }
-  request.prompt.clear();
-  request.prompt_tokens.clear();
-  if (l->prompt.empty()) return invalid_argument("empty prompt");
-  const int64_t n_prompt = static_cast<int64_t>(l->prompt.size());
-  if (request.embed) {
+  r.prompt.clear();
+  if (r.prompt_tokens.empty()) return invalid_argument("empty prompt", "prompt");
+  const int64_t n_prompt = static_cast<int64_t>(r.prompt_tokens.size());
+  const int64_t bs = e.cfg.kv.block_size;
+  const int64_t pool_tokens = static_cast<int64_t>(e.n_blocks) * bs;
+  if (r.embed) {
     // Decoders: the scheduler's generation limit is prompt + 1 (nothing is generated).
-    request.max_tokens = 1;
-    request.logprobs = -1;
+    r.max_tokens = 1;
+    r.logprobs = -1;
     const int64_t most = e.encoder ? e.encoder_max_tokens : e.n_ctx - 1;
     if (n_prompt > most) {
       return invalid_argument("prompt of " + std::to_string(n_prompt) + " tokens exceeds the " +
                                   std::to_string(most) + " an embedding thread of this model takes",
                               "prompt");
     }
-    l->embd_sum.assign(static_cast<size_t>(e.model->hparams().n_embd), 0.0);
   }
-  if (!request.embed && n_prompt >= e.n_ctx) {
+  if (!r.embed && n_prompt >= e.n_ctx) {
     return invalid_argument("prompt of " + std::to_string(n_prompt) +
                                 " tokens does not fit the context of " + std::to_string(e.n_ctx) +
                                 " positions",
                             "prompt");
   }
-  // A scoring thread needs prompt + score tokens (+1: the scheduler's generation limit).
-  if (!request.score_tokens.empty()) {
-    request.max_tokens = static_cast<int32_t>(request.score_tokens.size()) + 1;
+  for (size_t i = 0; i < r.score_tokens.size(); ++i) {
+    if (r.score_tokens[i] < 0 || r.score_tokens[i] >= e.n_vocab) {
+      return invalid_argument("score token " + std::to_string(r.score_tokens[i]) +
+                                  " is outside the vocabulary [0, " + std::to_string(e.n_vocab) +
+                                  ")",
+                              "score_tokens");
+    }
   }
-  if (!e.encoder && n_prompt + request.max_tokens > e.n_ctx) {
+  if (!r.score_tokens.empty()) {
+    // A scoring thread needs prompt + score tokens (+1: the scheduler's generation limit).
+    r.max_tokens = static_cast<int32_t>(r.score_tokens.size()) + 1;
+  } else if (r.max_tokens == ThreadRequest::kToContextEnd) {
+    // What the context and the KV pool leave after the prompt.
+    r.max_tokens = static_cast<int32_t>(std::min<int64_t>(e.n_ctx, pool_tokens) - n_prompt);
+    if (r.max_tokens < 1) {
+      return cannot_fit("the prompt of " + std::to_string(n_prompt) +
+                            " tokens fills the KV pool of " + std::to_string(pool_tokens) +
+                            " tokens (raise the KV budget)",
+                        "prompt");
+    }
+  }
+  if (!e.encoder && n_prompt + r.max_tokens > e.n_ctx) {
     return invalid_argument("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" +
-                                std::to_string(request.max_tokens) + ") exceeds the context of " +
+                                std::to_string(r.max_tokens) + ") exceeds the context of " +
                                 std::to_string(e.n_ctx) + " positions",
                             "max_tokens");
   }
-  const int64_t need_blocks =
-      (n_prompt + request.max_tokens + e.cfg.kv.block_size - 1) / e.cfg.kv.block_size;
+  const int64_t need_blocks = (n_prompt + r.max_tokens + bs - 1) / bs;
   if (need_blocks > e.n_blocks && !e.encoder) {
     return cannot_fit("prompt + max_tokens need " + std::to_string(need_blocks) +
                           " KV blocks but the pool has " + std::to_string(e.n_blocks) +
                           " (raise the KV budget)",
                       "max_tokens");
   }
-  for (size_t i = 0; i < request.score_tokens.size(); ++i) {
-    if (request.score_tokens[i] < 0 || request.score_tokens[i] >= e.n_vocab) {
-      return invalid_argument("score token " + std::to_string(request.score_tokens[i]) +
-                              " is outside the vocabulary [0, " + std::to_string(e.n_vocab) + ")");
-    }
+  for (const std::string& s : r.stop) {
+    if (s.empty()) return invalid_argument("empty stop string", "stop");
   }
+  return Status::ok();
+}
+
+Result<ThreadHandle> Engine::submit(ThreadRequest request) {
+  Impl& e = *impl_;
+  LLMT_RETURN_IF_ERROR(prepare(&request));
+  auto l = std::make_unique<Live>();
+  l->prompt = std::move(request.prompt_tokens);
+  request.prompt_tokens.clear();
+  const int64_t n_prompt = static_cast<int64_t>(l->prompt.size());
   if (!request.score_tokens.empty()) {
     l->score_from = static_cast<int32_t>(n_prompt) - 1;
     l->n_score = static_cast<int32_t>(request.score_tokens.size());
     l->result.score_logprobs.assign(request.score_tokens.size(), 0.0f);
   }
-  for (const std::string& s : request.stop) {
-    if (s.empty()) return invalid_argument("empty stop string");
-    l->max_stop_len = std::max(l->max_stop_len, s.size());
-  }
+  if (request.embed) l->embd_sum.assign(static_cast<size_t>(e.model->hparams().n_embd), 0.0);
+  for (const std::string& s : request.stop) l->max_stop_len = std::max(l->max_stop_len, s.size());
   if (e.cfg.limits.max_queue > 0) {
     const int64_t prev = e.n_live.fetch_add(1, std::memory_order_relaxed);
     if (prev >= e.cfg.limits.max_queue) {

@@ -35,6 +35,228 @@ inline void norm_row(const ModelWeights& w, const ModelHparams& h, const float* 
   }
 }
 
+// The state one layer's halves share: the batch and its derived sizes.
+struct LayerPass {
+  ContextState& c;
+  const Context::BatchEntry* e;
+  int32_t n;
+  const std::span<const int32_t>* tables;
+  bool single;  // run on the calling thread (a batch too small to share)
+};
+
+// x += post_attn_norm(attention(norm(x)) · Wo^T + bo) for layer il; K/V of the batch into the
+// cache.
+void attention_block(const LayerPass& p, int32_t il) {
+  ContextState& c = p.c;
+  const ModelHparams& h = *c.hp;
+  const ModelWeights& w = *c.w;
+  const Context::BatchEntry* e = p.e;
+  const int32_t n = p.n;
+  const bool single = p.single;
+  const int64_t n_embd = h.n_embd;
+  const LayerWeights& L = w.layers[il];
+  const std::span<const int32_t>* tables = p.tables;
+  const int64_t q_dim = h.q_dim();
+  const int64_t kv_dim = h.kv_dim();
+  const int32_t hd = h.head_dim;
+  const int32_t n_rot = h.n_rot;
+  const bool neox = h.rope_type == RopeType::kNeox;
+  const bool f16_kv = c.kv_type == KvType::kF16;
+  const int32_t group = h.n_head / h.n_head_kv;
+  const float q_scale = w.q_scale > 0.0f ? w.q_scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const bool fused_qkv = L.wqkv.data != nullptr;
+
+  // Q, K, V of norm(x).
+  c.par(single, [&](int ith, int nth) {
+    float* xn = c.ts[ith].act.data();
+    for (int64_t i = 0; i < n; ++i) {
+      norm_row(w, h, c.x.data() + i * n_embd, L.attn_norm, L.attn_norm_b, xn + i * n_embd, n_embd);
+    }
+    if (fused_qkv) {
+      c.matmul_local(L.wqkv, xn, n, c.fused.data(), ith, nth, 0);
+    } else {
+      c.matmul_local(L.wq, xn, n, c.q.data(), ith, nth, 0);
+      c.matmul_local(L.wk, xn, n, c.k.data(), ith, nth, 1, &L.wq, 0);
+      c.matmul_local(L.wv, xn, n, c.v.data(), ith, nth, 2, &L.wq, 0);
+    }
+  });
+
+  // Own rows: split, biases, q/k norms, RoPE, K/V into the cache.
+  const float* cs_layer = L.swa && !c.rope_cs_swa.empty() ? c.rope_cs_swa.data() : c.rope_cs.data();
+  c.par(single, [&](int ith, int nth) {
+    int64_t b, end;
+    split_range(n, ith, nth, &b, &end);
+    for (int64_t i = b; i < end; ++i) {
+      float* qr = c.q.data() + i * q_dim;
+      float* kr = c.k.data() + i * kv_dim;
+      float* vr = c.v.data() + i * kv_dim;
+      if (fused_qkv) {
+        float* f = c.fused.data() + i * L.wqkv.n_rows;
+        if (L.bqkv) ops::add(f, L.bqkv, L.wqkv.n_rows);
+        std::memcpy(qr, f, q_dim * sizeof(float));
+        std::memcpy(kr, f + q_dim, kv_dim * sizeof(float));
+        std::memcpy(vr, f + q_dim + kv_dim, kv_dim * sizeof(float));
+      }
+      if (L.bq) ops::add(qr, L.bq, q_dim);
+      if (L.bk) ops::add(kr, L.bk, kv_dim);
+      if (L.bv) ops::add(vr, L.bv, kv_dim);
+      if (L.q_norm) {
+        for (int32_t hh = 0; hh < h.n_head; ++hh) {
+          ops::rms_norm(qr + hh * hd, L.q_norm, qr + hh * hd, hd, h.rms_eps);
+        }
+      }
+      if (L.k_norm) {
+        for (int32_t g = 0; g < h.n_head_kv; ++g) {
+          ops::rms_norm(kr + g * hd, L.k_norm, kr + g * hd, hd, h.rms_eps);
+        }
+      }
+      if (n_rot > 0) {
+        const float* cs = cs_layer + i * n_rot;
+        ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
+        ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
+      }
+      for (int32_t g = 0; g < h.n_head_kv; ++g) {
+        uint8_t* kc = c.kv_pool.data() + c.kv_offset(il, g, tables[e[i].seq_id], e[i].pos);
+        uint8_t* vc = kc + c.v_offset;
+        if (f16_kv) {
+          c.ot->to_f16(kr + g * hd, reinterpret_cast<uint16_t*>(kc), hd);
+          c.ot->to_f16(vr + g * hd, reinterpret_cast<uint16_t*>(vc), hd);
+        } else {
+          std::memcpy(kc, kr + g * hd, hd * sizeof(float));
+          std::memcpy(vc, vr + g * hd, hd * sizeof(float));
+        }
+      }
+    }
+  });
+
+  // Attention, (row, KV head) items claimed longest first. Global layers without soft-capping
+  // use the ISA's paged kernel; windowed or capped ones the scalar span kernel.
+  const bool window = L.swa && h.n_swa > 0;
+  const bool plain = !window && w.attn_softcap == 0.0f;
+  const int64_t n_items = static_cast<int64_t>(n) * h.n_head_kv;
+  c.att_next.store(0, std::memory_order_relaxed);
+  c.par(single, [&](int ith, int /*nth*/) {
+    float* sc = c.ts[ith].scores.data();
+    for (;;) {
+      const int64_t item = c.att_next.fetch_add(1, std::memory_order_relaxed);
+      if (item >= n_items) break;
+      const int32_t i = c.att_order[item / h.n_head_kv];
+      const int32_t g = static_cast<int32_t>(item % h.n_head_kv);
+      const int32_t p1 = e[i].pos + 1;
+      const int64_t off = i * q_dim + static_cast<int64_t>(g) * group * hd;
+      const uint8_t* kc = c.kv_pool.data() + c.kv_head_offset(il, g);
+      const uint8_t* vc = kc + c.v_offset;
+      const int32_t* table = tables[e[i].seq_id].data();
+      if (plain) {
+        (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(
+            c.q.data() + off, group, kc, vc, table, c.block_bytes, c.block_size, p1, hd, q_scale,
+            sc, c.att.data() + off);
+      } else {
+        ops::AttendSpan a;
+        a.k_base = kc;
+        a.v_base = vc;
+        a.block_table = table;
+        a.block_stride = c.block_bytes;
+        a.block_size = c.block_size;
+        a.row_stride = c.row_bytes;
+        a.f16 = f16_kv;
+        a.hd = hd;
+        a.scale = q_scale;
+        a.softcap = w.attn_softcap;
+        a.dot = c.ot->dot;
+        a.axpy = c.ot->axpy;
+        const int32_t p0 = window ? std::max(0, p1 - h.n_swa) : 0;
+        ops::attend_span(a, c.q.data() + off, group, p0, p1, sc, c.att.data() + off);
+      }
+    }
+  });
+
+  c.par(single, [&](int ith, int nth) {
+    c.matmul_local(L.wo, c.att.data(), n, c.attn_out.data(), ith, nth, 0);
+  });
+
+  // Own rows: output bias, post-attention norm, residual; then norm(x) and gate / up.
+  c.par(single, [&](int ith, int nth) {
+    int64_t b, end;
+    split_range(n, ith, nth, &b, &end);
+    for (int64_t i = b; i < end; ++i) {
+      float* ar = c.attn_out.data() + i * n_embd;
+      if (L.bo) ops::add(ar, L.bo, n_embd);
+      if (L.post_attn_norm) ops::rms_norm(ar, L.post_attn_norm, ar, n_embd, h.rms_eps);
+      ops::add(c.x.data() + i * n_embd, ar, n_embd);
+    }
+  });
+}
+
+// x += post_ffn_norm(down(act(norm(x))) + b) for layer il.
+void ffn_block(const LayerPass& p, int32_t il) {
+  ContextState& c = p.c;
+  const ModelHparams& h = *c.hp;
+  const ModelWeights& w = *c.w;
+  const int32_t n = p.n;
+  const bool single = p.single;
+  const int64_t n_embd = h.n_embd;
+  const LayerWeights& L = w.layers[il];
+  const int64_t n_ff = h.n_ff;
+  const bool fused_up = L.ffn_up.n_rows == 2 * n_ff;
+  c.par(single, [&](int ith, int nth) {
+    float* xn = c.ts[ith].act.data();
+    for (int64_t i = 0; i < n; ++i) {
+      norm_row(w, h, c.x.data() + i * n_embd, L.ffn_norm, L.ffn_norm_b, xn + i * n_embd, n_embd);
+    }
+    if (fused_up) {
+      c.matmul_local(L.ffn_up, xn, n, c.fused.data(), ith, nth, 0);
+    } else if (L.ffn_gate.data) {
+      c.matmul_local(L.ffn_gate, xn, n, c.gate.data(), ith, nth, 0);
+      c.matmul_local(L.ffn_up, xn, n, c.up.data(), ith, nth, 1, &L.ffn_gate, 0);
+    } else {
+      c.matmul_local(L.ffn_up, xn, n, c.up.data(), ith, nth, 0);
+    }
+  });
+  // Activation into `act` [n, n_ff].
+  float* act = w.ffn == FfnKind::kGelu ? c.up.data() : c.gate.data();
+  c.par(single, [&](int ith, int nth) {
+    int64_t b, end;
+    split_range(n, ith, nth, &b, &end);
+    for (int64_t i = b; i < end; ++i) {
+      float* gr = c.gate.data() + i * n_ff;
+      const float* ur = c.up.data() + i * n_ff;
+      if (fused_up) {
+        const float* f = c.fused.data() + i * 2 * n_ff;
+        std::memcpy(gr, f, n_ff * sizeof(float));
+        ur = f + n_ff;
+      }
+      switch (w.ffn) {
+        case FfnKind::kSiluGlu:
+          c.ot->silu_mul(gr, ur, n_ff);
+          break;
+        case FfnKind::kGeluGlu:
+          ops::gelu_mul(gr, ur, n_ff);
+          break;
+        case FfnKind::kGelu: {
+          float* u = c.up.data() + i * n_ff;
+          if (L.ffn_up_b) ops::add(u, L.ffn_up_b, n_ff);
+          ops::gelu(u, n_ff);
+          break;
+        }
+      }
+    }
+  });
+  c.par(single, [&](int ith, int nth) {
+    c.matmul_local(L.ffn_down, act, n, c.ffn_out.data(), ith, nth, 0);
+  });
+  c.par(single, [&](int ith, int nth) {
+    int64_t b, end;
+    split_range(n, ith, nth, &b, &end);
+    for (int64_t i = b; i < end; ++i) {
+      float* fr = c.ffn_out.data() + i * n_embd;
+      if (L.ffn_down_b) ops::add(fr, L.ffn_down_b, n_embd);
+      if (L.post_ffn_norm) ops::rms_norm(fr, L.post_ffn_norm, fr, n_embd, h.rms_eps);
+      ops::add(c.x.data() + i * n_embd, fr, n_embd);
+    }
+  });
+}
+
 }  // namespace
 
 void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
@@ -42,15 +264,7 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
   const ModelHparams& h = *c.hp;
   const ModelWeights& w = *c.w;
   const int64_t n_embd = h.n_embd;
-  const int64_t q_dim = h.q_dim();
-  const int64_t kv_dim = h.kv_dim();
-  const int64_t n_ff = h.n_ff;
-  const int32_t hd = h.head_dim;
   const int32_t n_rot = h.n_rot;
-  const bool neox = h.rope_type == RopeType::kNeox;
-  const bool f16_kv = c.kv_type == KvType::kF16;
-  const int32_t group = h.n_head / h.n_head_kv;
-  const float q_scale = w.q_scale > 0.0f ? w.q_scale : 1.0f / std::sqrt(static_cast<float>(hd));
   constexpr double kMinParallelMacs = 8e6;
   const bool single = c.pool->n_threads() == 1 || c.macs_per_token * n < kMinParallelMacs;
 
@@ -85,189 +299,10 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
     }
   });
 
+  const LayerPass lp{c, e, n, tables, single};
   for (int32_t il = 0; il < h.n_layer; ++il) {
-    const LayerWeights& L = w.layers[il];
-    const bool fused_qkv = L.wqkv.data != nullptr;
-
-    // Q, K, V of norm(x).
-    c.par(single, [&](int ith, int nth) {
-      float* xn = c.ts[ith].act.data();
-      for (int64_t i = 0; i < n; ++i) {
-        norm_row(w, h, c.x.data() + i * n_embd, L.attn_norm, L.attn_norm_b, xn + i * n_embd,
-                 n_embd);
-      }
-      if (fused_qkv) {
-        c.matmul_local(L.wqkv, xn, n, c.fused.data(), ith, nth, 0);
-      } else {
-        c.matmul_local(L.wq, xn, n, c.q.data(), ith, nth, 0);
-        c.matmul_local(L.wk, xn, n, c.k.data(), ith, nth, 1, &L.wq, 0);
-        c.matmul_local(L.wv, xn, n, c.v.data(), ith, nth, 2, &L.wq, 0);
-      }
-    });
-
-    // Own rows: split, biases, q/k norms, RoPE, K/V into the cache.
-    const float* cs_layer =
-        L.swa && !c.rope_cs_swa.empty() ? c.rope_cs_swa.data() : c.rope_cs.data();
-    c.par(single, [&](int ith, int nth) {
-      int64_t b, end;
-      split_range(n, ith, nth, &b, &end);
-      for (int64_t i = b; i < end; ++i) {
-        float* qr = c.q.data() + i * q_dim;
-        float* kr = c.k.data() + i * kv_dim;
-        float* vr = c.v.data() + i * kv_dim;
-        if (fused_qkv) {
-          float* f = c.fused.data() + i * L.wqkv.n_rows;
-          if (L.bqkv) ops::add(f, L.bqkv, L.wqkv.n_rows);
-          std::memcpy(qr, f, q_dim * sizeof(float));
-          std::memcpy(kr, f + q_dim, kv_dim * sizeof(float));
-          std::memcpy(vr, f + q_dim + kv_dim, kv_dim * sizeof(float));
-        }
-        if (L.bq) ops::add(qr, L.bq, q_dim);
-        if (L.bk) ops::add(kr, L.bk, kv_dim);
-        if (L.bv) ops::add(vr, L.bv, kv_dim);
-        if (L.q_norm) {
-          for (int32_t hh = 0; hh < h.n_head; ++hh) {
-            ops::rms_norm(qr + hh * hd, L.q_norm, qr + hh * hd, hd, h.rms_eps);
-          }
-        }
-        if (L.k_norm) {
-          for (int32_t g = 0; g < h.n_head_kv; ++g) {
-            ops::rms_norm(kr + g * hd, L.k_norm, kr + g * hd, hd, h.rms_eps);
-          }
-        }
-        if (n_rot > 0) {
-          const float* cs = cs_layer + i * n_rot;
-          ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
-          ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
-        }
-        for (int32_t g = 0; g < h.n_head_kv; ++g) {
-          uint8_t* kc = c.kv_pool.data() + c.kv_offset(il, g, tables[e[i].seq_id], e[i].pos);
-          uint8_t* vc = kc + c.v_offset;
-          if (f16_kv) {
-            c.ot->to_f16(kr + g * hd, reinterpret_cast<uint16_t*>(kc), hd);
-            c.ot->to_f16(vr + g * hd, reinterpret_cast<uint16_t*>(vc), hd);
-          } else {
-            std::memcpy(kc, kr + g * hd, hd * sizeof(float));
-            std::memcpy(vc, vr + g * hd, hd * sizeof(float));
-          }
-        }
-      }
-    });
-
-    // Attention, (row, KV head) items claimed longest first. Global layers without soft-capping
-    // use the ISA's paged kernel; windowed or capped ones the scalar span kernel.
-    const bool window = L.swa && h.n_swa > 0;
-    const bool plain = !window && w.attn_softcap == 0.0f;
-    const int64_t n_items = static_cast<int64_t>(n) * h.n_head_kv;
-    c.att_next.store(0, std::memory_order_relaxed);
-    c.par(single, [&](int ith, int /*nth*/) {
-      float* sc = c.ts[ith].scores.data();
-      for (;;) {
-        const int64_t item = c.att_next.fetch_add(1, std::memory_order_relaxed);
-        if (item >= n_items) break;
-        const int32_t i = c.att_order[item / h.n_head_kv];
-        const int32_t g = static_cast<int32_t>(item % h.n_head_kv);
-        const int32_t p1 = e[i].pos + 1;
-        const int64_t off = i * q_dim + static_cast<int64_t>(g) * group * hd;
-        const uint8_t* kc = c.kv_pool.data() + c.kv_head_offset(il, g);
-        const uint8_t* vc = kc + c.v_offset;
-        const int32_t* table = tables[e[i].seq_id].data();
-        if (plain) {
-          (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(
-              c.q.data() + off, group, kc, vc, table, c.block_bytes, c.block_size, p1, hd, q_scale,
-              sc, c.att.data() + off);
-        } else {
-          ops::AttendSpan a;
-          a.k_base = kc;
-          a.v_base = vc;
-          a.block_table = table;
-          a.block_stride = c.block_bytes;
-          a.block_size = c.block_size;
-          a.row_stride = c.row_bytes;
-          a.f16 = f16_kv;
-          a.hd = hd;
-          a.scale = q_scale;
-          a.softcap = w.attn_softcap;
-          a.dot = c.ot->dot;
-          a.axpy = c.ot->axpy;
-          const int32_t p0 = window ? std::max(0, p1 - h.n_swa) : 0;
-          ops::attend_span(a, c.q.data() + off, group, p0, p1, sc, c.att.data() + off);
-        }
-      }
-    });
-
-    c.par(single, [&](int ith, int nth) {
-      c.matmul_local(L.wo, c.att.data(), n, c.attn_out.data(), ith, nth, 0);
-    });
-
-    // Own rows: output bias, post-attention norm, residual; then norm(x) and gate / up.
-    c.par(single, [&](int ith, int nth) {
-      int64_t b, end;
-      split_range(n, ith, nth, &b, &end);
-      for (int64_t i = b; i < end; ++i) {
-        float* ar = c.attn_out.data() + i * n_embd;
-        if (L.bo) ops::add(ar, L.bo, n_embd);
-        if (L.post_attn_norm) ops::rms_norm(ar, L.post_attn_norm, ar, n_embd, h.rms_eps);
-        ops::add(c.x.data() + i * n_embd, ar, n_embd);
-      }
-    });
-    const bool fused_up = L.ffn_up.n_rows == 2 * n_ff;
-    c.par(single, [&](int ith, int nth) {
-      float* xn = c.ts[ith].act.data();
-      for (int64_t i = 0; i < n; ++i) {
-        norm_row(w, h, c.x.data() + i * n_embd, L.ffn_norm, L.ffn_norm_b, xn + i * n_embd, n_embd);
-      }
-      if (fused_up) {
-        c.matmul_local(L.ffn_up, xn, n, c.fused.data(), ith, nth, 0);
-      } else if (L.ffn_gate.data) {
-        c.matmul_local(L.ffn_gate, xn, n, c.gate.data(), ith, nth, 0);
-        c.matmul_local(L.ffn_up, xn, n, c.up.data(), ith, nth, 1, &L.ffn_gate, 0);
-      } else {
-        c.matmul_local(L.ffn_up, xn, n, c.up.data(), ith, nth, 0);
-      }
-    });
-    // Activation into `act` [n, n_ff].
-    float* act = w.ffn == FfnKind::kGelu ? c.up.data() : c.gate.data();
-    c.par(single, [&](int ith, int nth) {
-      int64_t b, end;
-      split_range(n, ith, nth, &b, &end);
-      for (int64_t i = b; i < end; ++i) {
-        float* gr = c.gate.data() + i * n_ff;
-        const float* ur = c.up.data() + i * n_ff;
-        if (fused_up) {
-          const float* f = c.fused.data() + i * 2 * n_ff;
-          std::memcpy(gr, f, n_ff * sizeof(float));
-          ur = f + n_ff;
-        }
-        switch (w.ffn) {
-          case FfnKind::kSiluGlu:
-            c.ot->silu_mul(gr, ur, n_ff);
-            break;
-          case FfnKind::kGeluGlu:
-            ops::gelu_mul(gr, ur, n_ff);
-            break;
-          case FfnKind::kGelu: {
-            float* u = c.up.data() + i * n_ff;
-            if (L.ffn_up_b) ops::add(u, L.ffn_up_b, n_ff);
-            ops::gelu(u, n_ff);
-            break;
-          }
-        }
-      }
-    });
-    c.par(single, [&](int ith, int nth) {
-      c.matmul_local(L.ffn_down, act, n, c.ffn_out.data(), ith, nth, 0);
-    });
-    c.par(single, [&](int ith, int nth) {
-      int64_t b, end;
-      split_range(n, ith, nth, &b, &end);
-      for (int64_t i = b; i < end; ++i) {
-        float* fr = c.ffn_out.data() + i * n_embd;
-        if (L.ffn_down_b) ops::add(fr, L.ffn_down_b, n_embd);
-        if (L.post_ffn_norm) ops::rms_norm(fr, L.post_ffn_norm, fr, n_embd, h.rms_eps);
-        ops::add(c.x.data() + i * n_embd, fr, n_embd);
-      }
-    });
+    attention_block(lp, il);
+    ffn_block(lp, il);
   }
 
   // Final hidden states norm(x) * output_norm (+ bias) of the rows with want_embd.

@@ -2,14 +2,12 @@
 #include "llmthreads/sched-types.h"
 
 #include <string>
-#include <utility>
+
+#include "core/name-table.h"
 
 namespace llmt {
 
 namespace {
-
-template <typename E>
-using NameTable = std::pair<E, const char*>;
 
 constexpr NameTable<SchedPolicy> kPolicyNames[] = {{SchedPolicy::kFcfs, "fcfs"},
                                                    {SchedPolicy::kPriority, "priority"},
@@ -19,34 +17,6 @@ constexpr NameTable<EvictionMethod> kEvictionNames[] = {{EvictionMethod::kAuto, 
                                                         {EvictionMethod::kSwapRam, "ram"},
                                                         {EvictionMethod::kSwapDisk, "disk"},
                                                         {EvictionMethod::kRecompute, "recompute"}};
-
-template <typename E, size_t N>
-const char* name_of(const NameTable<E> (&table)[N], E value) {
-  for (const auto& [v, name] : table) {
-    if (v == value) return name;
-  }
-  return "unknown";
-}
-
-// "a, b, c or d"
-template <typename E, size_t N>
-std::string names_of(const NameTable<E> (&table)[N]) {
-  std::string s;
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) s += i + 1 == N ? " or " : ", ";
-    s += table[i].second;
-  }
-  return s;
-}
-
-template <typename E, size_t N>
-Result<E> parse_of(const NameTable<E> (&table)[N], const std::string& name, const char* what) {
-  for (const auto& [v, n] : table) {
-    if (name == n) return v;
-  }
-  return invalid_argument(std::string("unknown ") + what + " '" + name + "' (expected " +
-                          names_of(table) + ")");
-}
 
 }  // namespace
 

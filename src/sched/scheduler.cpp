@@ -3,7 +3,7 @@
 // State: one Thread record per live thread in an unordered_map (node-based, so Thread* stay valid
 // until the thread is removed), a round-robin queue of Thread* (kept for every policy, used by
 // kRoundRobin), and per-tenant counters. Each schedule() builds the policy order of all live
-// threads (a sort, O(n log n); runnable threads first, threads that reached max_tokens last), then
+// threads (a sort, O(n log n); runnable threads first, threads that reached n_kv_tokens last), then
 // walks it once, taking threads while max_running and step_tokens allow. Eviction victims are
 // taken from the back of the same order with one cursor that only moves towards the front, so a
 // step is O(n log n) plus the KV work; the only heavier part, the check "would evicting every
@@ -13,7 +13,7 @@
 //   remaining   tokens.size() - n_computed (tokens still to compute; >= 1 for a runnable thread)
 //   decode      a chunk of one token at a generated position (pos0 >= n_prompt) that ends at the
 //               thread's last token; every other chunk is prefill (stats, latency rule)
-//   done        tokens.size() >= max_tokens: never scheduled again; the caller removes it
+//   done        tokens.size() >= n_kv_tokens: never scheduled again; the caller removes it
 #include "sched/scheduler.h"
 
 #include <algorithm>
@@ -34,7 +34,7 @@ struct Thread {
   ThreadId id = 0;
   std::vector<int32_t> tokens;  // prompt + generated
   int32_t n_prompt = 0;
-  int32_t max_tokens = 0;
+  int32_t n_kv_tokens = 0;
   int32_t priority = 0;
   uint64_t tenant = 0;
   double arrival_s = 0.0;
@@ -60,7 +60,7 @@ struct Thread {
   bool active_prefill = false;  // counted in Impl::n_active_prefill_
 
   int32_t remaining() const { return static_cast<int32_t>(tokens.size()) - n_computed; }
-  bool done() const { return static_cast<int64_t>(tokens.size()) >= max_tokens; }
+  bool done() const { return static_cast<int64_t>(tokens.size()) >= n_kv_tokens; }
   // Running and only its newest token left: its next chunk is one decode token.
   bool decoding() const {
     return phase == Phase::kRunning && remaining() == 1 && n_computed >= n_prompt;
@@ -123,7 +123,7 @@ struct Scheduler::Impl {
     order.reserve(threads.size());
     if (opt.policy == Policy::kRoundRobin) {
       for (Thread* t : rr_queue) order.push_back(t);
-      // Queue order; threads that reached max_tokens go last (first victims).
+      // Queue order; threads that reached n_kv_tokens go last (first victims).
       std::stable_partition(order.begin(), order.end(), [](const Thread* t) { return !t->done(); });
       return;
     }
@@ -160,7 +160,7 @@ struct Scheduler::Impl {
   // passing each other in the order do not evict each other every step: under kPriority v's
   // effective priority must be at least preempt_margin below t's; under kFairShare v must be of
   // t's tenant or of a tenant served at least quantum_tokens more. A thread that reached
-  // max_tokens may always be evicted. With margins off (respect = false) any later thread may.
+  // n_kv_tokens may always be evicted. With margins off (respect = false) any later thread may.
   bool may_evict(const Thread& t, const Thread& v, bool respect = true) const {
     if (!respect || v.done()) return true;
     if (opt.policy == Policy::kPriority) return v.effective <= t.effective - opt.preempt_margin;
@@ -546,14 +546,14 @@ Status Scheduler::add(ThreadSpec spec) {
   const std::string who = "scheduler: thread " + std::to_string(spec.id);
   if (m.threads.count(spec.id) != 0) return invalid_argument(who + " already exists");
   if (spec.prompt.empty()) return invalid_argument(who + ": empty prompt");
-  if (static_cast<int64_t>(spec.max_tokens) < static_cast<int64_t>(spec.prompt.size())) {
-    return invalid_argument(who + ": max_tokens " + std::to_string(spec.max_tokens) +
+  if (static_cast<int64_t>(spec.n_kv_tokens) < static_cast<int64_t>(spec.prompt.size())) {
+    return invalid_argument(who + ": n_kv_tokens " + std::to_string(spec.n_kv_tokens) +
                             " is less than the prompt (" + std::to_string(spec.prompt.size()) +
                             " tokens)");
   }
-  if (ceil_div(spec.max_tokens, m.bs) > m.kv->n_blocks()) {
-    return invalid_argument(who + ": max_tokens " + std::to_string(spec.max_tokens) + " needs " +
-                            std::to_string(ceil_div(spec.max_tokens, m.bs)) +
+  if (ceil_div(spec.n_kv_tokens, m.bs) > m.kv->n_blocks()) {
+    return invalid_argument(who + ": n_kv_tokens " + std::to_string(spec.n_kv_tokens) + " needs " +
+                            std::to_string(ceil_div(spec.n_kv_tokens, m.bs)) +
                             " KV blocks, the pool has " + std::to_string(m.kv->n_blocks()));
   }
   Tenant& ten = m.tenants[spec.tenant];
@@ -571,7 +571,7 @@ Status Scheduler::add(ThreadSpec spec) {
   t.id = spec.id;
   t.n_prompt = static_cast<int32_t>(spec.prompt.size());
   t.tokens = std::move(spec.prompt);
-  t.max_tokens = spec.max_tokens;
+  t.n_kv_tokens = spec.n_kv_tokens;
   t.priority = spec.priority;
   t.tenant = spec.tenant;
   t.arrival_s = spec.arrival_s;

@@ -39,7 +39,7 @@
 // left of step_tokens, at most the thread's remaining tokens, less one token for each running
 // decode later in order that max_running and the latency rule would still let in, so a long prompt
 // never stalls decodes; kRoundRobin also caps it at what is left of the thread's quantum). A
-// thread whose tokens reached max_tokens is never taken (the caller removes it). A waiting thread
+// thread whose tokens reached n_kv_tokens is never taken (the caller removes it). A waiting thread
 // whose prompt continues into blocks another running thread is computing right now (pending in
 // the prefix cache) waits a step for them instead of computing them twice. A thread that needs
 // KV blocks that are not available evicts threads that come after it in policy order and were
@@ -105,10 +105,13 @@ struct SchedulerOptions : SchedConfig {
 struct ThreadSpec {
   ThreadId id = 0;              // unique among live threads
   std::vector<int32_t> prompt;  // at least one token
-  int32_t max_tokens = 0;       // prompt + generated tokens the thread may reach (its KV need)
-  int32_t priority = 0;         // higher runs first (kPriority)
-  uint64_t tenant = 0;          // job / tenant for kFairShare
-  double arrival_s = 0.0;       // the caller's clock
+  // Prompt + generated tokens the thread may reach: its KV reservation, not a stop rule. The
+  // scheduler never decides that a thread is finished (the engine does: EOS, stop strings, its
+  // own max_tokens, cancel, deadline); it only never schedules a thread past n_kv_tokens.
+  int32_t n_kv_tokens = 0;
+  int32_t priority = 0;    // higher runs first (kPriority)
+  uint64_t tenant = 0;     // job / tenant for kFairShare
+  double arrival_s = 0.0;  // the caller's clock
   // The prefix cache may serve at most the first n_match_max tokens (-1: no limit beyond the
   // KvManager's leave-one-token rule). Scoring threads set it so that the positions whose logits
   // they need are computed, not taken from the cache.
@@ -181,8 +184,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a new thread (kWaiting). kInvalidArgument: duplicate id, empty prompt, max_tokens <
-  // prompt size, or max_tokens needing more blocks than the pool has (it could never run).
+  // Queues a new thread (kWaiting). kInvalidArgument: duplicate id, empty prompt, n_kv_tokens <
+  // prompt size, or n_kv_tokens needing more blocks than the pool has (it could never run).
   Status add(ThreadSpec spec);
   // Changes ThreadSpec::n_match_max of a live thread; it applies from the thread's next admission
   // (e.g. after a recompute eviction). Embedding threads raise it to the positions whose hidden
@@ -197,7 +200,7 @@ class Scheduler {
   const StepPlan& schedule(double now_s);
   // Applies a step's outcome: chunks' tokens are computed (KV committed), sampled tokens appended,
   // swap failures turned into recompute. Call once per schedule(), before the next one. A thread
-  // that reached max_tokens or should stop is removed by the caller through remove(). A sample
+  // that reached n_kv_tokens or should stop is removed by the caller through remove(). A sample
   // chunk with no sampled token leaves its last position to be computed again. Chunks of threads
   // removed since schedule() are ignored.
   void complete(const StepResult& result, double now_s);

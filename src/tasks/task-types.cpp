@@ -1,4 +1,5 @@
-// Names of task types and merge kinds (include/llmthreads/tasks.h).
+// Names of task types and merge kinds (include/llmthreads/tasks.h): one table each.
+#include "core/name-table.h"
 #include "llmthreads/tasks.h"
 
 #include <algorithm>
@@ -6,57 +7,33 @@
 
 namespace llmt {
 
+namespace {
+
+// "qa" is an alias of extract (name_of gives "extract").
+constexpr NameTable<TaskType> kTaskNames[] = {
+    {TaskType::kGenerate, "generate"},   {TaskType::kClassify, "classify"},
+    {TaskType::kExtract, "extract"},     {TaskType::kExtract, "qa"},
+    {TaskType::kSummarize, "summarize"}, {TaskType::kEmbed, "embed"}};
+constexpr NameTable<MergeKind> kMergeNames[] = {{MergeKind::kDefault, "default"},
+                                                {MergeKind::kConcat, "concat"},
+                                                {MergeKind::kVote, "vote"},
+                                                {MergeKind::kMean, "mean"},
+                                                {MergeKind::kWeightedMean, "weighted-mean"},
+                                                {MergeKind::kReduce, "reduce"}};
+
+}  // namespace
+
 const char* task_type_name(TaskType t) {
-  switch (t) {
-    case TaskType::kGenerate:
-      return "generate";
-    case TaskType::kClassify:
-      return "classify";
-    case TaskType::kExtract:
-      return "extract";
-    case TaskType::kSummarize:
-      return "summarize";
-    case TaskType::kEmbed:
-      return "embed";
-  }
-  return "?";
+  return name_of(kTaskNames, t);
 }
-
 Result<TaskType> parse_task_type(const std::string& name) {
-  if (name == "generate") return TaskType::kGenerate;
-  if (name == "classify") return TaskType::kClassify;
-  if (name == "extract" || name == "qa") return TaskType::kExtract;
-  if (name == "summarize") return TaskType::kSummarize;
-  if (name == "embed") return TaskType::kEmbed;
-  return invalid_argument("unknown task '" + name +
-                          "' (expected generate, classify, extract, qa, summarize or embed)");
+  return parse_of(kTaskNames, name, "task");
 }
-
 const char* merge_kind_name(MergeKind m) {
-  switch (m) {
-    case MergeKind::kDefault:
-      return "default";
-    case MergeKind::kConcat:
-      return "concat";
-    case MergeKind::kVote:
-      return "vote";
-    case MergeKind::kMean:
-      return "mean";
-    case MergeKind::kWeightedMean:
-      return "weighted-mean";
-    case MergeKind::kReduce:
-      return "reduce";
-  }
-  return "?";
+  return name_of(kMergeNames, m);
 }
-
 Result<MergeKind> parse_merge_kind(const std::string& name) {
-  for (MergeKind m : {MergeKind::kDefault, MergeKind::kConcat, MergeKind::kVote, MergeKind::kMean,
-                      MergeKind::kWeightedMean, MergeKind::kReduce}) {
-    if (name == merge_kind_name(m)) return m;
-  }
-  return invalid_argument("unknown merge '" + name +
-                          "' (expected default, concat, vote, mean, weighted-mean or reduce)");
+  return parse_of(kMergeNames, name, "merge");
 }
 
 void normalize_embedding(std::vector<float>* v, int32_t mode) {

@@ -542,7 +542,8 @@ Value attr_path(const Value& item, const std::string& path) {
 
 }  // namespace
 
-Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
+// Filters of strings and numbers (trim ... round); nullopt for other names.
+std::optional<Value> Interp::scalar_filter(const std::string& name, const Value& v, Args& a) {
   static const Value kNone = Value::none();
   static const Value kUndef = Value::undefined();
   if (name == "trim") {
@@ -650,6 +651,13 @@ Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
     const double m = std::pow(10.0, static_cast<double>(prec));
     return Value(std::round(v.as_float() * m) / m);
   }
+  return std::nullopt;
+}
+
+// Filters of lists and dicts (items ... select/reject); nullopt for other names.
+std::optional<Value> Interp::sequence_filter(const std::string& name, const Value& v, Args& a) {
+  static const Value kNone = Value::none();
+  static const Value kUndef = Value::undefined();
   if (name == "items") {
     if (v.is_undefined()) return Value(List{});
     Value out;
@@ -764,6 +772,13 @@ Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
     }
     return Value(std::move(out));
   }
+  return std::nullopt;
+}
+
+Value Interp::apply_filter(const std::string& name, const Value& v, Args& a) {
+  static const Value kNone = Value::none();
+  if (std::optional<Value> r = scalar_filter(name, v, a)) return std::move(*r);
+  if (std::optional<Value> r = sequence_filter(name, v, a)) return std::move(*r);
   if (name == "indent") {
     const Value& w = a.get(0, "width", Value(int64_t{4}));
     const std::string pad =

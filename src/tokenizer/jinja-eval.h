@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ctime>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,6 +26,9 @@ class Interp {
   void check_size(size_t n) const;
   const std::tm& now() const { return now_; }
   Value apply_filter(const std::string& name, const Value& v, Args& args);
+  // The two halves of apply_filter: nullopt when the name is not theirs.
+  std::optional<Value> scalar_filter(const std::string& name, const Value& v, Args& args);
+  std::optional<Value> sequence_filter(const std::string& name, const Value& v, Args& args);
   bool apply_test(const std::string& name, const Value& v, Args& args);
 
  private:

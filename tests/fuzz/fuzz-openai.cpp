@@ -1,7 +1,8 @@
 // libFuzzer target: the OpenAI request translation (tools/common/openai) on arbitrary bytes read
-// as a JSON body, for both endpoints, then to a ThreadRequest against a real model's tokenizer
-// (stories260K, with the ChatML format so chat requests are rendered too). The contract: any body
-// yields either a request or an error Status naming the problem, never a crash, a hang or UB.
+// as a JSON body, for both endpoints, then to a ThreadRequest against a real model's tokenizer and
+// an engine's limits (stories260K, n_ctx 512, with the ChatML format so chat requests are rendered
+// too; nothing is submitted). The contract: any body yields either a request within the context
+// or an error Status naming the problem, never a crash, a hang or UB.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include "common/openai.h"
 #include "llmthreads/chat-template.h"
+#include "llmthreads/engine.h"
 #include "llmthreads/model.h"
 
 namespace {
@@ -29,6 +31,27 @@ const llmt::Model& model() {
     return std::move(r).value();
   }();
   return *m;
+}
+
+constexpr int32_t kCtx = 512;
+
+// Created once per process like the model; only its const prepare() is called.
+const llmt::Engine& engine() {
+  static const std::unique_ptr<llmt::Engine> e = [] {
+    llmt::EngineConfig c;
+    c.model.model = std::shared_ptr<const llmt::Model>(&model(), [](const llmt::Model*) {});
+    c.model.n_ctx = kCtx;
+    c.compute.n_threads = 1;
+    c.kv.budget_bytes = uint64_t{8} << 20;
+    c.sched.measure_costs = false;
+    auto r = llmt::Engine::create(c);
+    if (!r.is_ok()) {
+      std::fprintf(stderr, "fuzz-openai: %s\n", r.status().message().c_str());
+      std::abort();
+    }
+    return std::move(r).value();
+  }();
+  return *e;
 }
 
 }  // namespace
@@ -49,12 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     opt.model = &model();
     opt.model_name = "stories260K";
     opt.chat_format = llmt::ChatFormat::kChatml;
-    opt.n_ctx = 512;
+    opt.engine = &engine();
     opt.default_max_tokens = 16;
     auto tr = llmt::openai::to_thread_request(req, opt);
     if (tr.is_ok()) {
-      if (static_cast<int32_t>(tr->prompt_tokens.size()) + tr->max_tokens > opt.n_ctx) {
-        std::fprintf(stderr, "fuzz-openai: accepted a request past n_ctx\n");
+      if (static_cast<int32_t>(tr->prompt_tokens.size()) + tr->max_tokens > kCtx ||
+          tr->max_tokens < 1) {
+        std::fprintf(stderr, "fuzz-openai: accepted a request past n_ctx or without max_tokens\n");
         std::abort();
       }
       (void)tr->sampling.validate();

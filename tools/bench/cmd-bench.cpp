@@ -570,7 +570,9 @@ int cmd_bench(int argc, char** argv) {
   const std::string path = resolve_model_path(o.model_arg, "synth/synth-125m-q4_k_m.gguf");
   if (path.empty()) return 1;
   const int32_t n_threads = o.n_threads > 0 ? o.n_threads : physical_core_count();
-  const KvType kv_type = o.kv_type == "f16" ? KvType::kF16 : KvType::kF32;
+  Result<KvType> kv_type_r = parse_kv_type(o.kv_type);
+  if (!kv_type_r.is_ok()) return fail("--kv-type: " + kv_type_r.status().message());
+  const KvType kv_type = *kv_type_r;
 
   if (!o.scenario.empty()) return bench_scenario(o, path, n_threads);
 

@@ -82,6 +82,56 @@ tasks::RecordOutcome make_outcome(const RecordMeta& meta, const DocumentResult& 
   return o;
 }
 
+}  // namespace
+
+bool record_to_document(tasks::InputRecord rec, const SamplingParams& base,
+                        const std::string& model_name, Document* doc, std::string* error_line) {
+  if (!rec.ok()) {
+    *error_line = tasks::format_input_error_line(rec);
+    return false;
+  }
+  *doc = Document();
+  doc->index = rec.index;
+  auto meta = std::make_shared<RecordMeta>();
+  if (rec.format == tasks::InputFormat::kOpenAiBatch) {
+    Status s = document_from_openai(rec, base, doc);
+    if (!s.is_ok()) {
+      tasks::RecordOutcome o;
+      o.error = tasks::RecordError{
+          s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request", s.message()};
+      o.status_code = 400;
+      *error_line = tasks::format_output_line(rec, o);
+      return false;
+    }
+    meta->model = rec.body.contains("model") && rec.body["model"].is_string()
+                      ? rec.body["model"].get<std::string>()
+                      : model_name;
+    rec.body = json();
+  } else {
+    doc->text = std::move(rec.text);
+    rec.text.clear();
+  }
+  meta->record = std::move(rec);
+  doc->user_data = std::move(meta);
+  return true;
+}
+
+std::optional<std::string> result_line(const DocumentResult& r,
+                                       const std::vector<std::string>& options, bool* failed) {
+  if (r.error_code == "cancelled") return std::nullopt;
+  const auto* meta = static_cast<const RecordMeta*>(r.user_data.get());
+  if (!meta) return std::nullopt;
+  tasks::RecordOutcome o = make_outcome(*meta, r, options);
+  *failed = !r.ok();
+  return tasks::format_output_line(meta->record, o);
+}
+
+std::string default_model_name(const BatchRunOptions& opt) {
+  return std::filesystem::path(opt.engine.model.path).stem().string();
+}
+
+namespace {
+
 // The output side: lines to the writer, counts, the first write error. Thread-safe (the job's
 // worker and the main thread).
 class LineSink {
@@ -131,35 +181,10 @@ class RecordSource : public DocumentSource {
     while (true) {
       Result<bool> got = reader_.next(&rec);
       if (!got.is_ok() || !*got) return got;
-      if (!rec.ok()) {
-        sink_.put(rec.index, tasks::format_input_error_line(rec), true);
-        continue;
-      }
-      *doc = Document();
-      doc->index = rec.index;
-      auto meta = std::make_shared<RecordMeta>();
-      if (rec.format == tasks::InputFormat::kOpenAiBatch) {
-        Status s = document_from_openai(rec, base_, doc);
-        if (!s.is_ok()) {
-          tasks::RecordOutcome o;
-          o.error = tasks::RecordError{
-              s.code() == StatusCode::kUnsupported ? "unsupported" : "invalid_request",
-              s.message()};
-          o.status_code = 400;
-          sink_.put(rec.index, tasks::format_output_line(rec, o), true);
-          continue;
-        }
-        meta->model = rec.body.contains("model") && rec.body["model"].is_string()
-                          ? rec.body["model"].get<std::string>()
-                          : model_name_;
-        rec.body = json();
-      } else {
-        doc->text = std::move(rec.text);
-        rec.text.clear();
-      }
-      meta->record = std::move(rec);
-      doc->user_data = std::move(meta);
-      return true;
+      const uint64_t index = rec.index;
+      std::string error_line;
+      if (record_to_document(std::move(rec), base_, model_name_, doc, &error_line)) return true;
+      sink_.put(index, std::move(error_line), true);
     }
   }
 
@@ -302,11 +327,9 @@ int run_batch(const BatchRunOptions& opt) {
   auto job_r = Job::create(
       engine, spec,
       [&](DocumentResult r) {
-        if (r.error_code == "cancelled") return;
-        const auto* meta = static_cast<const RecordMeta*>(r.user_data.get());
-        if (!meta) return;
-        tasks::RecordOutcome o = make_outcome(*meta, r, options);
-        sink.put(r.index, tasks::format_output_line(meta->record, o), !r.ok());
+        bool failed = false;
+        std::optional<std::string> line = result_line(r, options, &failed);
+        if (line) sink.put(r.index, std::move(*line), failed);
       },
       limits);
   if (!job_r.is_ok()) return fail(job_r.status().message());
@@ -314,8 +337,7 @@ int run_batch(const BatchRunOptions& opt) {
   const uint64_t max_docs = job.limits().max_documents;
 
   Progress progress(opt, n_total, n_done_at_open, engine, sink);
-  RecordSource source(reader, sink, spec.sampling,
-                      std::filesystem::path(opt.engine.model.path).stem().string());
+  RecordSource source(reader, sink, spec.sampling, default_model_name(opt));
   FeedOptions feed;
   feed.stop = [&] { return n_signals.load() > 0 || !sink.error().is_ok(); };
   // The writer holds lines that arrive ahead of the next one to write: bound that distance too.

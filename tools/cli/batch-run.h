@@ -17,8 +17,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "common/job-io.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
 
@@ -31,7 +34,7 @@ inline constexpr int kExitSomeFailed = 2;
 
 struct BatchRunOptions {
   TaskSpec spec;
-  EngineConfig engine;  // model_path set
+  EngineConfig engine;  // model.path set
   std::string input_path, output_path;
   bool overwrite = false;  // discard an existing output instead of resuming it
   // The parameters that make an output resumable by this run (JSON text; see make_job_identity).
@@ -45,5 +48,19 @@ struct BatchRunOptions {
 // Runs the job; returns the process exit code (kExit*, or 128 + signal) after printing errors and
 // the summary to stderr.
 int run_batch(const BatchRunOptions& opt);
+
+// Building blocks shared with the MPI driver (mpi-run.h). Thread-safe (pure).
+//
+// A record to run: fills *doc (its user_data holds what result_line() needs) and returns true;
+// when the record cannot run (a malformed line, an OpenAI request that cannot be served) sets
+// *error_line to its output line and returns false.
+bool record_to_document(tasks::InputRecord rec, const SamplingParams& base,
+                        const std::string& model_name, Document* doc, std::string* error_line);
+// The output line of a document made by record_to_document; std::nullopt for a cancelled one
+// (not written: a resumed run redoes it). *failed: the line is an error line.
+std::optional<std::string> result_line(const DocumentResult& r,
+                                       const std::vector<std::string>& options, bool* failed);
+// The "model" of OpenAI output lines whose request names none: the model file's stem.
+std::string default_model_name(const BatchRunOptions& opt);
 
 }  // namespace llmt::cli

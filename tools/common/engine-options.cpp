@@ -80,12 +80,9 @@ Status fill_engine_config(const EngineFlags& f, EngineConfig* c) {
   if (!budget.is_ok()) return invalid_argument("--kv-budget: " + budget.status().message());
   Result<uint64_t> swap_ram = parse_size(f.swap_ram);
   if (!swap_ram.is_ok()) return invalid_argument("--swap-ram: " + swap_ram.status().message());
-  if (f.kv_type == "f16")
-    c->kv.type = KvType::kF16;
-  else if (f.kv_type == "f32")
-    c->kv.type = KvType::kF32;
-  else
-    return invalid_argument("--kv-type: expected f16 or f32, got '" + f.kv_type + "'");
+  Result<KvType> kv_type = parse_kv_type(f.kv_type);
+  if (!kv_type.is_ok()) return invalid_argument("--kv-type: " + kv_type.status().message());
+  c->kv.type = *kv_type;
   Result<SchedPolicy> policy = parse_sched_policy(f.policy);
   if (!policy.is_ok()) return invalid_argument("--policy: " + policy.status().message());
   Result<EvictionMethod> ev = parse_eviction_method(f.eviction);

@@ -227,17 +227,29 @@ Result<bool> InputReader::next_line(std::string* line, uint64_t* line_number, ui
   return got;
 }
 
-Result<bool> InputReader::next(InputRecord* record) {
-  std::string line;
-  uint64_t line_number = 0, offset = 0;
-  bool too_long = false;
-  LLMT_ASSIGN_OR_RETURN(bool got, next_line(&line, &line_number, &offset, &too_long));
+Result<bool> InputReader::next_raw(RawRecord* raw) {
+  LLMT_ASSIGN_OR_RETURN(
+      bool got, next_line(&raw->line, &raw->line_number, &raw->byte_offset, &raw->too_long));
   if (!got) return false;
-  parse_input_line(line, format_, options_.max_line_bytes, too_long, record);
-  record->format = format_;
-  record->index = n_records_++;
-  record->line_number = line_number;
-  record->byte_offset = offset;
+  if (raw->too_long) raw->line.clear();
+  raw->index = n_records_++;
+  return true;
+}
+
+void parse_raw_record(const InputReader::RawRecord& raw, InputFormat file_format,
+                      size_t max_line_bytes, InputRecord* record) {
+  parse_input_line(raw.line, file_format, max_line_bytes, raw.too_long, record);
+  record->format = file_format;
+  record->index = raw.index;
+  record->line_number = raw.line_number;
+  record->byte_offset = raw.byte_offset;
+}
+
+Result<bool> InputReader::next(InputRecord* record) {
+  RawRecord raw;
+  LLMT_ASSIGN_OR_RETURN(bool got, next_raw(&raw));
+  if (!got) return false;
+  parse_raw_record(raw, format_, options_.max_line_bytes, record);
   return true;
 }
 

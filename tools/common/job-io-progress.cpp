@@ -97,15 +97,24 @@ std::string format_progress_bar(const ProgressSnapshot& s) {
                          : std::to_string(s.n_done) + " docs";
   std::string rate = "  " + format_compact_number(r.docs_per_s) + " docs/s";
   std::string tok = "  " + format_compact_number(r.tok_per_s) + " tok/s";
+  std::string ranks = s.n_ranks > 0 ? "  " + std::to_string(s.n_ranks_alive) + "/" +
+                                          std::to_string(s.n_ranks) + " ranks"
+                                    : "";
   std::string tail =
       s.n_total > 0 ? "  ETA " + format_duration(r.eta_s) : "  " + format_duration(s.elapsed_s);
   if (s.n_total == 0) {
-    std::string line = docs + rate + tok + tail;
+    std::string line = docs + rate + tok + ranks + tail;
+    if (line.size() > kMaxCols) line = docs + rate + tok + tail;
     if (line.size() > kMaxCols) line = docs + rate + tail;
     return line.substr(0, kMaxCols);
   }
   std::string text = " " + docs + rate + tok + tail;
-  if (text.size() + kBarWidth + 2 > kMaxCols) text = " " + docs + rate + tail;
+  const std::string with_ranks = " " + docs + rate + tok + ranks + tail;
+  if (!ranks.empty() && with_ranks.size() + kMinBar + 2 <= kMaxCols) {
+    text = with_ranks;  // MPI: a shorter bar rather than fewer numbers
+  } else if (text.size() + kBarWidth + 2 > kMaxCols) {
+    text = " " + docs + rate + tail;
+  }
   size_t width = kBarWidth;
   if (text.size() + width + 2 > kMaxCols) {
     width = kMaxCols > text.size() + 2 + kMinBar ? kMaxCols - text.size() - 2 : 0;
@@ -127,7 +136,11 @@ std::string format_progress_line(const ProgressSnapshot& s) {
     line += " docs";
   }
   line += "  " + format_compact_number(r.docs_per_s) + " docs/s  " +
-          format_compact_number(r.tok_per_s) + " tok/s  elapsed " + format_duration(s.elapsed_s);
+          format_compact_number(r.tok_per_s) + " tok/s";
+  if (s.n_ranks > 0) {
+    line += "  " + std::to_string(s.n_ranks_alive) + "/" + std::to_string(s.n_ranks) + " ranks";
+  }
+  line += "  elapsed " + format_duration(s.elapsed_s);
   if (s.n_total > 0) line += "  ETA " + format_duration(r.eta_s);
   return line;
 }
@@ -148,6 +161,8 @@ ProgressSnapshot ProgressMeter::snapshot(uint64_t n_done, uint64_t n_tokens) con
   s.n_done_at_start = options_.n_done_at_start;
   s.n_tokens = n_tokens;
   s.elapsed_s = std::max(0.0, now() - start_);
+  s.n_ranks = n_ranks_;
+  s.n_ranks_alive = n_ranks_alive_;
   return s;
 }
 

@@ -138,6 +138,16 @@ class InputReader {
   // Skips up to n records without parsing them (resume: skip the n_done already written).
   // Returns how many were skipped (less than n only at the end of the file).
   Result<uint64_t> skip(uint64_t n);
+  // next() without the parsing: the record's line as read, numbered like next() does, for
+  // parse_raw_record() elsewhere (e.g. on another MPI rank). next() is next_raw() followed by
+  // parse_raw_record() with this reader's format() and max_line_bytes.
+  struct RawRecord {
+    uint64_t index = 0, line_number = 0, byte_offset = 0;
+    bool too_long = false;  // over max_line_bytes: `line` is empty
+    std::string line;       // without the LF (and CR)
+  };
+  Result<bool> next_raw(RawRecord* raw);
+  size_t max_line_bytes() const { return options_.max_line_bytes; }
 
   uint64_t n_records_read() const { return n_records_; }  // records returned or skipped so far
   uint64_t bytes_consumed() const;                        // file offset reached
@@ -159,6 +169,11 @@ class InputReader {
   uint64_t n_records_ = 0;
   uint64_t line_number_ = 0;
 };
+
+// The record of a raw line (InputReader::next_raw) of a file in `file_format` (not kAuto):
+// exactly what InputReader::next() returns for it.
+void parse_raw_record(const InputReader::RawRecord& raw, InputFormat file_format,
+                      size_t max_line_bytes, InputRecord* record);
 
 // Counts the records (non-blank lines) of a file in one streaming pass without parsing them
 // (for progress totals).
@@ -317,6 +332,8 @@ struct ProgressSnapshot {
   uint64_t n_done_at_start = 0;  // records already done when this run started (not in rates)
   uint64_t n_tokens = 0;         // tokens processed by this run (prompt + generated)
   double elapsed_s = 0;          // since this run started
+  uint64_t n_ranks = 0;          // MPI runs: ranks in the job (0: not shown)...
+  uint64_t n_ranks_alive = 0;    // ...and those still working ("2/3 ranks")
 };
 
 // "12.3" below 100, "950" below 1000, then "1.5k", "12k", "2.3M", "1.2G" (rates and counts).
@@ -331,6 +348,8 @@ std::string format_duration(double seconds);
 std::string format_progress_bar(const ProgressSnapshot& s);
 // Plain line for logs:
 //   "progress: 450/1000 docs (45.0%)  12.3 docs/s  1.5k tok/s  elapsed 0:36  ETA 0:45"
+// With n_ranks > 0 (MPI), "  2/3 ranks" follows the tok/s (the bar drops it, then tok/s, when
+// the line would pass 79 columns).
 std::string format_progress_line(const ProgressSnapshot& s);
 
 struct ProgressMeterOptions {
@@ -354,6 +373,11 @@ class ProgressMeter {
   // The final text, always: TTY: the bar as in update() followed by "\n"; plain: the line + "\n".
   std::string finish(uint64_t n_done, uint64_t n_tokens);
   ProgressSnapshot snapshot(uint64_t n_done, uint64_t n_tokens) const;
+  // MPI runs: the ranks shown from now on (n_total 0: none, the default).
+  void set_ranks(uint64_t n_alive, uint64_t n_total) {
+    n_ranks_alive_ = n_alive;
+    n_ranks_ = n_total;
+  }
 
  private:
   double now() const;
@@ -363,6 +387,7 @@ class ProgressMeter {
   double start_ = 0;
   double last_print_ = 0;
   bool printed_ = false;
+  uint64_t n_ranks_ = 0, n_ranks_alive_ = 0;
 };
 
 }  // namespace llmt::tasks

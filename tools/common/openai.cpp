@@ -413,29 +413,20 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
     text = req.prompt;
   }
   if (text.empty()) return invalid_argument("the prompt is empty");
+  // Completions and chat alike: special tokens added as the vocabulary asks and control-token
+  // texts parsed (as llama.cpp's server does). The engine's prepare() tokenizes; without an
+  // engine the model's tokenizer does the same here.
   ThreadRequest tr;
-  TokenizeOptions to;
-  to.add_special = true;
-  to.parse_special = true;
-  tr.prompt_tokens = opt.model->tokenizer().encode(text, to);
-  const int64_t n_prompt = static_cast<int64_t>(tr.prompt_tokens.size());
-  if (n_prompt == 0) return invalid_argument("the prompt is empty");
-  if (n_prompt >= opt.n_ctx) {
-    return cannot_fit("the prompt is " + std::to_string(n_prompt) + " tokens; the context holds " +
-                      std::to_string(opt.n_ctx) + " (prompt too long)");
+  tr.prompt = std::move(text);
+  tr.add_special = true;
+  tr.parse_special = true;
+  if (!opt.engine) {
+    tr.prompt_tokens = opt.model->tokenizer().encode(
+        tr.prompt, {.add_special = tr.add_special, .parse_special = tr.parse_special});
+    if (tr.prompt_tokens.empty()) return invalid_argument("the prompt is empty");
+    tr.prompt.clear();
   }
-  const int64_t room = opt.n_ctx - n_prompt;
-  if (req.max_tokens) {
-    if (*req.max_tokens > room) {
-      return cannot_fit("max_tokens " + std::to_string(*req.max_tokens) + " + prompt " +
-                        std::to_string(n_prompt) + " tokens exceed the context of " +
-                        std::to_string(opt.n_ctx) + " tokens");
-    }
-    tr.max_tokens = *req.max_tokens;
-  } else {
-    tr.max_tokens = static_cast<int32_t>(
-        opt.default_max_tokens > 0 ? std::min<int64_t>(opt.default_max_tokens, room) : room);
-  }
+  tr.max_tokens = req.max_tokens ? *req.max_tokens : ThreadRequest::kToContextEnd;
   tr.sampling = req.sampling;
   for (const auto& [id, bias] : tr.sampling.logit_bias) {
     if (id >= opt.model->tokenizer().n_vocab()) {
@@ -450,6 +441,11 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
   tr.priority = req.priority;
   tr.tenant = tenant_id(req.tenant);
   tr.logprobs = req.logprobs;
+  if (opt.engine) LLMT_RETURN_IF_ERROR(opt.engine->prepare(&tr));
+  if (!req.max_tokens && opt.default_max_tokens > 0 &&
+      (tr.max_tokens == ThreadRequest::kToContextEnd || tr.max_tokens > opt.default_max_tokens)) {
+    tr.max_tokens = opt.default_max_tokens;
+  }
   return tr;
 }
 

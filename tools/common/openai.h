@@ -110,9 +110,11 @@ struct TranslateOptions {
   std::optional<ChatFormat> chat_format;  // chat requests fail without one (or chat_template)
   std::optional<ChatTemplate> chat_template;           // wins over chat_format when set
   ToolCallFamily tool_family = ToolCallFamily::kNone;  // how answers carry tool calls
-  bool parse_reasoning = false;    // the template knows <think>: answers give reasoning_content
-  std::string chat_format_error;   // why there is none (said to chat clients)
-  int32_t n_ctx = 0;               // positions per thread
+  bool parse_reasoning = false;   // the template knows <think>: answers give reasoning_content
+  std::string chat_format_error;  // why there is none (said to chat clients)
+  // The engine that will run the request: to_thread_request() checks the request's limits with
+  // its prepare() (the one place they are checked). Null: only tokenized; submit() checks.
+  const Engine* engine = nullptr;
   int32_t default_max_tokens = 0;  // when the body has none; 0 = up to the context's end
 };
 
@@ -120,8 +122,9 @@ struct TranslateOptions {
 // chat: the messages rendered with the chat format plus the assistant opening) into
 // ThreadRequest::prompt_tokens and fills sampling, max_tokens, stop, priority, tenant
 // (tenant_id()) and logprobs (one thread: the caller makes req.n of them, see choice_seed()).
-// Errors: kInvalidArgument for an unknown model or an empty prompt; kCannotFit for a prompt that
-// does not fit n_ctx or prompt + max_tokens beyond n_ctx; kUnsupported: chat without a format.
+// Errors: kInvalidArgument for an unknown model or an empty prompt; with an engine, what its
+// prepare() returns (a prompt or prompt + max_tokens beyond the context: kInvalidArgument naming
+// "prompt" / "max_tokens"; beyond the KV pool: kCannotFit); kUnsupported: chat without a format.
 Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt);
 
 // The seed of choice `index` of a request whose sampling seed is `seed`: seed + index (wrapping).

@@ -78,7 +78,7 @@ Status Server::attach_engine(Engine* engine) {
   TranslateOptions tr;
   tr.model = &engine->model();
   tr.model_name = s.opt.model_name;
-  tr.n_ctx = engine->config().model.n_ctx;
+  tr.engine = engine;
   tr.default_max_tokens = s.opt.default_max_tokens;
   const std::string_view gguf_template = engine->model().chat_template();
   Result<ChatTemplate> tmpl =
