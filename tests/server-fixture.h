@@ -40,7 +40,7 @@ inline server::ServerOptions server_test_options() {
   so.port = 0;
   so.model_name = "stories260K";
   so.chat_format = "chatml";
-  so.read_timeout_s = 1.0;
+  so.request_timeout_s = 1.0;
   return so;
 }
 

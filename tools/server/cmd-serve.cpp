@@ -3,6 +3,8 @@
 // The HTTP server starts before the model loads, so /health answers 503 while loading. SIGINT /
 // SIGTERM are taken by a SignalWatcher thread: the first stops accepting connections, lets live
 // requests finish for up to --shutdown-grace seconds, cancels the rest and exits 0.
+#include <sys/resource.h>
+
 #include <signal.h>
 #include <CLI/CLI.hpp>
 
@@ -54,8 +56,25 @@ int cmd_serve(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--max-body", max_body, "largest request body, e.g. 1M (default 8M); beyond: 413");
   app.add_option("--http-threads", so.n_http_threads,
-                 "HTTP connection threads (OS threads; default: --max-queue + 16)")
+                 "request handler threads (a live completion holds one; idle or slow "
+                 "connections hold none; default: --max-queue + 16)")
       ->check(CLI::Range(0, 1 << 16));
+  app.add_option("--request-timeout", so.request_timeout_s,
+                 "seconds a request (headers and body) may take to arrive; beyond: 408 "
+                 "(default 10)")
+      ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--idle-timeout", so.idle_timeout_s,
+                 "seconds a keep-alive connection may wait for its next request (default 30)")
+      ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--max-connections", so.max_connections,
+                 "open connections at most; at the limit the longest-waiting connection "
+                 "without a complete request is closed for a new one (default 16384, capped "
+                 "below the open-file limit)")
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--max-connections-per-client", so.max_connections_per_client,
+                 "open connections per client address at most, same rule (default 0 = "
+                 "--max-connections)")
+      ->check(CLI::Range(0, 1 << 24));
   app.add_option("--model-name", so.model_name,
                  "model id reported to clients (default: file name)");
   app.add_option("--chat-template", so.chat_format, "chat format name (default: the model's)");
@@ -97,6 +116,13 @@ int cmd_serve(int argc, char** argv) {
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &ignore, nullptr);
+
+  // Each connection is a descriptor: use the hard limit, not the (often 1024) soft one.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   server::Server srv(so);
   if (Status s = srv.start(); !s.is_ok()) return fail(s.message());

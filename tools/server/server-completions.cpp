@@ -2,71 +2,11 @@
 // the JSON response (or the SSE stream, server-streaming.cpp).
 #include "server-impl.h"
 
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <random>
 
 namespace llmt::server {
-
-// The connection of a request, for noticing that a non-streaming client went away (cpp-httplib
-// 0.11.4 does not expose it to handlers): the socket among this process's descriptors whose
-// local port is the server's and whose peer is the request's remote address and port. -1 when
-// none is found (e.g. an address family we do not match). Linux (/proc/self/fd); the descriptor
-// stays this connection's while its handler runs (httplib closes it afterwards).
-int find_connection_fd(const std::string& remote_addr, int remote_port, int local_port) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int found = -1;
-  while (dirent* ent = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(ent->d_name, &end, 10);
-    if (end == ent->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    struct stat st;
-    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t ll = sizeof(local), pl = sizeof(peer);
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0 ||
-        getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) {
-      continue;
-    }
-    char host[INET6_ADDRSTRLEN] = {0};
-    int lport = -1, pport = -1;
-    if (peer.ss_family == AF_INET && local.ss_family == AF_INET) {
-      const auto* p4 = reinterpret_cast<const sockaddr_in*>(&peer);
-      inet_ntop(AF_INET, &p4->sin_addr, host, sizeof(host));
-      pport = ntohs(p4->sin_port);
-      lport = ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
-    } else if (peer.ss_family == AF_INET6 && local.ss_family == AF_INET6) {
-      const auto* p6 = reinterpret_cast<const sockaddr_in6*>(&peer);
-      inet_ntop(AF_INET6, &p6->sin6_addr, host, sizeof(host));
-      pport = ntohs(p6->sin6_port);
-      lport = ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
-    } else {
-      continue;
-    }
-    if (lport == local_port && pport == remote_port && remote_addr == host) {
-      found = static_cast<int>(fd);
-      break;
-    }
-  }
-  closedir(dir);
-  return found;
-}
-
-// True when the peer of socket fd has closed or reset the connection (no data is consumed).
-bool peer_gone(int fd) {
-  pollfd p{fd, static_cast<short>(POLLRDHUP), 0};
-  if (poll(&p, 1, 0) <= 0) return false;
-  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
 
 void Server::Impl::handle_completion(const httplib::Request& req, httplib::Response& res,
                                      Endpoint ep) {
@@ -137,9 +77,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   std::vector<std::shared_ptr<const ThreadResult>> results(static_cast<size_t>(n));
   std::vector<std::optional<Clock::time_point>> last_token(static_cast<size_t>(n));
   int32_t n_done = 0;
-  // The connection is looked up only once the request has run for a while (short requests never
-  // pay for the scan); a client that closed it gets its threads cancelled.
-  int conn_fd = -2;  // -2: not looked up yet; -1: not found
+  // A client that closed its connection gets its threads cancelled (checked every 100 ms).
   bool client_gone = false;
   constexpr auto kCheckEvery = std::chrono::milliseconds(100);
   Clock::time_point next_check = Clock::now() + kCheckEvery;
@@ -149,8 +87,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     fan->take(&items, kCheckEvery);
     if (!client_gone && Clock::now() >= next_check) {
       next_check = Clock::now() + kCheckEvery;
-      if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
-      if (conn_fd >= 0 && peer_gone(conn_fd)) {
+      if (connection_closed(req)) {
         client_gone = true;
         for (ThreadId id : ids) eng->cancel(id);
         std::lock_guard<std::mutex> lk(mu);

@@ -41,7 +41,6 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
   std::vector<std::vector<float>> vectors(n);
   std::deque<std::pair<size_t, ThreadHandle>> in_flight;
   size_t next = 0;
-  int conn_fd = -2;  // -2: not looked up yet; -1: not found
   auto cancel_all = [&] {
     for (auto& [i, h] : in_flight) eng->cancel(h.id());
   };
@@ -71,8 +70,7 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
     // long, as the completions do).
     const ThreadResult* rp = nullptr;
     while (!(rp = h.wait_for(std::chrono::milliseconds(100)))) {
-      if (conn_fd == -2) conn_fd = find_connection_fd(req.remote_addr, req.remote_port, port);
-      if (conn_fd >= 0 && peer_gone(conn_fd)) {
+      if (connection_closed(req)) {
         cancel_all();
         {
           std::lock_guard<std::mutex> lk(mu);

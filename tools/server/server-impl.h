@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/openai.h"
+#include "http-front.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
 #include "llmthreads/tokenizer.h"
@@ -39,11 +40,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 inline constexpr const char* kJson = "application/json";
-
-// A request's connection among this process's descriptors (Linux /proc/self/fd), -1 when not
-// found, and whether its peer hung up (server-completions.cpp; see server.h, Cancellation).
-int find_connection_fd(const std::string& remote_addr, int remote_port, int local_port);
-bool peer_gone(int fd);
 
 // Tasks kept (running or finished); see server.h.
 inline constexpr size_t kMaxTasks = 64;
@@ -197,22 +193,9 @@ inline void release_job(TaskEntry& e) {
   job.reset();
 }
 
-// httplib::Server with access to its listening socket: cpp-httplib 0.11.4 listens with a
-// backlog of 5, so a burst of connections overflows the accept queue (the kernel then drops
-// handshakes and data, and a client's request can arrive after the read timeout). listen()
-// again on the bound socket raises the backlog.
-class HttpServer : public httplib::Server {
- public:
-  void raise_backlog(int backlog) {
-    const socket_t fd = svr_sock_;
-    if (fd != INVALID_SOCKET) ::listen(fd, backlog);
-  }
-};
-
 struct Server::Impl {
   ServerOptions opt;
-  HttpServer http;
-  std::thread listen_thread;
+  std::unique_ptr<HttpFront> http;  // created by start()
   int port = 0;
   std::string id_prefix;  // random per run, so response ids do not repeat across restarts
 
@@ -467,7 +450,7 @@ struct Server::Impl {
   void handle_model(const httplib::Request& req, httplib::Response& res);
   // The task named by the route's id, or nullptr after answering 404.
   std::shared_ptr<TaskEntry> find_task(const httplib::Request& req, httplib::Response& res);
-  void install_routes();
+  void install_routes(HttpFront& http);
 };
 
 }  // namespace llmt::server

@@ -4,8 +4,6 @@
 
 #include "common/embeddings.h"
 
-#include <sys/socket.h>
-
 #include <cstdio>
 
 namespace llmt::server {
@@ -28,56 +26,35 @@ const char* route_name(const std::string& path) {
 
 }  // namespace
 
-void Server::Impl::install_routes() {
-  // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
-  // without an error; SO_REUSEADDR alone allows a quick restart and still refuses that.
-  http.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  http.set_payload_max_length(opt.max_body_bytes);
-  http.set_read_timeout(
-      static_cast<time_t>(opt.read_timeout_s),
-      static_cast<time_t>((opt.read_timeout_s - static_cast<time_t>(opt.read_timeout_s)) * 1e6));
-  const size_t n_threads =
-      static_cast<size_t>(opt.n_http_threads > 0 ? opt.n_http_threads : opt.max_queue + 16);
-  http.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
-
+void Server::Impl::install_routes(HttpFront& http) {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (opt.api_key.empty() || req.path == "/health")
-      return httplib::Server::HandlerResponse::Unhandled;
+    if (opt.api_key.empty() || req.path == "/health") return false;
     const std::string auth = req.get_header_value("Authorization");
     if (!constant_time_equal(auth, "Bearer " + opt.api_key)) {
       send_json(res, 401,
                 error_body("invalid or missing API key (Authorization: Bearer KEY)",
                            "invalid_request_error", "invalid_api_key"));
-      // The request body (if any) was not read: the connection cannot carry another request.
-      res.set_header("Connection", "close");
-      return httplib::Server::HandlerResponse::Handled;
+      return true;
     }
-    return httplib::Server::HandlerResponse::Unhandled;
+    return false;
   });
-  // Statuses httplib sets itself (404 no route, 413 too large, 400 unreadable request) get an
-  // OpenAI error body too.
-  http.set_error_handler(
-      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
-        if (!res.body.empty() || res.is_chunked_content_provider_) {
-          return httplib::Server::HandlerResponse::Unhandled;
-        }
-        const char* msg = res.status == 413   ? "request body too large"
-                          : res.status == 404 ? "no such endpoint"
-                          : res.status == 405 ? "method not allowed"
-                                              : "bad request";
-        const char* type = res.status >= 500 ? "server_error" : "invalid_request_error";
-        res.set_content(dump_json(error_body(msg, type)), kJson);
-        // No handler ran, so a request body may be unread: close rather than parse it as a request.
-        res.set_header("Connection", "close");
-        return httplib::Server::HandlerResponse::Handled;
-      }));
-  http.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-        send_json(res, 500, error_body("internal error", "server_error", "internal_error"));
-      });
+  // Statuses the front answers itself (404 no route, 405, 408 too slow, 413 too large, 431,
+  // 400 unreadable request, 503 overloaded) get an OpenAI error body too.
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    const char* msg = res.status == 413   ? "request body too large"
+                      : res.status == 404 ? "no such endpoint"
+                      : res.status == 405 ? "method not allowed"
+                      : res.status == 408 ? "the request did not arrive in time"
+                      : res.status == 431 ? "request headers too large"
+                      : res.status == 503 ? "server overloaded, retry later"
+                      : res.status == 505 ? "HTTP version not supported"
+                                          : "bad request";
+    const char* type = res.status >= 500 ? "server_error" : "invalid_request_error";
+    res.set_content(dump_json(error_body(msg, type)), kJson);
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 500, error_body("internal error", "server_error", "internal_error"));
+  });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     {
       std::lock_guard<std::mutex> lk(mu);

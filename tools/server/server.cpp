@@ -1,7 +1,5 @@
 #include "server-impl.h"
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -50,22 +48,26 @@ Status Server::start() {
     return invalid_argument("max_queue_per_tenant must be >= 0");
   }
   if (s.opt.max_body_bytes < 1) return invalid_argument("max_body_bytes must be >= 1");
-  if (!(s.opt.read_timeout_s > 0)) return invalid_argument("read_timeout_s must be > 0");
-  if (s.listen_thread.joinable()) return invalid_argument("the server is already started");
+  if (s.http) return invalid_argument("the server is already started");
   if (!s.metrics) return internal_error("cannot create the metrics registry");
-  s.install_routes();
-  if (s.opt.port == 0) {
-    s.port = s.http.bind_to_any_port(s.opt.host);
-    if (s.port <= 0) return io_error("cannot bind " + s.opt.host + " (any port)");
-  } else {
-    if (!s.http.bind_to_port(s.opt.host, s.opt.port)) {
-      return io_error("cannot bind " + s.opt.host + ":" + std::to_string(s.opt.port) +
-                      " (in use, or not a local address?)");
-    }
-    s.port = s.opt.port;
+  HttpFrontOptions fo;
+  fo.max_body_bytes = s.opt.max_body_bytes;
+  fo.request_timeout_s = s.opt.request_timeout_s;
+  fo.idle_timeout_s = s.opt.idle_timeout_s;
+  fo.write_timeout_s = s.opt.write_timeout_s;
+  fo.max_connections = s.opt.max_connections;
+  fo.max_connections_per_client = s.opt.max_connections_per_client;
+  fo.n_handler_threads = s.opt.n_http_threads > 0 ? s.opt.n_http_threads : s.opt.max_queue + 16;
+  auto front = std::make_unique<HttpFront>(fo);
+  s.install_routes(*front);
+  Result<int> port = front->bind(s.opt.host, s.opt.port);
+  if (!port.is_ok()) {
+    return io_error(port.status().message() +
+                    (s.opt.port != 0 ? " (in use, or not a local address?)" : ""));
   }
-  s.http.raise_backlog(1024);
-  s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
+  if (Status st = front->start(); !st.is_ok()) return st;
+  s.port = *port;
+  s.http = std::move(front);
   return Status::ok();
 }
 
@@ -116,10 +118,9 @@ void Server::stop(double grace_s) {
     s.stopped = true;
     s.draining = true;
   }
-  if (!s.listen_thread.joinable()) return;
+  if (!s.http) return;
   // The listener stays up until every live request has ended: new requests meanwhile get 503
-  // (draining), and cpp-httplib stops writing chunked responses once it is stopped, so stopping
-  // it first would cut a cancelled stream before its final chunk.
+  // (draining), and a cancelled stream still gets its final chunk.
   std::unique_lock<std::mutex> lk(s.mu);
   const auto grace = std::chrono::duration<double>(std::max(0.0, grace_s));
   s.cv.wait_for(lk, grace, [&] { return s.live.empty(); });
@@ -147,8 +148,7 @@ void Server::stop(double grace_s) {
     }
     release_job(*e);
   }
-  s.http.stop();  // no new connections; idle keep-alive connections close
-  s.listen_thread.join();
+  s.http->stop();  // no new connections; idle keep-alive connections close
 }
 
 ServerStats Server::stats() const {

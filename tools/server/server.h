@@ -1,5 +1,7 @@
-// The HTTP layer of `llmthreads serve`: an OpenAI-compatible server over an Engine, on
-// cpp-httplib (HTTP/1.1, keep-alive, one pool thread per open connection).
+// The HTTP layer of `llmthreads serve`: an OpenAI-compatible server over an Engine, on our
+// event-driven HTTP/1.1 front (http-front.h: one epoll thread for every connection, deadlines
+// per request, connection limits that slow or idle clients cannot fill, a pool of handler
+// threads for complete requests).
 //
 // Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming; the request
 // translation is openai.h), GET /v1/models, GET /health (200 {"status":"ok"} once an engine is
@@ -74,12 +76,10 @@
 // with an api_key, every endpoint but /health needs `Authorization: Bearer KEY` (compared in
 // constant time) or gets 401. No CORS headers are sent.
 //
-// Cancellation: a streaming client that goes away (a chunk write fails, or the socket is no
-// longer writable while waiting) cancels its LLM threads (all n choices) at once. cpp-httplib
-// 0.11.4 gives a request handler no view of its connection, so a non-streaming request that has run
-// for 100 ms looks its socket up once (the descriptor whose local port is the server's and whose
-// peer is the request's remote address; Linux /proc/self/fd) and then polls it for a hang-up every
-// 100 ms: a client that closed cancels its threads within about 100 ms.
+// Cancellation: a client that goes away (its connection closes or resets; a streaming one also
+// when a chunk write fails) cancels its LLM threads (all n choices): a streaming request at its
+// next event, a non-streaming completion or embeddings request within about 100 ms (it polls
+// connection_closed(), http-front.h).
 //
 // Logprobs (completions `logprobs`, chat `logprobs` / `top_logprobs`; formats in openai.h) are
 // computed by the engine (ThreadRequest::logprobs) only for requests that ask.
@@ -109,13 +109,19 @@ struct ServerOptions {
   int64_t max_queue_tokens = 65536;  // prompt tokens of not-yet-generating requests; 0 = no limit
   int32_t max_queue_per_tenant = 0;  // live completion threads of one tenant at most; 0 = no limit
   size_t max_body_bytes = size_t{8} << 20;
-  int32_t n_http_threads = 0;      // connection threads; 0 = max_queue + 16
-  double read_timeout_s = 5.0;     // a client that stops sending a request for this long: 400
-  std::string model_name;          // the model id clients see; "" = "model"
-  std::string chat_format;         // chat format name; "" = from the model's chat template
-  int32_t default_max_tokens = 0;  // when a request has none; 0 = up to the context's end
-  SamplingParams sampling;         // fields a request does not set (llama.cpp's defaults)
-  bool log_requests = false;       // one line per request to stderr
+  // Request handler threads (a live completion holds one until it is answered; idle and slow
+  // connections hold none: http-front.h); 0 = max_queue + 16.
+  int32_t n_http_threads = 0;
+  double request_timeout_s = 10.0;  // a request (head and body) must arrive within this: else 408
+  double idle_timeout_s = 30.0;     // a keep-alive connection waiting for its next request
+  double write_timeout_s = 30.0;    // a client that reads nothing of its response this long
+  int32_t max_connections = 16384;  // open connections (capped below RLIMIT_NOFILE)
+  int32_t max_connections_per_client = 0;  // per client address; 0 = max_connections
+  std::string model_name;                  // the model id clients see; "" = "model"
+  std::string chat_format;                 // chat format name; "" = from the model's chat template
+  int32_t default_max_tokens = 0;          // when a request has none; 0 = up to the context's end
+  SamplingParams sampling;                 // fields a request does not set (llama.cpp's defaults)
+  bool log_requests = false;               // one line per request to stderr
 };
 
 struct ServerStats {
