@@ -42,6 +42,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr auto kSweepEvery = std::chrono::milliseconds(100);
+constexpr auto kSweepSoon = std::chrono::milliseconds(2);
+constexpr size_t kMaxExpiredPerSweep = 128;
 // How long stop() lets responses in progress finish before closing everything.
 constexpr auto kStopWait = std::chrono::seconds(30);
 constexpr auto kLingerFor = std::chrono::seconds(2);
@@ -643,9 +645,17 @@ struct HttpFront::Impl {
     parse(c);  // a pipelined request may be complete already
   }
 
-  void sweep(Clock::time_point now) {
+  // Closes (or answers 408) at most kMaxExpiredPerSweep connections past their deadline, the
+  // rest at the next pass, so that a crowd of connections expiring at once does not stall the
+  // loop for everyone else. Returns whether some were left for the next pass.
+  bool sweep(Clock::time_point now) {
     std::vector<std::shared_ptr<Conn>> expired;
+    bool more = false;
     for (auto& [fd, c] : conns) {
+      if (expired.size() == kMaxExpiredPerSweep) {
+        more = true;
+        break;
+      }
       if (!c->busy) {
         if (now >= c->deadline) expired.push_back(c);
         continue;
@@ -670,6 +680,7 @@ struct HttpFront::Impl {
       epoll_set(EPOLL_CTL_ADD, listen_fd, EPOLLIN);
       accepting = true;
     }
+    return more;
   }
 
   void loop_main() {
@@ -691,8 +702,11 @@ struct HttpFront::Impl {
         for (const auto& c : idle) close_conn(c);
       }
       if (stop_seen && (conns.empty() || Clock::now() >= stop_deadline)) break;
-      const int n = epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
-                               static_cast<int>(kSweepEvery.count()));
+      const auto until_sweep =
+          std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep - Clock::now());
+      const int n = epoll_wait(
+          epoll_fd, events.data(), static_cast<int>(events.size()),
+          static_cast<int>(std::clamp<int64_t>(until_sweep.count(), 0, kSweepEvery.count())));
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         const uint32_t ev = events[i].events;
@@ -724,8 +738,7 @@ struct HttpFront::Impl {
       for (const auto& c : todo) flush(c);
       const Clock::time_point now = Clock::now();
       if (now >= next_sweep) {
-        sweep(now);
-        next_sweep = now + kSweepEvery;
+        next_sweep = sweep(now) ? now + kSweepSoon : now + kSweepEvery;
       }
     }
     std::vector<std::shared_ptr<Conn>> rest;
