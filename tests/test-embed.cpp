@@ -319,7 +319,7 @@ TEST_P(DecoderEmbed, MeanOfHiddenStatesAloneBatchedChunkedEvicted) {
   ec.sched.quantum_tokens = 4;
   ec.sched.max_running = 4;
   const size_t per_token = eng->kv_bytes_per_token();
-  ec.kv.budget_bytes = per_token * 4 * 32;  // 32 blocks of 4 tokens
+  ec.kv.budget_bytes = per_token * 4 * 20;  // 20 blocks of 4 tokens: evictions every few steps
   auto tight = Engine::create(ec);
   ASSERT_TRUE(tight.is_ok()) << tight.status().to_string();
   std::vector<ThreadHandle> hs, growing;

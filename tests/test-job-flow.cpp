@@ -77,22 +77,32 @@ struct Collected {
 };
 
 // Samples a job's and its engine's counts until stopped; keeps the peaks.
+// Sampled by its own thread every 200 us and, where a test calls sample() (e.g. from the feeder's
+// tick), then too: on a loaded machine the sampling thread alone may not run while a short job
+// does.
 struct Peaks {
   std::atomic<bool> stop{false};
+  std::mutex mu;
   uint64_t docs = 0, job_threads = 0;
   int64_t engine_threads = 0;
+  const Job& job;
+  const Engine& engine;
   std::thread t;
-  Peaks(const Job& job, const Engine& engine) {
-    t = std::thread([this, &job, &engine] {
+  Peaks(const Job& j, const Engine& e) : job(j), engine(e) {
+    t = std::thread([this] {
       while (!stop.load()) {
-        const JobStats js = job.stats();
-        const EngineStats es = engine.stats();
-        docs = std::max(docs, job.n_in_flight());
-        job_threads = std::max(job_threads, js.n_threads_live);
-        engine_threads = std::max(engine_threads, es.n_submitted - es.n_finished);
+        sample();
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
     });
+  }
+  void sample() {
+    const JobStats js = job.stats();
+    const EngineStats es = engine.stats();
+    std::lock_guard<std::mutex> lk(mu);
+    docs = std::max(docs, job.n_in_flight());
+    job_threads = std::max(job_threads, js.n_threads_live);
+    engine_threads = std::max(engine_threads, es.n_submitted - es.n_finished);
   }
   void finish() {
     stop.store(true);
@@ -137,7 +147,10 @@ TEST(JobFlow, FeedKeepsTheWindowAndResultsMatch) {
   Peaks peaks(**job, *e);
   int n_ticks = 0;
   FeedOptions fo;
-  fo.tick = [&] { ++n_ticks; };
+  fo.tick = [&] {
+    ++n_ticks;
+    peaks.sample();
+  };
   ASSERT_TRUE((*job)->feed(src, fo).is_ok());
   (*job)->wait_idle();
   peaks.finish();

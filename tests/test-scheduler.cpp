@@ -494,6 +494,29 @@ TEST(Scheduler, RoundRobinCapsPrefillAtQuantum) {
   EXPECT_EQ(sim.n_errors, 0);
 }
 
+// Round robin with recompute eviction in a pool that holds one thread but not two: the thread at
+// the front evicts the other, which must recompute its prefix on its turn. Recomputed positions
+// do not use the quantum (only new ones do), so each turn makes progress; before, each turn's 4
+// tokens went to recomputing and were lost at the next eviction, and neither thread finished.
+TEST(Scheduler, RoundRobinRecomputeEvictionStillProgresses) {
+  for (const bool prefix : {true, false}) {
+    SchedulerOptions o = options(Policy::kRoundRobin, 8, 4);
+    o.quantum_tokens = 4;
+    o.eviction = Eviction::kRecompute;
+    Sim sim(o, 12, 4, prefix);
+    sim.add(1, make_prompt(18, 10), 44);
+    sim.add(2, make_prompt(18, 60), 44);
+    sim.add(3, make_prompt(9, 90), 30);
+    ASSERT_TRUE(sim.run(2000)) << "prefix caching " << prefix;
+    EXPECT_EQ(sim.finished[1], reference(1, make_prompt(18, 10), 44));
+    EXPECT_EQ(sim.finished[2], reference(2, make_prompt(18, 60), 44));
+    EXPECT_EQ(sim.finished[3], reference(3, make_prompt(9, 90), 30));
+    EXPECT_GT(sim.s.stats().n_preempt_recompute, 0u) << "the pool was meant to force evictions";
+    EXPECT_EQ(sim.kv.stats().n_used, 0);
+    EXPECT_EQ(sim.n_errors, 0);
+  }
+}
+
 // Fair share: a tenant with 10 threads and one with 2, both backlogged, are served within 5%.
 TEST(Scheduler, FairShareAcrossTenants) {
   SchedulerOptions o = options(Policy::kFairShare, 512, 4);

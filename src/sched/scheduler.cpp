@@ -45,7 +45,11 @@ struct Thread {
   int32_t n_computed = 0;    // positions with K/V (in the cache, or in the swap store if swapped)
   double last_run_s = 0.0;   // complete() time of its last executed chunk (arrival before)
   uint64_t last_step = 0;    // step number of its last executed chunk (0: never)
-  int32_t quantum_used = 0;  // kRoundRobin: tokens computed since it was last put at the back
+  int32_t quantum_used = 0;  // kRoundRobin: new tokens computed since it was last put at the back
+  // The most positions it ever had computed: tokens below it that it computes again (after a
+  // recompute eviction) do not use its round-robin quantum, else two threads that evict each
+  // other in turn would each lose their turn's progress and never finish.
+  int32_t n_high_water = 0;
   std::list<Thread*>::iterator rr_pos;
 
   // While kSwapped: how its KV was saved.
@@ -290,7 +294,8 @@ struct Scheduler::Impl {
     }
     int32_t n = std::min(remaining, budget - reserve);
     if (opt.policy == Policy::kRoundRobin) {
-      n = std::min(n, std::max(1, opt.quantum_tokens - t.quantum_used));
+      const int32_t redo = std::max(0, t.n_high_water - t.n_computed);
+      n = std::min(n, redo + std::max(1, opt.quantum_tokens - t.quantum_used));
     }
     return std::max(n, 0);
   }
@@ -506,6 +511,9 @@ struct Scheduler::Impl {
       if (c.pos0 + c.n_tokens > static_cast<int32_t>(t->tokens.size())) continue;
       const bool decode = c.n_tokens == 1 && c.sample && c.pos0 >= t->n_prompt;
       t->n_computed += c.n_tokens;
+      // New positions only (see n_high_water).
+      const int32_t n_new = std::max(0, t->n_computed - std::max(t->n_high_water, c.pos0));
+      t->n_high_water = std::max(t->n_high_water, t->n_computed);
       if (decode) {
         st.decode_tokens += 1;
       } else {
@@ -526,8 +534,8 @@ struct Scheduler::Impl {
       kv->commit(t->id, t->tokens, t->n_computed);
       t->last_run_s = now_s;
       t->last_step = step;
-      if (opt.policy == Policy::kRoundRobin) {
-        t->quantum_used += c.n_tokens;
+      if (opt.policy == Policy::kRoundRobin && n_new > 0) {
+        t->quantum_used += n_new;
         if (t->quantum_used >= opt.quantum_tokens) {
           t->quantum_used = 0;
           rr_queue.splice(rr_queue.end(), rr_queue, t->rr_pos);

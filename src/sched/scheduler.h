@@ -27,9 +27,12 @@
 //                thread prefills, threads whose effective priority is below that thread's base
 //                priority are left out of the step (they keep their KV), so a high-priority
 //                prompt is not slowed by a full batch of low-priority decodes.
-//   kRoundRobin  a queue; a thread that has computed quantum_tokens since it reached the front
-//                goes to the back. Only matters when more threads are runnable than max_running
-//                (or than the KV blocks hold).
+//   kRoundRobin  a queue; a thread that has computed quantum_tokens new positions since it
+//                reached the front goes to the back. Positions it computes again after a
+//                recompute eviction are not new (they neither use its quantum nor are capped by
+//                it), so each turn makes progress even when threads keep evicting each other.
+//                Only matters when more threads are runnable than max_running (or than the KV
+//                blocks hold).
 //   kFairShare   per-tenant counters of tokens served (prefill tokens x 1 + generated tokens x
 //                fair_decode_weight, the VTC rule); the tenant with the least service first,
 //                arrival order within a tenant. A tenant that becomes active is lifted to the
@@ -38,14 +41,14 @@
 // step_tokens allow (each running thread's decode token counts 1; a prefill chunk takes what is
 // left of step_tokens, at most the thread's remaining tokens, less one token for each running
 // decode later in order that max_running and the latency rule would still let in, so a long prompt
-// never stalls decodes; kRoundRobin also caps it at what is left of the thread's quantum). A
-// thread whose tokens reached n_kv_tokens is never taken (the caller removes it). A waiting thread
-// whose prompt continues into blocks another running thread is computing right now (pending in
-// the prefix cache) waits a step for them instead of computing them twice. A thread that needs
-// KV blocks that are not available evicts threads that come after it in policy order and were
-// not taken (last in order first); if that is not enough it is not taken this step (a running
-// thread that cannot grow is itself evicted), and no further waiting or swapped thread is
-// admitted in that step. Nothing is evicted unless evicting is enough. Hysteresis: since aging
+// never stalls decodes; kRoundRobin also caps it at what it recomputes plus what is left of the
+// thread's quantum). A thread whose tokens reached n_kv_tokens is never taken (the caller removes
+// it). A waiting thread whose prompt continues into blocks another running thread is computing
+// right now (pending in the prefix cache) waits a step for them instead of computing them twice. A
+// thread that needs KV blocks that are not available evicts threads that come after it in policy
+// order and were not taken (last in order first); if that is not enough it is not taken this step
+// (a running thread that cannot grow is itself evicted), and no further waiting or swapped thread
+// is admitted in that step. Nothing is evicted unless evicting is enough. Hysteresis: since aging
 // and service counters move every step, kPriority evicts only threads whose effective priority
 // is at least preempt_margin lower, and kFairShare only threads of the same tenant or of a tenant
 // served at least quantum_tokens more, so two threads that keep passing each other in the order
