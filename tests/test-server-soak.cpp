@@ -9,7 +9,9 @@
 //   * nothing leaked: no live request, no waiting or running LLM thread, 0 KV blocks in use
 //     (cached ones are the prefix cache), per the engine and /metrics;
 //   * memory bounded: the process's RSS grew less than 10% (+ 4 MiB of allocator slack) from the
-//     end of the first quarter (warm-up) to the end.
+//     end of the first quarter (warm-up) to the end (not under a sanitizer, whose own memory
+//     grows).
+// Under ThreadSanitizer (CI runs it for 60 s there) it is a race hunt over the whole server.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -309,7 +311,13 @@ TEST(ServerSoak, MixedTrafficLosesNothingLeaksNothing) {
   EXPECT_GT(tally.n_streams, 5);
   EXPECT_GT(tally.n_tasks, 2);
   EXPECT_GT(es.preempt_ram + es.preempt_disk + es.preempt_recompute, 0);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // Sanitizer runtimes grow their own shadow memory and histories with every access: RSS says
+  // nothing about ours there (the Release build checks it).
+  std::printf("RSS not checked under a sanitizer\n");
+#else
   EXPECT_LT(rss_end, rss_warm + rss_warm / 10 + 4096) << "RSS " << rss_warm << " -> " << rss_end;
+#endif
   std::printf(
       "soak %.0f s: %lld requests, %lld ok, %lld 429, %lld abandoned, %lld streams, %lld tasks; "
       "engine %lld threads (%lld cancelled), %d KV blocks, preemptions %lld; RSS %lld -> %lld "
