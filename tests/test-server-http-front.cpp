@@ -610,6 +610,17 @@ TEST(ServerSlowClients, CompletionsAnswerBehindHundredsOfTricklingConnections) {
     slow[static_cast<size_t>(i)]->read_to_close(5.0);
     EXPECT_EQ(slow[static_cast<size_t>(i)]->received().rfind("HTTP/1.1 408", 0), 0u);
   }
+  // The front's figures are in /metrics.
+  auto m = c->Get("/metrics");
+  ASSERT_TRUE(m);
+  const auto value_of = [&](const std::string& series) {
+    const size_t p = m->body.find("\n" + series + " ");
+    return p == std::string::npos ? -1.0 : std::stod(m->body.substr(p + series.size() + 2));
+  };
+  EXPECT_GE(value_of("llmthreads_http_connections_total{event=\"timed_out\"}"), 5.0) << m->body;
+  EXPECT_GE(value_of("llmthreads_http_connections_total{event=\"accepted\"}"), 301.0);
+  EXPECT_GE(value_of("llmthreads_http_connections_open"), 1.0);
+  EXPECT_EQ(value_of("llmthreads_http_connections_total{event=\"refused\"}"), 0.0);
 }
 
 }  // namespace

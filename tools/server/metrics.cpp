@@ -504,6 +504,18 @@ Status ServerMetrics::init() {
   LLMT_ASSIGN_OR_RETURN(preempt_ram_, pre->labels({"ram"}));
   LLMT_ASSIGN_OR_RETURN(preempt_disk_, pre->labels({"disk"}));
   LLMT_ASSIGN_OR_RETURN(preempt_recompute_, pre->labels({"recompute"}));
+  LLMT_ASSIGN_OR_RETURN(http_open_,
+                        r.add_gauge(p + "http_connections_open", "Open HTTP connections."));
+  LLMT_ASSIGN_OR_RETURN(
+      CounterFamily * hc,
+      r.add_counter_family(p + "http_connections_total",
+                           "HTTP connections accepted, evicted at a connection limit to make "
+                           "room, refused at a limit, or closed at a deadline.",
+                           {"event"}));
+  LLMT_ASSIGN_OR_RETURN(http_accepted_, hc->labels({"accepted"}));
+  LLMT_ASSIGN_OR_RETURN(http_evicted_, hc->labels({"evicted"}));
+  LLMT_ASSIGN_OR_RETURN(http_refused_, hc->labels({"refused"}));
+  LLMT_ASSIGN_OR_RETURN(http_timed_out_, hc->labels({"timed_out"}));
   LLMT_ASSIGN_OR_RETURN(swap_failures_,
                         r.add_counter(p + "swap_failures_total",
                                       "Swap saves or restores that failed (turned into "
@@ -568,6 +580,15 @@ void ServerMetrics::update_engine(const EngineStats& s) {
   threads_cancelled_->advance_to(d(s.n_cancelled));
   steps_->advance_to(d(s.n_steps));
   busy_s_->advance_to(s.busy_s);
+}
+
+void ServerMetrics::update_http(const HttpFrontStats& s) {
+  const auto d = [](int64_t v) { return static_cast<double>(v); };
+  http_open_->set(d(s.n_open));
+  http_accepted_->advance_to(d(s.n_accepted));
+  http_evicted_->advance_to(d(s.n_evicted));
+  http_refused_->advance_to(d(s.n_refused));
+  http_timed_out_->advance_to(d(s.n_timed_out));
 }
 
 }  // namespace llmt::server

@@ -33,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "http-front.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/status.h"
 
@@ -205,6 +206,9 @@ std::vector<double> latency_buckets_seconds();
 //   threads_submitted_total, threads_finished_total, threads_cancelled_total   counters
 //   engine_steps_total                        counter
 //   engine_busy_seconds_total                 counter
+// from update_http(HttpFrontStats):
+//   http_connections_open                     gauge
+//   http_connections_total{event="accepted|evicted|refused|timed_out"}  counter
 // Rates (tokens/s, requests/s) are left to Prometheus: rate(llmthreads_generated_tokens_total[1m]).
 // Thread-safety: as the registry (any method from any thread).
 class ServerMetrics {
@@ -219,6 +223,8 @@ class ServerMetrics {
   void set_queue_tokens(int64_t n) { queue_tokens_->set(static_cast<double>(n)); }
   // Copies an engine snapshot into the gauges and counters above.
   void update_engine(const EngineStats& s);
+  // Copies the HTTP front's connection figures (http-front.h) into the metrics above.
+  void update_http(const HttpFrontStats& s);
 
   Histogram& ttft() { return *ttft_; }
   Histogram& itl() { return *itl_; }
@@ -260,6 +266,11 @@ class ServerMetrics {
   Counter* threads_cancelled_ = nullptr;
   Counter* steps_ = nullptr;
   Counter* busy_s_ = nullptr;
+  Gauge* http_open_ = nullptr;
+  Counter* http_accepted_ = nullptr;
+  Counter* http_evicted_ = nullptr;
+  Counter* http_refused_ = nullptr;
+  Counter* http_timed_out_ = nullptr;
 };
 
 }  // namespace llmt::server

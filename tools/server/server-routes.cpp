@@ -120,7 +120,7 @@ void Server::Impl::install_routes(HttpFront& http) {
     }
     send_json(res, 200, e->to_json());
   });
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", [this, front = &http](const httplib::Request&, httplib::Response& res) {
     if (!metrics) {
       send_json(res, 500, error_body("metrics unavailable", "server_error", "internal_error"));
       return;
@@ -132,6 +132,7 @@ void Server::Impl::install_routes(HttpFront& http) {
       publish_queue_locked();
     }
     if (eng) metrics->update_engine(eng->stats());
+    metrics->update_http(front->stats());
     res.status = 200;
     res.set_content(metrics->render(), "text/plain; version=0.0.4");
   });
