@@ -129,6 +129,84 @@ TEST(ToolCalls, DeepseekAndReasoning) {
   EXPECT_FALSE(bad.content.empty());
 }
 
+// Streamed in pieces, every answer gives what parse_assistant_output gives for the whole text:
+// the concatenated deltas are its content and reasoning_content, finish() its tool calls; and no
+// marker text leaks into a delta before it is known not to be one.
+TEST(ToolCalls, StreamParserMatchesTheWholeTextParseForEverySplit) {
+  struct Case {
+    ToolCallFamily family;
+    bool reasoning;
+    bool open;  // the prompt ended in "<think>"
+    std::string text;
+  };
+  const std::string ds_calls =
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"
+      "\"city\": \"Tokyo\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>";
+  const std::vector<Case> cases = {
+      {ToolCallFamily::kHermes, true, false,
+       "<think>\nLet me look.\n</think>\n\nSure. <tool_call>\n{\"name\": \"f\", \"arguments\": "
+       "{\"x\": 1}}\n</tool_call>\n<tool_call>{\"name\": \"g\", \"arguments\": {}}</tool_call>"},
+      {ToolCallFamily::kHermes, true, false, "Plain answer, no call.  "},
+      {ToolCallFamily::kHermes, false, false, "a < b and <tool_ is not a call"},
+      {ToolCallFamily::kHermes, true, false, "<think>cut off while thinking"},
+      {ToolCallFamily::kHermes, true, false, "<tool_call>not json</tool_call> tail"},
+      {ToolCallFamily::kLlama3, false, false,
+       "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"},
+      {ToolCallFamily::kLlama3, false, false,
+       "<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": "
+       "{}}"},
+      {ToolCallFamily::kLlama3, false, false, "{not a call} but text"},
+      {ToolCallFamily::kLlama3, false, false, "The weather is fine."},
+      {ToolCallFamily::kDeepseek, true, false,
+       "<think>\nThe user wants weather.\n</think>\n\nChecking." + ds_calls},
+      {ToolCallFamily::kDeepseek, true, true, "step 1, step 2\n</think>\n\nThe answer is 4."},
+      {ToolCallFamily::kNone, true, true, "only thinking, cut off"},
+      {ToolCallFamily::kNone, true, false, "<thinking> is not <think>"},
+      {ToolCallFamily::kNone, true, false, "<think>a</think>b < c </thin"},
+  };
+  for (const Case& cs : cases) {
+    const std::string whole = (cs.open ? "<think>" : "") + cs.text;
+    const ParsedAssistantMessage want = parse_assistant_output(whole, cs.family, cs.reasoning);
+    // Every split into two pieces, and one byte at a time.
+    std::vector<std::vector<std::string>> splits;
+    for (size_t k = 0; k <= cs.text.size(); ++k)
+      splits.push_back({cs.text.substr(0, k), cs.text.substr(k)});
+    std::vector<std::string> bytes;
+    for (char ch : cs.text) bytes.emplace_back(1, ch);
+    splits.push_back(bytes);
+    for (const auto& pieces : splits) {
+      AssistantStreamParser p(cs.family, cs.reasoning, cs.open);
+      std::string content, reasoning;
+      for (const std::string& piece : pieces) {
+        const AssistantDelta d = p.feed(piece);
+        content += d.content;
+        reasoning += d.reasoning_content;
+        for (const char* marker : {"<think>", "</think>", "<tool_call>", "<|python_tag|>"}) {
+          // (unless the answer's content really holds that text)
+          if (want.content.find(marker) != std::string::npos) continue;
+          EXPECT_EQ(d.content.find(marker), std::string::npos) << cs.text;
+        }
+      }
+      AssistantStreamParser::Final f = p.finish();
+      content += f.rest.content;
+      reasoning += f.rest.reasoning_content;
+      ASSERT_EQ(content, want.content) << cs.text << " | pieces " << pieces.size();
+      ASSERT_EQ(reasoning, want.reasoning_content) << cs.text;
+      ASSERT_EQ(f.tool_calls.size(), want.tool_calls.size()) << cs.text;
+      for (size_t i = 0; i < want.tool_calls.size(); ++i) {
+        EXPECT_EQ(f.tool_calls[i].name, want.tool_calls[i].name);
+        EXPECT_EQ(f.tool_calls[i].arguments, want.tool_calls[i].arguments);
+      }
+    }
+  }
+  // Text is sent as it comes, not held to the end: the first words of a long answer.
+  AssistantStreamParser p(ToolCallFamily::kHermes, true, false);
+  EXPECT_EQ(p.feed("<think>Hmm").reasoning_content, "Hmm");
+  EXPECT_EQ(p.feed(" yes</think>The ").content, "The");
+  EXPECT_EQ(p.feed("answer <tool").content, " answer");
+  EXPECT_EQ(p.feed("_call>{").content, "");
+}
+
 // What the templates render for an assistant tool call parses back into the same call.
 TEST(ToolCalls, RoundTripThroughTemplates) {
   LLMT_REQUIRE_DATA("reference/chat-templates/qwen3.jinja");
