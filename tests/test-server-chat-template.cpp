@@ -117,7 +117,6 @@ TEST(ServerChatTemplate, ResponsesCarryToolCallsAndReasoning) {
   EXPECT_EQ(body["choices"][1]["finish_reason"], "stop");
 }
 
-
 // The data payloads of an SSE body, "[DONE]" included.
 std::vector<std::string> sse_payloads(const std::string& body) {
   std::vector<std::string> out;
@@ -140,8 +139,8 @@ std::vector<std::string> sse_payloads(const std::string& body) {
 // makes stories260K write the answer.
 TEST(ServerChatTemplate, StreamedToolCallsAndReasoningMatchTheWholeResponse) {
   LLMT_REQUIRE_DATA("models/stories260K.gguf");
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("llmt-stream-tools-" + std::to_string(::getpid()));
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("llmt-stream-tools-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string tmpl_path = (dir / "t.jinja").string();
   {
@@ -228,7 +227,8 @@ TEST(ServerChatTemplate, StreamedToolCallsAndReasoningMatchTheWholeResponse) {
     const json ev = json::parse(e);
     const json& d = ev["choices"][0]["delta"];
     EXPECT_FALSE(d.contains("tool_calls")) << e;
-    if (d.contains("content") && d["content"].is_string()) content += d["content"].get<std::string>();
+    if (d.contains("content") && d["content"].is_string())
+      content += d["content"].get<std::string>();
     if (!ev["choices"][0]["finish_reason"].is_null()) finish = ev["choices"][0]["finish_reason"];
   }
   EXPECT_EQ(content, answer.substr(answer.find("Sure")));

@@ -209,4 +209,40 @@ struct ParsedAssistantMessage {
 ParsedAssistantMessage parse_assistant_output(std::string_view text, ToolCallFamily family,
                                               bool parse_reasoning = true);
 
+// What a streamed answer may send now: new content and reasoning text.
+struct AssistantDelta {
+  std::string content;
+  std::string reasoning_content;
+  bool empty() const { return content.empty() && reasoning_content.empty(); }
+};
+
+// parse_assistant_output() for a streamed answer: fed the generated text piece by piece, it
+// returns what can be sent at once, holding back only what may still turn out to be a marker
+// (a partial "</think>", "<tool_call>", ...), a tool call (from its start marker to the end; for
+// kLlama3 a whole answer that starts like one), and whitespace that may end up trimmed. finish()
+// parses the whole text as parse_assistant_output() does and returns the rest, so that the
+// concatenated deltas equal its content and reasoning_content, with its tool calls. Exceptions,
+// where already-sent text cannot be taken back: leading whitespace of an answer without
+// reasoning is sent as is (parse_assistant_output trims it only when a tool call is found), and a
+// "</think>" without an opening "<think>" leaves the text before it as content (give
+// reasoning_open when the prompt ends in "<think>", as DeepSeek-R1's template does: the answer is
+// then parsed as if it began with "<think>", streamed or not).
+// Thread-safety: none (one per streamed choice).
+class AssistantStreamParser {
+ public:
+  AssistantStreamParser(ToolCallFamily family, bool parse_reasoning, bool reasoning_open);
+  AssistantDelta feed(std::string_view piece);
+  struct Final {
+    AssistantDelta rest;
+    std::vector<ParsedToolCall> tool_calls;
+  };
+  Final finish();
+
+ private:
+  ToolCallFamily family_;
+  bool parse_reasoning_;
+  std::string text_;  // the answer so far ("<think>" first with reasoning_open)
+  std::string sent_content_, sent_reasoning_;
+};
+
 }  // namespace llmt

@@ -265,4 +265,116 @@ ParsedAssistantMessage parse_assistant_output(std::string_view text, ToolCallFam
   return msg;
 }
 
+namespace {
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+// Bytes at the end of s that are a proper prefix of marker (they may be its start).
+size_t partial_marker(std::string_view s, std::string_view marker) {
+  for (size_t n = std::min(s.size(), marker.size() - 1); n > 0; --n) {
+    if (s.substr(s.size() - n) == marker.substr(0, n)) return n;
+  }
+  return 0;
+}
+
+// s without trailing whitespace.
+std::string_view rstrip(std::string_view s) {
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// The part of `safe` beyond what was sent (safe extends sent: see the callers).
+std::string take_new(std::string_view safe, std::string* sent) {
+  if (safe.size() <= sent->size() || safe.substr(0, sent->size()) != *sent) return {};
+  std::string d(safe.substr(sent->size()));
+  sent->append(d);
+  return d;
+}
+
+}  // namespace
+
+AssistantStreamParser::AssistantStreamParser(ToolCallFamily family, bool parse_reasoning,
+                                             bool reasoning_open)
+    : family_(family), parse_reasoning_(parse_reasoning) {
+  if (parse_reasoning && reasoning_open) text_ = std::string(kThinkOpen);
+}
+
+AssistantDelta AssistantStreamParser::feed(std::string_view piece) {
+  text_.append(piece);
+  AssistantDelta d;
+  const std::string_view t = text_;
+  const size_t lead = t.find_first_not_of(" \t\r\n\f\v");
+  if (lead == std::string_view::npos) return d;  // only whitespace so far
+  size_t content_from = 0;
+  bool reasoned = false;
+  if (parse_reasoning_) {
+    const std::string_view head = t.substr(lead);
+    if (head.size() < kThinkOpen.size() && kThinkOpen.substr(0, head.size()) == head) {
+      return d;  // may still become "<think>"
+    }
+    if (head.substr(0, kThinkOpen.size()) == kThinkOpen) {
+      const size_t body = lead + kThinkOpen.size();
+      const size_t close = t.find(kThinkClose, body);
+      std::string_view r =
+          t.substr(body, (close == std::string_view::npos ? t.size() : close) - body);
+      if (close == std::string_view::npos) r.remove_suffix(partial_marker(r, kThinkClose));
+      const size_t r_lead = r.find_first_not_of(" \t\r\n\f\v");
+      r = r_lead == std::string_view::npos ? std::string_view() : rstrip(r.substr(r_lead));
+      d.reasoning_content = take_new(r, &sent_reasoning_);
+      if (close == std::string_view::npos) return d;
+      content_from = close + kThinkClose.size();
+      reasoned = true;
+    }
+  }
+  std::string_view c = t.substr(content_from);
+  if (reasoned) {
+    const size_t c_lead = c.find_first_not_of(" \t\r\n\f\v");
+    c = c_lead == std::string_view::npos ? std::string_view() : c.substr(c_lead);
+  }
+  // Where a tool call may start: everything from there waits for finish().
+  switch (family_) {
+    case ToolCallFamily::kHermes:
+    case ToolCallFamily::kDeepseek: {
+      const std::string_view marker =
+          family_ == ToolCallFamily::kHermes ? kHermesOpen : kDsCallsBegin;
+      const size_t at = c.find(marker);
+      if (at != std::string_view::npos) {
+        c = c.substr(0, at);
+      } else {
+        c.remove_suffix(partial_marker(c, marker));
+      }
+      break;
+    }
+    case ToolCallFamily::kLlama3: {
+      // The whole answer is the call: hold it all when it starts like one.
+      const size_t c_lead = c.find_first_not_of(" \t\r\n\f\v");
+      if (c_lead == std::string_view::npos) {
+        c = {};
+        break;
+      }
+      const std::string_view head = c.substr(c_lead);
+      const bool maybe_tag = head.size() < kPythonTag.size()
+                                 ? kPythonTag.substr(0, head.size()) == head
+                                 : head.substr(0, kPythonTag.size()) == kPythonTag;
+      if (head[0] == '{' || head[0] == '[' || maybe_tag) c = {};
+      break;
+    }
+    case ToolCallFamily::kNone:
+      break;
+  }
+  d.content = take_new(rstrip(c), &sent_content_);
+  return d;
+}
+
+AssistantStreamParser::Final AssistantStreamParser::finish() {
+  Final f;
+  ParsedAssistantMessage m = parse_assistant_output(text_, family_, parse_reasoning_);
+  f.rest.reasoning_content = take_new(m.reasoning_content, &sent_reasoning_);
+  f.rest.content = take_new(m.content, &sent_content_);
+  f.tool_calls = std::move(m.tool_calls);
+  return f;
+}
+
 }  // namespace llmt

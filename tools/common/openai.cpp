@@ -392,7 +392,8 @@ uint64_t tenant_id(std::string_view tenant) {
   return h == 0 ? 1 : h;
 }
 
-Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt) {
+Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt,
+                                        PromptInfo* info) {
   if (!req.model.empty() && req.model != opt.model_name) {
     return invalid_argument("unknown model '" + req.model + "'; this server serves '" +
                             opt.model_name + "' (see GET /v1/models)");
@@ -413,6 +414,10 @@ Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const Translat
     text = req.prompt;
   }
   if (text.empty()) return invalid_argument("the prompt is empty");
+  if (info) {
+    info->reasoning_open =
+        req.endpoint == Endpoint::kChatCompletions && prompt_opens_reasoning(text);
+  }
   // Completions and chat alike: special tokens added as the vocabulary asks and control-token
   // texts parsed (as llama.cpp's server does). The engine's prepare() tokenizes; without an
   // engine the model's tokenizer does the same here.
@@ -545,8 +550,9 @@ json completion_body(Endpoint endpoint, const std::string& id, const std::string
     const ChoiceOutput& c = choices[i];
     json choice = {{"index", i}};
     if (chat && (c.tool_family != ToolCallFamily::kNone || c.parse_reasoning)) {
-      const ParsedAssistantMessage m =
-          parse_assistant_output(c.text, c.tool_family, c.parse_reasoning);
+      const ParsedAssistantMessage m = parse_assistant_output(
+          c.reasoning_open && c.parse_reasoning ? "<think>" + c.text : c.text, c.tool_family,
+          c.parse_reasoning);
       json msg = {{"role", "assistant"}};
       msg["content"] = m.content.empty() && !m.tool_calls.empty() ? json(nullptr) : json(m.content);
       if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
@@ -590,23 +596,59 @@ json completion_body(Endpoint endpoint, const std::string& id, const std::string
 json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model, int64_t created,
                 std::string_view text, const char* finish, bool first, int32_t index,
                 const json& logprobs) {
-  const bool chat = endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", index}};
-  if (chat) {
+  if (endpoint == Endpoint::kChatCompletions) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
     if (!text.empty() || (first && !finish)) delta["content"] = std::string(text);
-    choice["delta"] = std::move(delta);
-  } else {
-    choice["text"] = std::string(text);
+    return chat_delta_chunk(id, model, created, std::move(delta), finish, index, logprobs);
   }
+  json choice = {{"index", index}, {"text", std::string(text)}};
   choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish ? json(finish) : json(nullptr);
   return {{"id", id},
-          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"object", "text_completion"},
           {"created", created},
           {"model", model},
           {"choices", json::array({choice})}};
+}
+
+json chat_delta_chunk(const std::string& id, const std::string& model, int64_t created, json delta,
+                      const char* finish, int32_t index, const json& logprobs) {
+  json choice = {{"index", index}, {"delta", std::move(delta)}};
+  choice["logprobs"] = logprobs;
+  choice["finish_reason"] = finish ? json(finish) : json(nullptr);
+  return {{"id", id},
+          {"object", "chat.completion.chunk"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
+}
+
+json assistant_delta_json(const AssistantDelta& d) {
+  json delta = json::object();
+  if (!d.content.empty()) delta["content"] = d.content;
+  if (!d.reasoning_content.empty()) delta["reasoning_content"] = d.reasoning_content;
+  return delta;
+}
+
+json tool_calls_delta_json(const std::vector<ParsedToolCall>& calls) {
+  json arr = json::array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const ParsedToolCall& tc = calls[k];
+    arr.push_back({{"index", k},
+                   {"id", tc.id},
+                   {"type", "function"},
+                   {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
+  }
+  return {{"tool_calls", std::move(arr)}};
+}
+
+bool prompt_opens_reasoning(std::string_view prompt) {
+  while (!prompt.empty() && std::isspace(static_cast<unsigned char>(prompt.back()))) {
+    prompt.remove_suffix(1);
+  }
+  constexpr std::string_view kOpen = "<think>";
+  return prompt.size() >= kOpen.size() && prompt.substr(prompt.size() - kOpen.size()) == kOpen;
 }
 
 json usage_chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,

@@ -125,7 +125,12 @@ struct TranslateOptions {
 // Errors: kInvalidArgument for an unknown model or an empty prompt; with an engine, what its
 // prepare() returns (a prompt or prompt + max_tokens beyond the context: kInvalidArgument naming
 // "prompt" / "max_tokens"; beyond the KV pool: kCannotFit); kUnsupported: chat without a format.
-Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt);
+// *info (when not null) gets what the rendered prompt tells about the answer.
+struct PromptInfo {
+  bool reasoning_open = false;  // chat: prompt_opens_reasoning() of the rendering
+};
+Result<ThreadRequest> to_thread_request(const OpenAiRequest& req, const TranslateOptions& opt,
+                                        PromptInfo* info = nullptr);
 
 // The seed of choice `index` of a request whose sampling seed is `seed`: seed + index (wrapping).
 inline uint64_t choice_seed(uint64_t seed, int32_t index) {
@@ -163,6 +168,7 @@ struct ChoiceOutput {
   // tool_calls (finish_reason "tool_calls" when there are calls).
   ToolCallFamily tool_family = ToolCallFamily::kNone;
   bool parse_reasoning = false;
+  bool reasoning_open = false;  // prompt_opens_reasoning(): the text is parsed after a "<think>"
 };
 
 // The whole non-streaming response: a "text_completion" or "chat.completion" object with the
@@ -181,6 +187,21 @@ nlohmann::json completion_body(Endpoint endpoint, const std::string& id, const s
 nlohmann::json chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
                           int64_t created, std::string_view text, const char* finish, bool first,
                           int32_t index = 0, const nlohmann::json& logprobs = nullptr);
+// A "chat.completion.chunk" of one choice whose delta is `delta` as given (see
+// assistant_delta_json() and tool_calls_delta_json()).
+nlohmann::json chat_delta_chunk(const std::string& id, const std::string& model, int64_t created,
+                                nlohmann::json delta, const char* finish, int32_t index,
+                                const nlohmann::json& logprobs = nullptr);
+// A streamed answer's delta: {"content"} and/or {"reasoning_content"}, only those not empty.
+nlohmann::json assistant_delta_json(const AssistantDelta& d);
+// {"tool_calls": [{"index": k, "id", "type": "function", "function": {"name", "arguments"}}]}:
+// every call whole, in one delta (OpenAI may split arguments over several; clients join them).
+nlohmann::json tool_calls_delta_json(const std::vector<ParsedToolCall>& calls);
+// Whether the rendered chat prompt leaves the answer inside a reasoning block: it ends in
+// "<think>" (and whitespace), as DeepSeek-R1's template does; the answer then starts with its
+// reasoning and has only the closing "</think>".
+bool prompt_opens_reasoning(std::string_view prompt);
+
 // The final usage chunk of a stream with include_usage: no choices, usage set.
 nlohmann::json usage_chunk_body(Endpoint endpoint, const std::string& id, const std::string& model,
                                 int64_t created, const Usage& usage);

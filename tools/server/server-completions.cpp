@@ -20,7 +20,8 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     send_error(res, s);
     return;
   }
-  Result<ThreadRequest> treq = to_thread_request(oreq, tr);
+  PromptInfo prompt_info;
+  Result<ThreadRequest> treq = to_thread_request(oreq, tr, &prompt_info);
   if (!treq.is_ok()) {
     send_error(res, treq.status());
     return;
@@ -31,6 +32,8 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     std::random_device rd;
     treq->sampling.seed = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) & ((uint64_t{1} << 53) - 1);
   }
+  // DeepSeek-R1's template ends the prompt in "<think>": the answer starts inside its reasoning.
+  const bool reasoning_open = tr.parse_reasoning && prompt_info.reasoning_open;
   const int32_t n = oreq.n;
   if (n > opt.max_queue) {
     send_error(res, cannot_fit("\"n\" = " + std::to_string(n) + " exceeds the " +
@@ -68,9 +71,19 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   const std::string model = tr.model_name;
   const Tokenizer& tok = tr.model->tokenizer();
   const bool logprobs = oreq.logprobs >= 0;
+  const ToolCallFamily tool_family = oreq.has_tools ? tr.tool_family : ToolCallFamily::kNone;
   if (oreq.stream) {
-    stream_response(res, ep, std::move(*ticket), std::move(fan), std::move(ids), eng, model,
-                    oreq.include_usage, logprobs ? &tok : nullptr);
+    StreamOptions so;
+    so.model = model;
+    so.include_usage = oreq.include_usage;
+    so.logprobs_tok = logprobs ? &tok : nullptr;
+    if (ep == Endpoint::kChatCompletions) {
+      so.tool_family = tool_family;
+      so.parse_reasoning = tr.parse_reasoning;
+      so.reasoning_open = reasoning_open;
+    }
+    stream_response(res, ep, std::move(*ticket), std::move(fan), std::move(ids), eng,
+                    std::move(so));
     return;
   }
   // Non-streaming: drain the events (the first token releases the queued prompt tokens).
@@ -130,8 +143,9 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     ChoiceOutput c;
     c.text = r->text;
     c.finish = r->finish_reason;
-    c.tool_family = oreq.has_tools ? tr.tool_family : ToolCallFamily::kNone;
+    c.tool_family = tool_family;
     c.parse_reasoning = tr.parse_reasoning;
+    c.reasoning_open = reasoning_open;
     if (logprobs) {
       int64_t offset = 0;
       c.logprobs = logprobs_json(ep, tok, r->logprobs, &offset);

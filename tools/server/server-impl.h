@@ -437,11 +437,21 @@ struct Server::Impl {
   }
 
   void handle_completion(const httplib::Request& req, httplib::Response& res, Endpoint ep);
-  // Streams the choices of a submitted request (threads `ids`, events through `fan`) as SSE;
-  // logprobs_tok: render logprobs with it (null: not requested).
+  // How a stream's chunks are written.
+  struct StreamOptions {
+    std::string model;                        // the served model id
+    bool include_usage = false;               // stream_options.include_usage: a last usage chunk
+    const Tokenizer* logprobs_tok = nullptr;  // render logprobs with it (null: not requested)
+    // Chat answers parsed as they stream (AssistantStreamParser): content and reasoning_content
+    // deltas, tool calls as one tool_calls delta at the end (finish_reason "tool_calls").
+    ToolCallFamily tool_family = ToolCallFamily::kNone;
+    bool parse_reasoning = false;
+    bool reasoning_open = false;  // the prompt ends in "<think>"
+  };
+  // Streams the choices of a submitted request (threads `ids`, events through `fan`) as SSE.
   void stream_response(httplib::Response& res, Endpoint ep, std::shared_ptr<Ticket> ticket,
                        std::shared_ptr<Fanin> fan, std::vector<ThreadId> ids, Engine* engine,
-                       std::string model, bool include_usage, const Tokenizer* logprobs_tok);
+                       StreamOptions so);
   void handle_task_create(const httplib::Request& req, httplib::Response& res);
   // server-embeddings.cpp: POST /v1/embeddings, /tokenize, /detokenize; GET /v1/models/{id}.
   void handle_embeddings(const httplib::Request& req, httplib::Response& res);

@@ -5,8 +5,7 @@ namespace llmt::server {
 
 void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
                                    std::shared_ptr<Ticket> ticket, std::shared_ptr<Fanin> fan,
-                                   std::vector<ThreadId> ids, Engine* eng, std::string model,
-                                   bool include_usage, const Tokenizer* logprobs_tok) {
+                                   std::vector<ThreadId> ids, Engine* eng, StreamOptions so) {
   // Per request; touched by the content provider and then the release callback, which run one
   // after the other on the connection's thread.
   struct StreamState {
@@ -20,6 +19,8 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
     // Logprobs of tokens whose text was not sent yet, and where the next one starts (per choice).
     std::vector<std::vector<TokenLogprobs>> pending;
     std::vector<int64_t> offsets;
+    // Chat answers with tools or reasoning: what each choice's text adds to the message so far.
+    std::vector<std::optional<AssistantStreamParser>> parsers;
   };
   auto st = std::make_shared<StreamState>();
   const size_t n = ids.size();
@@ -31,14 +32,20 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
   st->last_token.resize(n);
   st->pending.resize(n);
   st->offsets.assign(n, 0);
+  st->parsers.resize(n);
+  if (ep == Endpoint::kChatCompletions &&
+      (so.tool_family != ToolCallFamily::kNone || so.parse_reasoning)) {
+    for (auto& p : st->parsers) p.emplace(so.tool_family, so.parse_reasoning, so.reasoning_open);
+  }
   const std::string id = new_id(ep);
   const int64_t created = unix_now();
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st, ep, id, created, model, include_usage, logprobs_tok](size_t,
-                                                                      httplib::DataSink& sink) {
+      [this, st, ep, id, created, so](size_t, httplib::DataSink& sink) {
+        const std::string& model = so.model;
+        const Tokenizer* logprobs_tok = so.logprobs_tok;
         auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
         auto client_gone = [&] {
           for (ThreadId tid : st->ids) st->engine->cancel(tid);
@@ -80,6 +87,15 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               observe_token(&st->last_token[i]);
               if (logprobs_tok && ev.logprob) st->pending[i].push_back(std::move(*ev.logprob));
               if (ev.text.empty() || failed) continue;
+              if (st->parsers[i]) {
+                const AssistantDelta d = st->parsers[i]->feed(ev.text);
+                if (d.empty()) continue;  // held back: the logprobs wait with the text
+                if (!write(sse_event(chat_delta_chunk(id, model, created, assistant_delta_json(d),
+                                                      nullptr, index, take_logprobs(i))))) {
+                  return client_gone();
+                }
+                continue;
+              }
               if (!write(sse_event(chunk_body(ep, id, model, created, ev.text, nullptr, false,
                                               index, take_logprobs(i))))) {
                 return client_gone();
@@ -97,6 +113,25 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               for (ThreadId tid : st->ids) st->engine->cancel(tid);
               ok = write(sse_event(
                   error_body("generation failed: " + r.error, "server_error", "engine_error")));
+            } else if (st->parsers[i]) {
+              // What was held back, the tool calls, then the finish.
+              AssistantStreamParser::Final f = st->parsers[i]->finish();
+              const char* finish = openai_finish_reason(r.finish_reason);
+              if (!f.rest.empty()) {
+                ok = write(
+                    sse_event(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest),
+                                               nullptr, index, take_logprobs(i))));
+              }
+              if (ok && !f.tool_calls.empty()) {
+                ok = write(sse_event(chat_delta_chunk(id, model, created,
+                                                      tool_calls_delta_json(f.tool_calls), nullptr,
+                                                      index, take_logprobs(i))));
+                if (r.finish_reason != FinishReason::kLength) finish = "tool_calls";
+              }
+              if (ok) {
+                ok = write(sse_event(chat_delta_chunk(id, model, created, json::object(), finish,
+                                                      index, take_logprobs(i))));
+              }
             } else {
               ok = write(sse_event(chunk_body(ep, id, model, created, "",
                                               openai_finish_reason(r.finish_reason), false, index,
@@ -107,7 +142,7 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         }
         observe_finished(st->results);
         bool ok = true;
-        if (!failed && include_usage) {
+        if (!failed && so.include_usage) {
           std::vector<Usage> usages;
           for (const auto& r : st->results) usages.push_back(r->usage);
           ok = write(sse_event(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
