@@ -340,6 +340,81 @@ TEST_P(ArchPaged, PagedEqualsFixedSlot) {
   }
 }
 
+// With the sliding-window layers' K/V apart (ContextOptions::n_kv_window_slots), slots reused
+// as a ring as soon as no window reaches them give the fixed-slot logits bitwise; a window table
+// without a slot where a window reaches is refused.
+TEST_P(ArchPaged, WindowSlotsReusedAsARingEqualFixedSlot) {
+  const std::string rel = "models/arch/" + GetParam() + ".gguf";
+  LLMT_REQUIRE_DATA(rel);
+  auto model_r = llmt::Model::load(llmt::test::data_path(rel));
+  ASSERT_TRUE(model_r.is_ok()) << model_r.status().to_string();
+  auto model = *model_r;
+  const int32_t w = model->hparams().n_swa;
+  ASSERT_GT(w, 0);
+  const int32_t n = 4 * w + 9;
+  std::vector<int32_t> ids(n);
+  for (int32_t i = 0; i < n; ++i) ids[i] = (i * 53 + 7) % model->hparams().n_vocab;
+  llmt::ContextOptions fo;
+  fo.n_ctx = 256;
+  fo.all_logits = true;
+  fo.n_threads = 2;
+  auto fixed = llmt::Context::create(model, fo);
+  ASSERT_TRUE(fixed.is_ok());
+  ASSERT_TRUE((*fixed)->eval(ids).is_ok());
+
+  constexpr int32_t kChunk = 11;
+  for (int32_t bs : {1, 8, 16}) {
+    SCOPED_TRACE("block size " + std::to_string(bs));
+    // A chunk's window reaches back w - 1 positions before its first token: the blocks of
+    // [pos0 + 1 - w, pos0 + kChunk) at once.
+    const int32_t n_slots = (w + kChunk + bs - 1) / bs + 1;
+    llmt::ContextOptions po;
+    po.n_ctx = 256;
+    po.n_kv_blocks = n / bs + 1;
+    po.kv_block_size = bs;
+    po.n_kv_window_slots = n_slots;
+    po.n_threads = 2;
+    auto paged = llmt::Context::create(model, po);
+    ASSERT_TRUE(paged.is_ok()) << paged.status().to_string();
+    EXPECT_EQ((*paged)->n_kv_window_slots(), n_slots);
+    EXPECT_GT((*paged)->kv_window_slot_bytes(), 0u);
+    EXPECT_LT((*paged)->kv_block_bytes(), (*fixed)->kv_block_bytes() / 256 * bs);
+    std::vector<int32_t> table(n / bs + 1), slots(n / bs + 1, -1);
+    for (size_t j = 0; j < table.size(); ++j) table[j] = static_cast<int32_t>(j);
+    const std::span<const int32_t> tables[1] = {table};
+    const std::span<const int32_t> wtables[1] = {slots};
+    for (int32_t pos0 = 0; pos0 < n; pos0 += kChunk) {
+      const int32_t end = std::min(n, pos0 + kChunk);
+      // Slots for the blocks this chunk reaches; the ones before are let go (-1).
+      const int32_t j0 = std::max(0, pos0 + 1 - w) / bs;
+      for (int32_t j = 0; j < j0; ++j) slots[j] = -1;
+      for (int32_t j = j0; j <= (end - 1) / bs; ++j) slots[j] = j % n_slots;
+      if (pos0 > 0 && j0 > 0) {
+        // One slot missing where the window reaches: refused, nothing computed.
+        const int32_t keep = slots[j0];
+        slots[j0] = -1;
+        std::vector<llmt::Context::BatchEntry> one = {{ids[pos0], 0, pos0, true}};
+        EXPECT_FALSE((*paged)->decode_paged(one, tables, wtables).is_ok());
+        slots[j0] = keep;
+      }
+      std::vector<llmt::Context::BatchEntry> batch;
+      for (int32_t i = pos0; i < end; ++i) batch.push_back({ids[i], 0, i, true});
+      ASSERT_TRUE((*paged)->decode_paged(batch, tables, wtables).is_ok()) << pos0;
+      for (int32_t i = pos0; i < end; ++i) {
+        auto a = (*paged)->batch_logits(i - pos0);
+        auto b = (*fixed)->logits(i);
+        ASSERT_EQ(a.size(), b.size());
+        ASSERT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << "position " << i;
+      }
+    }
+    EXPECT_FALSE(
+        (*paged)
+            ->decode_paged(std::vector<llmt::Context::BatchEntry>{{ids[0], 0, 0, true}}, tables)
+            .is_ok())
+        << "window slots need window tables";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Files, ArchPaged,
                          ::testing::Values("synth-gemma2-f16", "synth-gemma3-f16"), stem_name);
 

@@ -215,6 +215,72 @@ TEST(Engine, PreemptAutoPriorityIdentical) {
   preemption_case(EvictionMethod::kAuto, SchedPolicy::kPriority);
 }
 
+// Gemma 3 (5 sliding-window layers of 32 positions : 1 global): with the window layers' K/V
+// apart (KvConfig::window_slots), the same budget holds more tokens, the window slots in use stay
+// within what max_running threads' windows need, and the outputs are those of one pool for every
+// layer: alone, concurrent, and preempted (swap to RAM and recompute) in a tight pool.
+TEST(Engine, SlidingWindowSlotsDoNotChangeOutput) {
+  const char* kGemma3 = "models/arch/synth-gemma3-f16.gguf";
+  LLMT_REQUIRE_DATA(kGemma3);
+  auto model = load(kGemma3);
+  ASSERT_EQ(model->hparams().n_swa, 32);
+  std::vector<ThreadRequest> reqs;
+  for (int i = 0; i < 10; ++i) {
+    ThreadRequest r;
+    for (int k = 0; k < 40 + 9 * i; ++k) {
+      r.prompt_tokens.push_back(1 + (k * 31 + i * 7) % (model->hparams().n_vocab - 1));
+    }
+    r.max_tokens = 70 - 3 * i;  // every thread goes well past the window
+    r.ignore_eos = true;
+    r.sampling.temperature = i % 2 ? 0.8f : 0.0f;
+    r.sampling.seed = 500 + i;
+    reqs.push_back(r);
+  }
+  auto cfg = base_config(model);
+  cfg.model.n_ctx = 512;
+  cfg.sched.max_running = 4;
+  cfg.sched.step_tokens = 64;
+  cfg.kv.budget_bytes = 8u << 20;
+  cfg.kv.window_slots = false;
+  auto one_pool = Engine::create(cfg);
+  ASSERT_TRUE(one_pool.is_ok()) << one_pool.status().to_string();
+  EXPECT_EQ((*one_pool)->stats().kv_window_slots, 0);
+  const auto want = run_sequential(**one_pool, reqs);
+
+  cfg.kv.window_slots = true;
+  auto split = Engine::create(cfg);
+  ASSERT_TRUE(split.is_ok()) << split.status().to_string();
+  const EngineStats s0 = (*split)->stats();
+  // 4 threads x (32 / 16 + 2) + one step's 64 / 16 + 1 slots; the blocks hold 1 layer of 6.
+  EXPECT_EQ(s0.kv_window_slots, 4 * 4 + 5);
+  EXPECT_GT((*split)->n_kv_blocks(), 4 * (*one_pool)->n_kv_blocks());
+  expect_same(want, run_concurrent(**split, reqs));
+  const EngineStats s1 = (*split)->stats();
+  EXPECT_GT(s1.kv_window_slots_used_peak, 0);
+  EXPECT_LE(s1.kv_window_slots_used_peak, s1.kv_window_slots);
+
+  // A pool of 30 blocks (the threads need up to 12 each) next to the 21 slots: preemption, by
+  // swap and by recompute. (One pool of the same bytes would have 22 blocks.)
+  for (EvictionMethod method : {EvictionMethod::kSwapRam, EvictionMethod::kRecompute}) {
+    SCOPED_TRACE(eviction_method_name(method));
+    auto tight = cfg;
+    tight.sched.eviction = method;
+    tight.sched.policy = SchedPolicy::kRoundRobin;
+    tight.sched.quantum_tokens = 16;
+    const size_t layer_block = (*split)->kv_bytes_per_token() / 6 * 16;  // one layer, 16 tokens
+    tight.kv.budget_bytes = (21 * 5 + 30) * layer_block;
+    auto e = Engine::create(tight);
+    ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+    ASSERT_EQ((*e)->stats().kv_window_slots, 21);
+    ASSERT_EQ((*e)->n_kv_blocks(), 30);
+    expect_same(want, run_concurrent(**e, reqs));
+    const EngineStats s = (*e)->stats();
+    EXPECT_GT(s.preempt_ram + s.preempt_recompute, 0);
+    EXPECT_EQ(s.swap_failures, 0);
+    EXPECT_LE(s.kv_window_slots_used_peak, 21);
+  }
+}
+
 // Threads sharing a 37-token instruction (2 full 16-token blocks + 5 tokens of a third) with
 // distinct tails of 12+ tokens: with prefix sharing the instruction is computed once (full blocks
 // shared, the third block's first 5 tokens copied from the first thread's block once that block

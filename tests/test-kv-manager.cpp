@@ -804,3 +804,210 @@ TEST(KvManagerPartial, BlockStillBeingFilled) {
 
 }  // namespace
 }  // namespace llmt::kv
+
+// ---- window slots (sliding-window layers kept apart) ----
+
+namespace llmt::kv {
+namespace {
+
+KvManager make_windowed(int32_t n_blocks, int32_t n_slots, int32_t window, int32_t bs = 4) {
+  KvManagerOptions o;
+  o.n_blocks = n_blocks;
+  o.block_size = bs;
+  o.n_window_slots = n_slots;
+  o.window = window;
+  return KvManager(o);
+}
+
+// Every slot is used, idle or free; the blocks of a table from first_window_block(n) on have
+// slots, all different.
+void expect_slot_invariants(const KvManager& kv, SeqId seq, int32_t n_next) {
+  const KvStats st = kv.stats();
+  EXPECT_EQ(st.n_window_used + st.n_window_idle + st.n_window_free, st.n_window_slots);
+  auto t = kv.table(seq);
+  std::vector<int32_t> seen;
+  for (size_t i = static_cast<size_t>(kv.first_window_block(n_next)); i < t.size(); ++i) {
+    const int32_t s = kv.window_slot(t[i]);
+    ASSERT_GE(s, 0) << "block index " << i;
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), s), 0);
+    seen.push_back(s);
+  }
+}
+
+TEST(KvManagerWindow, SlotsFollowTheWindowAndAreReused) {
+  // Window 6 positions, blocks of 4: a next position n needs blocks from (n - 5) / 4.
+  KvManager kv = make_windowed(16, 4, 6);
+  EXPECT_EQ(kv.first_window_block(5), 0);
+  EXPECT_EQ(kv.first_window_block(9), 1);
+  EXPECT_EQ(kv.first_window_block(13), 2);
+  const Tokens toks = iota_tokens(40);
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  int32_t n = 0;
+  for (int32_t step : {8, 4, 4, 4, 4, 4, 4}) {  // grows to 32 positions: 8 blocks
+    ASSERT_TRUE(kv.allocate(1, n + step, toks)) << n;
+    n += step;
+    kv.commit(1, toks, n);
+    expect_slot_invariants(kv, 1, n);
+    // Only what the window of the next position reaches holds a slot in use.
+    EXPECT_LE(kv.stats().n_window_used, 3) << n;
+  }
+  EXPECT_EQ(table_of(kv, 1).size(), 8u);
+  // Blocks the window left behind lost their slots to the new ones (4 slots for 8 blocks).
+  EXPECT_EQ(kv.window_slot(table_of(kv, 1)[0]), -1);
+  EXPECT_GT(kv.stats().n_window_evictions, 0u);
+  kv.free(1);
+  EXPECT_EQ(kv.stats().n_window_used, 0);
+  // Slots are the scarcer resource here: 4 slots, so at most 4 new blocks at once.
+  EXPECT_EQ(kv.n_available_blocks(), 16);
+  EXPECT_EQ(kv.n_available(), 4);
+  ASSERT_TRUE(kv.open(2, {}).is_ok());
+  EXPECT_FALSE(kv.allocate(2, 20, iota_tokens(20, 900)));  // 5 blocks at once: all or nothing
+  EXPECT_TRUE(table_of(kv, 2).empty());
+  EXPECT_TRUE(kv.allocate(2, 16, iota_tokens(16, 900)));
+}
+
+TEST(KvManagerWindow, PrefixMatchStopsWhereTheWindowLostItsSlots) {
+  KvManager kv = make_windowed(32, 6, 6);
+  const Tokens toks = iota_tokens(40);
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 12, toks));
+  kv.commit(1, toks, 12);  // blocks 0-2 computed; the window of 12 reaches blocks 1-2
+  // While the slots are there, another sequence matches all three (it would continue at 12).
+  PrefixMatch m = kv.match_prefix(toks);
+  EXPECT_EQ(m.blocks.size(), 3u);
+  for (int32_t k = 0; k < 4; ++k) {  // grow to 28: the slots of blocks 0-2 go idle
+    ASSERT_TRUE(kv.allocate(1, 16 + 4 * k, toks));
+    kv.commit(1, toks, 16 + 4 * k);
+  }
+  kv.free(1);
+  EXPECT_EQ(kv.stats().n_window_used, 0);
+  // Idle slots keep their bytes: a prefix still matches in full (28 positions: 7 blocks).
+  m = kv.match_prefix(toks);
+  EXPECT_EQ(m.blocks.size(), 7u);
+  // Another sequence takes every slot (6 blocks): the idle ones are evicted oldest first.
+  ASSERT_TRUE(kv.open(2, {}).is_ok());
+  const Tokens other = iota_tokens(24, 5000);
+  ASSERT_TRUE(kv.allocate(2, 24, other));
+  kv.commit(2, other, 24);
+  EXPECT_EQ(kv.stats().n_window_idle, 4);  // the window of 24 reaches blocks 4-5 only
+  m = kv.match_prefix(toks);
+  // No block of the old sequence has a slot now: a match could only start at 0.
+  EXPECT_TRUE(m.blocks.empty());
+  EXPECT_EQ(m.partial_block, -1);
+  kv.free(2);
+  // `other` matches where the window of the match's end still has its slots (all idle now).
+  m = kv.match_prefix(other);
+  ASSERT_EQ(m.blocks.size(), 5u);
+  const size_t k = m.blocks.size();
+  for (size_t i = static_cast<size_t>(kv.first_window_block(static_cast<int32_t>(k) * 4)); i < k;
+       ++i) {
+    EXPECT_GE(kv.window_slot(m.blocks[i]), 0);
+  }
+  // A third sequence takes 3 slots: the oldest idle ones (blocks 0-2 of `other`) go first, so
+  // `other` still matches in full; 3 more and the match is cut.
+  ASSERT_TRUE(kv.open(4, {}).is_ok());
+  ASSERT_TRUE(kv.allocate(4, 12, iota_tokens(12, 7000)));
+  EXPECT_EQ(kv.match_prefix(other).blocks.size(), 5u);
+  ASSERT_TRUE(kv.allocate(4, 24, iota_tokens(24, 7000)));
+  EXPECT_LT(kv.match_prefix(other).blocks.size(), 5u);
+  kv.free(4);
+  m = kv.match_prefix(other);
+  ASSERT_TRUE(kv.open(3, m.blocks).is_ok());
+  expect_slot_invariants(kv, 3, static_cast<int32_t>(k) * 4);
+}
+
+TEST(KvManagerWindow, RestoreForkCopyOnWriteAndFree) {
+  KvManager kv = make_windowed(32, 8, 6);
+  const Tokens toks = iota_tokens(40);
+  // A restored sequence of 30 positions gets slots only for the blocks its window reaches.
+  ASSERT_TRUE(kv.open(1, {}).is_ok());
+  ASSERT_TRUE(kv.set_restored(1, 30).is_ok());
+  ASSERT_TRUE(kv.allocate(1, 31, toks));
+  EXPECT_EQ(table_of(kv, 1).size(), 8u);
+  EXPECT_EQ(kv.stats().n_window_used, 8 - kv.first_window_block(30));
+  expect_slot_invariants(kv, 1, 30);
+  EXPECT_EQ(kv.window_slot(table_of(kv, 1)[0]), -1);
+  kv.commit(1, toks, 30);
+  EXPECT_FALSE(kv.set_restored(1, 4).is_ok());  // not an empty table
+  // fork shares the window: writing into the shared last block copies it, slot included.
+  ASSERT_TRUE(kv.fork(1, 2).is_ok());
+  const int32_t used = kv.stats().n_window_used;
+  auto copy = kv.prepare_write(2, 30);
+  ASSERT_TRUE(copy.is_ok());
+  ASSERT_TRUE(copy->has_value());
+  EXPECT_GE((*copy)->src_slot, 0);
+  EXPECT_GE((*copy)->dst_slot, 0);
+  EXPECT_NE((*copy)->src_slot, (*copy)->dst_slot);
+  EXPECT_EQ(kv.stats().n_window_used, used + 1);
+  // Rewriting below the window that was let go is refused.
+  EXPECT_FALSE(kv.prepare_write(2, 2).is_ok());
+  kv.free(1);
+  kv.free(2);
+  const KvStats st = kv.stats();
+  EXPECT_EQ(st.n_window_used, 0);
+  EXPECT_EQ(st.n_window_used + st.n_window_idle + st.n_window_free, 8);
+}
+
+// Random opens, growth, forks, copies, matches and frees: the slot accounting stays whole and
+// every window-reached block of every live sequence has its own slot.
+TEST(KvManagerWindow, RandomizedInvariants) {
+  std::mt19937 rng(7);
+  KvManager kv = make_windowed(48, 14, 9, 4);
+  std::map<SeqId, std::pair<Tokens, int32_t>> live;  // tokens, committed
+  SeqId next_id = 1;
+  for (int iter = 0; iter < 3000; ++iter) {
+    const int op = static_cast<int>(rng() % 5);
+    if (op == 0 || live.empty()) {
+      Tokens t =
+          iota_tokens(8 + static_cast<int32_t>(rng() % 40), 100 * static_cast<int32_t>(rng() % 3));
+      PrefixMatch m = kv.match_prefix(t);
+      const SeqId id = next_id++;
+      if (!kv.open(id, m.blocks).is_ok()) continue;
+      live[id] = {t, static_cast<int32_t>(m.blocks.size()) * 4};
+    } else if (op == 1 || op == 2) {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      auto& [t, n] = it->second;
+      if (n >= static_cast<int32_t>(t.size())) continue;
+      const int32_t to = std::min<int32_t>(static_cast<int32_t>(t.size()),
+                                           n + 1 + static_cast<int32_t>(rng() % 9));
+      if (!kv.allocate(it->first, to, t)) continue;
+      n = to;
+      kv.commit(it->first, t, n);
+    } else if (op == 3) {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      const SeqId id = next_id++;
+      if (!kv.fork(it->first, id).is_ok()) continue;
+      live[id] = it->second;
+      auto& [t, n] = live[id];
+      if (n > 0 && n < static_cast<int32_t>(kv.table(id).size()) * 4) {
+        (void)kv.prepare_write(id, n);
+      }
+    } else {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      kv.free(it->first);
+      live.erase(it);
+    }
+    const KvStats st = kv.stats();
+    ASSERT_EQ(st.n_window_used + st.n_window_idle + st.n_window_free, 14);
+    std::vector<int32_t> held(14, 0);
+    for (const auto& [id, v] : live) {
+      auto t = kv.table(id);
+      for (size_t i = static_cast<size_t>(kv.first_window_block(v.second)); i < t.size(); ++i) {
+        const int32_t s = kv.window_slot(t[i]);
+        ASSERT_GE(s, 0) << "iter " << iter;
+        held[static_cast<size_t>(s)] = 1;
+      }
+    }
+    int32_t n_held = 0;
+    for (int32_t h : held) n_held += h;
+    ASSERT_LE(n_held, st.n_window_used) << "iter " << iter;
+  }
+  for (const auto& [id, v] : live) kv.free(id);
+  EXPECT_EQ(kv.stats().n_window_used, 0);
+}
+
+}  // namespace
+}  // namespace llmt::kv

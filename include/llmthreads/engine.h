@@ -64,6 +64,11 @@ struct KvConfig {
   uint64_t budget_bytes = uint64_t{256} << 20;  // pool size; blocks = budget / block bytes
   int32_t block_size = 16;                      // tokens per block, in [1, 4096]
   bool prefix_caching = true;                   // share blocks of identical prompt prefixes
+  // Models with sliding-window layers (Gemma 2/3): keep those layers' K/V for the window only,
+  // in a pool of their own sized for max_running threads' windows plus one step (the rest of
+  // the budget goes to the blocks of the other layers, which then hold more tokens). Used when
+  // it makes the pool hold more tokens than one pool for every layer; false: one pool.
+  bool window_slots = true;
   SwapConfig swap;
 };
 
@@ -255,6 +260,9 @@ struct EngineStats {
   int64_t prefix_hit_tokens = 0;
   int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_cached = 0, kv_blocks_free = 0;
   int64_t kv_blocks_used_peak = 0;  // most blocks in use at once since start
+  // Window slots (KvConfig::window_slots; 0 when the pool has none) and how many a window
+  // reaches now / at most since start.
+  int64_t kv_window_slots = 0, kv_window_slots_used = 0, kv_window_slots_used_peak = 0;
   int64_t preempt_ram = 0, preempt_disk = 0, preempt_recompute = 0, swap_failures = 0;
   int64_t swap_bytes_ram = 0, swap_bytes_disk = 0;  // currently stored
   int64_t swap_bytes_out_total = 0;                 // cumulative bytes saved

@@ -113,6 +113,9 @@ class Model {
   // data (nullptr) for an encoder without an output head (bert).
   const WeightMatrix& output() const;
   bool tied_output() const;
+  // Whether layer il (0 <= il < n_layer) attends within the sliding window (hparams().n_swa)
+  // only; false for an index out of range.
+  bool layer_is_swa(int32_t il) const;
   // Every weight matrix a token is multiplied by (all layers, then the output), e.g. to count
   // the bytes read per token or the formats in use.
   std::span<const WeightMatrix* const> matrices() const;
@@ -173,6 +176,13 @@ struct ContextOptions {
   // truncate, n_past) are not used in paged mode (they return kInvalidArgument / 0).
   int32_t n_kv_blocks = 0;
   int32_t kv_block_size = 16;  // tokens per block, in [1, 4096] (checked in paged mode only)
+  // Paged mode, a model with sliding-window layers (hparams().n_swa > 0): > 0 keeps those layers'
+  // K/V apart, in a second pool of n_kv_window_slots slots of kv_block_size positions; the
+  // blocks then hold only the other layers, and decode_paged() takes a second table per
+  // sequence that maps its block index to a slot (only the slots the window of each entry
+  // reaches need to be valid). 0 (default): every layer in the blocks. Refused for a model
+  // without sliding-window layers.
+  int32_t n_kv_window_slots = 0;
   // Element type of the K/V cache. Default F32.
   KvType kv_type = KvType::kF32;
   // Compute threads. 0 (default): the number of physical cores.
@@ -288,15 +298,28 @@ class Context {
   // whatever the block size and the placement of the blocks. Batches larger than n_batch are
   // split into chunks (results are the same). Two entries of one call must not write the same
   // block row (the caller's block manager guarantees it).
+  // With window slots (ContextOptions::n_kv_window_slots > 0), window_tables[s] maps sequence
+  // s's block index to the slot holding the sliding-window layers' K/V of those positions: the
+  // entries from max(0, pos + 1 - hparams().n_swa) / kv_block_size() to pos / kv_block_size() of
+  // each entry must be slots in [0, n_kv_window_slots) (kInvalidArgument otherwise); earlier ones
+  // are not read (-1 is fine). Without window slots window_tables must be empty.
   Status decode_paged(std::span<const BatchEntry> batch,
-                      std::span<const std::span<const int32_t>> block_tables);
+                      std::span<const std::span<const int32_t>> block_tables,
+                      std::span<const std::span<const int32_t>> window_tables = {});
   bool paged() const;
   // Positions per KV block (n_ctx in fixed-slot mode, where sequence s owns block s).
   int32_t kv_block_size() const;
   // Blocks in the KV pool (n_seq_max in fixed-slot mode).
   int32_t n_kv_blocks() const;
-  // Bytes of one block: K and V of every layer for kv_block_size tokens, contiguous.
+  // Bytes of one block: K and V of every layer for kv_block_size tokens, contiguous (of every
+  // layer but the sliding-window ones when they are kept apart).
   size_t kv_block_bytes() const;
+  // Window slots (ContextOptions::n_kv_window_slots; 0 when none) and the bytes of one: K and V
+  // of the sliding-window layers for kv_block_size positions. kv_window_slot(s) as kv_block().
+  int32_t n_kv_window_slots() const;
+  size_t kv_window_slot_bytes() const;
+  std::span<uint8_t> kv_window_slot(int32_t s);
+  std::span<const uint8_t> kv_window_slot(int32_t s) const;
   // The bytes of block b (contiguous, kv_block_bytes() long), for swapping a block out/in and for
   // copy-on-write. Empty span for b out of range. Not to be used while a decode runs.
   std::span<uint8_t> kv_block(int32_t b);

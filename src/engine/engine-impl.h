@@ -81,6 +81,7 @@ struct AtomicStats {
   std::atomic<int64_t> prompt_tokens{0}, prefill_tokens{0}, generated_tokens{0},
       prefix_hit_tokens{0};
   std::atomic<int64_t> kv_used{0}, kv_cached{0}, kv_free{0}, kv_used_peak{0};
+  std::atomic<int64_t> kv_win_used{0}, kv_win_used_peak{0};
   std::atomic<int64_t> preempt_ram{0}, preempt_disk{0}, preempt_recompute{0}, swap_failures{0};
   std::atomic<int64_t> swap_bytes_ram{0}, swap_bytes_disk{0}, swap_bytes_out{0};
   std::atomic<int64_t> busy_ns{0};
@@ -126,6 +127,7 @@ struct Engine::Impl {
   int32_t n_vocab = 0;
   int32_t n_ctx = 0;
   int32_t n_blocks = 0;
+  int32_t n_window_slots = 0;  // sliding-window layers' K/V apart in this many slots (0: not)
   size_t bytes_per_token = 0;
 
   engine::MpscQueue<Command> inbox;
@@ -140,6 +142,9 @@ struct Engine::Impl {
   std::unordered_map<ThreadId, std::unique_ptr<Live>> live;
   std::vector<Context::BatchEntry> batch;
   std::vector<std::span<const int32_t>> tables;
+  // With window slots: per table, its blocks' window slots (kv::KvManager::window_slots()).
+  std::vector<std::vector<int32_t>> win_store;
+  std::vector<std::span<const int32_t>> win_tables;
   std::vector<int32_t> logit_row;                      // per chunk: row in batch_logits, or -1
   std::vector<std::pair<size_t, int32_t>> score_rows;  // scoring chunks: (chunk, first row)
   std::vector<std::pair<size_t, int32_t>> embd_rows;   // embedding chunks: (chunk, first row)

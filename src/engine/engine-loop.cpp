@@ -303,8 +303,12 @@ void Engine::Impl::step() {
   const sched::StepPlan& plan = sched->schedule(t_plan);
   sched::StepResult result;
   {
-    const int64_t used = kvm->stats().n_used;
-    if (used > st.kv_used_peak.load(std::memory_order_relaxed)) set(st.kv_used_peak, used);
+    const kv::KvStats ks = kvm->stats();
+    if (ks.n_used > st.kv_used_peak.load(std::memory_order_relaxed))
+      set(st.kv_used_peak, ks.n_used);
+    if (ks.n_window_used > st.kv_win_used_peak.load(std::memory_order_relaxed)) {
+      set(st.kv_win_used_peak, ks.n_window_used);
+    }
   }
   move_blocks(plan, &result);
   build_batch(plan, result);
@@ -348,7 +352,12 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
     if (it != live.end()) ++it->second->result.timings.n_preemptions;
     std::vector<std::span<const uint8_t>> parts;
     parts.reserve(so.blocks.size());
+    size_t bytes = 0;
     for (int32_t b : so.blocks) parts.push_back(ctx->kv_block(b));
+    for (int32_t w : so.window_slots) {
+      if (w >= 0) parts.push_back(ctx->kv_window_slot(w));
+    }
+    for (const auto& p : parts) bytes += p.size();
     const kv::SwapWhere where =
         so.method == sched::Eviction::kSwapDisk ? kv::SwapWhere::kDisk : kv::SwapWhere::kRam;
     auto r = swap ? swap->put(so.id, parts, where)
@@ -357,8 +366,7 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
       result.swap_failed.push_back(so.id);
       st.swap_failures.fetch_add(1, std::memory_order_relaxed);
     } else {
-      st.swap_bytes_out.fetch_add(static_cast<int64_t>(parts.size() * ctx->kv_block_bytes()),
-                                  std::memory_order_relaxed);
+      st.swap_bytes_out.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
     }
   }
   for (ThreadId id : plan.dropped) {
@@ -370,6 +378,11 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
     auto src = ctx->kv_block(c.src);
     auto dst = ctx->kv_block(c.dst);
     std::memcpy(dst.data(), src.data(), src.size());
+    if (c.src_slot >= 0 && c.dst_slot >= 0) {
+      auto ws = ctx->kv_window_slot(c.src_slot);
+      auto wd = ctx->kv_window_slot(c.dst_slot);
+      std::memcpy(wd.data(), ws.data(), ws.size());
+    }
   }
   // 3. Swap-ins.
   for (const sched::SwapIn& si : plan.swap_in) {
@@ -380,6 +393,9 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
     std::vector<std::span<uint8_t>> parts;
     parts.reserve(si.blocks.size());
     for (int32_t b : si.blocks) parts.push_back(ctx->kv_block(b));
+    for (int32_t w : si.window_slots) {
+      if (w >= 0) parts.push_back(ctx->kv_window_slot(w));
+    }
     Status s = swap ? swap->take(si.id, parts) : Status(StatusCode::kNotFound, "no swap store");
     if (!s.is_ok()) {
       result.swap_failed.push_back(si.id);
@@ -408,6 +424,14 @@ void Engine::Impl::build_batch(const sched::StepPlan& plan, const sched::StepRes
     const auto toks = sched->tokens(ch.id);
     const int32_t seq = static_cast<int32_t>(tables.size());
     tables.push_back(sched->table(ch.id));
+    if (n_window_slots > 0) {
+      // The slots of the thread's blocks (-1 where the window no longer reaches).
+      if (win_store.size() <= static_cast<size_t>(seq)) win_store.resize(seq + 1);
+      const std::span<const int32_t> slots = kvm->window_slots();
+      std::vector<int32_t>& w = win_store[seq];
+      w.clear();
+      for (int32_t b : tables.back()) w.push_back(b >= 0 ? slots[b] : -1);
+    }
     auto it = live.find(ch.id);
     Live* lp = it != live.end() ? it->second.get() : nullptr;
     if (lp && lp->req.embed) {
@@ -449,7 +473,11 @@ void Engine::Impl::build_batch(const sched::StepPlan& plan, const sched::StepRes
 // validated by construction).
 bool Engine::Impl::forward(const sched::StepPlan& plan) {
   if (!batch.empty()) {
-    Status s = ctx->decode_paged(batch, tables);
+    win_tables.clear();
+    if (n_window_slots > 0) {
+      for (size_t k = 0; k < tables.size(); ++k) win_tables.emplace_back(win_store[k]);
+    }
+    Status s = ctx->decode_paged(batch, tables, win_tables);
     if (!s.is_ok()) {
       for (const sched::Chunk& ch : plan.chunks) {
         auto it = live.find(ch.id);
@@ -652,6 +680,7 @@ void Engine::Impl::publish_stats() {
   if (ks.n_used > st.kv_used_peak.load(std::memory_order_relaxed)) set(st.kv_used_peak, ks.n_used);
   set(st.kv_cached, ks.n_cached);
   set(st.kv_free, ks.n_free);
+  set(st.kv_win_used, ks.n_window_used);
   if (swap) {
     const kv::SwapStats sw = swap->stats();
     set(st.swap_bytes_ram, static_cast<int64_t>(sw.bytes_ram));
@@ -701,9 +730,12 @@ Status Engine::Impl::measure_costs(sched::EvictionCosts* costs) {
   for (int32_t i = 0; i < n; ++i) entries.push_back({tok_id, 0, i, i == n - 1});
   std::span<const int32_t> t(table);
   std::vector<std::span<const int32_t>> tabs{t};
-  LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs));  // warm-up
+  // With window slots: slots 0.. as well (as many as the blocks; the pool has more).
+  std::vector<std::span<const int32_t>> wtabs;
+  if (n_window_slots > 0) wtabs.push_back(t);
+  LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs, wtabs));  // warm-up
   const auto t0m = Clock::now();
-  LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs));
+  LLMT_RETURN_IF_ERROR(ctx->decode_paged(entries, tabs, wtabs));
   const double dt = std::max(1e-6, seconds_since(t0m));
   costs->recompute_tokens_per_s = n / dt;
   if (swap) {

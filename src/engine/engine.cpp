@@ -138,6 +138,36 @@ Status validate_config(const EngineConfig& c) {
   return Status::ok();
 }
 
+// The KV pool with the sliding-window layers apart: slots for max_running threads' windows
+// (the blocks a window of n_swa positions spans, plus the one a thread grows into) and one
+// step's prefill chunks, the rest of the budget in blocks of the other layers. {0, 0} when the
+// model has no sliding-window layers, its window is not shorter than the context, or the slots
+// alone would take the budget.
+struct WindowSplit {
+  uint64_t n_blocks = 0;
+  int32_t n_slots = 0;
+};
+WindowSplit window_split(const Model& model, const EngineConfig& c, size_t layer_bytes) {
+  const ModelHparams& hp = model.hparams();
+  int32_t n_swa_layers = 0;
+  for (int32_t il = 0; il < hp.n_layer; ++il) n_swa_layers += model.layer_is_swa(il) ? 1 : 0;
+  const int32_t n_ctx = c.model.n_ctx > 0 ? c.model.n_ctx : std::min(hp.n_ctx_train, 4096);
+  if (n_swa_layers == 0 || n_swa_layers == hp.n_layer || hp.n_swa <= 0 || hp.n_swa >= n_ctx) {
+    return {};
+  }
+  const int64_t bs = c.kv.block_size;
+  const int64_t per_thread = (hp.n_swa + bs - 1) / bs + 2;
+  const int64_t step = (c.sched.step_tokens + bs - 1) / bs + 1;
+  const int64_t n_slots = std::max<int64_t>(c.sched.max_running, 1) * per_thread + step;
+  const uint64_t slot_bytes = static_cast<uint64_t>(n_swa_layers) * layer_bytes;
+  const uint64_t main_bytes = static_cast<uint64_t>(hp.n_layer - n_swa_layers) * layer_bytes;
+  if (n_slots > (1 << 30) || static_cast<uint64_t>(n_slots) * slot_bytes >= c.kv.budget_bytes) {
+    return {};
+  }
+  return {(c.kv.budget_bytes - static_cast<uint64_t>(n_slots) * slot_bytes) / main_bytes,
+          static_cast<int32_t>(n_slots)};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
@@ -157,11 +187,19 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   const ModelHparams& hp = e.model->hparams();
   e.n_vocab = hp.n_vocab;
 
-  // KV pool size: budget / bytes of one block.
+  // KV pool size: budget / bytes of one block, or, with window slots, the slots first.
   const size_t elem = c.kv.type == KvType::kF16 ? 2 : 4;
-  const size_t block_bytes = static_cast<size_t>(hp.n_layer) * 2 * hp.kv_dim() * elem *
-                             static_cast<size_t>(c.kv.block_size);
-  const uint64_t n_blocks = c.kv.budget_bytes / block_bytes;
+  const size_t layer_bytes = 2 * static_cast<size_t>(hp.kv_dim()) * elem *
+                             static_cast<size_t>(c.kv.block_size);  // one layer, one block
+  const size_t block_bytes = static_cast<size_t>(hp.n_layer) * layer_bytes;
+  uint64_t n_blocks = c.kv.budget_bytes / block_bytes;
+  if (c.kv.window_slots && hp.causal) {
+    const WindowSplit ws = window_split(*e.model, c, layer_bytes);
+    if (ws.n_blocks > n_blocks) {
+      n_blocks = ws.n_blocks;
+      e.n_window_slots = ws.n_slots;
+    }
+  }
   if (n_blocks < 1) {
     return invalid_argument("kv.budget_bytes " + std::to_string(c.kv.budget_bytes) +
                                 " is smaller than one KV block (" + std::to_string(block_bytes) +
@@ -173,6 +211,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 
   ContextOptions co;
   co.n_kv_blocks = e.n_blocks;
+  co.n_kv_window_slots = e.n_window_slots;
   co.kv_block_size = c.kv.block_size;
   co.kv_type = c.kv.type;
   co.n_threads = c.compute.n_threads;
@@ -196,6 +235,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   ko.n_blocks = e.n_blocks;
   ko.block_size = c.kv.block_size;
   ko.prefix_caching = c.kv.prefix_caching;
+  ko.n_window_slots = e.n_window_slots;
+  ko.window = hp.n_swa;
   e.kvm = std::make_unique<kv::KvManager>(ko);
 
   kv::SwapStoreOptions so;
@@ -395,6 +436,9 @@ EngineStats Engine::stats() const {
   s.kv_blocks_used = g(a.kv_used);
   s.kv_blocks_cached = g(a.kv_cached);
   s.kv_blocks_free = g(a.kv_free);
+  s.kv_window_slots = impl_->n_window_slots;
+  s.kv_window_slots_used = g(a.kv_win_used);
+  s.kv_window_slots_used_peak = g(a.kv_win_used_peak);
   s.kv_blocks_used_peak = g(a.kv_used_peak);
   s.preempt_ram = g(a.preempt_ram);
   s.preempt_disk = g(a.preempt_disk);

@@ -53,6 +53,35 @@ uint64_t block_hash(uint64_t parent, const int32_t* tokens, int32_t n) {
   return finalize(h ^ static_cast<uint64_t>(n));
 }
 
+// Doubly-linked lists threaded through prev / next over ids [0, n) plus sentinel ids >= n.
+struct Links {
+  std::vector<int32_t> prev, next;
+  void init(size_t n_ids) {
+    prev.assign(n_ids, 0);
+    next.assign(n_ids, 0);
+  }
+  void make_head(int32_t h) { prev[h] = next[h] = h; }
+  void push_back(int32_t head, int32_t b) {
+    const int32_t last = prev[head];
+    prev[b] = last;
+    next[b] = head;
+    next[last] = b;
+    prev[head] = b;
+  }
+  void push_front(int32_t head, int32_t b) {
+    const int32_t first = next[head];
+    prev[b] = head;
+    next[b] = first;
+    prev[first] = b;
+    next[head] = b;
+  }
+  void unlink(int32_t b) {
+    next[prev[b]] = next[b];
+    prev[next[b]] = prev[b];
+    prev[b] = next[b] = b;
+  }
+};
+
 }  // namespace
 
 struct KvManager::Impl {
@@ -63,6 +92,9 @@ struct KvManager::Impl {
     // committed position, a rewrite, truncates it).
     std::vector<uint64_t> chain;
     int64_t n_committed = 0;  // positions [0, n_committed) hold computed K/V
+    // Window slots: table[i] for i >= n_released has a slot and counts this sequence in its
+    // wref (the window reaches it); the blocks before were let go.
+    int32_t n_released = 0;
   };
 
   int32_t n_blocks;
@@ -87,12 +119,23 @@ struct KvManager::Impl {
   std::vector<uint64_t> pkey;  // the children key of a partial entry
 
   // Intrusive lists: ids [0, n_blocks) are blocks, free_head / cached_head the sentinels.
-  std::vector<int32_t> prev;
-  std::vector<int32_t> next;
+  Links blk;
   int32_t free_head;    // sentinel id of the free (no hash) list
   int32_t cached_head;  // sentinel id of the cached (LRU) list
   int32_t n_free = 0;
   int32_t n_cached = 0;
+
+  // Window slots (none when n_slots == 0): per block its slot (-1) and the sequences whose
+  // window reaches it; per slot its block; free and idle (wref 0, bytes kept) slot lists.
+  int32_t n_slots = 0;
+  int32_t window = 0;
+  std::vector<int32_t> slot;        // [n_blocks]
+  std::vector<int32_t> wref;        // [n_blocks]
+  std::vector<int32_t> slot_block;  // [n_slots]
+  Links sl;                         // ids [0, n_slots) slots, then the two sentinels
+  int32_t slot_free_head = 0, slot_idle_head = 0;
+  int32_t n_slot_free = 0, n_slot_idle = 0;
+  uint64_t n_slot_evictions = 0;
 
   std::unordered_map<uint64_t, int32_t> map;  // registered hash -> block
   // Registered blocks by their parent's registration serial (0: first blocks), for partial
@@ -121,34 +164,95 @@ struct KvManager::Impl {
     tokens.assign(n * static_cast<size_t>(block_size), 0);
     pvalid.assign(n, 0);
     pkey.assign(n, 0);
-    prev.assign(n + 2, 0);
-    next.assign(n + 2, 0);
+    blk.init(n + 2);
     free_head = n_blocks;
     cached_head = n_blocks + 1;
-    for (int32_t h : {free_head, cached_head}) prev[h] = next[h] = h;
-    for (int32_t b = 0; b < n_blocks; ++b) push_back(free_head, b);
+    for (int32_t h : {free_head, cached_head}) blk.make_head(h);
+    for (int32_t b = 0; b < n_blocks; ++b) blk.push_back(free_head, b);
     n_free = n_blocks;
+    slot.assign(n, -1);
+    wref.assign(n, 0);
+    if (o.n_window_slots > 0 && o.window > 0) {
+      n_slots = o.n_window_slots;
+      window = o.window;
+      slot_block.assign(static_cast<size_t>(n_slots), -1);
+      sl.init(static_cast<size_t>(n_slots) + 2);
+      slot_free_head = n_slots;
+      slot_idle_head = n_slots + 1;
+      for (int32_t h : {slot_free_head, slot_idle_head}) sl.make_head(h);
+      for (int32_t x = 0; x < n_slots; ++x) sl.push_back(slot_free_head, x);
+      n_slot_free = n_slots;
+    }
   }
 
-  // ---- lists ----
-  void push_back(int32_t head, int32_t b) {
-    const int32_t last = prev[head];
-    prev[b] = last;
-    next[b] = head;
-    next[last] = b;
-    prev[head] = b;
+  // ---- window slots ----
+  bool windowed() const { return n_slots > 0; }
+  int32_t first_window(int64_t n_next) const {
+    if (!windowed()) return 0;
+    const int64_t p = n_next + 1 - window;
+    return p <= 0 ? 0 : static_cast<int32_t>(p / block_size);
   }
-  void push_front(int32_t head, int32_t b) {
-    const int32_t first = next[head];
-    prev[b] = head;
-    next[b] = first;
-    prev[first] = b;
-    next[head] = b;
+  int32_t slots_available() const { return n_slot_free + n_slot_idle; }
+  // Gives block b a slot reached by one window (the caller checked slots_available() > 0): a
+  // free one, else the least recently idle one, taken from its block.
+  void take_slot(int32_t b) {
+    int32_t x;
+    if (n_slot_free > 0) {
+      x = sl.next[slot_free_head];
+      --n_slot_free;
+    } else {
+      x = sl.next[slot_idle_head];
+      --n_slot_idle;
+      slot[slot_block[x]] = -1;
+      ++n_slot_evictions;
+    }
+    sl.unlink(x);
+    slot[b] = x;
+    slot_block[x] = b;
+    wref[b] = 1;
   }
-  void unlink(int32_t b) {
-    next[prev[b]] = next[b];
-    prev[next[b]] = prev[b];
-    prev[b] = next[b] = b;
+  // One more window reaches b (which has a slot).
+  void win_acquire(int32_t b) {
+    if (wref[b]++ == 0) {
+      sl.unlink(slot[b]);
+      --n_slot_idle;
+    }
+  }
+  // One window fewer reaches b: with none left its slot is idle (bytes kept).
+  void win_release(int32_t b) {
+    if (--wref[b] == 0) {
+      sl.push_back(slot_idle_head, slot[b]);
+      ++n_slot_idle;
+    }
+  }
+  // b's contents are gone (freed, or taken for new data): its idle slot becomes free.
+  void drop_slot(int32_t b) {
+    if (slot[b] < 0) return;
+    sl.unlink(slot[b]);
+    --n_slot_idle;
+    sl.push_back(slot_free_head, slot[b]);
+    ++n_slot_free;
+    slot[b] = -1;
+  }
+  // Whether the blocks the window of position k * block_size reaches, of blocks[0, k), all have
+  // slots; *missing gets the last index without one.
+  bool window_covered(std::span<const int32_t> blocks, size_t k, size_t* missing) const {
+    for (size_t i = k;
+         i-- > static_cast<size_t>(first_window(static_cast<int64_t>(k) * block_size));) {
+      if (slot[blocks[i]] < 0) {
+        *missing = i;
+        return false;
+      }
+    }
+    return true;
+  }
+  // Lets go of the window of the blocks of s that its next position no longer reaches.
+  void release_window(Seq& s) {
+    if (!windowed()) return;
+    const int32_t fw =
+        std::min<int32_t>(first_window(s.n_committed), static_cast<int32_t>(s.table.size()));
+    for (int32_t i = s.n_released; i < fw; ++i) win_release(s.table[i]);
+    s.n_released = std::max(s.n_released, fw);
   }
 
   // ---- registry ----
@@ -238,16 +342,17 @@ struct KvManager::Impl {
   int32_t take() {
     int32_t b;
     if (n_free > 0) {
-      b = next[free_head];
+      b = blk.next[free_head];
       --n_free;
     } else {
-      b = next[cached_head];
+      b = blk.next[cached_head];
       --n_cached;
       unregister(b);
       drop_partial(b);
+      drop_slot(b);
       ++n_evictions;
     }
-    unlink(b);
+    blk.unlink(b);
     ref[b] = 1;
     return b;
   }
@@ -258,7 +363,7 @@ struct KvManager::Impl {
 
   void add_ref(int32_t b) {
     if (ref[b] == 0) {
-      unlink(b);
+      blk.unlink(b);
       if (cacheable(b)) {
         --n_cached;
       } else {
@@ -273,15 +378,16 @@ struct KvManager::Impl {
     if (--ref[b] > 0) return;
     if (cacheable(b)) {
       if (hashed[b]) {
-        push_back(cached_head, b);  // most recently released: evicted last
+        blk.push_back(cached_head, b);  // most recently released: evicted last
       } else {
-        push_front(cached_head, b);  // a partial entry is only worth keeping briefly
+        blk.push_front(cached_head, b);  // a partial entry is only worth keeping briefly
       }
       ++n_cached;
     } else {
       unregister(b);
       drop_partial(b);
-      push_back(free_head, b);
+      drop_slot(b);
+      blk.push_back(free_head, b);
       ++n_free;
     }
   }
@@ -340,6 +446,16 @@ PrefixMatch KvManager::match_prefix(std::span<const int32_t> tokens) const {
     parent_h = h;
     parent = b;
   }
+  if (m.windowed()) {
+    // Only as far as the blocks the window of the match's end reaches still have slots.
+    size_t k = out.blocks.size(), missing = 0;
+    while (k > 0 && !m.window_covered(out.blocks, k, &missing)) k = missing;
+    if (k < out.blocks.size()) {
+      out.blocks.resize(k);
+      out.n_pending = 0;
+      return out;
+    }
+  }
   if (out.n_pending > 0) return out;
   // Partial match of the next block: the registered child of the last matched block (or a first
   // block) sharing the longest run of leading tokens with what follows.
@@ -353,6 +469,7 @@ PrefixMatch KvManager::match_prefix(std::span<const int32_t> tokens) const {
   for (auto it = range.first; it != range.second; ++it) {
     const int32_t c = it->second;
     if (m.parent_block[c] != parent) continue;
+    if (m.windowed() && m.slot[c] < 0 && (m.computed[c] || m.pvalid[c] > 0)) continue;
     if (parent >= 0 && m.parent_serial[c] != m.serial[parent]) continue;
     const int32_t* ct = &m.tokens[static_cast<size_t>(c) * bs];
     const size_t valid = m.pvalid[c] > 0 ? static_cast<size_t>(m.pvalid[c]) : bs;
@@ -396,6 +513,11 @@ Status KvManager::open(SeqId seq, std::span<const int32_t> prefix, int64_t n_loo
       return invalid_argument("kv: open: prefix blocks are not a match_prefix() chain");
     }
   }
+  size_t missing = 0;
+  if (m.windowed() && !m.window_covered(prefix, prefix.size(), &missing)) {
+    return invalid_argument("kv: open: prefix block " + std::to_string(prefix[missing]) +
+                            " has no window slot");
+  }
   Impl::Seq& s = m.seqs[seq];
   s.table.assign(prefix.begin(), prefix.end());
   s.chain.reserve(prefix.size());
@@ -404,6 +526,12 @@ Status KvManager::open(SeqId seq, std::span<const int32_t> prefix, int64_t n_loo
     s.chain.push_back(m.hash[b]);
   }
   s.n_committed = static_cast<int64_t>(prefix.size()) * m.block_size;
+  s.n_released = m.first_window(s.n_committed);
+  if (m.windowed()) {
+    for (size_t i = static_cast<size_t>(s.n_released); i < prefix.size(); ++i) {
+      m.win_acquire(prefix[i]);
+    }
+  }
   if (n_lookup > 0) m.n_query_tokens += static_cast<uint64_t>(n_lookup);
   m.n_hit_tokens += static_cast<uint64_t>(prefix.size()) * static_cast<uint64_t>(m.block_size);
   return Status::ok();
@@ -426,25 +554,71 @@ Result<BlockCopy> KvManager::open_partial(SeqId seq, std::span<const int32_t> pr
   int32_t need = 1;
   for (int32_t p : prefix) need += (p >= 0 && p < m.n_blocks && m.ref[p] == 0) ? 1 : 0;
   need += m.ref[b] == 0 ? 1 : 0;
-  if (need > n_available()) {
+  if (need > n_available_blocks()) {
     return Status(StatusCode::kOutOfMemory, "kv: open_partial: no free block for the copy");
+  }
+  if (m.windowed()) {
+    // The copy's slot, with the idle slots the open takes in (the prefix's window and the
+    // pinned source) not counted as available.
+    if (m.slot[b] < 0) {
+      return invalid_argument("kv: open_partial: block " + std::to_string(b) +
+                              " has no window slot");
+    }
+    int32_t idle = m.wref[b] == 0 ? 1 : 0;
+    const int32_t fw = m.first_window(static_cast<int64_t>(prefix.size()) * m.block_size);
+    for (size_t i = static_cast<size_t>(fw); i < prefix.size(); ++i) {
+      const int32_t p = prefix[i];
+      idle += p >= 0 && p < m.n_blocks && m.slot[p] >= 0 && m.wref[p] == 0 ? 1 : 0;
+    }
+    if (m.slots_available() - idle < 1) {
+      return Status(StatusCode::kOutOfMemory, "kv: open_partial: no free window slot for the copy");
+    }
   }
   LLMT_RETURN_IF_ERROR(open(seq, prefix, n_lookup));
   // A cached source (no references) is pinned so the target cannot be it; a partial source is
-  // in use by its owner anyway (and pinning it would make it shared).
+  // in use by its owner anyway (and pinning it would make it shared). Its window slot likewise.
   const bool pin = m.ref[b] == 0;
   if (pin) m.add_ref(b);
+  if (m.windowed()) m.win_acquire(b);
   const int32_t d = m.take();
+  if (m.windowed()) {
+    m.take_slot(d);
+    m.win_release(b);
+  }
   if (pin) m.release(b);
   Impl::Seq& s = m.seqs[seq];
   s.table.push_back(d);
   s.n_committed += n_partial;
   m.n_hit_tokens += static_cast<uint64_t>(n_partial);
-  return BlockCopy{b, d};
+  return BlockCopy{b, d, m.slot[b], m.slot[d]};
 }
 
 bool KvManager::is_open(SeqId seq) const {
   return impl_->seqs.count(seq) != 0;
+}
+
+Status KvManager::set_restored(SeqId seq, int32_t n_restored) {
+  Impl& m = *impl_;
+  auto it = m.seqs.find(seq);
+  if (it == m.seqs.end() || !it->second.table.empty() || n_restored < 0) {
+    return invalid_argument("kv: set_restored: sequence " + std::to_string(seq) +
+                            " is not open with an empty table");
+  }
+  it->second.n_released = m.first_window(n_restored);
+  return Status::ok();
+}
+
+int32_t KvManager::first_window_block(int32_t n_next) const {
+  return impl_->first_window(n_next);
+}
+
+int32_t KvManager::window_slot(int32_t block) const {
+  if (block < 0 || block >= impl_->n_blocks) return -1;
+  return impl_->slot[block];
+}
+
+std::span<const int32_t> KvManager::window_slots() const {
+  return impl_->slot;
 }
 
 int32_t KvManager::blocks_needed(SeqId seq, int32_t n_tokens) const {
@@ -459,11 +633,20 @@ bool KvManager::allocate(SeqId seq, int32_t n_tokens, std::span<const int32_t> t
   if (it == m.seqs.end()) return false;
   Impl::Seq& s = it->second;
   const int64_t need = m.needed(&s, n_tokens);
-  if (need > n_available()) return false;
+  if (need > n_available_blocks()) return false;
+  // New blocks the window reaches get slots (all of them, but for a restore: set_restored()).
+  const int64_t have = static_cast<int64_t>(s.table.size());
+  const int64_t need_slots =
+      m.windowed() ? std::max<int64_t>(0, have + need - std::max<int64_t>(have, s.n_released)) : 0;
+  if (need_slots > m.slots_available()) return false;
   // Register from the first block not fully committed: that includes a block already in the table
   // but not yet filled (the private copy of open_partial()), so that others wait for it too.
   const size_t first = std::min(s.table.size(), static_cast<size_t>(s.n_committed / m.block_size));
-  for (int64_t k = 0; k < need; ++k) s.table.push_back(m.take());
+  for (int64_t k = 0; k < need; ++k) {
+    const int32_t b = m.take();
+    if (m.windowed() && have + k >= s.n_released) m.take_slot(b);
+    s.table.push_back(b);
+  }
   if (!m.prefix_caching) return true;
   const size_t bs = static_cast<size_t>(m.block_size);
   m.extend_chain(s, tokens, s.table.size());
@@ -487,6 +670,7 @@ void KvManager::commit(SeqId seq, std::span<const int32_t> tokens, int32_t n_com
   if (n <= s.n_committed) return;
   const size_t first = static_cast<size_t>(s.n_committed) / bs;  // first not fully committed
   s.n_committed = n;
+  m.release_window(s);
   if (!m.prefix_caching) return;
   const size_t n_full = static_cast<size_t>(n) / bs;
   m.extend_chain(s, tokens, n_full);
@@ -532,16 +716,25 @@ Result<std::optional<BlockCopy>> KvManager::prepare_write(SeqId seq, int32_t pos
   const int32_t b = s.table[i];
   // Rewriting a committed position: the block's contents (and everything after) change.
   const bool rewrite = pos < s.n_committed;
+  if (rewrite && m.first_window(pos) < s.n_released) {
+    return invalid_argument("kv: prepare_write: the window of position " + std::to_string(pos) +
+                            " of sequence " + std::to_string(seq) + " was already let go");
+  }
+  const bool in_window = m.windowed() && static_cast<int32_t>(i) >= s.n_released;
   std::optional<BlockCopy> copy;
   if (m.ref[b] > 1) {
-    if (n_available() == 0) {
+    if (n_available_blocks() == 0 || (in_window && m.slots_available() == 0)) {
       return Status(StatusCode::kOutOfMemory,
                     "kv: prepare_write: no free block to copy shared block " + std::to_string(b));
     }
     const int32_t d = m.take();
+    if (in_window) {
+      m.take_slot(d);  // before b's window ref goes: b's slot cannot be the one taken
+      m.win_release(b);
+    }
     m.release(b);  // ref >= 2, so it stays used
     s.table[i] = d;
-    copy = BlockCopy{b, d};
+    copy = BlockCopy{b, d, m.slot[b], m.slot[d]};
   } else if (rewrite) {
     m.unregister(b);  // private block about to change
     m.drop_partial(b);
@@ -564,7 +757,10 @@ Status KvManager::fork(SeqId src, SeqId dst) {
                             " is already open");
   }
   Impl::Seq copy = it->second;  // copy before inserting: the insert may rehash
-  for (int32_t b : copy.table) m.add_ref(b);
+  for (size_t i = 0; i < copy.table.size(); ++i) {
+    m.add_ref(copy.table[i]);
+    if (m.windowed() && static_cast<int32_t>(i) >= copy.n_released) m.win_acquire(copy.table[i]);
+  }
   m.seqs.emplace(dst, std::move(copy));
   return Status::ok();
 }
@@ -576,6 +772,11 @@ void KvManager::free(SeqId seq) {
   // Released last block first, so a sequence's later blocks are evicted before its earlier ones
   // (an earlier block is useful to more prefixes; a later one is useless without it).
   const std::vector<int32_t>& t = it->second.table;
+  if (m.windowed()) {
+    for (size_t i = t.size(); i-- > static_cast<size_t>(it->second.n_released);) {
+      m.win_release(t[i]);
+    }
+  }
   for (auto b = t.rbegin(); b != t.rend(); ++b) m.release(*b);
   m.seqs.erase(it);
 }
@@ -587,7 +788,15 @@ std::span<const int32_t> KvManager::table(SeqId seq) const {
 }
 
 int32_t KvManager::n_available() const {
+  return std::min(n_available_blocks(), n_available_slots());
+}
+
+int32_t KvManager::n_available_blocks() const {
   return impl_->n_free + impl_->n_cached;
+}
+
+int32_t KvManager::n_available_slots() const {
+  return impl_->windowed() ? impl_->slots_available() : n_available_blocks();
 }
 
 int32_t KvManager::ref_count(int32_t block) const {
@@ -605,6 +814,11 @@ KvStats KvManager::stats() const {
   st.n_evictions = m.n_evictions;
   st.n_query_tokens = m.n_query_tokens;
   st.n_hit_tokens = m.n_hit_tokens;
+  st.n_window_slots = m.n_slots;
+  st.n_window_free = m.n_slot_free;
+  st.n_window_idle = m.n_slot_idle;
+  st.n_window_used = m.n_slots - m.n_slot_free - m.n_slot_idle;
+  st.n_window_evictions = m.n_slot_evictions;
   return st;
 }
 

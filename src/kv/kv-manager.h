@@ -36,6 +36,14 @@ struct KvManagerOptions {
   int32_t n_blocks = 0;        // physical blocks (>= 1)
   int32_t block_size = 16;     // tokens per block (>= 1)
   bool prefix_caching = true;  // share full blocks between sequences with the same prefix
+  // Window slots (a model whose sliding-window layers keep their K/V apart, in a smaller pool:
+  // ContextOptions::n_kv_window_slots). With n_window_slots > 0 and window > 0, a block also
+  // has a slot while some sequence's window reaches it: the positions [n + 1 - window, n] of a
+  // sequence whose next position is n. A slot that no window reaches any more keeps its bytes
+  // (idle, evicted least recently idle first when a slot is needed), so a prefix match can
+  // still use it; a prefix is matched only as far as the blocks its window reaches have slots.
+  int32_t n_window_slots = 0;
+  int32_t window = 0;  // positions (the model's sliding window, n_swa)
 };
 
 // Longest cached prefix of a token sequence.
@@ -57,6 +65,9 @@ struct PrefixMatch {
 struct BlockCopy {
   int32_t src = -1;
   int32_t dst = -1;
+  // Window slots of src and dst (copy those bytes too), -1 when there are none.
+  int32_t src_slot = -1;
+  int32_t dst_slot = -1;
 };
 
 struct KvStats {
@@ -68,6 +79,12 @@ struct KvStats {
   uint64_t n_evictions = 0;     // cached blocks taken back by allocate()
   uint64_t n_query_tokens = 0;  // tokens looked up through open() with a match (cumulative)
   uint64_t n_hit_tokens = 0;    // of those, tokens served from the prefix cache
+  // Window slots (0 when none): reached by a window, idle (bytes kept, evictable), free.
+  int32_t n_window_slots = 0;
+  int32_t n_window_used = 0;
+  int32_t n_window_idle = 0;
+  int32_t n_window_free = 0;
+  uint64_t n_window_evictions = 0;  // idle slots taken back
 };
 
 class KvManager {
@@ -98,6 +115,18 @@ class KvManager {
   // prefix block.
   Result<BlockCopy> open_partial(SeqId seq, std::span<const int32_t> prefix, int32_t partial_block,
                                  int32_t n_partial, int64_t n_lookup = 0);
+
+  // A sequence opened with no prefix that is about to get its first n_restored positions back
+  // from a swap-out (call before allocate()): allocate() gives window slots only to the blocks
+  // the window of position n_restored reaches. kInvalidArgument when seq is not open or its
+  // table is not empty.
+  Status set_restored(SeqId seq, int32_t n_restored);
+  // The first block index the window of a sequence whose next position is n_next reaches (0
+  // without window slots): blocks from there on have slots.
+  int32_t first_window_block(int32_t n_next) const;
+  // Block b's window slot, -1 when it has none; window_slots()[b] the same for every block.
+  int32_t window_slot(int32_t block) const;
+  std::span<const int32_t> window_slots() const;
 
   // Blocks allocate(seq, n_tokens) would take now (0 if the table already covers n_tokens; for a
   // seq that is not open, as if its table were empty).
@@ -131,8 +160,13 @@ class KvManager {
 
   // seq's blocks in position order; empty when not open. Valid until the next non-const call.
   std::span<const int32_t> table(SeqId seq) const;
-  // Blocks allocate() can take now (free + cached).
+  // Blocks allocate() can take now with a window slot each: min(n_available_blocks(),
+  // n_available_slots()).
   int32_t n_available() const;
+  // Blocks that can be taken (free + cached); window slots that can be (free + idle; without
+  // window slots the same as n_available_blocks()).
+  int32_t n_available_blocks() const;
+  int32_t n_available_slots() const;
   int32_t ref_count(int32_t block) const;  // 0 for an id out of range
   KvStats stats() const;
 

@@ -96,11 +96,23 @@ struct ContextState {
   // mapped on first write; a position is always written before it is read.
   AnonMapping kv_pool;
   size_t kv_elem_bytes = sizeof(float);
-  int32_t block_size = 0;            // positions per block (n_ctx in fixed-slot mode)
-  int32_t n_blocks = 0;              // blocks in the pool (n_seq_max in fixed-slot mode)
-  size_t row_bytes = 0;              // one head's K (or V) row: head_dim elements
-  size_t v_offset = 0;               // byte offset of V inside a block
-  size_t block_bytes = 0;            // 2 * v_offset
+  int32_t block_size = 0;  // positions per block (n_ctx in fixed-slot mode)
+  int32_t n_blocks = 0;    // blocks in the pool (n_seq_max in fixed-slot mode)
+  size_t row_bytes = 0;    // one head's K (or V) row: head_dim elements
+  size_t v_offset = 0;     // byte offset of V inside a block
+  size_t block_bytes = 0;  // 2 * v_offset
+  // Sliding-window layers apart (paged mode, n_window_slots > 0): their K/V live in win_pool,
+  // n_window_slots slots of win_block_bytes (K [n_layer_swa][n_head_kv][block_size][head_dim],
+  // then V at win_v_offset), found through the window tables of the decode_paged() call in
+  // progress (win_tables: per sequence, block index -> slot); kv_pool then holds only the other
+  // layers. layer_index[il] is layer il's index inside its pool (il when nothing is apart).
+  AnonMapping win_pool;
+  int32_t n_window_slots = 0;
+  size_t win_v_offset = 0;
+  size_t win_block_bytes = 0;
+  std::vector<int32_t> layer_index;                      // [n_layer]
+  const std::span<const int32_t>* win_tables = nullptr;  // [n_tables], during decode_paged()
+  std::vector<int32_t> win_first;    // [n_tables] decode_paged() scratch: first position
   std::vector<int32_t> slot_blocks;  // [n_seq_max] s (fixed-slot block ids)
   std::vector<std::span<const int32_t>> slot_tables;  // [n_seq_max] {slot_blocks[s]}
   std::vector<int32_t> seq_len;                       // [n_seq_max] cached tokens per sequence
@@ -138,15 +150,29 @@ struct ContextState {
   };
   std::vector<ThreadScratch> ts;
 
-  // Byte offset, inside any block, of the K row of (layer il, KV head g, row 0); the V row is
-  // v_offset further.
-  size_t kv_head_offset(int32_t il, int32_t g) const {
-    return (static_cast<size_t>(il) * hp->n_head_kv + g) * block_size * row_bytes;
+  // Where layer il's K/V are: its pool (base), the bytes of one block there (stride), where V
+  // starts inside a block, and the tables that map a sequence's block index to a block there.
+  struct LayerKv {
+    uint8_t* base;
+    size_t stride;
+    size_t v_offset;
+    const std::span<const int32_t>* tables;
+  };
+  bool windowed(int32_t il) const { return n_window_slots > 0 && w->layers[il].swa; }
+  LayerKv layer_kv(int32_t il, const std::span<const int32_t>* tables) const {
+    if (windowed(il)) return {win_pool.data(), win_block_bytes, win_v_offset, win_tables};
+    return {kv_pool.data(), block_bytes, v_offset, tables};
   }
-  // Byte offset in the pool of the K row of (layer, KV head, position pos) of a sequence with
-  // block table `table` (checked by the caller to cover pos with valid block ids).
+  // Byte offset, inside any block of layer il's pool, of the K row of (layer il, KV head g,
+  // row 0); the V row is layer_kv(il).v_offset further.
+  size_t kv_head_offset(int32_t il, int32_t g) const {
+    return (static_cast<size_t>(layer_index[il]) * hp->n_head_kv + g) * block_size * row_bytes;
+  }
+  // Byte offset in layer il's pool of the K row of (layer, KV head, position pos) of a sequence
+  // with block table `table` in that pool (checked by the caller to cover pos with valid ids).
   size_t kv_offset(int32_t il, int32_t g, std::span<const int32_t> table, int32_t pos) const {
-    return static_cast<size_t>(table[pos / block_size]) * block_bytes + kv_head_offset(il, g) +
+    const size_t stride = windowed(il) ? win_block_bytes : block_bytes;
+    return static_cast<size_t>(table[pos / block_size]) * stride + kv_head_offset(il, g) +
            static_cast<size_t>(pos % block_size) * row_bytes;
   }
 

@@ -163,12 +163,39 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
                               std::to_string(c.n_seq_max) + " would need more than 64 GiB");
   }
   c.row_bytes = static_cast<size_t>(h.head_dim) * c.kv_elem_bytes;
-  c.v_offset = static_cast<size_t>(h.n_layer) * h.n_head_kv * c.block_size * c.row_bytes;
+  // Layers by pool: sliding-window ones apart when window slots are asked for.
+  int32_t n_swa_layers = 0;
+  for (int32_t il = 0; il < h.n_layer; ++il) n_swa_layers += mw.layers[il].swa ? 1 : 0;
+  if (options.n_kv_window_slots != 0) {
+    if (!paged || options.n_kv_window_slots < 0 || options.n_kv_window_slots > (1 << 30)) {
+      return invalid_argument("n_kv_window_slots " + std::to_string(options.n_kv_window_slots) +
+                              ": only paged mode keeps window slots, at most 2^30");
+    }
+    if (n_swa_layers == 0 || h.n_swa <= 0) {
+      return invalid_argument("n_kv_window_slots: '" + h.arch +
+                              "' has no sliding-window layers to keep apart");
+    }
+    c.n_window_slots = options.n_kv_window_slots;
+  }
+  c.layer_index.assign(static_cast<size_t>(h.n_layer), 0);
+  int32_t n_main = 0, n_win = 0;
+  for (int32_t il = 0; il < h.n_layer; ++il) {
+    c.layer_index[il] = c.n_window_slots > 0 && mw.layers[il].swa ? n_win++ : n_main++;
+  }
+  const size_t head_rows = static_cast<size_t>(h.n_head_kv) * c.block_size * c.row_bytes;
+  c.v_offset = static_cast<size_t>(n_main) * head_rows;
   c.block_bytes = 2 * c.v_offset;
-  if (!c.kv_pool.map(std::max<size_t>(c.block_bytes * c.n_blocks, 1))) {
-    return Status(
-        StatusCode::kOutOfMemory,
-        "cannot map the KV cache (" + std::to_string(c.block_bytes * c.n_blocks) + " bytes)");
+  c.win_v_offset = static_cast<size_t>(n_win) * head_rows;
+  c.win_block_bytes = 2 * c.win_v_offset;
+  const size_t pool_bytes = c.block_bytes * c.n_blocks;
+  const size_t win_bytes = c.win_block_bytes * static_cast<size_t>(c.n_window_slots);
+  if (static_cast<double>(pool_bytes) + static_cast<double>(win_bytes) > kMaxKvBytes) {
+    return Status(StatusCode::kOutOfMemory, "KV cache would need more than 64 GiB");
+  }
+  if (!c.kv_pool.map(std::max<size_t>(pool_bytes, 1)) ||
+      (win_bytes > 0 && !c.win_pool.map(win_bytes))) {
+    return Status(StatusCode::kOutOfMemory,
+                  "cannot map the KV cache (" + std::to_string(pool_bytes + win_bytes) + " bytes)");
   }
   try {
     c.slot_blocks.resize(c.n_seq_max);
@@ -381,7 +408,8 @@ Status Context::decode(std::span<const BatchEntry> batch) {
 }
 
 Status Context::decode_paged(std::span<const BatchEntry> batch,
-                             std::span<const std::span<const int32_t>> block_tables) {
+                             std::span<const std::span<const int32_t>> block_tables,
+                             std::span<const std::span<const int32_t>> window_tables) {
   Impl& c = *impl_;
   const ModelHparams& h = *c.hp;
   if (!h.causal) return encoder_only("decode_paged", h);
@@ -440,7 +468,45 @@ Status Context::decode_paged(std::span<const BatchEntry> batch,
       }
     }
   }
-  return c.run_batch(batch, block_tables.data(), "decode_paged");
+  if (c.n_window_slots == 0) {
+    if (!window_tables.empty()) {
+      return invalid_argument("decode_paged: window tables without window slots");
+    }
+    return c.run_batch(batch, block_tables.data(), "decode_paged");
+  }
+  if (window_tables.size() != n_tables) {
+    return invalid_argument("decode_paged: " + std::to_string(window_tables.size()) +
+                            " window tables for " + std::to_string(n_tables) + " block tables");
+  }
+  // The window slots every entry's sliding-window attention reads or writes: those of the
+  // positions [pos + 1 - n_swa, pos]; the first entry of a sequence reaches back the furthest.
+  // (next_pos[s] is one past the last position of sequence s in the batch, from the checks
+  // above; the first is found here.)
+  try {
+    c.win_first.assign(n_tables, -1);
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "decode_paged: cannot allocate validation scratch");
+  }
+  for (const BatchEntry& e : batch) {
+    if (c.win_first[e.seq_id] < 0) c.win_first[e.seq_id] = e.pos;
+  }
+  for (size_t s = 0; s < n_tables; ++s) {
+    if (c.win_first[s] < 0) continue;
+    const int32_t j0 = std::max(0, c.win_first[s] + 1 - h.n_swa) / c.block_size;
+    const int32_t j1 = (c.next_pos[s] - 1) / c.block_size;
+    const std::span<const int32_t> wt = window_tables[s];
+    for (int32_t j = j0; j <= j1; ++j) {
+      if (static_cast<size_t>(j) >= wt.size() || wt[j] < 0 || wt[j] >= c.n_window_slots) {
+        return invalid_argument("decode_paged: the window table of sequence " + std::to_string(s) +
+                                " has no valid slot at block index " + std::to_string(j) +
+                                " (slots [0, " + std::to_string(c.n_window_slots) + "))");
+      }
+    }
+  }
+  c.win_tables = window_tables.data();
+  Status st = c.run_batch(batch, block_tables.data(), "decode_paged");
+  c.win_tables = nullptr;
+  return st;
 }
 
 namespace {
@@ -617,6 +683,22 @@ int32_t Context::n_kv_blocks() const {
 }
 size_t Context::kv_block_bytes() const {
   return impl_->block_bytes;
+}
+int32_t Context::n_kv_window_slots() const {
+  return impl_->n_window_slots;
+}
+size_t Context::kv_window_slot_bytes() const {
+  return impl_->win_block_bytes;
+}
+std::span<uint8_t> Context::kv_window_slot(int32_t s) {
+  const Impl& c = *impl_;
+  if (s < 0 || s >= c.n_window_slots) return {};
+  return {c.win_pool.data() + static_cast<size_t>(s) * c.win_block_bytes, c.win_block_bytes};
+}
+std::span<const uint8_t> Context::kv_window_slot(int32_t s) const {
+  const Impl& c = *impl_;
+  if (s < 0 || s >= c.n_window_slots) return {};
+  return {c.win_pool.data() + static_cast<size_t>(s) * c.win_block_bytes, c.win_block_bytes};
 }
 size_t Context::kv_bytes_per_token() const {
   return 2 * static_cast<size_t>(impl_->hp->n_layer) * impl_->hp->kv_dim() * impl_->kv_elem_bytes;

@@ -81,6 +81,8 @@ void attention_block(const LayerPass& p, int32_t il) {
     }
   });
 
+  // This layer's K/V: the main pool, or the window pool for a sliding-window layer kept apart.
+  const ContextState::LayerKv lkv = c.layer_kv(il, tables);
   // Own rows: split, biases, q/k norms, RoPE, K/V into the cache.
   const float* cs_layer = L.swa && !c.rope_cs_swa.empty() ? c.rope_cs_swa.data() : c.rope_cs.data();
   c.par(single, [&](int ith, int nth) {
@@ -116,8 +118,8 @@ void attention_block(const LayerPass& p, int32_t il) {
         ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
       }
       for (int32_t g = 0; g < h.n_head_kv; ++g) {
-        uint8_t* kc = c.kv_pool.data() + c.kv_offset(il, g, tables[e[i].seq_id], e[i].pos);
-        uint8_t* vc = kc + c.v_offset;
+        uint8_t* kc = lkv.base + c.kv_offset(il, g, lkv.tables[e[i].seq_id], e[i].pos);
+        uint8_t* vc = kc + lkv.v_offset;
         if (f16_kv) {
           c.ot->to_f16(kr + g * hd, reinterpret_cast<uint16_t*>(kc), hd);
           c.ot->to_f16(vr + g * hd, reinterpret_cast<uint16_t*>(vc), hd);
@@ -144,19 +146,19 @@ void attention_block(const LayerPass& p, int32_t il) {
       const int32_t g = static_cast<int32_t>(item % h.n_head_kv);
       const int32_t p1 = e[i].pos + 1;
       const int64_t off = i * q_dim + static_cast<int64_t>(g) * group * hd;
-      const uint8_t* kc = c.kv_pool.data() + c.kv_head_offset(il, g);
-      const uint8_t* vc = kc + c.v_offset;
-      const int32_t* table = tables[e[i].seq_id].data();
+      const uint8_t* kc = lkv.base + c.kv_head_offset(il, g);
+      const uint8_t* vc = kc + lkv.v_offset;
+      const int32_t* table = lkv.tables[e[i].seq_id].data();
       if (plain) {
-        (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(
-            c.q.data() + off, group, kc, vc, table, c.block_bytes, c.block_size, p1, hd, q_scale,
-            sc, c.att.data() + off);
+        (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(c.q.data() + off, group, kc, vc,
+                                                               table, lkv.stride, c.block_size, p1,
+                                                               hd, q_scale, sc, c.att.data() + off);
       } else {
         ops::AttendSpan a;
         a.k_base = kc;
         a.v_base = vc;
         a.block_table = table;
-        a.block_stride = c.block_bytes;
+        a.block_stride = lkv.stride;
         a.block_size = c.block_size;
         a.row_stride = c.row_bytes;
         a.f16 = f16_kv;

@@ -227,6 +227,9 @@ const WeightMatrix& Model::token_embd() const {
 const WeightMatrix& Model::output() const {
   return weights_->output;
 }
+bool Model::layer_is_swa(int32_t il) const {
+  return il >= 0 && il < hparams_.n_layer && weights_->layers[static_cast<size_t>(il)].swa;
+}
 bool Model::tied_output() const {
   return weights_->tied_output;
 }

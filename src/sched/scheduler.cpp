@@ -219,6 +219,11 @@ struct Scheduler::Impl {
       so.id = t->id;
       so.method = method;
       so.blocks.assign(table.begin(), table.end());
+      so.window_slots.assign(so.blocks.size(), -1);
+      for (size_t k = static_cast<size_t>(kv->first_window_block(t->n_computed));
+           k < so.blocks.size(); ++k) {
+        so.window_slots[k] = kv->window_slot(so.blocks[k]);
+      }
       so.n_tokens = t->n_computed;
       t->swap_method = method;
       t->swap_bytes = static_cast<uint64_t>(t->n_computed) * opt.kv_bytes_per_token;
@@ -419,23 +424,29 @@ struct Scheduler::Impl {
         const int32_t target =
             std::max(t->n_computed + n, (std::max(t->n_swap_blocks, 1) - 1) * bs + 1);
         const int32_t need = ceil_div(target, bs);
-        if (need > kv->n_available()) {
+        // Window slots only for the blocks the restored thread's window reaches.
+        const int32_t need_slots = need - kv->first_window_block(t->n_computed);
+        auto short_of = [&] {
+          return need > kv->n_available_blocks() || need_slots > kv->n_available_slots();
+        };
+        if (short_of()) {
           if (!would_fit(i, need, {})) {
             admit_closed = true;
             continue;
           }
-          while (need > kv->n_available()) {
+          while (short_of()) {
             Thread* v = next_victim(i, *t);
             if (v == nullptr) break;
             evict(v);
           }
-          if (need > kv->n_available()) {
+          if (short_of()) {
             admit_closed = true;
             continue;
           }
         }
         if (!kv->open(t->id, {}).is_ok()) continue;  // not reached
-        if (!kv->allocate(t->id, target, t->tokens)) {
+        if (!kv->set_restored(t->id, t->n_computed).is_ok() ||
+            !kv->allocate(t->id, target, t->tokens)) {
           kv->free(t->id);  // not reached
           admit_closed = true;
           continue;
@@ -446,6 +457,11 @@ struct Scheduler::Impl {
         si.blocks.assign(
             table.begin(),
             table.begin() + std::min<size_t>(table.size(), static_cast<size_t>(t->n_swap_blocks)));
+        si.window_slots.assign(si.blocks.size(), -1);
+        for (size_t k = static_cast<size_t>(kv->first_window_block(t->n_computed));
+             k < si.blocks.size(); ++k) {
+          si.window_slots[k] = kv->window_slot(si.blocks[k]);
+        }
         plan.swap_in.push_back(std::move(si));
         if (t->swap_method == Eviction::kSwapRam)
           swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);

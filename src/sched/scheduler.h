@@ -134,12 +134,18 @@ struct SwapOut {
   ThreadId id = 0;
   Eviction method = Eviction::kSwapRam;  // kSwapRam or kSwapDisk
   std::vector<int32_t> blocks;
+  // With window slots (kv::KvManagerOptions): the slot of each block the thread's window
+  // reaches, -1 for the others (their sliding-window K/V is not needed again). Their bytes are
+  // saved too, as blocks' are.
+  std::vector<int32_t> window_slots;
   int32_t n_tokens = 0;  // positions held (n_computed)
 };
-// Restore key `id` into these blocks (same count as at the swap-out).
+// Restore key `id` into these blocks (same count as at the swap-out), and into these window
+// slots (-1 where the swap-out had none).
 struct SwapIn {
   ThreadId id = 0;
   std::vector<int32_t> blocks;
+  std::vector<int32_t> window_slots;
 };
 
 struct StepPlan {
