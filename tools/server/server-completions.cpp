@@ -70,7 +70,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   const bool logprobs = oreq.logprobs >= 0;
   if (oreq.stream) {
     stream_response(res, ep, std::move(*ticket), std::move(fan), std::move(ids), eng, model,
-                    oreq.include_usage, logprobs ? &tok : nullptr);
+                    oreq.include_usage, logprobs ? &tok : nullptr, seed);
     return;
   }
   // Non-streaming: drain the events (the first token releases the queued prompt tokens).

@@ -6,7 +6,8 @@ namespace llmt::server {
 void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
                                    std::shared_ptr<Ticket> ticket, std::shared_ptr<Fanin> fan,
                                    std::vector<ThreadId> ids, Engine* eng, std::string model,
-                                   bool include_usage, const Tokenizer* logprobs_tok) {
+                                   bool include_usage, const Tokenizer* logprobs_tok,
+                                   uint64_t seed) {
   // Per request; touched by the content provider and then the release callback, which run one
   // after the other on the connection's thread.
   struct StreamState {
@@ -37,9 +38,14 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st, ep, id, created, model, include_usage, logprobs_tok](size_t,
-                                                                      httplib::DataSink& sink) {
+      [this, st, ep, id, created, model, include_usage, logprobs_tok, seed](
+          size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+        // A chunk (not an error event) with the request's seed, as the non-streaming body has.
+        auto chunk = [&](json c) {
+          c["seed"] = seed;
+          return sse_event(c);
+        };
         auto client_gone = [&] {
           for (ThreadId tid : st->ids) st->engine->cancel(tid);
           std::lock_guard<std::mutex> lk(mu);
@@ -56,8 +62,8 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         const size_t n_choices = st->ids.size();
         if (ep == Endpoint::kChatCompletions) {
           for (size_t i = 0; i < n_choices; ++i) {
-            if (!write(sse_event(chunk_body(ep, id, model, created, "", nullptr, true,
-                                            static_cast<int32_t>(i))))) {
+            if (!write(chunk(chunk_body(ep, id, model, created, "", nullptr, true,
+                                        static_cast<int32_t>(i))))) {
               return client_gone();
             }
           }
@@ -80,8 +86,8 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               observe_token(&st->last_token[i]);
               if (logprobs_tok && ev.logprob) st->pending[i].push_back(std::move(*ev.logprob));
               if (ev.text.empty() || failed) continue;
-              if (!write(sse_event(chunk_body(ep, id, model, created, ev.text, nullptr, false,
-                                              index, take_logprobs(i))))) {
+              if (!write(chunk(chunk_body(ep, id, model, created, ev.text, nullptr, false, index,
+                                          take_logprobs(i))))) {
                 return client_gone();
               }
               continue;
@@ -98,9 +104,9 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               ok = write(sse_event(
                   error_body("generation failed: " + r.error, "server_error", "engine_error")));
             } else {
-              ok = write(sse_event(chunk_body(ep, id, model, created, "",
-                                              openai_finish_reason(r.finish_reason), false, index,
-                                              take_logprobs(i))));
+              ok = write(chunk(chunk_body(ep, id, model, created, "",
+                                          openai_finish_reason(r.finish_reason), false, index,
+                                          take_logprobs(i))));
             }
             if (!ok) return client_gone();
           }
@@ -110,7 +116,7 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         if (!failed && include_usage) {
           std::vector<Usage> usages;
           for (const auto& r : st->results) usages.push_back(r->usage);
-          ok = write(sse_event(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
+          ok = write(chunk(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
         }
         if (ok) ok = write(std::string(kSseDone));
         if (!ok) return false;

@@ -122,6 +122,11 @@ struct ServerOptions {
   int32_t default_max_tokens = 0;          // when a request has none; 0 = up to the context's end
   SamplingParams sampling;                 // fields a request does not set (llama.cpp's defaults)
   bool log_requests = false;               // one line per request to stderr
+  // Where files and batches are kept (see the top of this file); "" = a temporary folder the
+  // server creates and removes when destroyed (nothing survives a restart).
+  std::string data_dir;
+  int32_t batch_concurrency =
+      0;  // requests of a batch in flight at once; 0 = max_queue / 4 in [1, 8]
 };
 
 struct ServerStats {
