@@ -66,6 +66,20 @@ void for_each_line(std::string_view s, F f) {
   }
 }
 
+// Counts the answered (200) and failed lines of a results log; a torn last line (a crash
+// mid-write, which the OutputWriter cuts when it reopens the log) does not count.
+void count_results(const std::string& log, int64_t* ok, int64_t* bad) {
+  *ok = *bad = 0;
+  Result<std::string> text = read_whole_file(log);
+  if (!text.is_ok()) return;
+  const size_t end = text->rfind('\n');
+  if (end == std::string::npos) return;
+  for_each_line(std::string_view(*text).substr(0, end + 1), [&](std::string_view l) {
+    const int code = status_code_of(l);
+    if (code != 0) ++(code == 200 ? *ok : *bad);
+  });
+}
+
 json one_error(const char* code, const std::string& message) {
   return {{"object", "list"},
           {"data",
@@ -120,7 +134,16 @@ Status Server::Impl::open_storage() {
     e->dir = d.path().string();
     e->rec = std::move(*rec);
     next_batch_seq = std::max(next_batch_seq, e->rec.seq + 1);
-    if (!batch_status_terminal(e->rec.status)) pending.push_back(e);
+    if (!batch_status_terminal(e->rec.status)) {
+      // Progress is in the results log, not in batch.json.
+      int64_t ok = 0, bad = 0;
+      count_results(e->dir + "/results.jsonl", &ok, &bad);
+      if (ok + bad > 0) {
+        e->rec.counts.completed = ok;
+        e->rec.counts.failed = bad;
+      }
+      pending.push_back(e);
+    }
     batches[e->rec.id] = std::move(e);
   }
   if (ec) return io_error("cannot list " + data_dir + "/batches: " + ec.message());
@@ -252,11 +275,8 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
   const uint64_t n = lines.size();
   // Resumed: count what the log already holds.
   {
-    Result<std::string> done = read_whole_file(log);
     int64_t ok = 0, bad = 0;
-    if (done.is_ok()) {
-      for_each_line(*done, [&](std::string_view l) { ++(status_code_of(l) == 200 ? ok : bad); });
-    }
+    count_results(log, &ok, &bad);
     std::lock_guard<std::mutex> lk(e.mu);
     e.rec.counts.completed = ok;
     e.rec.counts.failed = bad;
@@ -302,11 +322,8 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
   // The in-memory counts may include answers lost from the writer's reorder buffer (an earlier
   // request was interrupted): the log is the truth.
   {
-    Result<std::string> done = read_whole_file(log);
     int64_t ok = 0, bad = 0;
-    if (done.is_ok()) {
-      for_each_line(*done, [&](std::string_view l) { ++(status_code_of(l) == 200 ? ok : bad); });
-    }
+    count_results(log, &ok, &bad);
     std::lock_guard<std::mutex> lk(e.mu);
     e.rec.counts.completed = ok;
     e.rec.counts.failed = bad;
@@ -395,7 +412,9 @@ void Server::Impl::finalize_batch(BatchEntry& e) {
   int64_t n_ok = 0, n_bad = 0;
   if (content.is_ok()) {
     for_each_line(*content, [&](std::string_view l) {
-      const bool ok = status_code_of(l) == 200;
+      const int code = status_code_of(l);
+      if (code == 0) return;  // a torn last line (killed mid-write, never reopened)
+      const bool ok = code == 200;
       std::string& dst = ok ? out : err;
       dst.append(l);
       dst += '\n';
