@@ -143,6 +143,11 @@ Status Server::Impl::open_storage() {
         e->rec.counts.failed = bad;
       }
       pending.push_back(e);
+    } else {
+      // Ended, but killed before its working files were removed.
+      fs::remove(e->dir + "/results.jsonl", ec);
+      fs::remove(tasks::job_sidecar_path(e->dir + "/results.jsonl"), ec);
+      fs::remove(e->dir + "/input.jsonl", ec);
     }
     batches[e->rec.id] = std::move(e);
   }
