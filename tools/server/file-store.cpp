@@ -36,10 +36,11 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const std::string& dir) {
   if (ec) return io_error("cannot create " + dir + ": " + ec.message());
   std::unique_ptr<FileStore> store(new FileStore(dir));
   std::vector<fs::path> data_files;
+  std::error_code rm;  // removals are best effort
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.find(".tmp-") != std::string::npos) {
-      fs::remove(e.path(), ec);  // a write a crash interrupted
+      fs::remove(e.path(), rm);  // a write a crash interrupted
       continue;
     }
     if (e.path().extension() == ".data") {
@@ -62,7 +63,7 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const std::string& dir) {
     std::error_code size_ec;
     const auto size = fs::file_size(store->data_path(f.id), size_ec);
     if (f.id.empty() || size_ec || static_cast<int64_t>(size) != f.bytes) {
-      fs::remove(e.path(), ec);  // unreadable, or its bytes are missing or damaged
+      fs::remove(e.path(), rm);  // unreadable, or its bytes are missing or damaged
       continue;
     }
     store->next_seq_ = std::max(store->next_seq_, f.seq + 1);
@@ -70,7 +71,7 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const std::string& dir) {
   }
   if (ec) return io_error("cannot list " + dir + ": " + ec.message());
   for (const fs::path& p : data_files) {
-    if (!store->files_.count(p.stem().string())) fs::remove(p, ec);  // never committed
+    if (!store->files_.count(p.stem().string())) fs::remove(p, rm);  // never committed
   }
   return store;
 }

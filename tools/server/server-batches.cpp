@@ -119,10 +119,12 @@ Status Server::Impl::open_storage() {
   files = std::move(*fstore);
   std::vector<std::shared_ptr<BatchEntry>> pending;
   for (const fs::directory_entry& d : fs::directory_iterator(data_dir + "/batches", ec)) {
-    if (!d.is_directory()) continue;
+    std::error_code type_ec;
+    if (!d.is_directory(type_ec)) continue;
     const std::string state = d.path().string() + "/batch.json";
     if (!fs::exists(state)) {
-      fs::remove_all(d.path(), ec);  // a create that did not finish: never answered
+      std::error_code rm;
+      fs::remove_all(d.path(), rm);  // a create that did not finish: never answered
       continue;
     }
     Result<std::string> text = read_whole_file(state);
@@ -145,9 +147,10 @@ Status Server::Impl::open_storage() {
       pending.push_back(e);
     } else {
       // Ended, but killed before its working files were removed.
-      fs::remove(e->dir + "/results.jsonl", ec);
-      fs::remove(tasks::job_sidecar_path(e->dir + "/results.jsonl"), ec);
-      fs::remove(e->dir + "/input.jsonl", ec);
+      std::error_code rm;
+      fs::remove(e->dir + "/results.jsonl", rm);
+      fs::remove(tasks::job_sidecar_path(e->dir + "/results.jsonl"), rm);
+      fs::remove(e->dir + "/input.jsonl", rm);
     }
     batches[e->rec.id] = std::move(e);
   }
@@ -169,7 +172,9 @@ void Server::Impl::close_storage() {
 }
 
 void Server::Impl::start_batches() {
-  if (!files || batch_driver.joinable()) return;
+  std::lock_guard<std::mutex> lk(batches_mu);
+  // Not after stop() began: nothing would join the thread.
+  if (!files || batch_driver.joinable() || batches_stopping) return;
   batch_driver = std::thread([this] { batch_driver_loop(); });
 }
 
