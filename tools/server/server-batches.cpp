@@ -292,6 +292,8 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
     e.rec.counts.failed = bad;
   }
   std::atomic<uint64_t> next{writer.n_done_at_open()};
+  std::vector<int> codes(n, 0);                // guarded by e.mu
+  uint64_t counted = writer.n_done_at_open();  // guarded by e.mu: requests in request_counts
   std::atomic<bool> write_failed{false};
   std::mutex err_mu;
   std::string write_error_msg;
@@ -311,6 +313,10 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
         int status = 0;
         json body;
         if (!run_batch_request(e, lines[i], &status, &body)) break;
+        {
+          std::lock_guard<std::mutex> lk(e.mu);
+          codes[i] = status;  // before the writer has it: another worker may count it
+        }
         Status s =
             writer.submit_result(i, batch_output_line(id, i, lines[i].custom_id, status, body));
         if (!s.is_ok()) {
@@ -319,8 +325,13 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
           write_failed = true;
           break;
         }
+        // request_counts follow the log: the answers the writer has taken in input order
+        // (written and synced by the submit that moved them), not those it still holds back.
+        const uint64_t in_log = writer.next_index();
         std::lock_guard<std::mutex> lk(e.mu);
-        ++(status == 200 ? e.rec.counts.completed : e.rec.counts.failed);
+        for (; counted < in_log && counted < n; ++counted) {
+          ++(codes[counted] == 200 ? e.rec.counts.completed : e.rec.counts.failed);
+        }
       }
     });
   }
@@ -329,8 +340,7 @@ bool Server::Impl::run_batch_requests(BatchEntry& e, const std::vector<BatchLine
   if (write_failed.load()) return fail("cannot write the results log: " + write_error_msg);
   if (!flushed.is_ok()) return fail("cannot write the results log: " + flushed.message());
   if (writer.next_index() >= n) (void)writer.mark_complete(n);
-  // The in-memory counts may include answers lost from the writer's reorder buffer (an earlier
-  // request was interrupted): the log is the truth.
+  // The log is the truth (e.g. after flush_durable()).
   {
     int64_t ok = 0, bad = 0;
     count_results(log, &ok, &bad);
