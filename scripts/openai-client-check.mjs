@@ -7,13 +7,14 @@
 //   NODE_PATH=/tmp/oai/node_modules node scripts/openai-client-check.mjs http://127.0.0.1:18080/v1 k
 //
 // Every call goes through the client's own request, SSE and error code paths; each check prints
-// one line, and the exit status is the number of failed checks. Bounded: about 40 requests, each
-// with a 60 s timeout and no retries.
+// one line, and the exit status is the number of failed checks. Bounded: about 60 requests, each
+// with a 60 s timeout and no retries (the batch is polled for at most 60 s).
 import {createRequire} from "node:module";
 
 const require = createRequire(import.meta.url);
 const OpenAI = require(require.resolve("openai", {paths: (process.env.NODE_PATH || "").split(":")}));
 const Client = OpenAI.default || OpenAI;
+const toFile = OpenAI.toFile || Client.toFile;
 
 const baseURL = process.argv[2] || "http://127.0.0.1:18080/v1";
 const apiKey = process.argv[3] || "none";
@@ -309,6 +310,92 @@ await check("401 with a wrong key -> AuthenticationError", async () => {
     return "401";
   }
   throw new Error("no error");
+});
+
+await check("stream chunks carry the seed (none given)", async () => {
+  const stream = await client.completions.create({model: served, prompt: "Once upon a time",
+                                                  max_tokens: 6, temperature: 1.0, stream: true});
+  const seeds = new Set();
+  for await (const c of stream) seeds.add(c.seed);
+  expect(seeds.size === 1 && typeof [...seeds][0] === "number", "one numeric seed in every chunk");
+  return `seed ${[...seeds][0]}`;
+});
+
+await check("unknown field -> BadRequestError naming it", async () => {
+  try {
+    await client.completions.create({model: served, prompt: "Hi", max_tokens: 2,
+                                     mirostat: 2});
+  } catch (e) {
+    expect(e instanceof Client.BadRequestError && e.param === "mirostat", "param mirostat");
+    return e.message.slice(0, 60);
+  }
+  throw new Error("no error");
+});
+
+let batchFile = null;
+await check("files.create (purpose batch) + files.retrieve + files.list", async () => {
+  const lines = [0, 1, 2].map(i => JSON.stringify({
+    custom_id: `req-${i}`, method: "POST", url: "/v1/completions",
+    body: {model: served, prompt: "Once upon a time", max_tokens: 4 + i, temperature: 0}}));
+  lines.push(JSON.stringify({custom_id: "bad", method: "POST", url: "/v1/completions",
+                             body: {model: served, prompt: "Hi", max_tokens: -1}}));
+  batchFile = await client.files.create({
+    file: await toFile(Buffer.from(lines.join("\n") + "\n"), "batch.jsonl"), purpose: "batch"});
+  expect(batchFile.object === "file" && batchFile.id.startsWith("file-"), "a file object");
+  expect(batchFile.purpose === "batch" && batchFile.filename === "batch.jsonl", "purpose, name");
+  const again = await client.files.retrieve(batchFile.id);
+  expect(again.bytes === batchFile.bytes, "retrieve");
+  const page = await client.files.list();
+  expect(page.data.some(f => f.id === batchFile.id), "listed");
+  return `${batchFile.id} ${batchFile.bytes} bytes`;
+});
+
+await check("batches.create + retrieve until completed + files.content", async () => {
+  expect(batchFile, "the uploaded file");
+  const b = await client.batches.create({input_file_id: batchFile.id, endpoint: "/v1/completions",
+                                         completion_window: "24h", metadata: {check: "mjs"}});
+  expect(b.object === "batch" && b.id.startsWith("batch_"), "a batch object");
+  expect(["validating", "in_progress"].includes(b.status), "validating or in_progress");
+  let r = b;
+  const deadline = Date.now() + 60000;
+  while (!["completed", "failed", "cancelled", "expired"].includes(r.status)) {
+    expect(Date.now() < deadline, "the batch to end within 60 s");
+    await new Promise(res => setTimeout(res, 100));
+    r = await client.batches.retrieve(b.id);
+  }
+  expect(r.status === "completed", "completed, got " + r.status);
+  expect(r.request_counts.total === 4 && r.request_counts.completed === 3 &&
+         r.request_counts.failed === 1, "counts 4/3/1");
+  expect(r.metadata.check === "mjs", "metadata kept");
+  const out = (await (await client.files.content(r.output_file_id)).text()).trim().split("\n")
+      .map(l => JSON.parse(l));
+  expect(out.length === 3 && new Set(out.map(l => l.custom_id)).size === 3, "3 answers");
+  expect(out.every(l => l.response.status_code === 200 && l.response.body.model === served),
+         "status 200 and the served model");
+  const greedy4 = (await client.completions.create({model: served, prompt: "Once upon a time",
+                                                    max_tokens: 4, temperature: 0})).choices[0].text;
+  expect(out.find(l => l.custom_id === "req-0").response.body.choices[0].text === greedy4,
+         "the batch answer equals the live one");
+  const err = (await (await client.files.content(r.error_file_id)).text()).trim().split("\n")
+      .map(l => JSON.parse(l));
+  expect(err.length === 1 && err[0].custom_id === "bad" && err[0].response.status_code === 400,
+         "the bad request in the error file");
+  const list = await client.batches.list({limit: 5});
+  expect(list.data.some(x => x.id === b.id), "batches.list has it");
+  return `${b.id}: ${out.length} answers, ${err.length} error`;
+});
+
+await check("files.delete", async () => {
+  expect(batchFile, "the uploaded file");
+  const del = await (client.files.delete || client.files.del).call(client.files, batchFile.id);
+  expect(del.deleted === true && del.id === batchFile.id, "deleted");
+  try {
+    await client.files.retrieve(batchFile.id);
+  } catch (e) {
+    expect(e instanceof Client.NotFoundError, "NotFoundError after delete");
+    return "404 after";
+  }
+  throw new Error("still there");
 });
 
 console.log(failed === 0 ? "all checks passed" : `${failed} check(s) failed`);

@@ -142,8 +142,17 @@ TEST(ServerTranslate, ParsesFieldsAndRejectsBadTypes) {
   SamplingParams base;
   json body = {
       {"prompt", "hi"}, {"max_tokens", 7}, {"temperature", 0.5}, {"stop", "x"},
-      {"seed", 3},      {"priority", 5},   {"user", "alice"},    {"unknown_field", {1, 2}}};
+      {"seed", 3},      {"priority", 5},   {"user", "alice"},    {"metadata", {{"k", "v"}}}};
   ASSERT_TRUE(openai::parse_openai_request(body, openai::Endpoint::kCompletions, base, &r).is_ok());
+  // An unknown field is refused, naming it (it could change the output).
+  {
+    json unknown = body;
+    unknown["unknown_field"] = {1, 2};
+    const Status s =
+        openai::parse_openai_request(unknown, openai::Endpoint::kCompletions, base, &r);
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported);
+    EXPECT_EQ(s.field(), "unknown_field");
+  }
   EXPECT_EQ(r.prompt, "hi");
   EXPECT_EQ(*r.max_tokens, 7);
   EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);

@@ -85,6 +85,16 @@ bool valid_utf8(const std::string& s) {
 Status parse_embeddings_request(const json& body, const Tokenizer& tok, int32_t n_embd,
                                 EmbeddingsRequest* out) {
   if (!body.is_object()) return invalid_argument("the body must be a JSON object");
+  // Every field honoured (user: a string, not used); anything else could change the output and is
+  // refused rather than ignored.
+  for (const auto& [key, value] : body.items()) {
+    if (key != "input" && key != "model" && key != "encoding_format" && key != "dimensions" &&
+        key != "user" && key != "embd_normalize") {
+      return unsupported("\"" + key + "\" is not supported by this server (a field that could " +
+                             "change the output is refused, not ignored)",
+                         key);
+    }
+  }
   *out = EmbeddingsRequest{};
   if (present(body, "model")) {
     if (!body["model"].is_string()) return field_error("model", " must be a string");

@@ -14,7 +14,8 @@
 //   embd_normalize   extension, as llama.cpp: -1 none, 0 max-abs scaled to int16 range, 1
 //                    taxicab, 2 Euclidean (default), p > 2 p-norm (llmt::normalize_embedding,
 //                    llmthreads/tasks.h, applies it).
-//   Other fields are ignored, as in the completions endpoints. Response: {"object": "list",
+//   Any other field is a 400 naming it (refused, never ignored, as in the completions
+//   endpoints). Response: {"object": "list",
 //   "data": [{"object": "embedding", "index", "embedding"}], "model", "usage": {"prompt_tokens",
 //   "total_tokens"}}.
 // POST /tokenize (llama.cpp's shape): {"content": string, "add_special": bool (default false),

@@ -136,35 +136,52 @@ Status parse_stop(const json& body, std::optional<std::vector<std::string>>* out
   return Status::ok();
 }
 
-// Sampling fields of llama.cpp / OpenAI that would change the output and are not implemented.
-constexpr const char* kRefusedFields[] = {"mirostat",
-                                          "mirostat_tau",
-                                          "mirostat_eta",
-                                          "tfs_z",
-                                          "dry_multiplier",
-                                          "dry_base",
-                                          "dry_allowed_length",
-                                          "dry_penalty_last_n",
-                                          "dry_sequence_breakers",
-                                          "xtc_probability",
-                                          "xtc_threshold",
-                                          "top_n_sigma",
-                                          "dynatemp_range",
-                                          "dynatemp_exponent",
-                                          "penalize_nl",
-                                          "min_keep",
-                                          "samplers",
-                                          "suffix",
-                                          "prediction",
-                                          "n_probs",
-                                          "ignore_eos",
-                                          "n_keep",
-                                          "grammar_lazy",
-                                          "grammar_triggers",
-                                          "preserved_tokens",
-                                          "logit_bias_eog",
-                                          "post_sampling_probs",
-                                          "id_slot"};
+// The top-level fields of a request body: every field parse_openai_request() honours, plus those
+// known not to change the output (accepted and ignored). Anything else is refused with a 400
+// naming it, never ignored: an unknown field could change the output (e.g. llama.cpp's mirostat,
+// OpenAI's prediction), and an answer that silently ignored it would be wrong.
+constexpr const char* kCommonFields[] = {
+    // Honoured.
+    "model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "seed",
+    "logprobs", "user", "priority", "tenant", "top_k", "min_p", "typical_p", "repeat_penalty",
+    "repeat_last_n", "response_format", "grammar", "json_schema",
+    // Known not to change the output: bookkeeping (metadata, store, safety_identifier), routing
+    // and caching hints (service_tier, prompt_cache_key, cache_prompt: the prefix cache is always
+    // on).
+    "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key", "cache_prompt"};
+constexpr const char* kCompletionsFields[] = {"prompt", "echo", "best_of"};
+constexpr const char* kChatFields[] = {
+    "messages",    "top_logprobs",        "tools",
+    "tool_choice", "parallel_tool_calls", "chat_template_kwargs"};
+
+bool listed(std::string_view key, const auto& list) {
+  return std::any_of(std::begin(list), std::end(list), [&](const char* k) { return key == k; });
+}
+
+// kUnsupported naming the first field of `body` that is not on the endpoint's allow-list; also
+// the values of known fields that we accept only as their default (tool_choice "auto",
+// parallel_tool_calls true).
+Status check_fields(const json& body, Endpoint endpoint) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  for (const auto& [key, value] : body.items()) {
+    if (listed(key, kCommonFields) ||
+        (chat ? listed(key, kChatFields) : listed(key, kCompletionsFields))) {
+      continue;
+    }
+    return unsupported("\"" + key +
+                           "\" is not supported by this server (a field that could change the "
+                           "output is refused, not ignored)",
+                       key);
+  }
+  if (chat && present(body, "tool_choice") && body["tool_choice"] != "auto") {
+    return unsupported("\"tool_choice\": only \"auto\" is supported", "tool_choice");
+  }
+  if (chat && present(body, "parallel_tool_calls") && body["parallel_tool_calls"] != true) {
+    return unsupported("\"parallel_tool_calls\": only true is supported", "parallel_tool_calls");
+  }
+  return Status::ok();
+}
 
 Status parse_logit_bias(const json& body, std::vector<std::pair<int32_t, float>>* out) {
   if (!present(body, "logit_bias")) return Status::ok();
@@ -270,6 +287,7 @@ Status parse_constraint(const json& body, std::shared_ptr<const Grammar>* out) {
 Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingParams& base,
                             OpenAiRequest* out) {
   if (!body.is_object()) return invalid_argument("the request body must be a JSON object");
+  LLMT_RETURN_IF_ERROR(check_fields(body, endpoint));
   OpenAiRequest r;
   r.endpoint = endpoint;
   LLMT_RETURN_IF_ERROR(get_string(body, "model", &r.model));
@@ -331,10 +349,6 @@ Status parse_openai_request(const json& body, Endpoint endpoint, const SamplingP
       r.max_tokens = static_cast<int32_t>(n);
       break;
     }
-  }
-  for (const char* key : kRefusedFields) {
-    if (present(body, key))
-      return unsupported(quoted(key) + " is not supported by this server", key);
   }
   r.sampling = base;
   LLMT_RETURN_IF_ERROR(get_float(body, "temperature", &r.sampling.temperature));

@@ -3,7 +3,8 @@
 // /v1/chat/completions body into engine terms, and build the response bodies, SSE stream chunks
 // and OpenAI-style error bodies. No I/O and no HTTP here, so all of it is unit-testable.
 //
-// Request fields (everything else is ignored, as OpenAI clients expect):
+// Request fields (an explicit allow-list per endpoint; any other top-level field is a 400 naming
+// it, see below):
 //   model (string), prompt (completions: a string or an array of one string), messages (chat: an
 //   array of {role, content}, content a string, null or an array of text parts), max_tokens /
 //   max_completion_tokens (positive integer), temperature, top_p, presence_penalty,
@@ -22,10 +23,16 @@
 //   is a 400 naming response_format. Extensions: grammar (GBNF text) and json_schema (a schema
 //   object), as llama.cpp's server; at most one of grammar / json_schema / a constraining
 //   response_format.
-// Chat roles must be system, developer, user, assistant or tool. Fields that llama.cpp or
-//   OpenAI define and that would change the output but are not implemented here (mirostat,
-//   tfs_z, dry_*, xtc_*, top_n_sigma, dynatemp_*, penalize_nl, min_keep, samplers, suffix,
-//   prediction, n_probs, ...) are a 400 naming the field, never ignored.
+// Chat roles must be system, developer, user, assistant or tool. Chat also takes tools (rendered
+//   by the template), chat_template_kwargs (object), tool_choice (only "auto") and
+//   parallel_tool_calls (only true).
+// Accepted and ignored, as known not to change the output: metadata, store, service_tier,
+//   safety_identifier, prompt_cache_key, cache_prompt (the prefix cache is always on).
+// Unknown fields: any other top-level field (llama.cpp's mirostat, tfs_z, dry_*, xtc_*,
+//   top_n_sigma, dynatemp_*, samplers, ...; OpenAI's suffix, prediction, audio, modalities,
+//   reasoning_effort, functions, ...; a typo) could change the output, so it is refused with a
+//   400 (kUnsupported, field() = its name), never ignored. `llmthreads run` applies the same rule
+//   to OpenAI batch lines.
 //
 // Logprobs (see ThreadRequest::logprobs: the model's distribution, before sampling transforms).
 // A token's text is its piece as the detokenizer produces it (Tokenizer::token_to_piece; a

@@ -28,7 +28,8 @@ namespace llmt::cli {
 int cmd_serve(int argc, char** argv) {
   CLI::App app{
       "Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
-      "/v1/chat/completions, /v1/models, /health, /metrics, /v1/tasks). Requests may "
+      "/v1/chat/completions, /v1/embeddings, /v1/models, /health, /metrics, /v1/tasks, /v1/files, "
+      "/v1/batches). Requests may "
       "ask for n = 1..16 choices (one LLM thread each; 400 otherwise) and logprobs "
       "(completions: logprobs 0..5; chat: logprobs true, top_logprobs 0..20)",
       "serve"};
@@ -84,6 +85,14 @@ int cmd_serve(int argc, char** argv) {
   app.add_option("--shutdown-grace", grace_s,
                  "seconds live requests may finish after SIGTERM / SIGINT (default 5)")
       ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--data-dir", so.data_dir,
+                 "folder for /v1/files and /v1/batches (created if absent; batches resume from it "
+                 "after a restart). Default: a temporary folder removed when the server exits, "
+                 "so files and batches do not survive a restart");
+  app.add_option("--batch-concurrency", so.batch_concurrency,
+                 "requests of a batch in flight at once (default 0 = --max-queue / 4, "
+                 "between 1 and 8)")
+      ->check(CLI::Range(0, 1 << 16));
   app.add_flag("--log-requests", so.log_requests, "print one line per request to stderr");
   add_engine_options(app, &ef);
   try {

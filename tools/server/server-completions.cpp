@@ -77,6 +77,7 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
     so.model = model;
     so.include_usage = oreq.include_usage;
     so.logprobs_tok = logprobs ? &tok : nullptr;
+    so.seed = seed;
     if (ep == Endpoint::kChatCompletions) {
       so.tool_family = tool_family;
       so.parse_reasoning = tr.parse_reasoning;

@@ -7,7 +7,8 @@
 
 namespace llmt::server {
 
-void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Response& res,
+                                     int32_t priority) {
   TranslateOptions tr;
   Engine* eng = ready_engine(res, &tr);
   if (!eng) return;
@@ -49,6 +50,7 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
       ThreadRequest r;
       r.prompt_tokens = std::move(ereq.inputs[next]);
       r.embed = true;
+      r.priority = priority;
       Result<ThreadHandle> h = eng->submit(std::move(r));
       if (!h.is_ok()) {
         cancel_all();

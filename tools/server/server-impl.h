@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <ctime>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,7 +25,9 @@
 #include <thread>
 #include <vector>
 
+#include "batch-store.h"
 #include "common/openai.h"
+#include "file-store.h"
 #include "http-front.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/tasks.h"
@@ -84,6 +87,10 @@ class Fanin {
   std::condition_variable cv_;
   std::vector<Item> items_;
 };
+
+// A failed store operation: 507 when the disk is full (kOutOfMemory), 404 for kNotFound, else 500
+// (server-files.cpp).
+void send_storage_error(httplib::Response& res, const Status& s);
 
 // Parses the request body as JSON into *out; false after answering 400 when it is not JSON.
 inline bool parse_body(const httplib::Request& req, httplib::Response& res, json* out) {
@@ -182,6 +189,20 @@ struct TaskEntry {
   }
 };
 
+// One batch of /v1/batches (server-batches.cpp): its state, persisted as <dir>/batch.json.
+struct BatchEntry {
+  std::string dir;  // <data dir>/batches/<id>: batch.json, input.jsonl, results.jsonl
+  // Set by a cancel (and read by the batch's requests as their connection closing, so the
+  // handlers cancel their threads as for a client that went away).
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  mutable std::mutex mu;  // guards rec; held while batch.json is written (writes stay ordered)
+  BatchRecord rec;
+  json to_json() const {
+    std::lock_guard<std::mutex> lk(mu);
+    return rec.to_json();
+  }
+};
+
 // Destroys a task's Job (cancelling what still runs and waiting for its worker) without holding
 // any server lock.
 inline void release_job(TaskEntry& e) {
@@ -238,6 +259,19 @@ struct Server::Impl {
   std::map<uint64_t, std::shared_ptr<TaskEntry>> tasks;
   uint64_t next_task = 1;
   bool tasks_closed = false;  // stop() passed: no new tasks
+
+  // Files and batches (server-files.cpp, server-batches.cpp), set up by start().
+  std::string data_dir;       // opt.data_dir, or owned_tmp_dir
+  std::string owned_tmp_dir;  // without a data dir: a temporary folder, removed with the server
+  int data_dir_lock_fd = -1;  // flock'ed <data dir>/.lock: one server per data dir
+  std::unique_ptr<FileStore> files;
+  std::mutex batches_mu;
+  std::condition_variable batches_cv;  // batch_queue, batches_stopping or a batch's cancel flag
+  std::map<std::string, std::shared_ptr<BatchEntry>> batches;  // by id (guarded by batches_mu)
+  std::deque<std::shared_ptr<BatchEntry>> batch_queue;         // to run, oldest first
+  uint64_t next_batch_seq = 1;
+  bool batches_stopping = false;  // stop() began: no new batch work
+  std::thread batch_driver;       // started by attach_engine, joined by stop()
 
   // The queued-tokens gauge follows queued_tokens. Requires mu.
   void publish_queue_locked() {
@@ -437,6 +471,31 @@ struct Server::Impl {
   }
 
   void handle_completion(const httplib::Request& req, httplib::Response& res, Endpoint ep);
+  // Files (server-files.cpp).
+  void handle_file_upload(const httplib::Request& req, httplib::Response& res);
+  void handle_file_list(const httplib::Request& req, httplib::Response& res);
+  void install_file_routes(HttpFront& http);
+  // Batches (server-batches.cpp).
+  // Opens the data dir (or makes the temporary one), its files and its batches (start()).
+  Status open_storage();
+  void close_storage();  // ~Server: releases the data dir lock, removes the temporary one
+  void install_batch_routes(HttpFront& http);
+  void handle_batch_create(const httplib::Request& req, httplib::Response& res);
+  void handle_batch_list(const httplib::Request& req, httplib::Response& res);
+  void handle_batch_cancel(const httplib::Request& req, httplib::Response& res);
+  std::shared_ptr<BatchEntry> find_batch(const httplib::Request& req, httplib::Response& res);
+  void start_batches();       // attach_engine(): the driver thread
+  void begin_stop_batches();  // stop(): no new requests of batches
+  void join_batches();        // stop(): after the live requests ended
+  void batch_driver_loop();
+  void run_batch(BatchEntry& e);
+  // Runs the requests of e not yet in its results log; false when the log cannot be written.
+  bool run_batch_requests(BatchEntry& e, const std::vector<BatchLine>& lines);
+  // One request of a batch through the live endpoint's handler. false: not answered (the
+  // server is stopping or the batch was cancelled); it is not recorded.
+  bool run_batch_request(BatchEntry& e, const BatchLine& line, int* status, json* body);
+  void finalize_batch(BatchEntry& e);
+  Status save_batch_locked(BatchEntry& e);  // requires e.mu
   // How a stream's chunks are written.
   struct StreamOptions {
     std::string model;                        // the served model id
@@ -447,6 +506,7 @@ struct Server::Impl {
     ToolCallFamily tool_family = ToolCallFamily::kNone;
     bool parse_reasoning = false;
     bool reasoning_open = false;  // the prompt ends in "<think>"
+    uint64_t seed = 0;  // every chunk carries "seed" (the request's; choice i used seed + i)
   };
   // Streams the choices of a submitted request (threads `ids`, events through `fan`) as SSE.
   void stream_response(httplib::Response& res, Endpoint ep, std::shared_ptr<Ticket> ticket,
@@ -454,7 +514,8 @@ struct Server::Impl {
                        StreamOptions so);
   void handle_task_create(const httplib::Request& req, httplib::Response& res);
   // server-embeddings.cpp: POST /v1/embeddings, /tokenize, /detokenize; GET /v1/models/{id}.
-  void handle_embeddings(const httplib::Request& req, httplib::Response& res);
+  // priority: of its threads (batches run theirs below the live requests).
+  void handle_embeddings(const httplib::Request& req, httplib::Response& res, int32_t priority = 0);
   void handle_tokenize(const httplib::Request& req, httplib::Response& res);
   void handle_detokenize(const httplib::Request& req, httplib::Response& res);
   void handle_model(const httplib::Request& req, httplib::Response& res);

@@ -5,6 +5,7 @@
 #include "common/embeddings.h"
 
 #include <cstdio>
+#include <string_view>
 
 namespace llmt::server {
 
@@ -14,13 +15,23 @@ namespace {
 // (which a client chooses, and would make the series unbounded).
 const char* route_name(const std::string& path) {
   static constexpr const char* kRoutes[] = {
-      "/health",  "/v1/models",     "/v1/completions", "/v1/chat/completions", "/v1/tasks",
-      "/metrics", "/v1/embeddings", "/tokenize",       "/detokenize"};
+      "/health",     "/v1/models", "/v1/completions", "/v1/chat/completions",
+      "/v1/tasks",   "/metrics",   "/v1/embeddings",  "/tokenize",
+      "/detokenize", "/v1/files",  "/v1/batches"};
   for (const char* r : kRoutes) {
     if (path == r) return r;
   }
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   if (path.rfind("/v1/tasks/", 0) == 0) return "/v1/tasks/{id}";
+  auto ends_with = [&](std::string_view s) {
+    return path.size() >= s.size() && path.compare(path.size() - s.size(), s.size(), s) == 0;
+  };
+  if (path.rfind("/v1/files/", 0) == 0) {
+    return ends_with("/content") ? "/v1/files/{id}/content" : "/v1/files/{id}";
+  }
+  if (path.rfind("/v1/batches/", 0) == 0) {
+    return ends_with("/cancel") ? "/v1/batches/{id}/cancel" : "/v1/batches/{id}";
+  }
   return "other";
 }
 
@@ -120,6 +131,8 @@ void Server::Impl::install_routes(HttpFront& http) {
     }
     send_json(res, 200, e->to_json());
   });
+  install_file_routes(http);
+  install_batch_routes(http);
   http.Get("/metrics", [this, front = &http](const httplib::Request&, httplib::Response& res) {
     if (!metrics) {
       send_json(res, 500, error_body("metrics unavailable", "server_error", "internal_error"));

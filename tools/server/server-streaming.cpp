@@ -47,6 +47,11 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         const std::string& model = so.model;
         const Tokenizer* logprobs_tok = so.logprobs_tok;
         auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+        // A chunk (not an error event) with the request's seed, as the non-streaming body has.
+        auto chunk = [&](json c) {
+          c["seed"] = so.seed;
+          return sse_event(c);
+        };
         auto client_gone = [&] {
           for (ThreadId tid : st->ids) st->engine->cancel(tid);
           std::lock_guard<std::mutex> lk(mu);
@@ -63,8 +68,8 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         const size_t n_choices = st->ids.size();
         if (ep == Endpoint::kChatCompletions) {
           for (size_t i = 0; i < n_choices; ++i) {
-            if (!write(sse_event(chunk_body(ep, id, model, created, "", nullptr, true,
-                                            static_cast<int32_t>(i))))) {
+            if (!write(chunk(chunk_body(ep, id, model, created, "", nullptr, true,
+                                        static_cast<int32_t>(i))))) {
               return client_gone();
             }
           }
@@ -90,14 +95,14 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               if (st->parsers[i]) {
                 const AssistantDelta d = st->parsers[i]->feed(ev.text);
                 if (d.empty()) continue;  // held back: the logprobs wait with the text
-                if (!write(sse_event(chat_delta_chunk(id, model, created, assistant_delta_json(d),
-                                                      nullptr, index, take_logprobs(i))))) {
+                if (!write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(d),
+                                                  nullptr, index, take_logprobs(i))))) {
                   return client_gone();
                 }
                 continue;
               }
-              if (!write(sse_event(chunk_body(ep, id, model, created, ev.text, nullptr, false,
-                                              index, take_logprobs(i))))) {
+              if (!write(chunk(chunk_body(ep, id, model, created, ev.text, nullptr, false, index,
+                                          take_logprobs(i))))) {
                 return client_gone();
               }
               continue;
@@ -118,24 +123,23 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
               AssistantStreamParser::Final f = st->parsers[i]->finish();
               const char* finish = openai_finish_reason(r.finish_reason);
               if (!f.rest.empty()) {
-                ok = write(
-                    sse_event(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest),
-                                               nullptr, index, take_logprobs(i))));
+                ok = write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest),
+                                                  nullptr, index, take_logprobs(i))));
               }
               if (ok && !f.tool_calls.empty()) {
-                ok = write(sse_event(chat_delta_chunk(id, model, created,
-                                                      tool_calls_delta_json(f.tool_calls), nullptr,
-                                                      index, take_logprobs(i))));
+                ok = write(
+                    chunk(chat_delta_chunk(id, model, created, tool_calls_delta_json(f.tool_calls),
+                                           nullptr, index, take_logprobs(i))));
                 if (r.finish_reason != FinishReason::kLength) finish = "tool_calls";
               }
               if (ok) {
-                ok = write(sse_event(chat_delta_chunk(id, model, created, json::object(), finish,
-                                                      index, take_logprobs(i))));
+                ok = write(chunk(chat_delta_chunk(id, model, created, json::object(), finish, index,
+                                                  take_logprobs(i))));
               }
             } else {
-              ok = write(sse_event(chunk_body(ep, id, model, created, "",
-                                              openai_finish_reason(r.finish_reason), false, index,
-                                              take_logprobs(i))));
+              ok = write(chunk(chunk_body(ep, id, model, created, "",
+                                          openai_finish_reason(r.finish_reason), false, index,
+                                          take_logprobs(i))));
             }
             if (!ok) return client_gone();
           }
@@ -145,7 +149,7 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
         if (!failed && so.include_usage) {
           std::vector<Usage> usages;
           for (const auto& r : st->results) usages.push_back(r->usage);
-          ok = write(sse_event(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
+          ok = write(chunk(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
         }
         if (ok) ok = write(std::string(kSseDone));
         if (!ok) return false;

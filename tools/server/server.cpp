@@ -38,6 +38,7 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
 
 Server::~Server() {
   stop(0.0);
+  impl_->close_storage();
 }
 
 Status Server::start() {
@@ -50,6 +51,8 @@ Status Server::start() {
   if (s.opt.max_body_bytes < 1) return invalid_argument("max_body_bytes must be >= 1");
   if (s.http) return invalid_argument("the server is already started");
   if (!s.metrics) return internal_error("cannot create the metrics registry");
+  if (s.opt.batch_concurrency < 0) return invalid_argument("batch_concurrency must be >= 0");
+  if (Status st = s.open_storage(); !st.is_ok()) return st;
   HttpFrontOptions fo;
   fo.max_body_bytes = s.opt.max_body_bytes;
   fo.request_timeout_s = s.opt.request_timeout_s;
@@ -104,9 +107,12 @@ Status Server::attach_engine(Engine* engine) {
     else
       tr.chat_format_error = f.status().message();
   }
-  std::lock_guard<std::mutex> lk(s.mu);
-  s.translate = std::move(tr);
-  s.engine = engine;
+  {
+    std::lock_guard<std::mutex> lk(s.mu);
+    s.translate = std::move(tr);
+    s.engine = engine;
+  }
+  s.start_batches();
   return Status::ok();
 }
 
@@ -118,7 +124,11 @@ void Server::stop(double grace_s) {
     s.stopped = true;
     s.draining = true;
   }
-  if (!s.http) return;
+  s.begin_stop_batches();  // batches take no new requests; theirs in flight finish or cancel
+  if (!s.http) {
+    s.join_batches();
+    return;
+  }
   // The listener stays up until every live request has ended: new requests meanwhile get 503
   // (draining), and a cancelled stream still gets its final chunk.
   std::unique_lock<std::mutex> lk(s.mu);
@@ -133,6 +143,7 @@ void Server::stop(double grace_s) {
   // Cancelled threads finish within a step; their handlers then return.
   s.cv.wait_for(lk, std::chrono::seconds(30), [&] { return s.live.empty(); });
   lk.unlock();
+  s.join_batches();  // their answers are in their results logs; the rest runs at the next start
   // Tasks: no new ones; running ones are cancelled and every Job is destroyed (its worker
   // joined), so nothing uses the engine after stop(). Their results stay readable.
   std::vector<std::shared_ptr<TaskEntry>> tasks;

@@ -8,21 +8,30 @@
 // attached, 503 {"status":"loading"} before, 503 {"status":"shutting_down"} while stopping),
 // GET /metrics, POST /v1/tasks, GET /v1/tasks/{id}, DELETE /v1/tasks/{id}; POST /v1/embeddings,
 // GET /v1/models/{id} (404 for any other id), POST /tokenize, POST /detokenize (bodies and
-// fields: common/embeddings.h). Embeddings run one embedding LLM thread per input
-// (ThreadRequest::embed: pooled as the GGUF's pooling_type says; the mean of the final hidden
-// states for a decoder file without one), normalized per embd_normalize (Euclidean by default, as
-// llama.cpp's server); the request is admitted like a completion of min(inputs, max_queue) threads,
-// and its inputs go into the engine at most max_queue at a time. On an encoder model the completion
-// endpoints answer 400 (it generates nothing).
+// fields: common/embeddings.h); the Files API (POST /v1/files as multipart/form-data with
+// `purpose` and `file`, GET /v1/files, GET /v1/files/{id}, GET /v1/files/{id}/content, DELETE
+// /v1/files/{id}) and the Batches API (POST /v1/batches, GET /v1/batches, GET /v1/batches/{id},
+// POST /v1/batches/{id}/cancel), whose rules are in file-store.h, multipart.h, batch-store.h and
+// server-batches.cpp. Files and batches are kept under ServerOptions::data_dir (a temporary folder
+// removed by ~Server when ServerOptions::data_dir is empty); batches not finished when the server
+// stopped or died resume at the next start() on the same data dir, and start() fails (kIo) when
+// another server holds it. Embeddings run one embedding LLM thread per input (ThreadRequest::embed:
+// pooled as the GGUF's pooling_type says; the mean of the final hidden states for a decoder file
+// without one), normalized per embd_normalize (Euclidean by default, as llama.cpp's server); the
+// request is admitted like a completion of min(inputs, max_queue) threads, and its inputs go into
+// the engine at most max_queue at a time. On an encoder model the completion endpoints answer 400
+// (it generates nothing).
 //
 // Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
 // ServerMetrics' in metrics.h): every answered request is counted by route name (a
 // fixed set: /health, /v1/models, /v1/models/{id}, /v1/completions, /v1/chat/completions,
-// /v1/embeddings, /tokenize, /detokenize, /v1/tasks, /v1/tasks/{id}, /metrics, "other"; never the
-// raw path) and HTTP status. TTFT is the engine's
-// submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the earliest
-// choice's), observed once per completion request, streaming or not, that produced a token and
-// was not failed by the engine nor abandoned by its client mid-stream. Inter-token latency is
+// /v1/embeddings, /tokenize, /detokenize, /v1/tasks, /v1/tasks/{id}, /v1/files, /v1/files/{id},
+// /v1/files/{id}/content, /v1/batches, /v1/batches/{id}, /v1/batches/{id}/cancel, /metrics,
+// "other"; never the raw path) and HTTP status; a batch's requests are not HTTP requests and are
+// not counted there (their LLM threads are in the engine figures and the latency histograms). TTFT
+// is the engine's submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the
+// earliest choice's), observed once per completion request, streaming or not, that produced a token
+// and was not failed by the engine nor abandoned by its client mid-stream. Inter-token latency is
 // observed for every gap between consecutive token events of one choice as the request's handler
 // receives them (streaming or not: both drain the threads' events), so a choice of k tokens
 // gives k - 1 observations. Task (/v1/tasks) threads are in
@@ -122,6 +131,11 @@ struct ServerOptions {
   int32_t default_max_tokens = 0;          // when a request has none; 0 = up to the context's end
   SamplingParams sampling;                 // fields a request does not set (llama.cpp's defaults)
   bool log_requests = false;               // one line per request to stderr
+  // Where files and batches are kept (see the top of this file); "" = a temporary folder the
+  // server creates and removes when destroyed (nothing survives a restart).
+  std::string data_dir;
+  int32_t batch_concurrency =
+      0;  // requests of a batch in flight at once; 0 = max_queue / 4 in [1, 8]
 };
 
 struct ServerStats {
