@@ -2,6 +2,8 @@
 // OutputWriter (job-io.h).
 #include "common/job-io.h"
 
+#include <algorithm>
+
 #include "common/job-io-util.h"
 
 namespace llmt::tasks {
@@ -137,6 +139,9 @@ Result<std::unique_ptr<OutputWriter>> OutputWriter::open(const std::string& outp
       in_st.st_ino == out_st.st_ino) {
     return invalid_argument(output_path + ": the output path is the input file");
   }
+  if (out_exists && S_ISDIR(out_st.st_mode))
+    return invalid_argument(output_path + ": cannot write the output there: " + errno_text(EISDIR) +
+                            " (give a file path)");
   if (out_exists && !S_ISREG(out_st.st_mode))
     return invalid_argument(output_path + ": output is not a regular file");
 
@@ -328,8 +333,12 @@ Status OutputWriter::write_pending_locked() {
   if (!failed_.is_ok()) return failed_;
   if (!pending_.empty()) {
     int err = 0;
-    if (!write_all(fd_, pending_.data(), pending_.size(), &err)) {
-      failed_ = io_error(path_ + ": write failed: " + errno_text(err));
+    size_t n_out = 0;
+    // The file ends at a line boundary here (open() cut any partial line; a failed write below
+    // cuts its own), so this is where the batch starts.
+    const off_t start = ::lseek(fd_, 0, SEEK_END);
+    if (!write_all(fd_, pending_.data(), pending_.size(), &err, &n_out)) {
+      failed_ = keep_written_lines_locked(start, n_out, err);
       return failed_;
     }
     n_written_ += n_pending_;
@@ -349,6 +358,27 @@ Status OutputWriter::write_pending_locked() {
     }
   }
   return Status::ok();
+}
+
+Status OutputWriter::keep_written_lines_locked(off_t start, size_t n_out, int err) {
+  // Keep the complete lines of the short write, cut the partial one, make them durable.
+  const size_t keep = n_out == 0 ? 0 : pending_.rfind('\n', n_out - 1) + 1;  // npos + 1 == 0
+  bool cut = start >= 0 && ::ftruncate(fd_, start + static_cast<off_t>(keep)) == 0;
+  if (cut) {
+    const uint64_t n_kept =
+        static_cast<uint64_t>(std::count(pending_.begin(), pending_.begin() + keep, '\n'));
+    n_written_ += n_kept;
+    n_pending_ -= n_kept;
+    pending_.erase(0, keep);
+    if (::fdatasync(fd_) == 0) {
+      n_durable_ = n_written_;
+      (void)write_sidecar_locked(false, 0);  // best effort: the output itself is the checkpoint
+    }
+  }
+  std::string msg = path_ + ": write failed: " + errno_text(err) + "; its first " +
+                    std::to_string(n_durable_) + " lines are complete and synced";
+  if (!cut) msg += " (the partial line after them could not be cut: resume will cut it)";
+  return io_error(msg);
 }
 
 Status OutputWriter::submit_result(uint64_t record_index, std::string line) {

@@ -57,6 +57,8 @@
 // runs in the thread whose call triggered it). Pure functions: any thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -299,6 +301,10 @@ class OutputWriter {
   OutputWriter() = default;
   double now() const;
   Status write_pending_locked();  // write(2) + fdatasync + sidecar
+  // After a short write of n_out bytes of pending_ at file offset `start` (errno `err`): cuts the
+  // file after the last complete line written, counts those lines as written and (when
+  // fdatasync succeeds) durable, and returns the kIo error naming the path and the OS error.
+  Status keep_written_lines_locked(off_t start, size_t n_out, int err);
   Status write_sidecar_locked(bool complete, uint64_t n_records);
 
   mutable std::mutex mu_;
