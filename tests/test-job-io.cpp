@@ -4,6 +4,7 @@
 #include "common/job-io.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -940,6 +941,72 @@ TEST(ProgressFormat, BarAndPlainLines) {
     m.n_tokens = 987654321;
     EXPECT_LE(format_progress_bar(m).size(), 79u);
   }
+}
+
+// The bar fits the terminal (at most columns - 1 characters, so it never wraps and "\r" redraws
+// it in place), keeping the most useful numbers.
+TEST(ProgressFormat, BarFitsTheTerminalWidth) {
+  ProgressSnapshot s;
+  s.n_done = 450;
+  s.n_total = 1000;
+  s.elapsed_s = 450 / 12.3;
+  s.n_tokens = 54878;
+  EXPECT_EQ(format_progress_bar(s, 120),
+            "[==================>                     ] 450/1000 docs  12.3 docs/s  1.5k tok/s  "
+            "ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 80), format_progress_bar(s));
+  EXPECT_EQ(format_progress_bar(s, 50), "[====>     ] 450/1000 docs  12.3 docs/s  ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 40), "450/1000 docs  12.3 docs/s  ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 20), "450/1000 docs");
+  EXPECT_EQ(format_progress_bar(s, 10), "450/1000 ");
+  for (size_t cols : {1, 2, 10, 20, 33, 40, 60, 79, 80, 81, 120, 300}) {
+    EXPECT_LE(format_progress_bar(s, cols).size(), std::max<size_t>(cols, 2) - 1) << cols;
+    ProgressSnapshot unknown = s;
+    unknown.n_total = 0;
+    EXPECT_LE(format_progress_bar(unknown, cols).size(), std::max<size_t>(cols, 2) - 1) << cols;
+  }
+  ProgressSnapshot unknown = s;
+  unknown.n_total = 0;
+  EXPECT_EQ(format_progress_bar(unknown, 40), "450 docs  12.3 docs/s  1.5k tok/s  0:37");
+  EXPECT_EQ(format_progress_bar(unknown, 20), "450 docs  0:37");
+  EXPECT_EQ(format_progress_bar(unknown, 12), "450 docs");
+}
+
+TEST(ProgressMeterTest, TtyRedrawsInPlaceWithinTheTerminalWidth) {
+  double t = 0;
+  ProgressMeterOptions o;
+  o.tty = true;
+  o.n_total = 1000;
+  o.clock = [&] { return t; };
+  size_t cols = 120;
+  o.columns = [&] { return cols; };
+  ProgressMeter m(o);
+  t = 10;
+  const std::string wide = m.update(450, 50000);
+  ASSERT_GE(wide.size(), 4u);
+  EXPECT_EQ(wide.front(), '\r');
+  EXPECT_EQ(wide.substr(wide.size() - 3), "\x1b[K");
+  EXPECT_GT(wide.size() - 4, 79u);  // uses the width
+  EXPECT_LE(wide.size() - 4, 119u);
+  cols = 30;  // the terminal was narrowed: the next redraw follows
+  t = 20;
+  const std::string narrow = m.update(500, 60000);
+  EXPECT_EQ(narrow.front(), '\r');
+  EXPECT_EQ(narrow.substr(narrow.size() - 3), "\x1b[K");
+  EXPECT_LE(narrow.size() - 4, 29u) << narrow;
+  EXPECT_EQ(narrow.find('\n'), std::string::npos);
+}
+
+TEST(ProgressFormat, TerminalColumnsFallsBackToColumnsThen80) {
+  const int fd = ::open("/dev/null", O_WRONLY);  // not a terminal
+  ASSERT_GE(fd, 0);
+  ::setenv("COLUMNS", "57", 1);
+  EXPECT_EQ(terminal_columns(fd), 57u);
+  ::setenv("COLUMNS", "junk", 1);
+  EXPECT_EQ(terminal_columns(fd), 80u);
+  ::unsetenv("COLUMNS");
+  EXPECT_EQ(terminal_columns(fd), 80u);
+  ::close(fd);
 }
 
 TEST(ProgressMeterTest, PrintIntervals) {

@@ -347,11 +347,15 @@ std::string format_compact_number(double v);
 // "0:45", "12:03", "1:02:03" (seconds rounded up); "--:--" when negative, not finite or over
 // 27,000 hours.
 std::string format_duration(double seconds);
-// TTY bar text (no CR), at most 79 columns:
+// TTY bar text (no CR) for a terminal of `columns` columns, at most columns - 1 characters (so
+// it never wraps; 80 columns:)
 //   "[=========>          ] 450/1000 docs  12.3 docs/s  1.5k tok/s  ETA 0:45"
 // Unknown total: "450 docs  12.3 docs/s  1.5k tok/s  0:36". Rates are over this run only; ETA
-// is "--:--" until a record is done in this run.
-std::string format_progress_bar(const ProgressSnapshot& s);
+// is "--:--" until a record is done in this run. Narrower terminals drop tok/s, then shorten and
+// drop the bar, then the rate, then cut the text; wider ones get a bar of up to 40 cells.
+std::string format_progress_bar(const ProgressSnapshot& s, size_t columns = 80);
+// The width of the terminal on `fd` (ioctl TIOCGWINSZ), else $COLUMNS, else 80.
+size_t terminal_columns(int fd);
 // Plain line for logs:
 //   "progress: 450/1000 docs (45.0%)  12.3 docs/s  1.5k tok/s  elapsed 0:36  ETA 0:45"
 // With n_ranks > 0 (MPI), "  2/3 ranks" follows the tok/s (the bar drops it, then tok/s, when
@@ -365,14 +369,17 @@ struct ProgressMeterOptions {
   uint64_t n_total = 0;            // 0: unknown
   uint64_t n_done_at_start = 0;
   std::function<double()> clock;  // seconds; default: steady clock
+  // The terminal's width, asked at every redraw (so a resize is followed); default:
+  // terminal_columns(STDERR_FILENO).
+  std::function<size_t()> columns;
 };
 
 // Decides when to print. The start time is taken at construction.
 class ProgressMeter {
  public:
   explicit ProgressMeter(ProgressMeterOptions options);
-  // The text to write to the terminal now, or "" when it is not time yet. TTY: "\r" + bar +
-  // "\x1b[K" (clear to end of line) — printed at the first update and then at most every
+  // The text to write to the terminal now, or "" when it is not time yet. TTY: "\r" + bar (as
+  // wide as options.columns() allows) + "\x1b[K" (clear to end of line) — printed at the first update and then at most every
   // tty_interval_s; plain: line + "\n" once plain_interval_s has passed since the last line (or
   // the start).
   std::string update(uint64_t n_done, uint64_t n_tokens);
