@@ -200,8 +200,8 @@ std::string ProgressMeter::render(const ProgressSnapshot& s) const {
   std::string out;
   if (options_.tty) {
     out = "\r";
-    out += format_progress_bar(s, options_.columns ? options_.columns()
-                                                   : terminal_columns(STDERR_FILENO));
+    out += format_progress_bar(
+        s, options_.columns ? options_.columns() : terminal_columns(STDERR_FILENO));
     out += "\x1b[K";
   } else {
     out = format_progress_line(s);

@@ -36,6 +36,9 @@
 //             {"id": ..., "custom_id": <or null>, "response": null,
 //              "error": {"code": "...", "message": "..."}}
 // Error lines for malformed input also carry "line": <1-based line number> in the error object.
+// A simple record without an "id" is known by its line: its output line has "line": <1-based
+// input line number> right after "id": null (an input field named "line" is then not copied),
+// and its error object (if any) has "line" too, with "line N: " before the message.
 // Extra input fields (simple format) are copied at the top level, sorted by key, except those
 // named "id", "result" or "error" (reserved by the output schema) — "text" is never copied.
 //
@@ -220,9 +223,22 @@ struct JobIdentity {
   std::string input_head_hash;  // hex FNV-1a 64 of the first MiB
   std::string input_tail_hash;  // hex FNV-1a 64 of the last MiB
   // The caller's fingerprint of everything that changes the output (task, prompt, model,
-  // sampling parameters, ...). Compared as an opaque string.
+  // sampling parameters, ...). Compared as a string; when it differs and both are JSON objects,
+  // the refusal names the keys that changed (describe_param_changes) instead of dumping them.
   std::string params_fingerprint;
+  // For those messages: the option that sets a fingerprint key ("temp" -> "--temp"); keys not
+  // listed are shown as "--" + the key with '_' -> '-'. Not stored in the sidecar.
+  std::map<std::string, std::string> param_options;
 };
+
+// "--temp 0.7; this run has 0.9" for one changed key of two JSON-object fingerprints;
+// "--temp 0.7, --max-tokens 64; this run has --temp 0.9, --max-tokens 32" for several (keys in
+// order, a key absent on one side shown as "(unset)", long values cut with "..."). Numbers are
+// printed with 6 significant digits (a float 0.7 stays "0.7"). Empty when either text is not a
+// JSON object or nothing differs.
+std::string describe_param_changes(std::string_view old_fingerprint,
+                                   std::string_view new_fingerprint,
+                                   const std::map<std::string, std::string>& param_options);
 
 // Reads the input file's size and hashes (two reads of at most 1 MiB).
 Result<JobIdentity> make_job_identity(const std::string& input_path,
@@ -379,9 +395,9 @@ class ProgressMeter {
  public:
   explicit ProgressMeter(ProgressMeterOptions options);
   // The text to write to the terminal now, or "" when it is not time yet. TTY: "\r" + bar (as
-  // wide as options.columns() allows) + "\x1b[K" (clear to end of line) — printed at the first update and then at most every
-  // tty_interval_s; plain: line + "\n" once plain_interval_s has passed since the last line (or
-  // the start).
+  // wide as options.columns() allows) + "\x1b[K" (clear to end of line) — printed at the first
+  // update and then at most every tty_interval_s; plain: line + "\n" once plain_interval_s has
+  // passed since the last line (or the start).
   std::string update(uint64_t n_done, uint64_t n_tokens);
   // The final text, always: TTY: the bar as in update() followed by "\n"; plain: the line + "\n".
   std::string finish(uint64_t n_done, uint64_t n_tokens);
