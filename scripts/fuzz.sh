@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan+UBSan) and fuzzes each for a while.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET=60] [TARGET ...]     (targets: gguf tokenizer ...)
-# Each target starts from its seed corpus (tests/fuzz/corpus/<t>, copied: the repo's corpus is not
-# modified) plus the regressions (tests/fuzz/regressions/<t>); new coverage goes to
+# Each target starts from its seed corpus (tests/fuzz/corpus/<t> and the seeds generated at build
+# time in $build/fuzz-seeds/<t>, copied: neither is modified) plus the regressions (tests/fuzz/regressions/<t>); new coverage goes to
 # out/fuzz/corpus/<t>. A crash leaves its input in out/fuzz/artifacts/<t>/ and the script exits 1:
 # copy that file into tests/fuzz/regressions/<t>/ with the fix, so every build replays it.
 set -euo pipefail
@@ -27,6 +27,7 @@ for t in "${targets[@]}"; do
   corpus=out/fuzz/corpus/$t artifacts=out/fuzz/artifacts/$t
   mkdir -p "$corpus" "$artifacts"
   cp -n tests/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
+  cp -n "$build"/fuzz-seeds/"$t"/* "$corpus"/ 2>/dev/null || true
   seeds=("$corpus")
   [ -d tests/fuzz/regressions/"$t" ] && seeds+=(tests/fuzz/regressions/"$t")
   dict=()

@@ -364,5 +364,73 @@ TEST(CliRun, OpenAiBatchLines) {
   std::filesystem::remove_all(dir);
 }
 
+// A resume whose options changed names them (old -> new), in one short line.
+TEST(CliRun, ResumeWithChangedOptionsNamesThem) {
+  LLMT_REQUIRE_DATA(kModel);
+  const auto dir = temp_dir("changed");
+  const std::string in = make_reviews(dir, 6), out = (dir / "out.jsonl").string();
+  auto args = [&](const std::string& temp) {
+    return std::vector<std::string>{"run",        "-m",        data_path(kModel),
+                                    "--task",     "generate",  "-n",
+                                    "4",          "--temp",    temp,
+                                    "-i",         in,          "-o",
+                                    out,          "--threads", "2",
+                                    "--progress", "none"};
+  };
+  const auto first = run_command(join_cmd(args("0.7")), true);
+  ASSERT_EQ(first.exit_code, 0) << first.out;
+  // Cut the output to leave the job unfinished, as an interruption would.
+  const auto lines = lines_of(read_file(out));
+  ASSERT_EQ(lines.size(), 6u);
+  std::filesystem::resize_file(out, lines[0].size() + 1);
+  const auto changed = run_command(join_cmd(args("0.9")), true);
+  EXPECT_EQ(changed.exit_code, 1) << changed.out;
+  EXPECT_EQ(changed.out, "error: " + out +
+                             " was written with --temp 0.7; this run has 0.9 (use --overwrite to "
+                             "start over, or the same options)\n");
+  const auto same = run_command(join_cmd(args("0.7")), true);
+  EXPECT_EQ(same.exit_code, 0) << same.out;
+  EXPECT_NE(same.out.find("resuming: 1 of 6"), std::string::npos) << same.out;
+  std::filesystem::remove_all(dir);
+}
+
+// Records without an id are known by their 1-based input line number (blank lines count).
+TEST(CliRun, RecordsWithoutIdGetTheirLineNumber) {
+  LLMT_REQUIRE_DATA(kModel);
+  const auto dir = temp_dir("noid");
+  const std::string in = (dir / "in.jsonl").string(), out = (dir / "out.jsonl").string();
+  {
+    std::ofstream f(in);
+    f << R"({"text": "A good day."})"
+      << "\n\n";
+    f << R"({"id": "x", "text": "With an id."})"
+      << "\n";
+    f << R"({"text": ")" << std::string(3000, 'x') << " \"}\n";  // too long for the context
+    f << R"({"txt": "no text field"})"
+      << "\n";
+  }
+  const std::vector<std::string> args = {
+      "run", "-m", data_path(kModel), "--task", "generate",  "-n", "4",          "-i",  in,
+      "-o",  out,  "--ctx-size",      "256",    "--threads", "2",  "--progress", "none"};
+  const auto r = run_command(join_cmd(args), true);
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  const auto lines = lines_of(read_file(out));
+  ASSERT_EQ(lines.size(), 4u);
+  const json a = json::parse(lines[0]), b = json::parse(lines[1]), c = json::parse(lines[2]),
+             d = json::parse(lines[3]);
+  EXPECT_TRUE(a["id"].is_null());
+  EXPECT_EQ(a["line"], 1);
+  EXPECT_TRUE(a["error"].is_null()) << lines[0];
+  EXPECT_EQ(b["id"], "x");
+  EXPECT_FALSE(b.contains("line")) << lines[1];
+  EXPECT_EQ(c["line"], 4);
+  EXPECT_EQ(c["error"]["code"], "context_overflow") << lines[2];
+  EXPECT_EQ(c["error"]["line"], 4);
+  EXPECT_EQ(c["error"]["message"].get<std::string>().rfind("line 4: ", 0), 0u) << lines[2];
+  EXPECT_EQ(d["line"], 5);
+  EXPECT_EQ(d["error"]["code"], "missing_field");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace llmt

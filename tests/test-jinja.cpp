@@ -239,6 +239,39 @@ TEST(JinjaErrors, RuntimeErrorsAndRaise) {
   }
 }
 
+// Integers are 64-bit: exact results that fit are Python's, the others are an OverflowError (an
+// error value; found by fuzz-chat-template as signed overflow UB), never a wrapped number.
+TEST(JinjaErrors, IntegerOverflowIsAnErrorNotUb) {
+  const std::vector<std::pair<std::string, std::string>> ok = {
+      {"{{ 2 ** 62 }}", "4611686018427387904"},
+      {"{{ (-2) ** 63 }}", "-9223372036854775808"},
+      {"{{ (-1) ** 9223372036854775807 }}", "-1"},
+      {"{{ 7 // -1 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }}", "-7 -4 2 -2"},
+      {"{{ (-9223372036854775807 - 1) % -1 }}", "0"},
+      {"{{ range(0, 10, 9223372036854775807) | list }}", "[0]"},
+      {"{{ range(9223372036854775806, 9223372036854775807) | list }}", "[9223372036854775806]"},
+      {"{{ 'abc'[1::9223372036854775807] }}{{ 'abc'[::-9223372036854775807 - 1] }}", "bc"},
+      {"{{ -9223372036854775807 | abs }}", "9223372036854775807"},
+      {"{{ 2.9 | int }} {{ -2.9 | int }}", "2 -2"},
+  };
+  for (const auto& [src, want] : ok) {
+    auto r = render_src(src, kOneUser);
+    ASSERT_TRUE(r.is_ok()) << src << ": " << r.status().message();
+    EXPECT_EQ(*r, want) << src;
+  }
+  for (const char* src :
+       {"{{ 2 ** 63 }}", "{{ 9223372036854775807 + 1 }}", "{{ -9223372036854775807 - 2 }}",
+        "{{ 3037000500 * 3037000500 }}", "{{ (-9223372036854775807 - 1) // -1 }}",
+        "{{ -(-9223372036854775807 - 1) }}", "{{ (-9223372036854775807 - 1) | abs }}",
+        "{{ 1e300 | int }}", "{{ range(-9223372036854775807 - 1, 9223372036854775807) | list }}"}) {
+    auto r = render_src(src, kOneUser);
+    ASSERT_FALSE(r.is_ok()) << src << " gave " << *r;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << src;
+    EXPECT_NE(r.status().message().find("OverflowError"), std::string::npos)
+        << src << ": " << r.status().message();
+  }
+}
+
 TEST(JinjaErrors, LimitsBoundRecursionLoopsAndOutput) {
   JinjaLimits small;
   small.max_output_bytes = 1 << 20;

@@ -3,6 +3,7 @@
 // lines, a SIGKILLed writer), sidecar refusals, overwrite, and progress formatting and timing.
 #include "common/job-io.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -367,6 +368,91 @@ TEST_F(JobIoTest, RawRecordsParseToTheSameRecords) {
   EXPECT_EQ(got[1].error_code, "invalid_json");
   EXPECT_EQ(got[2].error_code, "line_too_long");
   EXPECT_EQ(got[3].line_number, 6u);
+}
+
+// A record without an id is known by its 1-based input line, in its line and in its errors.
+TEST_F(JobIoTest, RecordsWithoutIdCarryTheirLineNumber) {
+  InputRecord r;
+  parse_input_line(R"({"text": "t", "line": "input field", "zz": 1})", InputFormat::kSimple,
+                   1 << 20, false, &r);
+  r.index = 10;
+  r.line_number = 12;
+  ASSERT_TRUE(r.ok());
+  RecordOutcome ok;
+  ok.result = json{{"text", "x"}};
+  EXPECT_EQ(format_output_line(r, ok),
+            R"({"id":null,"line":12,"zz":1,"result":{"text":"x"},"error":null})");
+  RecordOutcome bad;
+  bad.error = RecordError{"context_overflow", "prompt is 9000 tokens"};
+  const json j = json::parse(format_output_line(r, bad));
+  EXPECT_TRUE(j["id"].is_null());
+  EXPECT_EQ(j["line"], 12);
+  EXPECT_EQ(j["error"]["code"], "context_overflow");
+  EXPECT_EQ(j["error"]["message"], "line 12: prompt is 9000 tokens");
+  EXPECT_EQ(j["error"]["line"], 12);
+
+  InputRecord malformed;  // an input error line too
+  parse_input_line(R"({"txt": "no text"})", InputFormat::kSimple, 1 << 20, false, &malformed);
+  malformed.line_number = 3;
+  ASSERT_FALSE(malformed.ok());
+  const json m = json::parse(format_input_error_line(malformed));
+  EXPECT_EQ(m["line"], 3);
+  EXPECT_EQ(m["error"]["line"], 3);
+
+  InputRecord with_id;  // an id: no "line", an input "line" field is copied as before
+  parse_input_line(R"({"id": 0, "text": "t", "line": 5})", InputFormat::kSimple, 1 << 20, false,
+                   &with_id);
+  with_id.line_number = 7;
+  EXPECT_EQ(format_output_line(with_id, ok),
+            R"({"id":0,"line":5,"result":{"text":"x"},"error":null})");
+}
+
+TEST(ParamChanges, NamesTheChangedOptionsWithOldAndNewValues) {
+  const json was = {{"temp", 0.7f},
+                    {"max_tokens", 64},
+                    {"prompt", "Review: {text}"},
+                    {"model", "a.gguf"},
+                    {"chat", false}};
+  json now = was;
+  now["temp"] = 0.9f;
+  EXPECT_EQ(describe_param_changes(was.dump(), now.dump(), {}), "--temp 0.7; this run has 0.9");
+  now["max_tokens"] = 32;
+  now["model"] = "b.gguf";
+  EXPECT_EQ(describe_param_changes(was.dump(), now.dump(), {{"model", "-m"}}),
+            "--max-tokens 64, -m a.gguf, --temp 0.7; this run has --max-tokens 32, -m b.gguf, "
+            "--temp 0.9");
+  json added = was;
+  added["schema"] = std::string(200, 's');
+  const std::string d = describe_param_changes(was.dump(), added.dump(), {});
+  EXPECT_EQ(d.rfind("--schema (unset); this run has sss", 0), 0u) << d;
+  EXPECT_EQ(d.substr(d.size() - 3), "...");
+  EXPECT_LT(d.size(), 100u) << d;
+  json prompt = was;
+  prompt["prompt"] = "Other";
+  EXPECT_EQ(describe_param_changes(was.dump(), prompt.dump(), {}),
+            "--prompt \"Review: {text}\"; this run has Other");
+  EXPECT_EQ(describe_param_changes(was.dump(), was.dump(), {}), "");
+  EXPECT_EQ(describe_param_changes("task=x", was.dump(), {}), "");
+}
+
+TEST_F(JobIoTest, ResumeWithChangedOptionsNamesThem) {
+  write_file(path("in.jsonl"), "{\"text\": \"a\"}\n{\"text\": \"b\"}\n");
+  const std::string out = path("out.jsonl");
+  JobIdentity id = identity(path("in.jsonl"), json{{"temp", 0.7f}, {"top_k", 40}}.dump());
+  {
+    auto w = open_writer(out, id);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->submit_result(0, "{\"id\":null}").is_ok());
+  }
+  JobIdentity changed = identity(path("in.jsonl"), json{{"temp", 0.9f}, {"top_k", 40}}.dump());
+  auto r = OutputWriter::open(out, changed);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            out +
+                " was written with --temp 0.7; this run has 0.9 (use --overwrite to start "
+                "over, or the same options)");
+  EXPECT_TRUE(OutputWriter::open(out, id).is_ok());  // the same options still resume
 }
 
 TEST_F(JobIoTest, SkipResumesAtTheRightRecord) {
@@ -940,6 +1026,72 @@ TEST(ProgressFormat, BarAndPlainLines) {
     m.n_tokens = 987654321;
     EXPECT_LE(format_progress_bar(m).size(), 79u);
   }
+}
+
+// The bar fits the terminal (at most columns - 1 characters, so it never wraps and "\r" redraws
+// it in place), keeping the most useful numbers.
+TEST(ProgressFormat, BarFitsTheTerminalWidth) {
+  ProgressSnapshot s;
+  s.n_done = 450;
+  s.n_total = 1000;
+  s.elapsed_s = 450 / 12.3;
+  s.n_tokens = 54878;
+  EXPECT_EQ(format_progress_bar(s, 120),
+            "[==================>                     ] 450/1000 docs  12.3 docs/s  1.5k tok/s  "
+            "ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 80), format_progress_bar(s));
+  EXPECT_EQ(format_progress_bar(s, 50), "[====>     ] 450/1000 docs  12.3 docs/s  ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 40), "450/1000 docs  12.3 docs/s  ETA 0:45");
+  EXPECT_EQ(format_progress_bar(s, 20), "450/1000 docs");
+  EXPECT_EQ(format_progress_bar(s, 10), "450/1000 ");
+  for (size_t cols : {1, 2, 10, 20, 33, 40, 60, 79, 80, 81, 120, 300}) {
+    EXPECT_LE(format_progress_bar(s, cols).size(), std::max<size_t>(cols, 2) - 1) << cols;
+    ProgressSnapshot unknown = s;
+    unknown.n_total = 0;
+    EXPECT_LE(format_progress_bar(unknown, cols).size(), std::max<size_t>(cols, 2) - 1) << cols;
+  }
+  ProgressSnapshot unknown = s;
+  unknown.n_total = 0;
+  EXPECT_EQ(format_progress_bar(unknown, 40), "450 docs  12.3 docs/s  1.5k tok/s  0:37");
+  EXPECT_EQ(format_progress_bar(unknown, 20), "450 docs  0:37");
+  EXPECT_EQ(format_progress_bar(unknown, 12), "450 docs");
+}
+
+TEST(ProgressMeterTest, TtyRedrawsInPlaceWithinTheTerminalWidth) {
+  double t = 0;
+  ProgressMeterOptions o;
+  o.tty = true;
+  o.n_total = 1000;
+  o.clock = [&] { return t; };
+  size_t cols = 120;
+  o.columns = [&] { return cols; };
+  ProgressMeter m(o);
+  t = 10;
+  const std::string wide = m.update(450, 50000);
+  ASSERT_GE(wide.size(), 4u);
+  EXPECT_EQ(wide.front(), '\r');
+  EXPECT_EQ(wide.substr(wide.size() - 3), "\x1b[K");
+  EXPECT_GT(wide.size() - 4, 79u);  // uses the width
+  EXPECT_LE(wide.size() - 4, 119u);
+  cols = 30;  // the terminal was narrowed: the next redraw follows
+  t = 20;
+  const std::string narrow = m.update(500, 60000);
+  EXPECT_EQ(narrow.front(), '\r');
+  EXPECT_EQ(narrow.substr(narrow.size() - 3), "\x1b[K");
+  EXPECT_LE(narrow.size() - 4, 29u) << narrow;
+  EXPECT_EQ(narrow.find('\n'), std::string::npos);
+}
+
+TEST(ProgressFormat, TerminalColumnsFallsBackToColumnsThen80) {
+  const int fd = ::open("/dev/null", O_WRONLY);  // not a terminal
+  ASSERT_GE(fd, 0);
+  ::setenv("COLUMNS", "57", 1);
+  EXPECT_EQ(terminal_columns(fd), 57u);
+  ::setenv("COLUMNS", "junk", 1);
+  EXPECT_EQ(terminal_columns(fd), 80u);
+  ::unsetenv("COLUMNS");
+  EXPECT_EQ(terminal_columns(fd), 80u);
+  ::close(fd);
 }
 
 TEST(ProgressMeterTest, PrintIntervals) {

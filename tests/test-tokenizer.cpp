@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf-writer.h"
 #include "llmthreads/gguf.h"
 #include "llmthreads/tokenizer.h"
 #include "test-util.h"
@@ -529,77 +530,7 @@ TEST_F(Stories, LongInput) {
 
 // ---- bad metadata: synthetic GGUFs built in memory ----
 
-class GgufWriter {
- public:
-  void kv_string(const std::string& key, const std::string& v) {
-    header(key, 8);
-    str(v);
-    ++n_kv_;
-  }
-  void kv_u32(const std::string& key, uint32_t v) {
-    header(key, 4);
-    u32(v);
-    ++n_kv_;
-  }
-  void kv_bool(const std::string& key, bool v) {
-    header(key, 7);
-    buf_.push_back(v ? 1 : 0);
-    ++n_kv_;
-  }
-  void kv_strings(const std::string& key, const std::vector<std::string>& v) {
-    header(key, 9);
-    u32(8);
-    u64(v.size());
-    for (const auto& s : v) str(s);
-    ++n_kv_;
-  }
-  void kv_floats(const std::string& key, const std::vector<float>& v) {
-    header(key, 9);
-    u32(6);
-    u64(v.size());
-    for (float f : v) raw(&f, 4);
-    ++n_kv_;
-  }
-  void kv_i32s(const std::string& key, const std::vector<int32_t>& v) {
-    header(key, 9);
-    u32(5);
-    u64(v.size());
-    for (int32_t x : v) raw(&x, 4);
-    ++n_kv_;
-  }
-  std::vector<uint8_t> bytes() const {
-    std::vector<uint8_t> out;
-    auto put = [&](const void* p, size_t n) {
-      out.insert(out.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
-    };
-    put("GGUF", 4);
-    uint32_t version = 3;
-    put(&version, 4);
-    uint64_t n_tensors = 0;
-    put(&n_tensors, 8);
-    put(&n_kv_, 8);
-    out.insert(out.end(), buf_.begin(), buf_.end());
-    while (out.size() % 32) out.push_back(0);
-    return out;
-  }
-
- private:
-  void raw(const void* p, size_t n) {
-    buf_.insert(buf_.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
-  }
-  void u32(uint32_t v) { raw(&v, 4); }
-  void u64(uint64_t v) { raw(&v, 8); }
-  void str(const std::string& s) {
-    u64(s.size());
-    raw(s.data(), s.size());
-  }
-  void header(const std::string& key, uint32_t type) {
-    str(key);
-    u32(type);
-  }
-  std::vector<uint8_t> buf_;
-  uint64_t n_kv_ = 0;
-};
+using llmt::test::GgufWriter;
 
 // A tiny SPM vocabulary: <unk> <s> </s>, byte tokens for 'a' and 'b' only, and a few pieces.
 GgufWriter tiny_spm() {

@@ -263,7 +263,11 @@ struct EngineStats {
   // Window slots (KvConfig::window_slots; 0 when the pool has none) and how many a window
   // reaches now / at most since start.
   int64_t kv_window_slots = 0, kv_window_slots_used = 0, kv_window_slots_used_peak = 0;
+  // A failed swap-out or swap-in (disk full, I/O error, a damaged file) does not fail the
+  // thread: its KV is recomputed instead. swap_failures counts them; swap_last_error is the
+  // latest one's message (names the file and the OS error; "" when none).
   int64_t preempt_ram = 0, preempt_disk = 0, preempt_recompute = 0, swap_failures = 0;
+  std::string swap_last_error;
   int64_t swap_bytes_ram = 0, swap_bytes_disk = 0;  // currently stored
   int64_t swap_bytes_out_total = 0;                 // cumulative bytes saved
   double busy_s = 0.0;                              // time spent in steps

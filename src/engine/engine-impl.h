@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <thread>
@@ -85,6 +86,13 @@ struct AtomicStats {
   std::atomic<int64_t> preempt_ram{0}, preempt_disk{0}, preempt_recompute{0}, swap_failures{0};
   std::atomic<int64_t> swap_bytes_ram{0}, swap_bytes_disk{0}, swap_bytes_out{0};
   std::atomic<int64_t> busy_ns{0};
+  // The message of the latest failed swap put/take (EngineStats::swap_last_error).
+  mutable std::mutex swap_error_mu;
+  std::string swap_last_error;  // guarded by swap_error_mu
+  void set_swap_error(const Status& s) {
+    std::lock_guard<std::mutex> lock(swap_error_mu);
+    swap_last_error = s.message();
+  }
 };
 
 inline void set(std::atomic<int64_t>& a, int64_t v) {

@@ -365,6 +365,7 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
     if (!r.is_ok()) {
       result.swap_failed.push_back(so.id);
       st.swap_failures.fetch_add(1, std::memory_order_relaxed);
+      st.set_swap_error(r.status());
     } else {
       st.swap_bytes_out.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
     }
@@ -400,6 +401,7 @@ void Engine::Impl::move_blocks(const sched::StepPlan& plan, sched::StepResult* r
     if (!s.is_ok()) {
       result.swap_failed.push_back(si.id);
       st.swap_failures.fetch_add(1, std::memory_order_relaxed);
+      st.set_swap_error(s);
     }
   }
 }

@@ -444,6 +444,10 @@ EngineStats Engine::stats() const {
   s.preempt_disk = g(a.preempt_disk);
   s.preempt_recompute = g(a.preempt_recompute);
   s.swap_failures = g(a.swap_failures);
+  {
+    std::lock_guard<std::mutex> lock(a.swap_error_mu);
+    s.swap_last_error = a.swap_last_error;
+  }
   s.swap_bytes_ram = g(a.swap_bytes_ram);
   s.swap_bytes_disk = g(a.swap_bytes_disk);
   s.swap_bytes_out_total = g(a.swap_bytes_out);

@@ -149,6 +149,49 @@ List iterate(const Value& v) {
   }
 }
 
+// Integer arithmetic within int64: Python's integers do not overflow, ours stop with an
+// OverflowError (an error value of the render) where the exact result does not fit.
+[[noreturn]] void overflow_error() {
+  throw Error("OverflowError: integer result does not fit in 64 bits");
+}
+int64_t int_add(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) overflow_error();
+  return r;
+}
+int64_t int_sub(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_sub_overflow(a, b, &r)) overflow_error();
+  return r;
+}
+int64_t int_mul(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) overflow_error();
+  return r;
+}
+// Python's floor division and modulo (the remainder has the divisor's sign); y != 0.
+int64_t int_floordiv(int64_t x, int64_t y) {
+  if (y == -1) return int_sub(0, x);
+  int64_t q = x / y;
+  if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
+  return q;
+}
+int64_t int_mod(int64_t x, int64_t y) {
+  if (y == -1) return 0;
+  int64_t r = x % y;
+  if (r != 0 && ((r < 0) != (y < 0))) r += y;
+  return r;
+}
+// base ** e for e >= 0.
+int64_t int_pow(int64_t base, int64_t e) {
+  if (base == 0) return e == 0 ? 1 : 0;
+  if (base == 1) return 1;
+  if (base == -1) return e % 2 == 0 ? 1 : -1;
+  int64_t r = 1;
+  for (int64_t i = 0; i < e; ++i) r = int_mul(r, base);  // |base| >= 2: throws by i = 63
+  return r;
+}
+
 Value binary_op(const std::string& op, const Value& a, const Value& b, size_t max_bytes) {
   if (op == "~") {
     std::string s = to_str(a) + to_str(b);
@@ -164,7 +207,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
                b.type_name() + "'");
   };
   if (op == "+") {
-    if (nums) return floats ? Value(a.as_float() + b.as_float()) : Value(a.as_int() + b.as_int());
+    if (nums) {
+      return floats ? Value(a.as_float() + b.as_float()) : Value(int_add(a.as_int(), b.as_int()));
+    }
     if (a.is_string() && b.is_string()) {
       if (a.str().size() + b.str().size() > max_bytes) throw Error("string too large");
       return Value(a.str() + b.str());
@@ -182,7 +227,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
     return unsupported();
   }
   if (op == "*") {
-    if (nums) return floats ? Value(a.as_float() * b.as_float()) : Value(a.as_int() * b.as_int());
+    if (nums) {
+      return floats ? Value(a.as_float() * b.as_float()) : Value(int_mul(a.as_int(), b.as_int()));
+    }
     const Value* s = a.is_string() || a.is_list() ? &a : &b;
     const Value* n = s == &a ? &b : &a;
     if ((s->is_string() || s->is_list()) &&
@@ -204,7 +251,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
   }
   if (!nums) return unsupported();
   if (op == "-")
-    return floats ? Value(a.as_float() - b.as_float()) : Value(a.as_int() - b.as_int());
+    return floats ? Value(a.as_float() - b.as_float()) : Value(int_sub(a.as_int(), b.as_int()));
   if (op == "/") {
     if (b.as_float() == 0) throw Error("ZeroDivisionError: division by zero");
     return Value(a.as_float() / b.as_float());
@@ -216,16 +263,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
       return op == "//" ? Value(q) : Value(a.as_float() - q * b.as_float());
     }
     const int64_t x = a.as_int(), y = b.as_int();
-    int64_t q = x / y;
-    if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
-    return op == "//" ? Value(q) : Value(x - q * y);
+    return op == "//" ? Value(int_floordiv(x, y)) : Value(int_mod(x, y));
   }
   if (op == "**") {
-    if (!floats && b.as_int() >= 0) {
-      int64_t r = 1;
-      for (int64_t i = 0; i < b.as_int() && i < 64; ++i) r *= a.as_int();
-      return Value(r);
-    }
+    if (!floats && b.as_int() >= 0) return Value(int_pow(a.as_int(), b.as_int()));
     return Value(std::pow(a.as_float(), b.as_float()));
   }
   return unsupported();
@@ -327,7 +368,8 @@ Value slice(const Value& obj, const Value& start, const Value& stop, const Value
   const int64_t e = norm(stop, step > 0 ? n : -1, false);
   List out;
   std::vector<uint32_t> out_cps;
-  for (int64_t i = b; step > 0 ? i < e : i > e; i += step) {
+  // A 128-bit index: b and e are within [-1, n], but b + step may pass int64 (a huge step).
+  for (__int128 i = b; step > 0 ? i < e : i > e; i += step) {
     if (obj.is_list()) {
       out.push_back(obj.list()[static_cast<size_t>(i)]);
     } else {
@@ -350,9 +392,13 @@ Value make_globals_range(Args& a) {
     type_error("range expected at least 1 argument");
   }
   if (step == 0) throw Error("ValueError: range() arg 3 must not be zero");
-  const int64_t count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
-                                 : (start > stop ? (start - stop - step - 1) / -step : 0);
-  if (count > 1'000'000) throw Error("OverflowError: range too big (over 1000000 items)");
+  // In 128 bits: stop - start and the step's magnitude may pass int64.
+  const __int128 span =
+      step > 0 ? static_cast<__int128>(stop) - start : static_cast<__int128>(start) - stop;
+  const __int128 mag = step > 0 ? static_cast<__int128>(step) : -static_cast<__int128>(step);
+  const __int128 count128 = span > 0 ? (span + mag - 1) / mag : 0;
+  if (count128 > 1'000'000) throw Error("OverflowError: range too big (over 1000000 items)");
+  const auto count = static_cast<int64_t>(count128);  // start + i * step stays in [start, stop)
   List l;
   l.reserve(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) l.push_back(Value(start + i * step));
@@ -615,6 +661,10 @@ std::optional<Value> Interp::scalar_filter(const std::string& name, const Value&
     return out;
   }
   if (name == "int") {
+    if (v.type() == Value::Type::kFloat && !(std::fabs(v.as_float()) < 9223372036854775808.0)) {
+      throw Error(std::isnan(v.as_float()) ? "ValueError: cannot convert float NaN to integer"
+                                           : "OverflowError: float too large for int");
+    }
     if (v.is_number()) return Value(v.as_int());
     if (v.is_string()) {
       try {
@@ -643,8 +693,9 @@ std::optional<Value> Interp::scalar_filter(const std::string& name, const Value&
   if (name == "abs") {
     if (!v.is_number())
       type_error(std::string("bad operand type for abs(): '") + v.type_name() + "'");
-    return v.type() == Value::Type::kFloat ? Value(std::fabs(v.as_float()))
-                                           : Value(static_cast<int64_t>(std::llabs(v.as_int())));
+    if (v.type() == Value::Type::kFloat) return Value(std::fabs(v.as_float()));
+    const int64_t i = v.as_int();
+    return Value(i < 0 ? int_sub(0, i) : i);
   }
   if (name == "round") {
     const int64_t prec = a.get(0, "precision", Value(int64_t{0})).as_int();
@@ -860,7 +911,7 @@ bool Interp::apply_test(const std::string& name, const Value& v, Args& a) {
     if (v.type() != T::kInt && v.type() != T::kBool) type_error("test needs an integer");
     const int64_t d = name == "divisibleby" ? a.get(0, "num", Value(int64_t{1})).as_int() : 2;
     if (d == 0) throw Error("ZeroDivisionError: integer division or modulo by zero");
-    const int64_t r = ((v.as_int() % d) + d) % d;
+    const int64_t r = int_mod(v.as_int(), d);
     return name == "odd" ? r == 1 : r == 0;
   }
   const Value& other = a.get(0, "b", kNone);

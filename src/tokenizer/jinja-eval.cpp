@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace llmt::jinja {
 
@@ -337,6 +338,9 @@ Value Interp::eval(const Expr& e) {
       }
       if (e.name == "+") return a.type() == Value::Type::kBool ? Value(a.as_int()) : a;
       if (a.type() == Value::Type::kFloat) return Value(-a.as_float());
+      if (a.as_int() == std::numeric_limits<int64_t>::min()) {
+        throw Error("OverflowError: integer result does not fit in 64 bits");
+      }
       return Value(-a.as_int());
     }
     case Expr::Kind::kBinary: {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -94,7 +95,15 @@ class Value {
   bool is_callable() const { return type_ == Type::kCallable; }
 
   bool as_bool() const { return i_ != 0; }
-  int64_t as_int() const { return type_ == Type::kFloat ? static_cast<int64_t>(f_) : i_; }
+  // A float is truncated toward zero and clamped to the int64 range (NaN gives 0): never UB.
+  int64_t as_int() const { return type_ == Type::kFloat ? float_to_int(f_) : i_; }
+  static int64_t float_to_int(double f) {
+    constexpr double kTwo63 = 9223372036854775808.0;
+    if (f != f) return 0;
+    if (f >= kTwo63) return std::numeric_limits<int64_t>::max();
+    if (f <= -kTwo63) return std::numeric_limits<int64_t>::min();
+    return static_cast<int64_t>(f);
+  }
   double as_float() const { return type_ == Type::kFloat ? f_ : static_cast<double>(i_); }
   const std::string& str() const { return str_; }  // kString; the name of an undefined/callable
   const List& list() const { return *list_; }

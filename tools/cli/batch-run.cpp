@@ -201,6 +201,7 @@ class Progress {
   Progress(const BatchRunOptions& opt, uint64_t n_total, uint64_t n_done_at_open, Engine& engine,
            const LineSink& sink)
       : on_(opt.progress != "none"),
+        tty_(on_ && (opt.progress == "bar" || (opt.progress == "auto" && isatty(STDERR_FILENO)))),
         meter_([&] {
           tasks::ProgressMeterOptions p;
           p.tty = opt.progress == "bar" || (opt.progress == "auto" && isatty(STDERR_FILENO));
@@ -213,11 +214,13 @@ class Progress {
         sink_(sink),
         stats0_(engine.stats()) {}
   void show() {
+    warn_swap_once();
     if (!on_) return;
     const std::string s = meter_.update(sink_.n_done(), tokens());
     if (!s.empty()) std::fputs(s.c_str(), stderr);
   }
   void finish() {
+    warn_swap_once();
     if (on_) std::fputs(meter_.finish(sink_.n_done(), tokens()).c_str(), stderr);
   }
 
@@ -227,7 +230,21 @@ class Progress {
     return static_cast<uint64_t>((s.prefill_tokens - stats0_.prefill_tokens) +
                                  (s.generated_tokens - stats0_.generated_tokens));
   }
+  // The first failed KV swap (e.g. --swap-dir full) is worth a warning: threads go on (their KV
+  // is recomputed) but slower. Printed once per run; the count is in the engine's stats.
+  void warn_swap_once() {
+    if (swap_warned_) return;
+    const EngineStats s = engine_.stats();
+    if (s.swap_failures <= stats0_.swap_failures) return;
+    swap_warned_ = true;
+    std::fprintf(stderr,
+                 "%swarning: KV swap failed (%s); preempted threads recompute their KV instead "
+                 "(slower; free space in --swap-dir or raise --kv-budget)\n",
+                 tty_ ? "\r\x1b[K" : "", s.swap_last_error.c_str());
+  }
   bool on_;
+  bool tty_ = false;
+  bool swap_warned_ = false;
   tasks::ProgressMeter meter_;
   Engine& engine_;
   const LineSink& sink_;
@@ -285,6 +302,7 @@ int run_batch(const BatchRunOptions& opt) {
   const uint64_t n_total = *n_total_r;
   Result<tasks::JobIdentity> ident = tasks::make_job_identity(opt.input_path, opt.fingerprint);
   if (!ident.is_ok()) return fail(ident.status().to_string());
+  ident->param_options = opt.param_options;
   tasks::OutputWriterOptions wopt;
   wopt.overwrite = opt.overwrite;
   Result<std::unique_ptr<tasks::OutputWriter>> writer_r =
@@ -351,10 +369,17 @@ int run_batch(const BatchRunOptions& opt) {
 
   Status flushed = writer.flush_durable();
   progress.finish();
-  if (Status e = sink.error(); !e.is_ok()) {
-    return fail("writing " + opt.output_path + ": " + e.to_string());
-  }
-  if (!flushed.is_ok()) return fail("writing " + opt.output_path + ": " + flushed.to_string());
+  // A write error (disk full, read-only, EIO) keeps the complete lines written so far: say how
+  // to go on.
+  auto write_failed = [&](const Status& e) {
+    const bool named = e.message().rfind(opt.output_path, 0) == 0;  // starts with the path
+    return fail((named ? "" : "writing " + opt.output_path + ": ") + e.message() +
+                (e.code() == StatusCode::kIo
+                     ? "; fix that (e.g. free some space) and run the same command again to resume"
+                     : ""));
+  };
+  if (Status e = sink.error(); !e.is_ok()) return write_failed(e);
+  if (!flushed.is_ok()) return write_failed(flushed);
   const uint64_t n_durable = writer.n_durable();
   if (n_signals.load() > 0 || n_durable < n_total) {
     std::fprintf(stderr,

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,9 @@ struct BatchRunOptions {
   bool overwrite = false;  // discard an existing output instead of resuming it
   // The parameters that make an output resumable by this run (JSON text; see make_job_identity).
   std::string fingerprint;
+  // The option behind each fingerprint key, for the message of a refused resume
+  // (tasks::JobIdentity::param_options).
+  std::map<std::string, std::string> param_options;
   uint64_t window = 0;            // documents in flight at most; 0 = 4 x max_running
   double grace_s = 10.0;          // after a first signal
   std::string progress = "auto";  // auto, bar, lines, none

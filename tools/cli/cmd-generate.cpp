@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli-flags.h"
 #include "common/commands.h"
 #include "llmthreads/chat-template.h"
 #include "llmthreads/model.h"
@@ -54,15 +55,7 @@ int cmd_generate(int argc, char** argv) {
   app.add_option("-f,--file", prompt_file, "read the prompt from a file");
   app.add_option("-n,--n-predict", n_predict, "tokens to generate (default 64)")
       ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--temp", sp.temperature, "temperature; 0 = greedy (default 0.8)");
-  app.add_option("--top-k", sp.top_k, "top-k, 0 = off (default 40)");
-  app.add_option("--top-p", sp.top_p, "top-p, 1 = off (default 0.95)");
-  app.add_option("--min-p", sp.min_p, "min-p, 0 = off (default 0.05)");
-  app.add_option("--repeat-penalty", sp.repeat_penalty, "repeat penalty, 1 = off (default 1)");
-  app.add_option("--repeat-last-n", sp.repeat_last_n, "penalty window in tokens (default 64)");
-  app.add_option("--frequency-penalty", sp.frequency_penalty, "frequency penalty (default 0)");
-  app.add_option("--presence-penalty", sp.presence_penalty, "presence penalty (default 0)");
-  app.add_option("-s,--seed", sp.seed, "RNG seed (default fixed, so runs repeat)");
+  add_sampling_options(app, &sp, "0.8");
   app.add_option("-t,--threads", n_threads, "compute threads (default: physical cores)")
       ->check(CLI::Range(0, 1024));
   app.add_option("-c,--ctx-size", n_ctx, "context length (default: min(model, 4096))")

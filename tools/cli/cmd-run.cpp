@@ -266,6 +266,12 @@ int cmd_run(int argc, char** argv) {
   opt.output_path = f.output_path;
   opt.overwrite = f.overwrite;
   opt.fingerprint = fp_all.dump();
+  // Fingerprint keys whose option is not "--" + the key with '_' -> '-'.
+  opt.param_options = {{"prompt", "--prompt/--prompt-file"},
+                       {"reduce_prompt", "--reduce-prompt-file"},
+                       {"model", "-m (model file)"},
+                       {"model_bytes", "-m (model file size)"},
+                       {"schema", "--schema (its content)"}};
   opt.window = static_cast<uint64_t>(f.window);
   opt.grace_s = f.grace_s;
   opt.progress = f.progress;

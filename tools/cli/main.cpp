@@ -22,6 +22,7 @@ void usage(FILE* out) {
                "  tokenize  tokenize text with a model's tokenizer\n"
                "  template  render a chat request (JSON on stdin) with a chat template\n"
                "  generate  generate text from a prompt\n"
+               "  chat      chat with a model (turns from stdin, replies streamed to stdout)\n"
                "  bench     measure prefill/decode/batched throughput, bandwidth and kernels\n"
                "  run       run a task (classify, generate, extract, summarize) over a JSONL file\n"
                "  serve     serve a model over an OpenAI-compatible HTTP API\n"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return llmt::cli::cmd_tokenize(argc - 1, argv + 1);
   if (cmd == "template") return llmt::cli::cmd_template(argc - 1, argv + 1);
   if (cmd == "generate") return llmt::cli::cmd_generate(argc - 1, argv + 1);
+  if (cmd == "chat") return llmt::cli::cmd_chat(argc - 1, argv + 1);
   if (cmd == "bench") return llmt::cli::cmd_bench(argc - 1, argv + 1);
   if (cmd == "run") return llmt::cli::cmd_run(argc - 1, argv + 1);
   if (cmd == "serve") return llmt::cli::cmd_serve(argc - 1, argv + 1);

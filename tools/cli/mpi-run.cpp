@@ -490,6 +490,7 @@ int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<i
   const uint64_t n_total = *n_total_r;
   Result<tasks::JobIdentity> ident = tasks::make_job_identity(opt.input_path, opt.fingerprint);
   if (!ident.is_ok()) return early_exit(fail(ident.status().to_string()));
+  ident->param_options = opt.param_options;
   tasks::OutputWriterOptions wopt;
   wopt.overwrite = opt.overwrite;
   Result<std::unique_ptr<tasks::OutputWriter>> writer_r =

@@ -9,6 +9,7 @@ namespace llmt::cli {
 int cmd_info(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
+int cmd_chat(int argc, char** argv);  // tools/cli/cmd-chat.cpp
 int cmd_bench(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_serve(int argc, char** argv);  // tools/server/cmd-serve.cpp

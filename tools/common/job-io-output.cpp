@@ -2,6 +2,8 @@
 // OutputWriter (job-io.h).
 #include "common/job-io.h"
 
+#include <algorithm>
+
 #include "common/job-io-util.h"
 
 namespace llmt::tasks {
@@ -21,12 +23,16 @@ std::string error_object(const std::string& code, const std::string& message,
   return s + "}";
 }
 
-// {"id": ..., <extra>, "result": <result>, "error": <error>}
+// {"id": ..., <extra>, "result": <result>, "error": <error>}; a record without an id gets
+// "id": null, "line": <1-based input line> (and an input field "line" is then not copied).
 std::string simple_line(const InputRecord& r, const std::string& result, const std::string& error) {
   std::string s = "{\"id\":" + dump(r.id);
+  const bool by_line = r.id.is_null() && r.line_number > 0;
+  if (by_line) s += ",\"line\":" + std::to_string(r.line_number);
   if (r.extra.is_object()) {
     for (auto& [key, value] : r.extra.items()) {
       if (key == "id" || key == "result" || key == "error" || key == "text") continue;
+      if (by_line && key == "line") continue;
       s += "," + dump(json(key)) + ":" + dump(value);
     }
   }
@@ -52,7 +58,13 @@ std::string format_input_error_line(const InputRecord& r) {
 std::string format_output_line(const InputRecord& r, const RecordOutcome& outcome) {
   if (!r.ok()) return format_input_error_line(r);
   if (outcome.error) {
-    std::string error = error_object(outcome.error->code, outcome.error->message, 0);
+    // A simple record without an id is known by its line: the message says it too.
+    const bool by_line = r.format == InputFormat::kSimple && r.id.is_null() && r.line_number > 0;
+    std::string error =
+        error_object(outcome.error->code,
+                     (by_line ? "line " + std::to_string(r.line_number) + ": " : std::string()) +
+                         outcome.error->message,
+                     by_line ? r.line_number : 0);
     if (r.format == InputFormat::kOpenAiBatch) return openai_line(r, "null", error);
     return simple_line(r, "null", error);
   }
@@ -67,6 +79,66 @@ std::string format_output_line(const InputRecord& r, const RecordOutcome& outcom
 
 // ---------------------------------------------------------------------------------------------
 // Job identity and sidecar.
+
+namespace {
+
+// A fingerprint value as a user would type it: numbers with 6 significant digits, strings bare
+// when they are one word (else JSON-quoted), anything long cut.
+std::string option_value_text(const json& v) {
+  std::string s;
+  if (v.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", v.get<double>());
+    s = buf;
+  } else if (v.is_string()) {
+    const std::string& t = v.get_ref<const std::string&>();
+    const bool word = !t.empty() && t.find_first_of(" \t\n\"'\\") == std::string::npos;
+    s = word ? t : dump(v);
+  } else {
+    s = dump(v);
+  }
+  constexpr size_t kMax = 48;
+  if (s.size() > kMax) s = s.substr(0, kMax - 3) + "...";
+  return s;
+}
+
+}  // namespace
+
+std::string describe_param_changes(std::string_view old_fingerprint,
+                                   std::string_view new_fingerprint,
+                                   const std::map<std::string, std::string>& param_options) {
+  const json was = json::parse(old_fingerprint, nullptr, /*allow_exceptions=*/false);
+  const json now = json::parse(new_fingerprint, nullptr, /*allow_exceptions=*/false);
+  if (!was.is_object() || !now.is_object()) return "";
+  std::vector<std::string> keys;
+  for (auto& [k, v] : was.items()) {
+    if (!now.contains(k) || now[k] != v) keys.push_back(k);
+  }
+  for (auto& [k, v] : now.items()) {
+    if (!was.contains(k)) keys.push_back(k);
+  }
+  std::sort(keys.begin(), keys.end());
+  if (keys.empty()) return "";
+  auto option = [&](const std::string& k) {
+    auto it = param_options.find(k);
+    if (it != param_options.end()) return it->second;
+    std::string o = "--" + k;
+    std::replace(o.begin(), o.end(), '_', '-');
+    return o;
+  };
+  auto value = [](const json& obj, const std::string& k) {
+    return obj.contains(k) ? option_value_text(obj[k]) : std::string("(unset)");
+  };
+  if (keys.size() == 1) {
+    return option(keys[0]) + " " + value(was, keys[0]) + "; this run has " + value(now, keys[0]);
+  }
+  std::string before, after;
+  for (const auto& k : keys) {
+    before += (before.empty() ? "" : ", ") + option(k) + " " + value(was, k);
+    after += (after.empty() ? "" : ", ") + option(k) + " " + value(now, k);
+  }
+  return before + "; this run has " + after;
+}
 
 std::string job_sidecar_path(const std::string& output_path) {
   return output_path + ".llmt-job";
@@ -137,6 +209,9 @@ Result<std::unique_ptr<OutputWriter>> OutputWriter::open(const std::string& outp
       in_st.st_ino == out_st.st_ino) {
     return invalid_argument(output_path + ": the output path is the input file");
   }
+  if (out_exists && S_ISDIR(out_st.st_mode))
+    return invalid_argument(output_path + ": cannot write the output there: " + errno_text(EISDIR) +
+                            " (give a file path)");
   if (out_exists && !S_ISREG(out_st.st_mode))
     return invalid_argument(output_path + ": output is not a regular file");
 
@@ -215,8 +290,19 @@ Result<std::unique_ptr<OutputWriter>> OutputWriter::open(const std::string& outp
           json(identity.input_head_hash));
   differs("input content (last MiB)", side.value("input_tail_hash", json()),
           json(identity.input_tail_hash));
-  differs("task parameters", side.value("params_fingerprint", json()),
-          json(identity.params_fingerprint));
+  const json stored_params = side.value("params_fingerprint", json());
+  if (diff.empty() && stored_params.is_string() &&
+      stored_params.get_ref<const std::string&>() != identity.params_fingerprint) {
+    // Only the options changed: name them rather than dumping both fingerprints.
+    const std::string changes =
+        describe_param_changes(stored_params.get_ref<const std::string&>(),
+                               identity.params_fingerprint, identity.param_options);
+    if (!changes.empty()) {
+      return invalid_argument(output_path + " was written with " + changes +
+                              " (use --overwrite to start over, or the same options)");
+    }
+  }
+  differs("task parameters", stored_params, json(identity.params_fingerprint));
   if (!diff.empty()) {
     return invalid_argument(output_path +
                             ": cannot resume: this output belongs to another job (input " +
@@ -328,8 +414,12 @@ Status OutputWriter::write_pending_locked() {
   if (!failed_.is_ok()) return failed_;
   if (!pending_.empty()) {
     int err = 0;
-    if (!write_all(fd_, pending_.data(), pending_.size(), &err)) {
-      failed_ = io_error(path_ + ": write failed: " + errno_text(err));
+    size_t n_out = 0;
+    // The file ends at a line boundary here (open() cut any partial line; a failed write below
+    // cuts its own), so this is where the batch starts.
+    const off_t start = ::lseek(fd_, 0, SEEK_END);
+    if (!write_all(fd_, pending_.data(), pending_.size(), &err, &n_out)) {
+      failed_ = keep_written_lines_locked(start, n_out, err);
       return failed_;
     }
     n_written_ += n_pending_;
@@ -349,6 +439,27 @@ Status OutputWriter::write_pending_locked() {
     }
   }
   return Status::ok();
+}
+
+Status OutputWriter::keep_written_lines_locked(off_t start, size_t n_out, int err) {
+  // Keep the complete lines of the short write, cut the partial one, make them durable.
+  const size_t keep = n_out == 0 ? 0 : pending_.rfind('\n', n_out - 1) + 1;  // npos + 1 == 0
+  bool cut = start >= 0 && ::ftruncate(fd_, start + static_cast<off_t>(keep)) == 0;
+  if (cut) {
+    const uint64_t n_kept =
+        static_cast<uint64_t>(std::count(pending_.begin(), pending_.begin() + keep, '\n'));
+    n_written_ += n_kept;
+    n_pending_ -= n_kept;
+    pending_.erase(0, keep);
+    if (::fdatasync(fd_) == 0) {
+      n_durable_ = n_written_;
+      (void)write_sidecar_locked(false, 0);  // best effort: the output itself is the checkpoint
+    }
+  }
+  std::string msg = path_ + ": write failed: " + errno_text(err) + "; its first " +
+                    std::to_string(n_durable_) + " lines are complete and synced";
+  if (!cut) msg += " (the partial line after them could not be cut: resume will cut it)";
+  return io_error(msg);
 }
 
 Status OutputWriter::submit_result(uint64_t record_index, std::string line) {

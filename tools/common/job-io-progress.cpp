@@ -1,6 +1,11 @@
 // Job I/O, progress: the numbers and the bar or lines the ProgressMeter prints (job-io.h).
 #include "common/job-io.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include "common/job-io-util.h"
 
 namespace llmt::tasks {
@@ -89,8 +94,11 @@ std::string bar_cells(uint64_t done, uint64_t total, size_t width) {
 
 }  // namespace
 
-std::string format_progress_bar(const ProgressSnapshot& s) {
-  constexpr size_t kMaxCols = 79, kBarWidth = 20, kMinBar = 5;
+std::string format_progress_bar(const ProgressSnapshot& s, size_t columns) {
+  // The last column stays empty: writing it makes some terminals wrap, and the next "\r" would
+  // then redraw on a new row, leaving the old one behind.
+  const size_t max_cols = std::max<size_t>(columns, 2) - 1;
+  constexpr size_t kBarWidth = 20, kMaxBarWidth = 40, kMinBar = 5;
   Rates r = rates_of(s);
   std::string docs = s.n_total > 0
                          ? std::to_string(s.n_done) + "/" + std::to_string(s.n_total) + " docs"
@@ -104,23 +112,45 @@ std::string format_progress_bar(const ProgressSnapshot& s) {
       s.n_total > 0 ? "  ETA " + format_duration(r.eta_s) : "  " + format_duration(s.elapsed_s);
   if (s.n_total == 0) {
     std::string line = docs + rate + tok + ranks + tail;
-    if (line.size() > kMaxCols) line = docs + rate + tok + tail;
-    if (line.size() > kMaxCols) line = docs + rate + tail;
-    return line.substr(0, kMaxCols);
+    if (line.size() > max_cols) line = docs + rate + tok + tail;
+    if (line.size() > max_cols) line = docs + rate + tail;
+    if (line.size() > max_cols) line = docs + tail;
+    if (line.size() > max_cols) line = docs;
+    return line.substr(0, max_cols);
   }
+  // Fewer numbers before a shorter bar, a shorter bar before no bar; MPI: the ranks before tok/s.
   std::string text = " " + docs + rate + tok + tail;
   const std::string with_ranks = " " + docs + rate + tok + ranks + tail;
-  if (!ranks.empty() && with_ranks.size() + kMinBar + 2 <= kMaxCols) {
-    text = with_ranks;  // MPI: a shorter bar rather than fewer numbers
-  } else if (text.size() + kBarWidth + 2 > kMaxCols) {
+  if (!ranks.empty() && with_ranks.size() + kMinBar + 2 <= max_cols) {
+    text = with_ranks;
+  } else if (text.size() + kBarWidth + 2 > max_cols) {
     text = " " + docs + rate + tail;
   }
   size_t width = kBarWidth;
-  if (text.size() + width + 2 > kMaxCols) {
-    width = kMaxCols > text.size() + 2 + kMinBar ? kMaxCols - text.size() - 2 : 0;
+  if (text.size() + width + 2 > max_cols) {
+    width = max_cols > text.size() + 2 + kMinBar ? max_cols - text.size() - 2 : 0;
+  } else if (max_cols > 80) {
+    // Wide terminals: a longer bar.
+    width = std::min({kMaxBarWidth, max_cols - text.size() - 2, max_cols - 80 + kBarWidth});
   }
-  if (width < kMinBar) return text.substr(1, kMaxCols);
+  if (width < kMinBar) {
+    std::string line = text.substr(1);
+    if (line.size() > max_cols) line = docs + tail;
+    if (line.size() > max_cols) line = docs;
+    return line.substr(0, max_cols);
+  }
   return "[" + bar_cells(s.n_done, s.n_total, width) + "]" + text;
+}
+
+size_t terminal_columns(int fd) {
+  winsize ws{};
+  if (::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (const char* env = std::getenv("COLUMNS"); env != nullptr) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v < 100000) return static_cast<size_t>(v);
+  }
+  return 80;
 }
 
 std::string format_progress_line(const ProgressSnapshot& s) {
@@ -170,7 +200,8 @@ std::string ProgressMeter::render(const ProgressSnapshot& s) const {
   std::string out;
   if (options_.tty) {
     out = "\r";
-    out += format_progress_bar(s);
+    out += format_progress_bar(
+        s, options_.columns ? options_.columns() : terminal_columns(STDERR_FILENO));
     out += "\x1b[K";
   } else {
     out = format_progress_line(s);

@@ -43,17 +43,19 @@ inline double steady_seconds() {
 }
 
 // Writes all of `data`, retrying short writes and EINTR.
-inline bool write_all(int fd, const char* data, size_t n, int* err) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
+inline bool write_all(int fd, const char* data, size_t n, int* err, size_t* n_written = nullptr) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::write(fd, data + done, n - done);
     if (w < 0) {
       if (errno == EINTR) continue;
       *err = errno;
+      if (n_written != nullptr) *n_written = done;
       return false;
     }
-    data += w;
-    n -= static_cast<size_t>(w);
+    done += static_cast<size_t>(w);
   }
+  if (n_written != nullptr) *n_written = done;
   return true;
 }
 

@@ -36,6 +36,9 @@
 //             {"id": ..., "custom_id": <or null>, "response": null,
 //              "error": {"code": "...", "message": "..."}}
 // Error lines for malformed input also carry "line": <1-based line number> in the error object.
+// A simple record without an "id" is known by its line: its output line has "line": <1-based
+// input line number> right after "id": null (an input field named "line" is then not copied),
+// and its error object (if any) has "line" too, with "line N: " before the message.
 // Extra input fields (simple format) are copied at the top level, sorted by key, except those
 // named "id", "result" or "error" (reserved by the output schema) — "text" is never copied.
 //
@@ -56,6 +59,8 @@
 // function may be called from any thread (one internal mutex; a durable batch's write+fdatasync
 // runs in the thread whose call triggered it). Pure functions: any thread.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -218,9 +223,22 @@ struct JobIdentity {
   std::string input_head_hash;  // hex FNV-1a 64 of the first MiB
   std::string input_tail_hash;  // hex FNV-1a 64 of the last MiB
   // The caller's fingerprint of everything that changes the output (task, prompt, model,
-  // sampling parameters, ...). Compared as an opaque string.
+  // sampling parameters, ...). Compared as a string; when it differs and both are JSON objects,
+  // the refusal names the keys that changed (describe_param_changes) instead of dumping them.
   std::string params_fingerprint;
+  // For those messages: the option that sets a fingerprint key ("temp" -> "--temp"); keys not
+  // listed are shown as "--" + the key with '_' -> '-'. Not stored in the sidecar.
+  std::map<std::string, std::string> param_options;
 };
+
+// "--temp 0.7; this run has 0.9" for one changed key of two JSON-object fingerprints;
+// "--temp 0.7, --max-tokens 64; this run has --temp 0.9, --max-tokens 32" for several (keys in
+// order, a key absent on one side shown as "(unset)", long values cut with "..."). Numbers are
+// printed with 6 significant digits (a float 0.7 stays "0.7"). Empty when either text is not a
+// JSON object or nothing differs.
+std::string describe_param_changes(std::string_view old_fingerprint,
+                                   std::string_view new_fingerprint,
+                                   const std::map<std::string, std::string>& param_options);
 
 // Reads the input file's size and hashes (two reads of at most 1 MiB).
 Result<JobIdentity> make_job_identity(const std::string& input_path,
@@ -299,6 +317,10 @@ class OutputWriter {
   OutputWriter() = default;
   double now() const;
   Status write_pending_locked();  // write(2) + fdatasync + sidecar
+  // After a short write of n_out bytes of pending_ at file offset `start` (errno `err`): cuts the
+  // file after the last complete line written, counts those lines as written and (when
+  // fdatasync succeeds) durable, and returns the kIo error naming the path and the OS error.
+  Status keep_written_lines_locked(off_t start, size_t n_out, int err);
   Status write_sidecar_locked(bool complete, uint64_t n_records);
 
   mutable std::mutex mu_;
@@ -341,11 +363,15 @@ std::string format_compact_number(double v);
 // "0:45", "12:03", "1:02:03" (seconds rounded up); "--:--" when negative, not finite or over
 // 27,000 hours.
 std::string format_duration(double seconds);
-// TTY bar text (no CR), at most 79 columns:
+// TTY bar text (no CR) for a terminal of `columns` columns, at most columns - 1 characters (so
+// it never wraps; 80 columns:)
 //   "[=========>          ] 450/1000 docs  12.3 docs/s  1.5k tok/s  ETA 0:45"
 // Unknown total: "450 docs  12.3 docs/s  1.5k tok/s  0:36". Rates are over this run only; ETA
-// is "--:--" until a record is done in this run.
-std::string format_progress_bar(const ProgressSnapshot& s);
+// is "--:--" until a record is done in this run. Narrower terminals drop tok/s, then shorten and
+// drop the bar, then the rate, then cut the text; wider ones get a bar of up to 40 cells.
+std::string format_progress_bar(const ProgressSnapshot& s, size_t columns = 80);
+// The width of the terminal on `fd` (ioctl TIOCGWINSZ), else $COLUMNS, else 80.
+size_t terminal_columns(int fd);
 // Plain line for logs:
 //   "progress: 450/1000 docs (45.0%)  12.3 docs/s  1.5k tok/s  elapsed 0:36  ETA 0:45"
 // With n_ranks > 0 (MPI), "  2/3 ranks" follows the tok/s (the bar drops it, then tok/s, when
@@ -359,16 +385,19 @@ struct ProgressMeterOptions {
   uint64_t n_total = 0;            // 0: unknown
   uint64_t n_done_at_start = 0;
   std::function<double()> clock;  // seconds; default: steady clock
+  // The terminal's width, asked at every redraw (so a resize is followed); default:
+  // terminal_columns(STDERR_FILENO).
+  std::function<size_t()> columns;
 };
 
 // Decides when to print. The start time is taken at construction.
 class ProgressMeter {
  public:
   explicit ProgressMeter(ProgressMeterOptions options);
-  // The text to write to the terminal now, or "" when it is not time yet. TTY: "\r" + bar +
-  // "\x1b[K" (clear to end of line) — printed at the first update and then at most every
-  // tty_interval_s; plain: line + "\n" once plain_interval_s has passed since the last line (or
-  // the start).
+  // The text to write to the terminal now, or "" when it is not time yet. TTY: "\r" + bar (as
+  // wide as options.columns() allows) + "\x1b[K" (clear to end of line) — printed at the first
+  // update and then at most every tty_interval_s; plain: line + "\n" once plain_interval_s has
+  // passed since the last line (or the start).
   std::string update(uint64_t n_done, uint64_t n_tokens);
   // The final text, always: TTY: the bar as in update() followed by "\n"; plain: the line + "\n".
   std::string finish(uint64_t n_done, uint64_t n_tokens);
