@@ -129,8 +129,9 @@ void attention_block(const LayerPass& p, int32_t il) {
     }
   });
 
-  // Attention, (row, KV head) items claimed longest first. Global layers without soft-capping
-  // use the ISA's paged kernel; windowed or capped ones the scalar span kernel.
+  // Attention, (row, KV head) items claimed longest first. Without soft-capping, the ISA's
+  // paged kernel (global layers) or its window variant (sliding-window layers: positions
+  // [pos + 1 - n_swa, pos]); with soft-capping (gemma2) the span kernel.
   const bool window = L.swa && h.n_swa > 0;
   const bool plain = !window && w.attn_softcap == 0.0f;
   const int64_t n_items = static_cast<int64_t>(n) * h.n_head_kv;
@@ -151,6 +152,11 @@ void attention_block(const LayerPass& p, int32_t il) {
         (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(
             c.q.data() + off, group, kc, vc, table, c.block_bytes, c.block_size, p1, hd, q_scale,
             sc, c.att.data() + off);
+      } else if (w.attn_softcap == 0.0f) {
+        const int32_t p0 = std::max(0, p1 - h.n_swa);
+        (f16_kv ? c.ot->attend_window_f16 : c.ot->attend_window)(
+            c.q.data() + off, group, kc, vc, table, c.block_bytes, c.block_size, p0, p1, hd,
+            q_scale, sc, c.att.data() + off);
       } else {
         ops::AttendSpan a;
         a.k_base = kc;
@@ -231,12 +237,12 @@ void ffn_block(const LayerPass& p, int32_t il) {
           c.ot->silu_mul(gr, ur, n_ff);
           break;
         case FfnKind::kGeluGlu:
-          ops::gelu_mul(gr, ur, n_ff);
+          c.ot->gelu_mul(gr, ur, n_ff);
           break;
         case FfnKind::kGelu: {
           float* u = c.up.data() + i * n_ff;
           if (L.ffn_up_b) ops::add(u, L.ffn_up_b, n_ff);
-          ops::gelu(u, n_ff);
+          c.ot->gelu(u, n_ff);
           break;
         }
       }
