@@ -747,6 +747,66 @@ TEST_P(KernelAttend, Avx2MatchesScalarAndHeadsAreIndependent) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, KernelAttend, testing::ValuesIn(attend_cases()), attend_case_name);
 
+// attend_window over positions [p0, n_kv) of the paged layout equals (bitwise) the contiguous
+// kernel on those rows, on every tier (the contract of OpsTable::attend_window).
+TEST_P(KernelAttend, WindowEqualsContiguousOnTheWindowRows) {
+  const AttendCase& c = GetParam();
+  if (c.block_size == 0 || c.n_kv < 2) GTEST_SKIP() << "paged cases with >= 2 rows";
+  const AttendInputs in = attend_inputs(c, 300 + c.n_kv + c.hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  for (const int32_t p0 : {1, c.n_kv / 3, c.block_size + 1, c.n_kv - 1}) {
+    if (p0 < 1 || p0 >= c.n_kv) continue;
+    SCOPED_TRACE("p0 " + std::to_string(p0));
+    const int32_t n = c.n_kv - p0;
+    const size_t off = static_cast<size_t>(p0) * c.hd;
+    for (const Isa isa : all_runnable()) {
+      SCOPED_TRACE(isa_name(isa));
+      const ops::OpsTable& ot = ops::ops_table(isa);
+      std::vector<float> sc(static_cast<size_t>(c.n_q) * n),
+          want(static_cast<size_t>(c.n_q) * c.hd);
+      std::vector<float> got(want.size(), -1.0f);
+      if (c.f16) {
+        ot.attend_f16(in.q.data(), c.n_q, in.k16.data() + off, in.v16.data() + off, n, c.hd, scale,
+                      sc.data(), want.data());
+      } else {
+        ot.attend(in.q.data(), c.n_q, in.k.data() + off, in.v.data() + off, n, c.hd, scale,
+                  sc.data(), want.data());
+      }
+      (c.f16 ? ot.attend_window_f16 : ot.attend_window)(
+          in.q.data(), c.n_q, in.pool.data(), in.pool.data() + in.v_off, in.table.data(), in.stride,
+          c.block_size, p0, c.n_kv, c.hd, scale, sc.data(), got.data());
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+// Every tier's GELU and GELU GLU (the scalar one included) against the tanh form in double:
+// within 1e-6 relative plus 1e-7 |x| absolute (the float tanh form loses digits to 1 + tanh(a)
+// for negative x), finite everywhere, including large |x| where the AVX2 e^x clamps.
+TEST(KernelOps, GeluMatchesDoubleReference) {
+  const int64_t n = 1003;  // a scalar tail after the vector lanes
+  std::vector<float> x = random_floats(n, 77), u = random_floats(n, 78);
+  for (int64_t i = 0; i < n; ++i) x[i] *= 6.0f;
+  x[0] = -30.0f, x[1] = 30.0f, x[2] = 0.0f, x[3] = -1e-20f, x[4] = 90.0f, x[5] = -90.0f;
+  auto ref = [](double v) {
+    return 0.5 * v * (1.0 + std::tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)));
+  };
+  for (const Isa isa : all_runnable()) {
+    SCOPED_TRACE(isa_name(isa));
+    const ops::OpsTable& ot = ops::ops_table(isa);
+    std::vector<float> got = x, got_mul = x;
+    ot.gelu(got.data(), n);
+    ot.gelu_mul(got_mul.data(), u.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = ref(x[i]), want_mul = want * u[i];
+      const double tol = 1e-6 * std::abs(want) + 1e-7 * std::abs(x[i]);
+      ASSERT_TRUE(std::isfinite(got[i]) && std::isfinite(got_mul[i])) << "x " << x[i];
+      ASSERT_LE(std::abs(got[i] - want), tol) << "x " << x[i];
+      ASSERT_LE(std::abs(got_mul[i] - want_mul), tol * std::abs(u[i]) + 1e-30) << "x " << x[i];
+    }
+  }
+}
+
 // ---- perf mode ----
 
 bool perf_mode() {

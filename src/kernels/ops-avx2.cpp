@@ -265,7 +265,8 @@ struct ContiguousRows {
   }
 };
 
-// The paged cache: position j in block block_table[j / block_size], row j % block_size.
+// The paged cache: row j is position p = first + j, in block block_table[p / block_size], row
+// p % block_size (first > 0: a sliding window starting at position first).
 template <typename T>
 struct PagedRows {
   const uint8_t* k_base;
@@ -274,9 +275,11 @@ struct PagedRows {
   size_t block_stride;
   int32_t block_size;
   int32_t hd;
+  int32_t first = 0;
   RowRun<T> run(int32_t j, int32_t j1) const {
-    const int32_t r = j % block_size;
-    const size_t off = static_cast<size_t>(block_table[j / block_size]) * block_stride +
+    const int32_t p = first + j;
+    const int32_t r = p % block_size;
+    const size_t off = static_cast<size_t>(block_table[p / block_size]) * block_stride +
                        static_cast<size_t>(r) * hd * sizeof(T);
     return {reinterpret_cast<const T*>(k_base + off), reinterpret_cast<const T*>(v_base + off),
             std::min(j1 - j, block_size - r)};
@@ -377,6 +380,73 @@ void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, cons
                                  block_size,
                                  hd};
   attend_impl<uint16_t>(q, n_q, rows, n_kv, hd, scale, scores, out);
+}
+
+void attend_window_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                        const int32_t* block_table, size_t block_stride, int32_t block_size,
+                        int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                        float* out) {
+  if (hd % 8 != 0) {
+    attend_window_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1, hd,
+                         scale, scores, out);
+    return;
+  }
+  const PagedRows<float> rows{static_cast<const uint8_t*>(k_base),
+                              static_cast<const uint8_t*>(v_base),
+                              block_table,
+                              block_stride,
+                              block_size,
+                              hd,
+                              p0};
+  attend_impl<float>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+}
+
+void attend_window_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                            const int32_t* block_table, size_t block_stride, int32_t block_size,
+                            int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                            float* out) {
+  if (hd % 8 != 0) {
+    attend_window_f16_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1,
+                             hd, scale, scores, out);
+    return;
+  }
+  const PagedRows<uint16_t> rows{static_cast<const uint8_t*>(k_base),
+                                 static_cast<const uint8_t*>(v_base),
+                                 block_table,
+                                 block_stride,
+                                 block_size,
+                                 hd,
+                                 p0};
+  attend_impl<uint16_t>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+}
+
+namespace {
+
+// gelu(v) = 0.5 v (1 + tanh(a)) = v / (1 + e^(-2a)), a = sqrt(2/pi) (v + 0.044715 v^3); exp_ps
+// clamps its argument, so large |v| give v or -0-ish values, never NaN.
+inline __m256 gelu_ps(__m256 v) {
+  const __m256 v2 = _mm256_mul_ps(v, v);
+  // -2a = v * (c0 + c1 v^2), c0 = -2 sqrt(2/pi), c1 = c0 * 0.044715.
+  const __m256 c0 = _mm256_set1_ps(-1.5957691216057308f);
+  const __m256 c1 = _mm256_set1_ps(-1.5957691216057308f * 0.044715f);
+  const __m256 t = _mm256_mul_ps(v, _mm256_fmadd_ps(c1, v2, c0));
+  return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(t)));
+}
+
+}  // namespace
+
+void gelu_avx2(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu_ps(_mm256_loadu_ps(x + i)));
+  if (i < n) gelu(x + i, n - i);
+}
+
+void gelu_mul_avx2(float* g, const float* u, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(gelu_ps(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+  }
+  if (i < n) gelu_mul(g + i, u + i, n - i);
 }
 
 void silu_mul_avx2(float* g, const float* u, int64_t n) {

@@ -152,6 +152,24 @@ void attend_paged_rows(const float* q, int32_t n_q, const void* k_base, const vo
       [&](int32_t j) { return locate(v_base, j); }, n_kv, hd, scale, scores, out);
 }
 
+// attend_paged_rows over the positions [p0, p1): position p0 + j is the j-th row.
+template <typename T>
+void attend_window_rows(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                        const int32_t* block_table, size_t block_stride, int32_t block_size,
+                        int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                        float* out) {
+  const size_t row_bytes = static_cast<size_t>(hd) * sizeof(T);
+  auto locate = [=](const void* base, int32_t j) {
+    const int32_t p = p0 + j;
+    const size_t off = static_cast<size_t>(block_table[p / block_size]) * block_stride +
+                       static_cast<size_t>(p % block_size) * row_bytes;
+    return reinterpret_cast<const T*>(static_cast<const uint8_t*>(base) + off);
+  };
+  attend_rows(
+      q, n_q, [&](int32_t j) { return locate(k_base, j); },
+      [&](int32_t j) { return locate(v_base, j); }, p1 - p0, hd, scale, scores, out);
+}
+
 }  // namespace
 
 void attend_scalar(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
@@ -178,18 +196,46 @@ void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base, co
                               hd, scale, scores, out);
 }
 
+void attend_window_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                          const int32_t* block_table, size_t block_stride, int32_t block_size,
+                          int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                          float* out) {
+  attend_window_rows<float>(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1,
+                            hd, scale, scores, out);
+}
+
+void attend_window_f16_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                              const int32_t* block_table, size_t block_stride, int32_t block_size,
+                              int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                              float* out) {
+  attend_window_rows<uint16_t>(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0,
+                               p1, hd, scale, scores, out);
+}
+
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = kernels::fp32_to_fp16(x[i]);
 }
 
 const OpsTable& ops_table(kernels::Isa isa) {
-  static const OpsTable kScalar = {
-      dot_scalar, axpy_scalar,   attend_scalar,       attend_f16_scalar,
-      silu_mul,   to_f16_scalar, attend_paged_scalar, attend_paged_f16_scalar};
+  static const OpsTable kScalar = {dot_scalar,
+                                   axpy_scalar,
+                                   attend_scalar,
+                                   attend_f16_scalar,
+                                   silu_mul,
+                                   to_f16_scalar,
+                                   attend_paged_scalar,
+                                   attend_paged_f16_scalar,
+                                   attend_window_scalar,
+                                   attend_window_f16_scalar,
+                                   gelu,
+                                   gelu_mul};
 #if defined(__x86_64__) || defined(_M_X64)
-  static const OpsTable kAvx2 = {
-      dot_avx2,      axpy_avx2,   attend_avx2,       attend_f16_avx2,
-      silu_mul_avx2, to_f16_avx2, attend_paged_avx2, attend_paged_f16_avx2};
+  static const OpsTable kAvx2 = {dot_avx2,           axpy_avx2,
+                                 attend_avx2,        attend_f16_avx2,
+                                 silu_mul_avx2,      to_f16_avx2,
+                                 attend_paged_avx2,  attend_paged_f16_avx2,
+                                 attend_window_avx2, attend_window_f16_avx2,
+                                 gelu_avx2,          gelu_mul_avx2};
   // The avx512/amx tiers use the AVX2 elementwise and attention kernels.
   if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx)
     return kAvx2;

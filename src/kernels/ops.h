@@ -67,6 +67,23 @@ struct OpsTable {
   void (*attend_paged_f16)(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                            const int32_t* block_table, size_t block_stride, int32_t block_size,
                            int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+  // attend_paged / attend_paged_f16 over the positions [p0, p1) only (0 <= p0 < p1; a sliding
+  // window): the same layout (position j in block block_table[j / block_size]), scores scratch
+  // of n_q * (p1 - p0) floats, and the same reduction order, so the result is bitwise equal to
+  // attend_paged's on the rows p0..p1-1 placed at positions 0..p1-p0-1.
+  void (*attend_window)(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                        const int32_t* block_table, size_t block_stride, int32_t block_size,
+                        int32_t p0, int32_t p1, int32_t hd, float scale, float* scores, float* out);
+  void (*attend_window_f16)(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                            const int32_t* block_table, size_t block_stride, int32_t block_size,
+                            int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                            float* out);
+  // x[i] = gelu(x[i]) and g[i] = gelu(g[i]) * u[i], GELU's tanh approximation (see ops::gelu).
+  // The AVX2 versions compute it as v / (1 + e^(-2 sqrt(2/pi) (v + 0.044715 v^3))) (the same
+  // function; about 3e-7 relative error) in vector lanes for i < n - n % 8 and with the scalar
+  // code for the tail: like silu_mul, call them per token row for batch invariance.
+  void (*gelu)(float* x, int64_t n);
+  void (*gelu_mul)(float* g, const float* u, int64_t n);
 };
 const OpsTable& ops_table(kernels::Isa isa);
 
@@ -83,6 +100,14 @@ void attend_paged_scalar(const float* q, int32_t n_q, const void* k_base, const 
 void attend_paged_f16_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                              const int32_t* block_table, size_t block_stride, int32_t block_size,
                              int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_window_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                          const int32_t* block_table, size_t block_stride, int32_t block_size,
+                          int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                          float* out);
+void attend_window_f16_scalar(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                              const int32_t* block_table, size_t block_stride, int32_t block_size,
+                              int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                              float* out);
 void to_f16_scalar(const float* x, uint16_t* y, int64_t n);
 #if defined(__x86_64__) || defined(_M_X64)
 float dot_avx2(const float* a, const float* b, int64_t n);
@@ -97,8 +122,17 @@ void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const vo
 void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                            const int32_t* block_table, size_t block_stride, int32_t block_size,
                            int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_window_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                        const int32_t* block_table, size_t block_stride, int32_t block_size,
+                        int32_t p0, int32_t p1, int32_t hd, float scale, float* scores, float* out);
+void attend_window_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                            const int32_t* block_table, size_t block_stride, int32_t block_size,
+                            int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                            float* out);
 void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
 void silu_mul_avx2(float* g, const float* u, int64_t n);
+void gelu_avx2(float* x, int64_t n);
+void gelu_mul_avx2(float* g, const float* u, int64_t n);
 #endif
 
 }  // namespace llmt::ops

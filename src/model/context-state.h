@@ -146,6 +146,7 @@ struct ContextState {
   struct ThreadScratch {
     std::vector<float> act;     // [n_batch, max(n_embd, n_ff)] normalized / gated input
     std::vector<float> scores;  // [group, n_ctx] attention scores
+    std::vector<float> row;     // [n_embd] one row of scratch (the generic decoder's deltas)
     AlignedBytes work[kWorkSlots];
   };
   std::vector<ThreadScratch> ts;

@@ -262,6 +262,7 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     c.ts.resize(c.pool->n_threads());
     for (auto& t : c.ts) {
       t.act.resize(nb * std::max<size_t>(h.n_embd, h.n_ff));
+      t.row.resize(h.n_embd);
       t.scores.resize(static_cast<size_t>(h.n_head / h.n_head_kv) * c.n_ctx);
       for (auto& slot : t.work) {
         slot = aligned_bytes(work);

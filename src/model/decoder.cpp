@@ -15,6 +15,11 @@
 //   logits = cap(norm(x) * output_norm (+ bias) · Wout^T)
 // Every step is computed per token row (batch invariance holds as in the llama pass): matmuls fix
 // each (row, token) reduction, attention reads only the token's own sequence in position order.
+// Pool runs: a layer takes 6 when decoding (norm + QKV, RoPE + cache, attention, Wo, norm +
+// gate/up, activation + down) and 7 in prefill (the activation split over threads in its own
+// run), as the llama pass: the attention and FFN outputs (a, f above) are added to x lazily, in
+// the next run that splits rows over threads, and the runs before that resolve x + a (+ f)
+// privately per row (Pending), with the same float operations as adding them at once.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -35,6 +40,68 @@ inline void norm_row(const ModelWeights& w, const ModelHparams& h, const float* 
   }
 }
 
+// A block's output not yet added to the residual stream: row i of the delta is
+// post_norm(buf[i] + bias) (bias and post_norm optional).
+struct Delta {
+  const float* buf = nullptr;  // [n, n_embd]
+  const float* bias = nullptr;
+  const float* post_norm = nullptr;
+};
+
+// The residual stream is x + d[0] + d[1], added in that order: block outputs not yet folded
+// into x. Folding a delta into x needs a run in which no thread reads x, so instead of a run of
+// its own the fold rides in the next run that splits rows over threads (RoPE / cache, or the
+// FFN activation), and the runs in between (which normalize x) resolve the rows privately.
+struct Pending {
+  Delta d[2];
+  int count = 0;
+  void push(const Delta& delta) { d[count++] = delta; }
+};
+
+// dst = row i of x + the pending deltas: bitwise the row that folding them into x one by one
+// gives (dst may be x's own row i: the fold). tmp: n_embd floats of scratch, not dst.
+void resolve_row(const ContextState& c, const Pending& p, int64_t i, float* dst, float* tmp) {
+  const int64_t n_embd = c.hp->n_embd;
+  const float* xr = c.x.data() + i * n_embd;
+  if (dst != xr) std::memcpy(dst, xr, n_embd * sizeof(float));
+  for (int k = 0; k < p.count; ++k) {
+    const Delta& d = p.d[k];
+    const float* src = d.buf + i * n_embd;
+    if (d.bias || d.post_norm) {
+      std::memcpy(tmp, src, n_embd * sizeof(float));
+      if (d.bias) ops::add(tmp, d.bias, n_embd);
+      if (d.post_norm) ops::rms_norm(tmp, d.post_norm, tmp, n_embd, c.hp->rms_eps);
+      src = tmp;
+    }
+    ops::add(dst, src, n_embd);
+  }
+}
+
+// xn rows [0, n) = norm(x + pending) * g (+ b), on the calling thread (every thread of a run
+// normalizes the whole input of its matmul privately).
+void norm_rows(const ContextState& c, const Pending& p, int32_t n, const float* g, const float* b,
+               float* xn, float* tmp) {
+  const ModelWeights& w = *c.w;
+  const ModelHparams& h = *c.hp;
+  const int64_t n_embd = h.n_embd;
+  for (int64_t i = 0; i < n; ++i) {
+    float* dst = xn + i * n_embd;
+    if (p.count == 0) {
+      norm_row(w, h, c.x.data() + i * n_embd, g, b, dst, n_embd);
+    } else {
+      resolve_row(c, p, i, dst, tmp);
+      norm_row(w, h, dst, g, b, dst, n_embd);
+    }
+  }
+}
+
+// Folds the pending deltas into x's rows [b, end) (the caller's share of a row-split run).
+void fold_rows(ContextState& c, const Pending& p, int64_t b, int64_t end, float* tmp) {
+  if (p.count == 0) return;
+  float* x = c.x.data();
+  for (int64_t i = b; i < end; ++i) resolve_row(c, p, i, x + i * c.hp->n_embd, tmp);
+}
+
 // The state one layer's halves share: the batch and its derived sizes.
 struct LayerPass {
   ContextState& c;
@@ -44,16 +111,15 @@ struct LayerPass {
   bool single;  // run on the calling thread (a batch too small to share)
 };
 
-// x += post_attn_norm(attention(norm(x)) · Wo^T + bo) for layer il; K/V of the batch into the
-// cache.
-void attention_block(const LayerPass& p, int32_t il) {
+// Attention of layer il over norm(x + pending): K/V of the batch into the cache, pending folded
+// into x, and on return pending = {post_attn_norm(att · Wo^T + bo)}.
+void attention_block(const LayerPass& p, int32_t il, Pending& pending) {
   ContextState& c = p.c;
   const ModelHparams& h = *c.hp;
   const ModelWeights& w = *c.w;
   const Context::BatchEntry* e = p.e;
   const int32_t n = p.n;
   const bool single = p.single;
-  const int64_t n_embd = h.n_embd;
   const LayerWeights& L = w.layers[il];
   const std::span<const int32_t>* tables = p.tables;
   const int64_t q_dim = h.q_dim();
@@ -66,12 +132,10 @@ void attention_block(const LayerPass& p, int32_t il) {
   const float q_scale = w.q_scale > 0.0f ? w.q_scale : 1.0f / std::sqrt(static_cast<float>(hd));
   const bool fused_qkv = L.wqkv.data != nullptr;
 
-  // Q, K, V of norm(x).
+  // Q, K, V of norm(x + pending).
   c.par(single, [&](int ith, int nth) {
     float* xn = c.ts[ith].act.data();
-    for (int64_t i = 0; i < n; ++i) {
-      norm_row(w, h, c.x.data() + i * n_embd, L.attn_norm, L.attn_norm_b, xn + i * n_embd, n_embd);
-    }
+    norm_rows(c, pending, n, L.attn_norm, L.attn_norm_b, xn, c.ts[ith].row.data());
     if (fused_qkv) {
       c.matmul_local(L.wqkv, xn, n, c.fused.data(), ith, nth, 0);
     } else {
@@ -83,11 +147,12 @@ void attention_block(const LayerPass& p, int32_t il) {
 
   // This layer's K/V: the main pool, or the window pool for a sliding-window layer kept apart.
   const ContextState::LayerKv lkv = c.layer_kv(il, tables);
-  // Own rows: split, biases, q/k norms, RoPE, K/V into the cache.
+  // Own rows: fold pending into x; split, biases, q/k norms, RoPE, K/V into the cache.
   const float* cs_layer = L.swa && !c.rope_cs_swa.empty() ? c.rope_cs_swa.data() : c.rope_cs.data();
   c.par(single, [&](int ith, int nth) {
     int64_t b, end;
     split_range(n, ith, nth, &b, &end);
+    fold_rows(c, pending, b, end, c.ts[ith].row.data());
     for (int64_t i = b; i < end; ++i) {
       float* qr = c.q.data() + i * q_dim;
       float* kr = c.k.data() + i * kv_dim;
@@ -130,9 +195,11 @@ void attention_block(const LayerPass& p, int32_t il) {
       }
     }
   });
+  pending.count = 0;
 
-  // Attention, (row, KV head) items claimed longest first. Global layers without soft-capping
-  // use the ISA's paged kernel; windowed or capped ones the scalar span kernel.
+  // Attention, (row, KV head) items claimed longest first. Without soft-capping, the ISA's
+  // paged kernel (global layers) or its window variant (sliding-window layers: positions
+  // [pos + 1 - n_swa, pos]); with soft-capping (gemma2) the span kernel.
   const bool window = L.swa && h.n_swa > 0;
   const bool plain = !window && w.attn_softcap == 0.0f;
   const int64_t n_items = static_cast<int64_t>(n) * h.n_head_kv;
@@ -153,6 +220,11 @@ void attention_block(const LayerPass& p, int32_t il) {
         (f16_kv ? c.ot->attend_paged_f16 : c.ot->attend_paged)(c.q.data() + off, group, kc, vc,
                                                                table, lkv.stride, c.block_size, p1,
                                                                hd, q_scale, sc, c.att.data() + off);
+      } else if (w.attn_softcap == 0.0f) {
+        const int32_t p0 = std::max(0, p1 - h.n_swa);
+        (f16_kv ? c.ot->attend_window_f16 : c.ot->attend_window)(
+            c.q.data() + off, group, kc, vc, table, lkv.stride, c.block_size, p0, p1, hd, q_scale,
+            sc, c.att.data() + off);
       } else {
         ops::AttendSpan a;
         a.k_base = kc;
@@ -176,36 +248,23 @@ void attention_block(const LayerPass& p, int32_t il) {
   c.par(single, [&](int ith, int nth) {
     c.matmul_local(L.wo, c.att.data(), n, c.attn_out.data(), ith, nth, 0);
   });
-
-  // Own rows: output bias, post-attention norm, residual; then norm(x) and gate / up.
-  c.par(single, [&](int ith, int nth) {
-    int64_t b, end;
-    split_range(n, ith, nth, &b, &end);
-    for (int64_t i = b; i < end; ++i) {
-      float* ar = c.attn_out.data() + i * n_embd;
-      if (L.bo) ops::add(ar, L.bo, n_embd);
-      if (L.post_attn_norm) ops::rms_norm(ar, L.post_attn_norm, ar, n_embd, h.rms_eps);
-      ops::add(c.x.data() + i * n_embd, ar, n_embd);
-    }
-  });
+  pending.push({c.attn_out.data(), L.bo, L.post_attn_norm});
 }
 
-// x += post_ffn_norm(down(act(norm(x))) + b) for layer il.
-void ffn_block(const LayerPass& p, int32_t il) {
+// The FFN of layer il over norm(x + pending): pending folded into x, and on return pending =
+// {post_ffn_norm(down(act(.)) + b)}.
+void ffn_block(const LayerPass& p, int32_t il, Pending& pending) {
   ContextState& c = p.c;
   const ModelHparams& h = *c.hp;
   const ModelWeights& w = *c.w;
   const int32_t n = p.n;
   const bool single = p.single;
-  const int64_t n_embd = h.n_embd;
   const LayerWeights& L = w.layers[il];
   const int64_t n_ff = h.n_ff;
   const bool fused_up = L.ffn_up.n_rows == 2 * n_ff;
   c.par(single, [&](int ith, int nth) {
     float* xn = c.ts[ith].act.data();
-    for (int64_t i = 0; i < n; ++i) {
-      norm_row(w, h, c.x.data() + i * n_embd, L.ffn_norm, L.ffn_norm_b, xn + i * n_embd, n_embd);
-    }
+    norm_rows(c, pending, n, L.ffn_norm, L.ffn_norm_b, xn, c.ts[ith].row.data());
     if (fused_up) {
       c.matmul_local(L.ffn_up, xn, n, c.fused.data(), ith, nth, 0);
     } else if (L.ffn_gate.data) {
@@ -215,48 +274,55 @@ void ffn_block(const LayerPass& p, int32_t il) {
       c.matmul_local(L.ffn_up, xn, n, c.up.data(), ith, nth, 0);
     }
   });
-  // Activation into `act` [n, n_ff].
-  float* act = w.ffn == FfnKind::kGelu ? c.up.data() : c.gate.data();
-  c.par(single, [&](int ith, int nth) {
-    int64_t b, end;
-    split_range(n, ith, nth, &b, &end);
-    for (int64_t i = b; i < end; ++i) {
-      float* gr = c.gate.data() + i * n_ff;
-      const float* ur = c.up.data() + i * n_ff;
-      if (fused_up) {
-        const float* f = c.fused.data() + i * 2 * n_ff;
-        std::memcpy(gr, f, n_ff * sizeof(float));
-        ur = f + n_ff;
-      }
-      switch (w.ffn) {
-        case FfnKind::kSiluGlu:
-          c.ot->silu_mul(gr, ur, n_ff);
-          break;
-        case FfnKind::kGeluGlu:
-          ops::gelu_mul(gr, ur, n_ff);
-          break;
-        case FfnKind::kGelu: {
-          float* u = c.up.data() + i * n_ff;
-          if (L.ffn_up_b) ops::add(u, L.ffn_up_b, n_ff);
-          ops::gelu(u, n_ff);
-          break;
-        }
-      }
+  // The activation of row i into dst [n_ff] (dst may be the row's own gate / up buffer).
+  auto activate = [&](int64_t i, float* dst) {
+    const float* gr = c.gate.data() + i * n_ff;
+    const float* ur = c.up.data() + i * n_ff;
+    if (fused_up) {
+      gr = c.fused.data() + i * 2 * n_ff;
+      ur = gr + n_ff;
     }
-  });
-  c.par(single, [&](int ith, int nth) {
-    c.matmul_local(L.ffn_down, act, n, c.ffn_out.data(), ith, nth, 0);
-  });
-  c.par(single, [&](int ith, int nth) {
-    int64_t b, end;
-    split_range(n, ith, nth, &b, &end);
-    for (int64_t i = b; i < end; ++i) {
-      float* fr = c.ffn_out.data() + i * n_embd;
-      if (L.ffn_down_b) ops::add(fr, L.ffn_down_b, n_embd);
-      if (L.post_ffn_norm) ops::rms_norm(fr, L.post_ffn_norm, fr, n_embd, h.rms_eps);
-      ops::add(c.x.data() + i * n_embd, fr, n_embd);
+    if (w.ffn == FfnKind::kGelu) {
+      if (dst != ur) std::memcpy(dst, ur, n_ff * sizeof(float));
+      if (L.ffn_up_b) ops::add(dst, L.ffn_up_b, n_ff);
+      c.ot->gelu(dst, n_ff);
+      return;
     }
-  });
+    if (dst != gr) std::memcpy(dst, gr, n_ff * sizeof(float));
+    if (w.ffn == FfnKind::kSiluGlu) {
+      c.ot->silu_mul(dst, ur, n_ff);
+    } else {
+      c.ot->gelu_mul(dst, ur, n_ff);
+    }
+  };
+  // Above this many rows the activation is split over threads in its own run instead of being
+  // recomputed by every thread (as in the llama pass).
+  constexpr int32_t kFuseRows = 8;
+  if (n <= kFuseRows) {
+    // One run: fold pending into own rows of x; every thread activates all rows privately and
+    // computes its share of down.
+    c.par(single, [&](int ith, int nth) {
+      int64_t b, end;
+      split_range(n, ith, nth, &b, &end);
+      fold_rows(c, pending, b, end, c.ts[ith].row.data());
+      float* act = c.ts[ith].act.data();
+      for (int64_t i = 0; i < n; ++i) activate(i, act + i * n_ff);
+      c.matmul_local(L.ffn_down, act, n, c.ffn_out.data(), ith, nth, 0);
+    });
+  } else {
+    float* act = w.ffn == FfnKind::kGelu ? c.up.data() : c.gate.data();
+    c.par(single, [&](int ith, int nth) {
+      int64_t b, end;
+      split_range(n, ith, nth, &b, &end);
+      fold_rows(c, pending, b, end, c.ts[ith].row.data());
+      for (int64_t i = b; i < end; ++i) activate(i, act + i * n_ff);
+    });
+    c.par(single, [&](int ith, int nth) {
+      c.matmul_local(L.ffn_down, act, n, c.ffn_out.data(), ith, nth, 0);
+    });
+  }
+  pending.count = 0;
+  pending.push({c.ffn_out.data(), L.ffn_down_b, L.post_ffn_norm});
 }
 
 }  // namespace
@@ -302,17 +368,19 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
   });
 
   const LayerPass lp{c, e, n, tables, single};
+  Pending pending;
   for (int32_t il = 0; il < h.n_layer; ++il) {
-    attention_block(lp, il);
-    ffn_block(lp, il);
+    attention_block(lp, il, pending);
+    ffn_block(lp, il, pending);
   }
 
-  // Final hidden states norm(x) * output_norm (+ bias) of the rows with want_embd.
+  // Final hidden states norm(x + pending) * output_norm (+ bias) of the rows with want_embd.
   if (c.embd_out) {
     float* dst = c.embd_out;
     for (int32_t i = 0; i < n; ++i) {
       if (!e[i].want_embd) continue;
-      norm_row(w, h, c.x.data() + i * n_embd, w.output_norm, w.output_norm_b, dst, n_embd);
+      resolve_row(c, pending, i, dst, c.ts[0].row.data());
+      norm_row(w, h, dst, w.output_norm, w.output_norm_b, dst, n_embd);
       dst += n_embd;
     }
   }
@@ -322,8 +390,9 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
   c.par(single, [&](int ith, int nth) {
     float* xn = c.ts[ith].act.data();
     for (int64_t r = 0; r < n_rows; ++r) {
-      norm_row(w, h, c.x.data() + c.out_rows[r] * n_embd, w.output_norm, w.output_norm_b,
-               xn + r * n_embd, n_embd);
+      float* dst = xn + r * n_embd;
+      resolve_row(c, pending, c.out_rows[r], dst, c.ts[ith].row.data());
+      norm_row(w, h, dst, w.output_norm, w.output_norm_b, dst, n_embd);
     }
     c.matmul_local(w.output, xn, n_rows, logits_out, ith, nth, 0);
   });
