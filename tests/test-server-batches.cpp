@@ -262,6 +262,10 @@ TEST(ServerBatches, ChatAndEmbeddingsBatches) {
   emb += test::batch_line("e-bad", "/v1/embeddings", {{"input", "x"}, {"dimensions", 3}});
   const json bc = create_batch(*c, chat, "/v1/chat/completions");
   const json be = create_batch(*c, emb, "/v1/embeddings");
+  // The batch keeps its input: deleting the file does not affect it.
+  auto del = c->Delete(("/v1/files/" + bc["input_file_id"].get<std::string>()).c_str());
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200);
   const json rc = test::wait_batch_end(*c, bc["id"]);
   ASSERT_EQ(rc["status"], "completed") << rc;
   EXPECT_EQ(rc["request_counts"]["completed"], 3);
@@ -460,9 +464,17 @@ TEST(ServerBatches, AStoppedServerResumesTheBatchOnTheSameDataDir) {
   const json b = test::wait_batch_end(*c, id, 300);
   ASSERT_EQ(b["status"], "completed") << b;
   EXPECT_EQ(b["request_counts"], (json{{"total", n}, {"completed", n}, {"failed", 0}}));
-  const auto out = by_custom_id(test::file_content(*c, b["output_file_id"]));
+  const std::string content = test::file_content(*c, b["output_file_id"]);
+  const auto out = by_custom_id(content);
   ASSERT_EQ(out.size(), static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) EXPECT_TRUE(out.count("r" + std::to_string(i))) << i;
+  rs.srv.reset();  // releases the data dir
+  // An ended batch and its files are kept as they are across another restart.
+  test::RunningServer again(batch_options(dir));
+  ASSERT_TRUE(again.srv);
+  auto c2 = again.client();
+  EXPECT_EQ(test::get_json(*c2, "/v1/batches/" + id, &st), b);
+  EXPECT_EQ(test::file_content(*c2, b["output_file_id"]), content);
 }
 
 }  // namespace

@@ -15,7 +15,8 @@
 // server-batches.cpp. Files and batches are kept under ServerOptions::data_dir (a temporary folder
 // removed by ~Server when ServerOptions::data_dir is empty); batches not finished when the server
 // stopped or died resume at the next start() on the same data dir, and start() fails (kIo) when
-// another server holds it. Embeddings run one embedding LLM thread per input (ThreadRequest::embed:
+// another server holds it (a Server holds its data dir from start() until it is destroyed).
+// Embeddings run one embedding LLM thread per input (ThreadRequest::embed:
 // pooled as the GGUF's pooling_type says; the mean of the final hidden states for a decoder file
 // without one), normalized per embd_normalize (Euclidean by default, as llama.cpp's server); the
 // request is admitted like a completion of min(inputs, max_queue) threads, and its inputs go into
