@@ -780,6 +780,29 @@ TEST_P(KernelAttend, WindowEqualsContiguousOnTheWindowRows) {
   }
 }
 
+// Every tier's LayerNorm against the scalar one (both accumulate in double): within a few float
+// ulps, with and without weight / bias, for lengths with and without a tail, in place too.
+TEST(KernelOps, LayerNormMatchesScalar) {
+  for (const int64_t n : {5, 8, 768, 1003}) {
+    std::vector<float> x = random_floats(n, 91), w = random_floats(n, 92), b = random_floats(n, 93);
+    for (auto& v : x) v = 3.0f * v + 0.5f;  // a mean far from 0
+    for (const bool wb : {false, true}) {
+      std::vector<float> want(n);
+      ops::layer_norm(x.data(), wb ? w.data() : nullptr, wb ? b.data() : nullptr, want.data(), n,
+                      1e-5f);
+      for (const Isa isa : all_runnable()) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " n " + std::to_string(n));
+        std::vector<float> got = x;
+        ops::ops_table(isa).layer_norm(got.data(), wb ? w.data() : nullptr, wb ? b.data() : nullptr,
+                                       got.data(), n, 1e-5f);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_NEAR(got[i], want[i], 1e-6f * (1.0f + std::abs(want[i]))) << "element " << i;
+        }
+      }
+    }
+  }
+}
+
 // Every tier's GELU and GELU GLU (the scalar one included) against the tanh form in double:
 // within 1e-6 relative plus 1e-7 |x| absolute (the float tanh form loses digits to 1 + tanh(a)
 // for negative x), finite everywhere, including large |x| where the AVX2 e^x clamps.

@@ -217,25 +217,35 @@ void to_f16_scalar(const float* x, uint16_t* y, int64_t n) {
 }
 
 const OpsTable& ops_table(kernels::Isa isa) {
-  static const OpsTable kScalar = {dot_scalar,
-                                   axpy_scalar,
-                                   attend_scalar,
-                                   attend_f16_scalar,
-                                   silu_mul,
-                                   to_f16_scalar,
-                                   attend_paged_scalar,
-                                   attend_paged_f16_scalar,
-                                   attend_window_scalar,
-                                   attend_window_f16_scalar,
-                                   gelu,
-                                   gelu_mul};
+  // Designated initializers: an entry left out of a table draws a -Wmissing-field-initializers
+  // warning (-Wextra) instead of passing silently as nullptr.
+  static const OpsTable kScalar = {.dot = dot_scalar,
+                                   .axpy = axpy_scalar,
+                                   .attend = attend_scalar,
+                                   .attend_f16 = attend_f16_scalar,
+                                   .silu_mul = silu_mul,
+                                   .to_f16 = to_f16_scalar,
+                                   .attend_paged = attend_paged_scalar,
+                                   .attend_paged_f16 = attend_paged_f16_scalar,
+                                   .attend_window = attend_window_scalar,
+                                   .attend_window_f16 = attend_window_f16_scalar,
+                                   .gelu = gelu,
+                                   .gelu_mul = gelu_mul,
+                                   .layer_norm = layer_norm};
 #if defined(__x86_64__) || defined(_M_X64)
-  static const OpsTable kAvx2 = {dot_avx2,           axpy_avx2,
-                                 attend_avx2,        attend_f16_avx2,
-                                 silu_mul_avx2,      to_f16_avx2,
-                                 attend_paged_avx2,  attend_paged_f16_avx2,
-                                 attend_window_avx2, attend_window_f16_avx2,
-                                 gelu_avx2,          gelu_mul_avx2};
+  static const OpsTable kAvx2 = {.dot = dot_avx2,
+                                 .axpy = axpy_avx2,
+                                 .attend = attend_avx2,
+                                 .attend_f16 = attend_f16_avx2,
+                                 .silu_mul = silu_mul_avx2,
+                                 .to_f16 = to_f16_avx2,
+                                 .attend_paged = attend_paged_avx2,
+                                 .attend_paged_f16 = attend_paged_f16_avx2,
+                                 .attend_window = attend_window_avx2,
+                                 .attend_window_f16 = attend_window_f16_avx2,
+                                 .gelu = gelu_avx2,
+                                 .gelu_mul = gelu_mul_avx2,
+                                 .layer_norm = layer_norm_avx2};
   // The avx512/amx tiers use the AVX2 elementwise and attention kernels.
   if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx)
     return kAvx2;

@@ -84,6 +84,10 @@ struct OpsTable {
   // code for the tail: like silu_mul, call them per token row for batch invariance.
   void (*gelu)(float* x, int64_t n);
   void (*gelu_mul)(float* g, const float* u, int64_t n);
+  // ops::layer_norm (mean and variance accumulated in double; the AVX2 version sums in vector
+  // lanes, a fixed order for each n, and normalizes with the scalar code's float operations).
+  void (*layer_norm)(const float* x, const float* w, const float* b, float* y, int64_t n,
+                     float eps);
 };
 const OpsTable& ops_table(kernels::Isa isa);
 
@@ -133,6 +137,8 @@ void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
 void silu_mul_avx2(float* g, const float* u, int64_t n);
 void gelu_avx2(float* x, int64_t n);
 void gelu_mul_avx2(float* g, const float* u, int64_t n);
+void layer_norm_avx2(const float* x, const float* w, const float* b, float* y, int64_t n,
+                     float eps);
 #endif
 
 }  // namespace llmt::ops

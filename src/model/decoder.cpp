@@ -31,12 +31,12 @@ namespace llmt {
 
 namespace {
 
-inline void norm_row(const ModelWeights& w, const ModelHparams& h, const float* x, const float* g,
-                     const float* b, float* y, int64_t n) {
-  if (w.norm == NormKind::kLayer) {
-    ops::layer_norm(x, g, b, y, n, w.norm_eps);
+inline void norm_row(const ContextState& c, const float* x, const float* g, const float* b,
+                     float* y, int64_t n) {
+  if (c.w->norm == NormKind::kLayer) {
+    c.ot->layer_norm(x, g, b, y, n, c.w->norm_eps);
   } else {
-    ops::rms_norm(x, g, y, n, h.rms_eps);
+    ops::rms_norm(x, g, y, n, c.hp->rms_eps);
   }
 }
 
@@ -81,16 +81,14 @@ void resolve_row(const ContextState& c, const Pending& p, int64_t i, float* dst,
 // normalizes the whole input of its matmul privately).
 void norm_rows(const ContextState& c, const Pending& p, int32_t n, const float* g, const float* b,
                float* xn, float* tmp) {
-  const ModelWeights& w = *c.w;
-  const ModelHparams& h = *c.hp;
-  const int64_t n_embd = h.n_embd;
+  const int64_t n_embd = c.hp->n_embd;
   for (int64_t i = 0; i < n; ++i) {
     float* dst = xn + i * n_embd;
     if (p.count == 0) {
-      norm_row(w, h, c.x.data() + i * n_embd, g, b, dst, n_embd);
+      norm_row(c, c.x.data() + i * n_embd, g, b, dst, n_embd);
     } else {
       resolve_row(c, p, i, dst, tmp);
-      norm_row(w, h, dst, g, b, dst, n_embd);
+      norm_row(c, dst, g, b, dst, n_embd);
     }
   }
 }
@@ -380,7 +378,7 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
     for (int32_t i = 0; i < n; ++i) {
       if (!e[i].want_embd) continue;
       resolve_row(c, pending, i, dst, c.ts[0].row.data());
-      norm_row(w, h, dst, w.output_norm, w.output_norm_b, dst, n_embd);
+      norm_row(c, dst, w.output_norm, w.output_norm_b, dst, n_embd);
       dst += n_embd;
     }
   }
@@ -392,7 +390,7 @@ void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
     for (int64_t r = 0; r < n_rows; ++r) {
       float* dst = xn + r * n_embd;
       resolve_row(c, pending, c.out_rows[r], dst, c.ts[ith].row.data());
-      norm_row(w, h, dst, w.output_norm, w.output_norm_b, dst, n_embd);
+      norm_row(c, dst, w.output_norm, w.output_norm_b, dst, n_embd);
     }
     c.matmul_local(w.output, xn, n_rows, logits_out, ith, nth, 0);
   });
