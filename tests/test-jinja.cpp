@@ -292,6 +292,18 @@ TEST(JinjaErrors, NamespaceCannotContainItself) {
   EXPECT_EQ(*shared, "121");
 }
 
+// An attribute path with an index past int64 names no item (found by fuzz-chat-template: an
+// uncaught std::out_of_range).
+TEST(JinjaErrors, AttributePathWithAHugeIndexIsUndefined) {
+  auto r = render_src(
+      "{{ messages | map(attribute='99999999999999999999999') | list | length }}"
+      "{{ messages | selectattr('0.99999999999999999999') | list | length }}"
+      "{{ [[7]] | map(attribute='0') | list }}",
+      kOneUser);
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(*r, "10[7]");
+}
+
 TEST(JinjaErrors, LimitsBoundRecursionLoopsAndOutput) {
   JinjaLimits small;
   small.max_output_bytes = 1 << 20;

@@ -1,6 +1,7 @@
 // Operators, attribute/item access, methods of str/list/dict, filters and tests of the Jinja
 // subset, with Python's semantics where chat templates depend on them.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "tokenizer/jinja-eval.h"
@@ -577,7 +578,11 @@ Value attr_path(const Value& item, const std::string& path) {
     if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
           return std::isdigit(static_cast<unsigned char>(c));
         })) {
-      v = get_item(v, Value(static_cast<int64_t>(std::stoll(part))));
+      // An index past int64 names no item (std::stoll would throw).
+      int64_t index = 0;
+      const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
+      if (ec != std::errc() || end != part.data() + part.size()) return Value::undefined(part);
+      v = get_item(v, Value(index));
     } else {
       v = get_attr(v, part);
     }
