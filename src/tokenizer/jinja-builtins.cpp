@@ -239,6 +239,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
       const size_t unit = s->is_string() ? s->str().size() : s->list().size() * sizeof(Value);
       if (unit != 0 && static_cast<uint64_t>(k) > max_bytes / unit)
         throw Error("sequence too large");
+      if (unit == 0) return s->is_string() ? Value(std::string()) : Value(List());  // no k loop
       if (s->is_string()) {
         std::string out;
         for (int64_t i = 0; i < k; ++i) out += s->str();
