@@ -120,5 +120,16 @@ TEST(CliChat, TurnPastTheContextIsAnErrorAndTheSessionGoesOn) {
   EXPECT_EQ(r.out, one.out + one.out);  // the failed turn printed nothing
 }
 
+TEST(CliChat, ModelWithoutTemplateNeedsChatTemplate) {
+  LLMT_REQUIRE_DATA(kModel);
+  const auto r = run_command(
+      "echo hi | " + shell_quote(test::cli_path()) + " chat -m " + shell_quote(data_path(kModel)),
+      true);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("error: the model has no tokenizer.chat_template"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("--chat-template"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace llmt

@@ -252,6 +252,7 @@ TEST(JinjaErrors, IntegerOverflowIsAnErrorNotUb) {
       {"{{ range(9223372036854775806, 9223372036854775807) | list }}", "[9223372036854775806]"},
       {"{{ 'abc'[1::9223372036854775807] }}{{ 'abc'[::-9223372036854775807 - 1] }}", "bc"},
       {"{{ -9223372036854775807 | abs }}", "9223372036854775807"},
+      {"{{ ([] * 9223372036854775807) | length }}{{ '' * 9223372036854775807 }}", "0"},
       {"{{ 2.9 | int }} {{ -2.9 | int }}", "2 -2"},
   };
   for (const auto& [src, want] : ok) {
@@ -270,6 +271,38 @@ TEST(JinjaErrors, IntegerOverflowIsAnErrorNotUb) {
     EXPECT_NE(r.status().message().find("OverflowError"), std::string::npos)
         << src << ": " << r.status().message();
   }
+}
+
+// Values share their containers: a namespace set to hold itself would be a cycle (leaked, and
+// endless to print). It is an error (found by fuzz-chat-template as a leak); sharing is fine.
+TEST(JinjaErrors, NamespaceCannotContainItself) {
+  for (const char* src :
+       {"{% set ns = namespace(n=0) %}{% set ns.n = ns %}",
+        "{% set ns = namespace(n=0) %}{% set ns.n = [1, {'k': [ns]}] %}",
+        "{% set a = namespace() %}{% set b = namespace(x=[a]) %}{% set a.y = b %}"}) {
+    auto r = render_src(src, kOneUser);
+    ASSERT_FALSE(r.is_ok()) << src;
+    EXPECT_NE(r.status().message().find("a namespace cannot contain itself"), std::string::npos)
+        << r.status().message();
+  }
+  auto shared = render_src(
+      "{% set l = [1] %}{% set ns = namespace(a=l, b=l) %}{% set other = namespace(x=ns) %}"
+      "{% set ns.c = [l, l] %}{{ ns.a | length }}{{ ns.c | length }}{{ other.x.b[0] }}",
+      kOneUser);
+  ASSERT_TRUE(shared.is_ok()) << shared.status().message();
+  EXPECT_EQ(*shared, "121");
+}
+
+// An attribute path with an index past int64 names no item (found by fuzz-chat-template: an
+// uncaught std::out_of_range).
+TEST(JinjaErrors, AttributePathWithAHugeIndexIsUndefined) {
+  auto r = render_src(
+      "{{ messages | map(attribute='99999999999999999999999') | list | length }}"
+      "{{ messages | selectattr('0.99999999999999999999') | list | length }}"
+      "{{ [[7]] | map(attribute='0') | list }}",
+      kOneUser);
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(*r, "10[7]");
 }
 
 TEST(JinjaErrors, LimitsBoundRecursionLoopsAndOutput) {

@@ -168,6 +168,9 @@ Result<std::string> ChatTemplate::render_json(std::string_view request_json) con
     return invalid_argument(std::string("chat template error: ") + e.what());
   } catch (const std::bad_alloc&) {
     return invalid_argument("chat template error: out of memory");
+  } catch (const std::exception& e) {
+    // Any other exception is a bug of the interpreter: an error value, never a crash.
+    return internal_error(std::string("chat template: internal error: ") + e.what());
   }
 }
 

@@ -1,6 +1,7 @@
 // Operators, attribute/item access, methods of str/list/dict, filters and tests of the Jinja
 // subset, with Python's semantics where chat templates depend on them.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "tokenizer/jinja-eval.h"
@@ -238,6 +239,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, size_t ma
       const size_t unit = s->is_string() ? s->str().size() : s->list().size() * sizeof(Value);
       if (unit != 0 && static_cast<uint64_t>(k) > max_bytes / unit)
         throw Error("sequence too large");
+      if (unit == 0) return s->is_string() ? Value(std::string()) : Value(List());  // no k loop
       if (s->is_string()) {
         std::string out;
         for (int64_t i = 0; i < k; ++i) out += s->str();
@@ -577,7 +579,11 @@ Value attr_path(const Value& item, const std::string& path) {
     if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
           return std::isdigit(static_cast<unsigned char>(c));
         })) {
-      v = get_item(v, Value(static_cast<int64_t>(std::stoll(part))));
+      // An index past int64 names no item (std::stoll would throw).
+      int64_t index = 0;
+      const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
+      if (ec != std::errc() || end != part.data() + part.size()) return Value::undefined(part);
+      v = get_item(v, Value(index));
     } else {
       v = get_attr(v, part);
     }

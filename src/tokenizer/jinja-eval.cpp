@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <unordered_set>
 
 namespace llmt::jinja {
 
@@ -196,11 +197,42 @@ Interp::Flow Interp::exec_for(const Stmt& s, std::string& out) {
   return Flow::kNormal;
 }
 
+namespace {
+
+// Whether `v` holds the dict `target` (itself, or inside its lists, dicts and namespaces, at any
+// depth). Iterative, and each shared container is visited once, so deep or heavily shared values
+// cost their number of containers.
+bool holds_dict(const Value& v, const Dict* target) {
+  std::vector<const Value*> todo = {&v};
+  std::unordered_set<const void*> seen;
+  while (!todo.empty()) {
+    const Value* cur = todo.back();
+    todo.pop_back();
+    if (cur->is_dict()) {
+      if (&cur->dict() == target) return true;
+      if (!seen.insert(&cur->dict()).second) continue;
+      for (const auto& kv : cur->dict().items) todo.push_back(&kv.second);
+    } else if (cur->is_list()) {
+      if (!seen.insert(&cur->list()).second) continue;
+      for (const Value& x : cur->list()) todo.push_back(&x);
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 void Interp::assign(const Stmt& s, Value v) {
   if (!s.attr.empty()) {
     Value ns = lookup(s.targets[0]);
     if (ns.type() != Value::Type::kNamespace) {
       throw Error("TemplateRuntimeError: cannot assign attribute on non-namespace object");
+    }
+    // Values share their containers, so this would make a cycle: it would never be freed (and
+    // printing it would never end). python3-jinja2 allows it; no chat template needs it.
+    if (holds_dict(v, &ns.dict())) {
+      throw Error("TemplateRuntimeError: a namespace cannot contain itself (" + s.targets[0] + "." +
+                  s.attr + ")");
     }
     ns.dict().set(s.attr, std::move(v));
     return;

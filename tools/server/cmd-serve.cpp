@@ -152,8 +152,20 @@ int cmd_serve(int argc, char** argv) {
                so.model_name.c_str(), (*engine)->config().model.n_ctx, (*engine)->n_kv_blocks());
 
   {
+    // Until a signal; meanwhile the first failed KV swap (e.g. --swap-dir full: requests go on,
+    // recomputing their KV) is worth one warning; the count is llmthreads_swap_failures_total.
+    bool swap_warned = false;
     std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return n_signals.load() > 0; });
+    while (!cv.wait_for(lk, std::chrono::seconds(1), [&] { return n_signals.load() > 0; })) {
+      if (swap_warned) continue;
+      const EngineStats es = (*engine)->stats();
+      if (es.swap_failures == 0) continue;
+      swap_warned = true;
+      std::fprintf(stderr,
+                   "warning: KV swap failed (%s); preempted requests recompute their KV instead "
+                   "(slower; free space in --swap-dir or raise --kv-budget)\n",
+                   es.swap_last_error.c_str());
+    }
   }
   std::fprintf(stderr, "shutting down: finishing %lld requests in flight (up to %.0f s)\n",
                static_cast<long long>(srv.stats().n_live), grace_s);
