@@ -382,42 +382,46 @@ void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, cons
   attend_impl<uint16_t>(q, n_q, rows, n_kv, hd, scale, scores, out);
 }
 
+namespace {
+
+// attend_window_avx2 / _f16_avx2 for K/V elements of type T; `scalar` when hd is not a multiple
+// of 8.
+template <typename T, typename Scalar>
+void attend_window_rows_avx2(Scalar scalar, const float* q, int32_t n_q, const void* k_base,
+                             const void* v_base, const int32_t* block_table, size_t block_stride,
+                             int32_t block_size, int32_t p0, int32_t p1, int32_t hd, float scale,
+                             float* scores, float* out) {
+  if (hd % 8 != 0) {
+    scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1, hd, scale, scores,
+           out);
+    return;
+  }
+  const PagedRows<T> rows{static_cast<const uint8_t*>(k_base),
+                          static_cast<const uint8_t*>(v_base),
+                          block_table,
+                          block_stride,
+                          block_size,
+                          hd,
+                          p0};
+  attend_impl<T>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+}
+
+}  // namespace
+
 void attend_window_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                         const int32_t* block_table, size_t block_stride, int32_t block_size,
                         int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
                         float* out) {
-  if (hd % 8 != 0) {
-    attend_window_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1, hd,
-                         scale, scores, out);
-    return;
-  }
-  const PagedRows<float> rows{static_cast<const uint8_t*>(k_base),
-                              static_cast<const uint8_t*>(v_base),
-                              block_table,
-                              block_stride,
-                              block_size,
-                              hd,
-                              p0};
-  attend_impl<float>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+  attend_window_rows_avx2<float>(attend_window_scalar, q, n_q, k_base, v_base, block_table,
+                                 block_stride, block_size, p0, p1, hd, scale, scores, out);
 }
 
 void attend_window_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
                             const int32_t* block_table, size_t block_stride, int32_t block_size,
                             int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
                             float* out) {
-  if (hd % 8 != 0) {
-    attend_window_f16_scalar(q, n_q, k_base, v_base, block_table, block_stride, block_size, p0, p1,
-                             hd, scale, scores, out);
-    return;
-  }
-  const PagedRows<uint16_t> rows{static_cast<const uint8_t*>(k_base),
-                                 static_cast<const uint8_t*>(v_base),
-                                 block_table,
-                                 block_stride,
-                                 block_size,
-                                 hd,
-                                 p0};
-  attend_impl<uint16_t>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+  attend_window_rows_avx2<uint16_t>(attend_window_f16_scalar, q, n_q, k_base, v_base, block_table,
+                                    block_stride, block_size, p0, p1, hd, scale, scores, out);
 }
 
 namespace {
