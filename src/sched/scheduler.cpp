@@ -211,6 +211,18 @@ struct Scheduler::Impl {
     return Eviction::kRecompute;
   }
 
+  // The window slot of each of `blocks` (a thread's table) that the window of a thread with
+  // n_computed positions reaches, -1 for the others: what a swap saves and restores.
+  std::vector<int32_t> window_slots_of(const std::vector<int32_t>& blocks,
+                                       int32_t n_computed) const {
+    std::vector<int32_t> slots(blocks.size(), -1);
+    for (size_t k = static_cast<size_t>(kv->first_window_block(n_computed)); k < blocks.size();
+         ++k) {
+      slots[k] = kv->window_slot(blocks[k]);
+    }
+    return slots;
+  }
+
   void evict(Thread* t) {
     const Eviction method = choose_method(*t);
     if (method == Eviction::kSwapRam || method == Eviction::kSwapDisk) {
@@ -219,11 +231,7 @@ struct Scheduler::Impl {
       so.id = t->id;
       so.method = method;
       so.blocks.assign(table.begin(), table.end());
-      so.window_slots.assign(so.blocks.size(), -1);
-      for (size_t k = static_cast<size_t>(kv->first_window_block(t->n_computed));
-           k < so.blocks.size(); ++k) {
-        so.window_slots[k] = kv->window_slot(so.blocks[k]);
-      }
+      so.window_slots = window_slots_of(so.blocks, t->n_computed);
       so.n_tokens = t->n_computed;
       t->swap_method = method;
       t->swap_bytes = static_cast<uint64_t>(t->n_computed) * opt.kv_bytes_per_token;
@@ -457,11 +465,7 @@ struct Scheduler::Impl {
         si.blocks.assign(
             table.begin(),
             table.begin() + std::min<size_t>(table.size(), static_cast<size_t>(t->n_swap_blocks)));
-        si.window_slots.assign(si.blocks.size(), -1);
-        for (size_t k = static_cast<size_t>(kv->first_window_block(t->n_computed));
-             k < si.blocks.size(); ++k) {
-          si.window_slots[k] = kv->window_slot(si.blocks[k]);
-        }
+        si.window_slots = window_slots_of(si.blocks, t->n_computed);
         plan.swap_in.push_back(std::move(si));
         if (t->swap_method == Eviction::kSwapRam)
           swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
