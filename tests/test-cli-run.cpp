@@ -25,6 +25,8 @@ namespace {
 using nlohmann::json;
 using test::cli_path;
 using test::data_path;
+using test::lines_of;
+using test::make_reviews;
 using test::read_file;
 using test::run_command;
 using test::shell_quote;
@@ -38,14 +40,6 @@ std::filesystem::path temp_dir(const std::string& name) {
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  std::string l;
-  while (std::getline(in, l)) out.push_back(l);
-  return out;
 }
 
 size_t count_lines(const std::string& path) {
@@ -99,19 +93,6 @@ bool wait_partial(pid_t pid, const std::string& out, size_t n_total) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
-}
-
-// A simple-format input of n records cycling through the example reviews.
-std::string make_reviews(const std::filesystem::path& dir, size_t n) {
-  const auto src = lines_of(read_file(kSrc + "/examples/reviews.jsonl"));
-  const std::string path = (dir / "in.jsonl").string();
-  std::ofstream f(path);
-  for (size_t i = 0; i < n; ++i) {
-    json j = json::parse(src[i % src.size()]);
-    j["id"] = "doc" + std::to_string(i);
-    f << j.dump() << "\n";
-  }
-  return path;
 }
 
 std::vector<std::string> generate_args(const std::string& in, const std::string& out) {

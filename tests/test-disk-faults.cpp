@@ -33,6 +33,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using test::data_path;
+using test::lines_of;
+using test::make_reviews;
 using test::read_file;
 using test::run_command;
 using test::shell_quote;
@@ -70,27 +72,6 @@ class SmallFs {
 void write_file(const fs::path& p, size_t n) {
   std::ofstream f(p, std::ios::binary);
   f << std::string(n, 'x');
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  std::string l;
-  while (std::getline(in, l)) out.push_back(l);
-  return out;
-}
-
-// n simple-format records cycling through the example reviews.
-std::string make_reviews(const fs::path& dir, size_t n) {
-  const auto src = lines_of(read_file(kSrc + "/examples/reviews.jsonl"));
-  const std::string path = (dir / "in.jsonl").string();
-  std::ofstream f(path);
-  for (size_t i = 0; i < n; ++i) {
-    json j = json::parse(src[i % src.size()]);
-    j["id"] = "doc" + std::to_string(i);
-    f << j.dump() << "\n";
-  }
-  return path;
 }
 
 std::string run_cmd(const std::string& in, const std::string& out,

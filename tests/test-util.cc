@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace llmt::test {
 
 std::string data_dir() {
@@ -41,6 +43,26 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string l;
+  while (std::getline(in, l)) out.push_back(l);
+  return out;
+}
+
+std::string make_reviews(const std::filesystem::path& dir, size_t n) {
+  const auto src = lines_of(read_file(std::string(LLMT_SOURCE_DIR) + "/examples/reviews.jsonl"));
+  const std::string path = (dir / "in.jsonl").string();
+  std::ofstream f(path);
+  for (size_t i = 0; i < n; ++i) {
+    nlohmann::json j = nlohmann::json::parse(src[i % src.size()]);
+    j["id"] = "doc" + std::to_string(i);
+    f << j.dump() << "\n";
+  }
+  return path;
 }
 
 CommandResult run_command(const std::string& command_line, bool merge_stderr) {

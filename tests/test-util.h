@@ -1,8 +1,10 @@
 // Shared helpers for tests: locating test data under LLMT_DATA.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "llmthreads/gguf.h"
 #include "llmthreads/tokenizer.h"
@@ -33,6 +35,12 @@ struct Loaded {
 };
 // Opens data_path(rel) and builds its tokenizer; a test failure (and null members) on error.
 Loaded load(const std::string& rel);
+
+// The lines of s (without their '\n').
+std::vector<std::string> lines_of(const std::string& s);
+// Writes dir/in.jsonl: n simple-format records cycling through examples/reviews.jsonl, ids
+// "doc0".."doc<n-1>"; returns its path.
+std::string make_reviews(const std::filesystem::path& dir, size_t n);
 
 // The built `llmthreads` executable (CLI tests run it as a user would).
 inline std::string cli_path() {
