@@ -122,7 +122,10 @@ struct ThreadRequest {
   // without sampling and finishes with kStop and ThreadResult::embedding, the pooled vector
   // [n_embd] (not normalized; callers scale it, e.g. to unit length as llama.cpp's server does):
   //   - encoder models (bert): the model's pooling_type (mean, or CLS; mean when the file has
-  //     none) of the final hidden states, as Context::embed(). The whole prompt runs in one pass,
+  //     none) of the final hidden states, as Context::embed(); with rank pooling (a reranker or
+  //     sequence classifier: the file's classification head) `embedding` holds the head's
+  //     hparams().n_cls_out raw scores instead (no sigmoid / softmax, as llama.cpp returns
+  //     them; one relevance score for a reranker). The whole prompt runs in one pass,
   //     several embedding threads share a pass (up to step_tokens, or the context when larger),
   //     and no KV cache is used; at most min(n_ctx, context_length) tokens.
   //   - decoder models: the final hidden states (after the output norm) pooled as the file's
@@ -208,6 +211,7 @@ struct ThreadResult {
   std::vector<float> score_logprobs;  // scoring threads: log P(score_tokens[i] | before)
   double score_logprob = 0.0;         // their sum
   std::vector<float> embedding;       // embedding threads: the pooled vector [n_embd]
+                                      // (rank pooling: the head's n_cls_out scores)
   Usage usage;
   ThreadTimings timings;
 };

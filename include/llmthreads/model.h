@@ -49,7 +49,8 @@ enum class Pooling {
   kMean = 1,  // mean over the tokens
   kCls = 2,   // the first token's state
   kLast = 3,  // the last token's state (decoder embedding models, e.g. Qwen3-Embedding)
-  kRank = 4,  // a classification / reranking head over the pooled state: not supported (refused)
+  kRank = 4,  // the first token's state through the classification / reranking head (cls.*):
+              // n_cls_out scores (bert files with cls.output.weight)
 };
 
 struct ModelHparams {
@@ -70,6 +71,10 @@ struct ModelHparams {
   int32_t n_swa = 0;   // <arch>.attention.sliding_window on sliding-window layers; 0: none
   bool causal = true;  // false: a bidirectional encoder (bert; use Context::embed())
   Pooling pooling = Pooling::kNone;  // <arch>.pooling_type (absent: kNone; bert: kMean)
+  // Classification / reranking head (bert cls.output.weight): its number of outputs, 0 when the
+  // file has none. cls_labels: <arch>.classifier.output_labels (n_cls_out names), or empty.
+  int32_t n_cls_out = 0;
+  std::vector<std::string> cls_labels;
 
   int32_t q_dim() const { return n_head * head_dim; }      // width of Q / attention output
   int32_t kv_dim() const { return n_head_kv * head_dim; }  // width of K and V
@@ -232,15 +237,17 @@ class Context {
 
   // Encoder models (hparams().causal == false, e.g. bert): runs `tokens` (one sequence, all of
   // it, bidirectionally; at most min(n_batch, n_ctx, context_length) tokens) and returns its
-  // pooled state [n_embd] (pooling kMean / kCls / kLast), or every token's state [n_tokens,
-  // n_embd] (kNone). `pooling` nullopt: the model's own pooling_type (kMean when it has none).
-  // Uses no KV cache and changes no sequence state. Errors: a causal (decoder) model, empty
-  // input, a token outside [0, n_vocab), too many tokens, kRank.
+  // pooled state [n_embd] (pooling kMean / kCls / kLast), every token's state [n_tokens,
+  // n_embd] (kNone), or the classification head's hparams().n_cls_out raw scores over the first
+  // token's state (kRank: cls_out · tanh(cls · h + cls_b) + cls_out_b, the tanh layer only when
+  // the file has cls.weight). `pooling` nullopt: the model's own pooling_type (kMean when it has
+  // none). Uses no KV cache and changes no sequence state. Errors: a causal (decoder) model,
+  // empty input, a token outside [0, n_vocab), too many tokens, kRank without a head.
   Result<std::vector<float>> embed(std::span<const int32_t> tokens,
                                    std::optional<Pooling> pooling = std::nullopt);
   // Encoder models: embed() of several sequences in one pass (their rows share the matmuls;
   // each attends only to itself), so (*out)[s] is bitwise what embed(seqs[s], pooling) gives.
-  // Pooling kMean or kCls (kNone is refused here); nullopt as for embed(). At most n_batch
+  // Pooling kMean, kCls or kRank (kNone is refused here); nullopt as for embed(). At most n_batch
   // tokens in all; each sequence as for embed(). Errors as embed(), naming the sequence;
   // nothing is run then.
   Status embed_batch(std::span<const std::span<const int32_t>> seqs,

@@ -286,10 +286,10 @@ Status Engine::prepare(ThreadRequest* request) const {
     return invalid_argument("an embedding thread cannot also score tokens", "score_tokens");
   }
   if (r.embed && r.grammar) return invalid_argument("an embedding thread takes no grammar");
-  if (r.embed && e.model->hparams().pooling == Pooling::kRank) {
+  if (r.embed && !e.encoder && e.model->hparams().pooling == Pooling::kRank) {
     return unsupported(
-        "the model's pooling_type is 4 (rank: a classification / reranking head), "
-        "which embedding threads do not run");
+        "the model's pooling_type is 4 (rank: a classification / reranking head), which "
+        "embedding threads run for encoder models (bert) only");
   }
   if (r.prompt_tokens.empty()) {
     TokenizeOptions to;

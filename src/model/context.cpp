@@ -552,6 +552,40 @@ void pool_rows(const std::vector<float>& x, size_t row0, int32_t n, size_t ne, P
   for (size_t j = 0; j < ne; ++j) (*out)[j] = static_cast<float>(acc[j] / n);
 }
 
+// Pooling kRank: the classification head over the first-token states of n_seqs sequences
+// (rows first_rows[s] of c.x, [*, n_embd]); (*out)[s] gets hp.n_cls_out scores. One matmul per
+// head matrix over all sequences at once, on the calling thread: by the matmul contract each
+// sequence's scores are bitwise what it gets alone.
+void run_cls_head(ContextState& c, std::span<const size_t> first_rows,
+                  std::vector<std::vector<float>>* out) {
+  const ModelWeights& w = *c.w;
+  const int64_t ne = c.hp->n_embd;
+  const int64_t n_cls = c.hp->n_cls_out;
+  const int64_t m = static_cast<int64_t>(first_rows.size());
+  std::vector<float> h(static_cast<size_t>(m * ne));  // [m, n_embd]
+  for (int64_t s = 0; s < m; ++s) {
+    std::copy_n(c.x.data() + first_rows[s] * ne, ne, h.data() + s * ne);
+  }
+  if (w.cls.data) {
+    std::vector<float> d(h.size());  // [m, n_embd] = tanh(h · cls^T + cls_b)
+    c.matmul_local(w.cls, h.data(), m, d.data(), 0, 1, 0);
+    for (int64_t s = 0; s < m; ++s) {
+      float* r = d.data() + s * ne;
+      if (w.cls_b) ops::add(r, w.cls_b, ne);
+      for (int64_t j = 0; j < ne; ++j) r[j] = std::tanh(r[j]);
+    }
+    h.swap(d);
+  }
+  std::vector<float> y(static_cast<size_t>(m * n_cls));  // [m, n_cls_out]
+  c.matmul_local(w.cls_out, h.data(), m, y.data(), 0, 1, 0);
+  out->resize(static_cast<size_t>(m));
+  for (int64_t s = 0; s < m; ++s) {
+    float* r = y.data() + s * n_cls;
+    if (w.cls_out_b) ops::add(r, w.cls_out_b, n_cls);
+    (*out)[s].assign(r, r + n_cls);
+  }
+}
+
 }  // namespace
 
 Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
@@ -566,12 +600,20 @@ Result<std::vector<float>> Context::embed(std::span<const int32_t> tokens,
   LLMT_RETURN_IF_ERROR(check_encoder_input("embed", tokens, n_max, h.n_vocab));
   const int32_t n = static_cast<int32_t>(tokens.size());
   const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
-  if (pool == Pooling::kRank) return invalid_argument("embed: rank pooling is not supported");
+  if (pool == Pooling::kRank && h.n_cls_out == 0) {
+    return invalid_argument("embed: rank pooling needs a classification head (cls.output.weight)",
+                            "pooling");
+  }
   c.model->arch_spec().encode(c, tokens.data(), &n, 1);
   const size_t ne = static_cast<size_t>(h.n_embd);
   std::vector<float> out;
   try {
-    if (pool == Pooling::kNone) {
+    if (pool == Pooling::kRank) {
+      std::vector<std::vector<float>> scores;
+      const size_t first = 0;
+      run_cls_head(c, {&first, 1}, &scores);
+      out = std::move(scores[0]);
+    } else if (pool == Pooling::kNone) {
       out.assign(c.x.begin(), c.x.begin() + n * ne);
     } else {
       pool_rows(c.x, 0, n, ne, pool, &out);
@@ -592,9 +634,12 @@ Status Context::embed_batch(std::span<const std::span<const int32_t>> seqs,
   }
   if (seqs.empty()) return invalid_argument("embed_batch: no sequences");
   const Pooling pool = pooling.value_or(h.pooling == Pooling::kNone ? Pooling::kMean : h.pooling);
-  if (pool == Pooling::kNone || pool == Pooling::kRank) {
+  if (pool == Pooling::kNone) {
+    return invalid_argument("embed_batch: pooling none is not supported (use embed())", "pooling");
+  }
+  if (pool == Pooling::kRank && h.n_cls_out == 0) {
     return invalid_argument(
-        "embed_batch: pooling none or rank is not supported (none: use embed())");
+        "embed_batch: rank pooling needs a classification head (cls.output.weight)", "pooling");
   }
   const int64_t n_max = std::min<int64_t>({c.n_batch, c.n_ctx, h.n_ctx_train});
   int64_t n_total = 0;
@@ -622,6 +667,15 @@ Status Context::embed_batch(std::span<const std::span<const int32_t>> seqs,
   const size_t ne = static_cast<size_t>(h.n_embd);
   size_t row = 0;
   try {
+    if (pool == Pooling::kRank) {
+      std::vector<size_t> first_rows;
+      for (int32_t len : lens) {
+        first_rows.push_back(row);
+        row += static_cast<size_t>(len);
+      }
+      run_cls_head(c, first_rows, out);
+      return Status::ok();
+    }
     for (size_t s = 0; s < seqs.size(); ++s) {
       pool_rows(c.x, row, lens[s], ne, pool, &(*out)[s]);
       row += static_cast<size_t>(lens[s]);

@@ -65,6 +65,12 @@ struct ModelWeights {
   WeightMatrix token_types;              // [n_types, n_embd] (bert)
   const float* embd_norm = nullptr;      // [n_embd] LayerNorm of the embeddings (bert)
   const float* embd_norm_b = nullptr;
+  // Classification head (bert, pooling kRank): scores = cls_out · tanh(cls · h + cls_b) + cls_out_b
+  // with h the first token's state; without cls (data == nullptr) scores = cls_out · h + cls_out_b.
+  WeightMatrix cls;                          // [n_embd, n_embd] or absent
+  const float* cls_b = nullptr;              // [n_embd] or nullptr
+  WeightMatrix cls_out;                      // [n_cls_out, n_embd] or absent
+  const float* cls_out_b = nullptr;          // [n_cls_out] or nullptr
   const float* rope_factors = nullptr;       // [n_rot/2] divisors of the RoPE frequencies
   const float* rope_factors_long = nullptr;  // phi3: used instead when n_ctx > n_ctx_orig
   int32_t n_ctx_orig = 0;                    // phi3: rope.scaling.original_context_length
@@ -146,6 +152,10 @@ Status bind_gemma2(Binder& b, ModelHparams& hp, ModelWeights& w);
 Status bind_gemma3(Binder& b, ModelHparams& hp, ModelWeights& w);
 Status bind_gpt2(Binder& b, ModelHparams& hp, ModelWeights& w);
 Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w);
+// The optional classification head of an encoder (cls.weight, cls.bias, cls.output.weight,
+// cls.output.bias; <arch>.classifier.output_labels): sets hp.n_cls_out / cls_labels. An error
+// for a partial head, a label count that differs from the outputs, or rank pooling without one.
+Status bind_cls_head(Binder& b, ModelHparams& hp, ModelWeights& w);
 // The llama family's fused forward pass (llama, mistral, qwen2, qwen3).
 void forward_llama(ContextState& c, const Context::BatchEntry* e, int32_t n,
                    const std::span<const int32_t>* tables, float* logits_out);

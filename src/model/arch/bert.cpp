@@ -28,19 +28,13 @@ Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w) {
   }
   hp.causal = false;
   LLMT_ASSIGN_OR_RETURN(int64_t pooling, optional_int(g, "bert.pooling_type", 1));
-  // Rank pooling (4) is llama.cpp's reranker / sequence classifier: the CLS state through the
-  // classification head (cls.weight / cls.bias, cls.output.*). We run no such head. Files that
-  // carry cls.* tensors with another pooling are embedding models to llama.cpp too (it uses the
-  // head only for rank pooling), so those load and the head is unused.
-  if (pooling == 4) {
-    return unsupported(g.path() +
-                       ": bert.pooling_type 4 (rank: a classification / reranking head, cls.* "
-                       "tensors) is not supported; this engine runs bert as an embedding model "
-                       "(pooling 0 none, 1 mean, 2 cls)");
-  }
-  if (pooling < 0 || pooling > 2) {
+  // Rank pooling (4) is llama.cpp's reranker / sequence classifier: the first token's state
+  // through the classification head (bind_cls_head). Files that carry cls.* tensors with another
+  // pooling are embedding models to llama.cpp too (it uses the head only for rank pooling): their
+  // head is bound and checked but only Pooling::kRank, asked for explicitly, runs it.
+  if (pooling < 0 || pooling > 4 || pooling == 3) {
     return unsupported(g.path() + ": bert.pooling_type " + std::to_string(pooling) +
-                       " is not supported (0 none, 1 mean, 2 cls)");
+                       " is not supported (0 none, 1 mean, 2 cls, 4 rank)");
   }
   hp.pooling = static_cast<Pooling>(pooling);
   LLMT_ASSIGN_OR_RETURN(w.token_embd, b.matrix("token_embd.weight", n_embd, hp.n_vocab));
@@ -71,7 +65,52 @@ Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w) {
     LLMT_ASSIGN_OR_RETURN(l.ffn_norm_b, b.vector(blk(il, "layer_output_norm.bias"), n_embd));
   }
   w.ffn = FfnKind::kGelu;
+  LLMT_RETURN_IF_ERROR(bind_cls_head(b, hp, w));
   collect_matrices(w);
+  return Status::ok();
+}
+
+Status bind_cls_head(Binder& b, ModelHparams& hp, ModelWeights& w) {
+  const GgufFile& g = b.gguf();
+  const int64_t n_embd = hp.n_embd;
+  const GgufTensor* out = g.find_tensor("cls.output.weight");
+  if (!out) {
+    for (const char* name : {"cls.weight", "cls.bias", "cls.output.bias"}) {
+      if (g.find_tensor(name)) {
+        return corrupt(g.path() + ": tensor '" + name +
+                       "' without cls.output.weight (an incomplete classification head)");
+      }
+    }
+    if (hp.pooling == Pooling::kRank) {
+      return corrupt(g.path() + ": " + hp.arch +
+                     ".pooling_type is 4 (rank) but the file has no classification head "
+                     "(cls.output.weight)");
+    }
+    return Status::ok();
+  }
+  // GGUF shape {n_embd, n_cls_out}; a single output may be stored as {n_embd}.
+  const int64_t n_cls = out->shape.size() >= 2 ? out->shape[1] : 1;
+  if (n_cls < 1 || n_cls > (int64_t{1} << 20)) {
+    return corrupt(g.path() + ": tensor 'cls.output.weight' has " + std::to_string(n_cls) +
+                   " outputs");
+  }
+  LLMT_ASSIGN_OR_RETURN(w.cls, b.matrix("cls.weight", n_embd, n_embd, /*optional=*/true));
+  LLMT_ASSIGN_OR_RETURN(w.cls_b, b.vector("cls.bias", n_embd, /*optional=*/true));
+  if (w.cls_b && !w.cls.data) {
+    return corrupt(g.path() + ": tensor 'cls.bias' without cls.weight");
+  }
+  LLMT_ASSIGN_OR_RETURN(w.cls_out, b.matrix("cls.output.weight", n_embd, n_cls));
+  LLMT_ASSIGN_OR_RETURN(w.cls_out_b, b.vector("cls.output.bias", n_cls, /*optional=*/true));
+  hp.n_cls_out = static_cast<int32_t>(n_cls);
+  const std::string key = hp.arch + ".classifier.output_labels";
+  LLMT_ASSIGN_OR_RETURN(auto labels, g.get_string_array(key));
+  if (labels) {
+    if (static_cast<int64_t>(labels->size()) != n_cls) {
+      return corrupt(g.path() + ": " + key + " has " + std::to_string(labels->size()) +
+                     " labels but cls.output.weight has " + std::to_string(n_cls) + " outputs");
+    }
+    for (std::string_view l : *labels) hp.cls_labels.emplace_back(l);
+  }
   return Status::ok();
 }
 

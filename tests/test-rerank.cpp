@@ -1,0 +1,323 @@
+// The classification / reranking head of encoder models (bert with pooling_type 4 "rank" and the
+// cls.* tensors, as llama.cpp lays them out for rerankers and sequence classifiers). No GGUF in
+// ../shared carries one, so the tests write one: the real synth-bert-f16 file with a random head
+// added. They check that
+//   - the scores are the head applied to the first token's state, computed here in double from
+//     Context::embed(kCls) (which test-embed checks against llama.cpp): dense + tanh + output,
+//     and the output-only layout (no cls.weight);
+//   - embed_batch() and engine embedding threads give bitwise the scores of embed() alone;
+//   - the labels (<arch>.classifier.output_labels) and n_cls_out are exposed;
+//   - a partial head, a label count that differs from the outputs, and rank pooling without a
+//     head fail the load with the offending tensor or key named.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gguf-writer.h"
+#include "llmthreads/engine.h"
+#include "llmthreads/gguf.h"
+#include "llmthreads/model.h"
+#include "test-util.h"
+
+namespace llmt {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kBert = "models/arch/synth-bert-f16.gguf";
+constexpr const char* kBertRef = "reference/arch/synth-bert-f16.json";
+
+// The head to add: F32 tensors, each present when not empty.
+struct Head {
+  std::vector<float> cls;    // [n_embd, n_embd] row-major (row = output feature)
+  std::vector<float> cls_b;  // [n_embd]
+  std::vector<float> out;    // [n_out, n_embd]
+  std::vector<float> out_b;  // [n_out]
+  int64_t n_out = 0;
+  std::vector<std::string> labels;
+  int64_t pooling = 4;  // bert.pooling_type written
+};
+
+std::vector<float> random_floats(size_t n, float sigma, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, sigma);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Head random_head(int64_t n_embd, int64_t n_out, bool with_dense) {
+  Head h;
+  h.n_out = n_out;
+  // Scaled so that the dense layer's outputs are O(1): tanh neither saturates nor stays linear.
+  const float s = 1.0f / std::sqrt(static_cast<float>(n_embd));
+  if (with_dense) {
+    h.cls = random_floats(static_cast<size_t>(n_embd * n_embd), s, 11);
+    h.cls_b = random_floats(static_cast<size_t>(n_embd), 0.1f, 12);
+  }
+  h.out = random_floats(static_cast<size_t>(n_out * n_embd), s, 13);
+  h.out_b = random_floats(static_cast<size_t>(n_out), 0.1f, 14);
+  return h;
+}
+
+// Writes the bert file at `src` with its pooling_type replaced and the head's tensors (and
+// labels) added; returns the path written.
+std::string write_with_head(const std::string& src, const Head& head, const std::string& dst) {
+  auto g = GgufFile::open(src);
+  EXPECT_TRUE(g.is_ok()) << g.status().to_string();
+  if (!g.is_ok()) return dst;
+  const GgufFile& f = **g;
+  const uint64_t align = f.alignment();
+  test::GgufWriter w;
+  for (const GgufKV& kv : f.kvs()) {
+    if (kv.key == "bert.pooling_type") continue;
+    w.kv_value(std::string(kv.key), kv.value);
+  }
+  w.kv_u32("bert.pooling_type", static_cast<uint32_t>(head.pooling));
+  if (!head.labels.empty()) w.kv_strings("bert.classifier.output_labels", head.labels);
+  struct Blob {
+    const void* data;
+    uint64_t bytes;
+    uint64_t offset;
+  };
+  std::vector<Blob> blobs;
+  uint64_t off = 0;
+  auto place = [&](const std::string& name, const std::vector<uint64_t>& dims, uint32_t type,
+                   const void* data, uint64_t bytes) {
+    w.tensor(name, dims, type, off);
+    blobs.push_back({data, bytes, off});
+    off += (bytes + align - 1) / align * align;
+  };
+  for (const GgufTensor& t : f.tensors()) {
+    std::vector<uint64_t> dims(t.shape.begin(), t.shape.end());
+    place(std::string(t.name), dims, static_cast<uint32_t>(t.type), t.data, t.n_bytes);
+  }
+  const uint64_t n_embd =
+      f.tensors().empty() ? 0 : static_cast<uint64_t>(f.find_tensor("token_embd.weight")->shape[0]);
+  auto f32 = [&](const std::string& name, const std::vector<uint64_t>& dims,
+                 const std::vector<float>& v) {
+    if (!v.empty()) place(name, dims, 0, v.data(), v.size() * sizeof(float));
+  };
+  f32("cls.weight", {n_embd, n_embd}, head.cls);
+  f32("cls.bias", {n_embd}, head.cls_b);
+  f32("cls.output.weight", {n_embd, static_cast<uint64_t>(head.n_out)}, head.out);
+  f32("cls.output.bias", {static_cast<uint64_t>(head.n_out)}, head.out_b);
+  // The data section starts at a multiple of `align` (the writer pads the header to 32).
+  std::vector<uint8_t> bytes = w.bytes(0);
+  while (bytes.size() % align) bytes.push_back(0);
+  const size_t data_start = bytes.size();
+  bytes.resize(data_start + off, 0);
+  for (const Blob& b : blobs) std::memcpy(bytes.data() + data_start + b.offset, b.data, b.bytes);
+  std::ofstream(dst, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  return dst;
+}
+
+std::string temp_path(const std::string& tag) {
+  return (std::filesystem::temp_directory_path() /
+          ("llmt-rerank-" + tag + "-" + std::to_string(getpid()) + ".gguf"))
+      .string();
+}
+
+// The head over state h, in double.
+std::vector<double> head_reference(const Head& head, const std::vector<float>& h) {
+  const size_t ne = h.size();
+  std::vector<double> x(h.begin(), h.end());
+  if (!head.cls.empty()) {
+    std::vector<double> d(ne);
+    for (size_t i = 0; i < ne; ++i) {
+      double acc = head.cls_b.empty() ? 0.0 : head.cls_b[i];
+      for (size_t j = 0; j < ne; ++j) acc += static_cast<double>(head.cls[i * ne + j]) * x[j];
+      d[i] = std::tanh(acc);
+    }
+    x = d;
+  }
+  std::vector<double> s(static_cast<size_t>(head.n_out));
+  for (size_t i = 0; i < s.size(); ++i) {
+    double acc = head.out_b.empty() ? 0.0 : head.out_b[i];
+    for (size_t j = 0; j < ne; ++j) acc += static_cast<double>(head.out[i * ne + j]) * x[j];
+    s[i] = acc;
+  }
+  return s;
+}
+
+std::vector<std::vector<int32_t>> ref_prompts() {
+  const json ref = json::parse(test::read_file(test::data_path(kBertRef)));
+  std::vector<std::vector<int32_t>> out;
+  for (const json& p : ref["prompts"])
+    out.push_back(p["prompt_token_ids"].get<std::vector<int32_t>>());
+  return out;
+}
+
+struct HeadCase {
+  const char* name;
+  int64_t n_out;
+  bool dense;
+  std::vector<std::string> labels;
+};
+
+void PrintTo(const HeadCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+class RerankHead : public ::testing::TestWithParam<HeadCase> {};
+
+TEST_P(RerankHead, ScoresAreTheHeadOverTheFirstTokenAloneBatchedAndInTheEngine) {
+  LLMT_REQUIRE_DATA(kBert);
+  LLMT_REQUIRE_DATA(kBertRef);
+  const HeadCase& hc = GetParam();
+  auto plain = Model::load(test::data_path(kBert));
+  ASSERT_TRUE(plain.is_ok()) << plain.status().to_string();
+  const int64_t n_embd = (*plain)->hparams().n_embd;
+  EXPECT_EQ((*plain)->hparams().n_cls_out, 0);
+  Head head = random_head(n_embd, hc.n_out, hc.dense);
+  head.labels = hc.labels;
+  const std::string path = write_with_head(test::data_path(kBert), head, temp_path(hc.name));
+  auto m = Model::load(path);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ((*m)->hparams().pooling, Pooling::kRank);
+  EXPECT_EQ((*m)->hparams().n_cls_out, hc.n_out);
+  EXPECT_EQ((*m)->hparams().cls_labels, hc.labels);
+
+  const auto prompts = ref_prompts();
+  ASSERT_GE(prompts.size(), 2u);
+  ContextOptions co;
+  co.n_threads = 1;
+  auto plain_ctx = Context::create(*plain, co);
+  auto ctx = Context::create(*m, co);
+  ASSERT_TRUE(plain_ctx.is_ok() && ctx.is_ok());
+  std::vector<std::vector<float>> alone;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    SCOPED_TRACE("prompt " + std::to_string(p));
+    auto cls_state = (*plain_ctx)->embed(prompts[p], Pooling::kCls);
+    ASSERT_TRUE(cls_state.is_ok()) << cls_state.status().to_string();
+    // The head's file keeps every other tensor, so its kCls state is the plain file's.
+    auto same_state = (*ctx)->embed(prompts[p], Pooling::kCls);
+    ASSERT_TRUE(same_state.is_ok());
+    EXPECT_EQ(*same_state, *cls_state);
+    auto scores = (*ctx)->embed(prompts[p]);  // the file's pooling: rank
+    ASSERT_TRUE(scores.is_ok()) << scores.status().to_string();
+    const std::vector<double> want = head_reference(head, *cls_state);
+    ASSERT_EQ(scores->size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR((*scores)[i], want[i], 1e-4 * (1.0 + std::fabs(want[i]))) << "output " << i;
+    }
+    alone.push_back(*scores);
+  }
+  // The scores differ between prompts (the head sees the state, not a constant).
+  EXPECT_NE(alone[0], alone[1]);
+
+  std::vector<std::span<const int32_t>> seqs(prompts.begin(), prompts.end());
+  std::vector<std::vector<float>> batched;
+  ASSERT_TRUE((*ctx)->embed_batch(seqs, &batched).is_ok());
+  EXPECT_EQ(batched, alone);
+
+  EngineConfig ec;
+  ec.model.path = path;
+  ec.compute.n_threads = 1;
+  ec.sched.measure_costs = false;
+  ec.kv.budget_bytes = uint64_t{16} << 20;
+  auto eng = Engine::create(ec);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(eng.is_ok()) << eng.status().to_string();
+  std::vector<ThreadHandle> handles;
+  for (const auto& p : prompts) {
+    ThreadRequest r;
+    r.prompt_tokens = p;
+    r.embed = true;
+    auto h = (*eng)->submit(std::move(r));
+    ASSERT_TRUE(h.is_ok()) << h.status().to_string();
+    handles.push_back(std::move(*h));
+  }
+  for (size_t p = 0; p < handles.size(); ++p) {
+    const ThreadResult& r = handles[p].wait();
+    EXPECT_EQ(r.finish_reason, FinishReason::kStop) << r.error;
+    EXPECT_EQ(r.embedding, alone[p]) << "prompt " << p;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, RerankHead,
+    ::testing::Values(HeadCase{"classifier", 3, true, {"negative", "neutral", "positive"}},
+                      HeadCase{"reranker", 1, true, {}},
+                      HeadCase{"output_only", 2, false, {"no", "yes"}}),
+    [](const ::testing::TestParamInfo<HeadCase>& info) { return std::string(info.param.name); });
+
+// Broken heads fail the load and name what is wrong.
+TEST(RerankHeadLoad, BrokenHeadsAreNamed) {
+  LLMT_REQUIRE_DATA(kBert);
+  auto plain = Model::load(test::data_path(kBert));
+  ASSERT_TRUE(plain.is_ok());
+  const int64_t n_embd = (*plain)->hparams().n_embd;
+  struct Case {
+    const char* name;
+    Head head;
+    std::string want;  // in the message
+  };
+  Head labels_off = random_head(n_embd, 3, true);
+  labels_off.labels = {"a", "b"};
+  Head no_output = random_head(n_embd, 1, true);
+  no_output.out.clear();
+  Head no_head;
+  Head bias_only = random_head(n_embd, 2, false);
+  bias_only.cls_b = random_floats(static_cast<size_t>(n_embd), 0.1f, 3);
+  for (const Case& c : {Case{"labels", labels_off, "classifier.output_labels has 2 labels"},
+                        Case{"no-output", no_output, "'cls.weight' without cls.output.weight"},
+                        Case{"no-head", no_head, "no classification head"},
+                        Case{"bias-only", bias_only, "'cls.bias' without cls.weight"}}) {
+    SCOPED_TRACE(c.name);
+    const std::string path = write_with_head(test::data_path(kBert), c.head, temp_path(c.name));
+    auto m = Model::load(path);
+    std::filesystem::remove(path);
+    ASSERT_FALSE(m.is_ok());
+    EXPECT_EQ(m.status().code(), StatusCode::kCorrupt) << m.status().to_string();
+    EXPECT_NE(m.status().message().find(c.want), std::string::npos) << m.status().message();
+  }
+}
+
+// A head in a file with another pooling is bound (and checked) but only runs when rank pooling
+// is asked for; the file's own pooling stays what it says.
+TEST(RerankHeadLoad, HeadWithMeanPoolingRunsOnlyWhenAsked) {
+  LLMT_REQUIRE_DATA(kBert);
+  LLMT_REQUIRE_DATA(kBertRef);
+  auto plain = Model::load(test::data_path(kBert));
+  ASSERT_TRUE(plain.is_ok());
+  Head head = random_head((*plain)->hparams().n_embd, 2, true);
+  head.pooling = 1;
+  const std::string path = write_with_head(test::data_path(kBert), head, temp_path("mean"));
+  auto m = Model::load(path);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ((*m)->hparams().pooling, Pooling::kMean);
+  EXPECT_EQ((*m)->hparams().n_cls_out, 2);
+  ContextOptions co;
+  co.n_threads = 1;
+  auto ctx = Context::create(*m, co);
+  auto pctx = Context::create(*plain, co);
+  ASSERT_TRUE(ctx.is_ok() && pctx.is_ok());
+  const auto prompts = ref_prompts();
+  auto mean = (*ctx)->embed(prompts[0]);
+  auto plain_mean = (*pctx)->embed(prompts[0]);
+  ASSERT_TRUE(mean.is_ok() && plain_mean.is_ok());
+  EXPECT_EQ(*mean, *plain_mean);
+  auto scores = (*ctx)->embed(prompts[0], Pooling::kRank);
+  ASSERT_TRUE(scores.is_ok()) << scores.status().to_string();
+  EXPECT_EQ(scores->size(), 2u);
+  // The plain file has no head: rank pooling is refused, naming the field.
+  auto refused = (*pctx)->embed(prompts[0], Pooling::kRank);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().field(), "pooling");
+}
+
+}  // namespace
+}  // namespace llmt
