@@ -22,134 +22,25 @@
 #include <string>
 #include <vector>
 
-#include "gguf-writer.h"
 #include "llmthreads/engine.h"
 #include "llmthreads/gguf.h"
 #include "llmthreads/model.h"
+#include "rerank-model.h"
 #include "test-util.h"
 
 namespace llmt {
 namespace {
 
 using nlohmann::json;
+using test::Head;
+using test::head_reference;
+using test::random_floats;
+using test::random_head;
+using test::temp_path;
+using test::write_with_head;
 
 constexpr const char* kBert = "models/arch/synth-bert-f16.gguf";
 constexpr const char* kBertRef = "reference/arch/synth-bert-f16.json";
-
-// The head to add: F32 tensors, each present when not empty.
-struct Head {
-  std::vector<float> cls;    // [n_embd, n_embd] row-major (row = output feature)
-  std::vector<float> cls_b;  // [n_embd]
-  std::vector<float> out;    // [n_out, n_embd]
-  std::vector<float> out_b;  // [n_out]
-  int64_t n_out = 0;
-  std::vector<std::string> labels;
-  int64_t pooling = 4;  // bert.pooling_type written
-};
-
-std::vector<float> random_floats(size_t n, float sigma, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-Head random_head(int64_t n_embd, int64_t n_out, bool with_dense) {
-  Head h;
-  h.n_out = n_out;
-  // Scaled so that the dense layer's outputs are O(1): tanh neither saturates nor stays linear.
-  const float s = 1.0f / std::sqrt(static_cast<float>(n_embd));
-  if (with_dense) {
-    h.cls = random_floats(static_cast<size_t>(n_embd * n_embd), s, 11);
-    h.cls_b = random_floats(static_cast<size_t>(n_embd), 0.1f, 12);
-  }
-  h.out = random_floats(static_cast<size_t>(n_out * n_embd), s, 13);
-  h.out_b = random_floats(static_cast<size_t>(n_out), 0.1f, 14);
-  return h;
-}
-
-// Writes the bert file at `src` with its pooling_type replaced and the head's tensors (and
-// labels) added; returns the path written.
-std::string write_with_head(const std::string& src, const Head& head, const std::string& dst) {
-  auto g = GgufFile::open(src);
-  EXPECT_TRUE(g.is_ok()) << g.status().to_string();
-  if (!g.is_ok()) return dst;
-  const GgufFile& f = **g;
-  const uint64_t align = f.alignment();
-  test::GgufWriter w;
-  for (const GgufKV& kv : f.kvs()) {
-    if (kv.key == "bert.pooling_type") continue;
-    w.kv_value(std::string(kv.key), kv.value);
-  }
-  w.kv_u32("bert.pooling_type", static_cast<uint32_t>(head.pooling));
-  if (!head.labels.empty()) w.kv_strings("bert.classifier.output_labels", head.labels);
-  struct Blob {
-    const void* data;
-    uint64_t bytes;
-    uint64_t offset;
-  };
-  std::vector<Blob> blobs;
-  uint64_t off = 0;
-  auto place = [&](const std::string& name, const std::vector<uint64_t>& dims, uint32_t type,
-                   const void* data, uint64_t bytes) {
-    w.tensor(name, dims, type, off);
-    blobs.push_back({data, bytes, off});
-    off += (bytes + align - 1) / align * align;
-  };
-  for (const GgufTensor& t : f.tensors()) {
-    std::vector<uint64_t> dims(t.shape.begin(), t.shape.end());
-    place(std::string(t.name), dims, static_cast<uint32_t>(t.type), t.data, t.n_bytes);
-  }
-  const uint64_t n_embd =
-      f.tensors().empty() ? 0 : static_cast<uint64_t>(f.find_tensor("token_embd.weight")->shape[0]);
-  auto f32 = [&](const std::string& name, const std::vector<uint64_t>& dims,
-                 const std::vector<float>& v) {
-    if (!v.empty()) place(name, dims, 0, v.data(), v.size() * sizeof(float));
-  };
-  f32("cls.weight", {n_embd, n_embd}, head.cls);
-  f32("cls.bias", {n_embd}, head.cls_b);
-  f32("cls.output.weight", {n_embd, static_cast<uint64_t>(head.n_out)}, head.out);
-  f32("cls.output.bias", {static_cast<uint64_t>(head.n_out)}, head.out_b);
-  // The data section starts at a multiple of `align` (the writer pads the header to 32).
-  std::vector<uint8_t> bytes = w.bytes(0);
-  while (bytes.size() % align) bytes.push_back(0);
-  const size_t data_start = bytes.size();
-  bytes.resize(data_start + off, 0);
-  for (const Blob& b : blobs) std::memcpy(bytes.data() + data_start + b.offset, b.data, b.bytes);
-  std::ofstream(dst, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
-  return dst;
-}
-
-std::string temp_path(const std::string& tag) {
-  return (std::filesystem::temp_directory_path() /
-          ("llmt-rerank-" + tag + "-" + std::to_string(getpid()) + ".gguf"))
-      .string();
-}
-
-// The head over state h, in double.
-std::vector<double> head_reference(const Head& head, const std::vector<float>& h) {
-  const size_t ne = h.size();
-  std::vector<double> x(h.begin(), h.end());
-  if (!head.cls.empty()) {
-    std::vector<double> d(ne);
-    for (size_t i = 0; i < ne; ++i) {
-      double acc = head.cls_b.empty() ? 0.0 : head.cls_b[i];
-      for (size_t j = 0; j < ne; ++j) acc += static_cast<double>(head.cls[i * ne + j]) * x[j];
-      d[i] = std::tanh(acc);
-    }
-    x = d;
-  }
-  std::vector<double> s(static_cast<size_t>(head.n_out));
-  for (size_t i = 0; i < s.size(); ++i) {
-    double acc = head.out_b.empty() ? 0.0 : head.out_b[i];
-    for (size_t j = 0; j < ne; ++j) acc += static_cast<double>(head.out[i * ne + j]) * x[j];
-    s[i] = acc;
-  }
-  return s;
-}
 
 std::vector<std::vector<int32_t>> ref_prompts() {
   const json ref = json::parse(test::read_file(test::data_path(kBertRef)));

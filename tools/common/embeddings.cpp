@@ -1,5 +1,6 @@
 #include "embeddings.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -81,6 +82,100 @@ bool valid_utf8(const std::string& s) {
 }
 
 }  // namespace
+
+Status parse_rerank_request(const json& body, RerankRequest* out) {
+  if (!body.is_object()) return invalid_argument("the body must be a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    if (key != "query" && key != "documents" && key != "top_n" && key != "return_documents" &&
+        key != "model") {
+      return unsupported("\"" + key + "\" is not supported by this server (a field that could " +
+                             "change the output is refused, not ignored)",
+                         key);
+    }
+  }
+  *out = RerankRequest{};
+  if (present(body, "model")) {
+    if (!body["model"].is_string()) return field_error("model", " must be a string");
+    out->model = body["model"].get<std::string>();
+  }
+  if (!present(body, "query") || !body["query"].is_string() ||
+      body["query"].get_ref<const std::string&>().empty()) {
+    return field_error("query", " must be a non-empty string");
+  }
+  out->query = body["query"].get<std::string>();
+  if (!valid_utf8(out->query)) return field_error("query", " is not valid UTF-8");
+  if (!present(body, "documents") || !body["documents"].is_array() || body["documents"].empty()) {
+    return field_error("documents", " must be a non-empty array of strings");
+  }
+  const json& docs = body["documents"];
+  if (docs.size() > kMaxEmbeddingInputs) {
+    return field_error("documents", ": at most " + std::to_string(kMaxEmbeddingInputs) +
+                                        " documents per request, got " +
+                                        std::to_string(docs.size()));
+  }
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const json& d = docs[i];
+    const json* text = &d;
+    if (d.is_object()) {
+      if (d.size() != 1 || !d.contains("text")) {
+        return field_error("documents", ": document " + std::to_string(i) +
+                                            " must be a string or {\"text\": string}");
+      }
+      text = &d["text"];
+    }
+    if (!text->is_string()) {
+      return field_error("documents", ": document " + std::to_string(i) + " must be a string");
+    }
+    std::string t = text->get<std::string>();
+    if (!valid_utf8(t)) {
+      return field_error("documents", ": document " + std::to_string(i) + " is not valid UTF-8");
+    }
+    out->documents.push_back(std::move(t));
+  }
+  if (present(body, "top_n")) {
+    const json& n = body["top_n"];
+    if (!n.is_number_integer() || n.get<int64_t>() < 1) {
+      return field_error("top_n", " must be an integer >= 1");
+    }
+    out->top_n = n.get<int64_t>();
+  }
+  return get_bool(body, "return_documents", &out->return_documents);
+}
+
+std::vector<int32_t> rerank_tokens(const Tokenizer& tok, const std::string& query,
+                                   const std::string& document) {
+  TokenizeOptions with;
+  with.add_special = true;
+  TokenizeOptions without;
+  without.add_special = false;
+  std::vector<int32_t> ids = tok.encode(query, with);
+  const std::vector<int32_t> doc = tok.encode(document, without);
+  ids.insert(ids.end(), doc.begin(), doc.end());
+  const int32_t end = tok.sep_id() >= 0 ? tok.sep_id() : tok.eos_id();
+  if (end >= 0) ids.push_back(end);
+  return ids;
+}
+
+json rerank_body(const std::string& model, const RerankRequest& req,
+                 const std::vector<float>& scores, int64_t prompt_tokens) {
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  if (req.top_n > 0 && static_cast<size_t>(req.top_n) < order.size()) {
+    order.resize(static_cast<size_t>(req.top_n));
+  }
+  json results = json::array();
+  for (size_t i : order) {
+    json r = {{"index", i}, {"relevance_score", scores[i]}};
+    if (req.return_documents) r["document"] = {{"text", req.documents[i]}};
+    results.push_back(std::move(r));
+  }
+  return {{"object", "list"},
+          {"model", model},
+          {"results", std::move(results)},
+          {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
+}
 
 Status parse_embeddings_request(const json& body, const Tokenizer& tok, int32_t n_embd,
                                 EmbeddingsRequest* out) {

@@ -24,6 +24,18 @@
 //   the array of its byte values when it is not valid UTF-8 on its own.
 // POST /detokenize: {"tokens": [id, ...]} -> {"content": text} (special tokens rendered, as
 //   llama.cpp's server); ids outside the vocabulary are a 400 naming "tokens".
+// POST /v1/rerank (also /rerank; the Jina / Cohere shape llama.cpp's server takes), for models
+//   with a reranking head (bert with pooling_type rank):
+//   query             a non-empty string.
+//   documents         a non-empty array of strings or of {"text": string} objects (at most
+//                     kMaxEmbeddingInputs).
+//   top_n             integer >= 1: return only the best top_n (default: all).
+//   return_documents  bool (default false): each result carries {"document": {"text"}}.
+//   model             must be the served model when given.
+//   Any other field is a 400 naming it. Each document is scored by one embedding LLM thread over
+//   the pair (rerank_tokens); response: {"object": "list", "model", "results": [{"index",
+//   "relevance_score"[, "document"]}] best first (ties by index), "usage": {"prompt_tokens",
+//   "total_tokens"}}. relevance_score is the head's raw output (no sigmoid), as llama.cpp.
 // A wrong type or value of any of these fields is a 400 naming the field.
 //
 // Thread-safety: every function is pure; call from any thread.
@@ -61,6 +73,25 @@ std::string embedding_base64(const std::vector<float>& v);
 nlohmann::json embeddings_body(const std::string& model,
                                const std::vector<std::vector<float>>& vectors, bool base64,
                                int64_t prompt_tokens);
+
+struct RerankRequest {
+  std::string model;  // "" when absent
+  std::string query;
+  std::vector<std::string> documents;
+  int64_t top_n = 0;  // 0: all
+  bool return_documents = false;
+};
+Status parse_rerank_request(const nlohmann::json& body, RerankRequest* out);
+
+// The cross-encoder input of (query, document): the query tokenized with the model's special
+// tokens (WordPiece: [CLS] query [SEP]), the document's tokens, then [SEP] (or EOS for a vocab
+// without one): "[CLS] query [SEP] document [SEP]", the pair layout BERT rerankers are trained on.
+std::vector<int32_t> rerank_tokens(const Tokenizer& tok, const std::string& query,
+                                   const std::string& document);
+
+// The /v1/rerank response for scores[i] of document i.
+nlohmann::json rerank_body(const std::string& model, const RerankRequest& req,
+                           const std::vector<float>& scores, int64_t prompt_tokens);
 
 struct TokenizeRequest {
   std::string content;

@@ -516,6 +516,14 @@ struct Server::Impl {
   // server-embeddings.cpp: POST /v1/embeddings, /tokenize, /detokenize; GET /v1/models/{id}.
   // priority: of its threads (batches run theirs below the live requests).
   void handle_embeddings(const httplib::Request& req, httplib::Response& res, int32_t priority = 0);
+  // POST /v1/rerank and /rerank (common/embeddings.h): one embedding thread per document.
+  void handle_rerank(const httplib::Request& req, httplib::Response& res, int32_t priority = 0);
+  // Runs one embedding LLM thread per input (at most max_queue at once) and fills *out in input
+  // order. false when it sent an error response instead (admission, a refused input, named as
+  // input_field, an engine failure) or the client went away.
+  bool run_embedding_threads(const httplib::Request& req, httplib::Response& res, Engine* eng,
+                             std::vector<std::vector<int32_t>> inputs, int32_t priority,
+                             const char* input_field, std::vector<std::vector<float>>* out);
   void handle_tokenize(const httplib::Request& req, httplib::Response& res);
   void handle_detokenize(const httplib::Request& req, httplib::Response& res);
   void handle_model(const httplib::Request& req, httplib::Response& res);

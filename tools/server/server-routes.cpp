@@ -17,10 +17,11 @@ const char* route_name(const std::string& path) {
   static constexpr const char* kRoutes[] = {
       "/health",     "/v1/models", "/v1/completions", "/v1/chat/completions",
       "/v1/tasks",   "/metrics",   "/v1/embeddings",  "/tokenize",
-      "/detokenize", "/v1/files",  "/v1/batches"};
+      "/detokenize", "/v1/files",  "/v1/batches",     "/v1/rerank"};
   for (const char* r : kRoutes) {
     if (path == r) return r;
   }
+  if (path == "/rerank") return "/v1/rerank";
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   if (path.rfind("/v1/tasks/", 0) == 0) return "/v1/tasks/{id}";
   auto ends_with = [&](std::string_view s) {
@@ -99,6 +100,12 @@ void Server::Impl::install_routes(HttpFront& http) {
   http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) {
     handle_embeddings(req, res);
   });
+  // /rerank: llama.cpp's server answers both paths.
+  for (const char* path : {"/v1/rerank", "/rerank"}) {
+    http.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
+      handle_rerank(req, res);
+    });
+  }
   http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
     handle_tokenize(req, res);
   });

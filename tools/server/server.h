@@ -21,23 +21,25 @@
 // without one), normalized per embd_normalize (Euclidean by default, as llama.cpp's server); the
 // request is admitted like a completion of min(inputs, max_queue) threads, and its inputs go into
 // the engine at most max_queue at a time. On an encoder model the completion endpoints answer 400
-// (it generates nothing).
+// (it generates nothing). POST /v1/rerank (and /rerank) scores documents against a query with a
+// reranker (bert with pooling_type rank: one embedding thread per (query, document) pair, admitted
+// like embeddings); /v1/embeddings on such a model, and /v1/rerank on any other, answer 400.
 //
 // Metrics (GET /metrics, Prometheus text, Content-Type `text/plain; version=0.0.4`; the names are
 // ServerMetrics' in metrics.h): every answered request is counted by route name (a
 // fixed set: /health, /v1/models, /v1/models/{id}, /v1/completions, /v1/chat/completions,
-// /v1/embeddings, /tokenize, /detokenize, /v1/tasks, /v1/tasks/{id}, /v1/files, /v1/files/{id},
-// /v1/files/{id}/content, /v1/batches, /v1/batches/{id}, /v1/batches/{id}/cancel, /metrics,
-// "other"; never the raw path) and HTTP status; a batch's requests are not HTTP requests and are
-// not counted there (their LLM threads are in the engine figures and the latency histograms). TTFT
-// is the engine's submit -> first token sampled (ThreadTimings::ttft_s; with n > 1 choices the
-// earliest choice's), observed once per completion request, streaming or not, that produced a token
-// and was not failed by the engine nor abandoned by its client mid-stream. Inter-token latency is
-// observed for every gap between consecutive token events of one choice as the request's handler
-// receives them (streaming or not: both drain the threads' events), so a choice of k tokens
-// gives k - 1 observations. Task (/v1/tasks) threads are in
-// the engine gauges and counters but not in the latency histograms. The queue-tokens gauge is
-// the admission control's queued prompt tokens; engine figures are read right before rendering.
+// /v1/embeddings, /v1/rerank, /tokenize, /detokenize, /v1/tasks, /v1/tasks/{id}, /v1/files,
+// /v1/files/{id}, /v1/files/{id}/content, /v1/batches, /v1/batches/{id}, /v1/batches/{id}/cancel,
+// /metrics, "other"; never the raw path) and HTTP status; a batch's requests are not HTTP requests
+// and are not counted there (their LLM threads are in the engine figures and the latency
+// histograms). TTFT is the engine's submit -> first token sampled (ThreadTimings::ttft_s; with n >
+// 1 choices the earliest choice's), observed once per completion request, streaming or not, that
+// produced a token and was not failed by the engine nor abandoned by its client mid-stream.
+// Inter-token latency is observed for every gap between consecutive token events of one choice as
+// the request's handler receives them (streaming or not: both drain the threads' events), so a
+// choice of k tokens gives k - 1 observations. Task (/v1/tasks) threads are in the engine gauges
+// and counters but not in the latency histograms. The queue-tokens gauge is the admission control's
+// queued prompt tokens; engine figures are read right before rendering.
 //
 // Tasks (POST /v1/tasks, body as task-api.h): validated (400 naming the field), then run as a Job
 // (tasks.h) on the engine; answers 202 {"id": "task_<n>", "object": "task", "status": "running",
