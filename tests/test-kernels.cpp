@@ -22,6 +22,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -371,6 +372,84 @@ TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
   }
 }
 
+// The i8mm tier's GEMM tile keeps the neon tier's per-pair arithmetic (kernels.h): matmul results
+// of the two are bitwise equal for every M (tiles for M >= 4 and the vec_dot_rows tails).
+class KernelUpperArmTier : public KernelTier {};
+TEST_P(KernelUpperArmTier, MatmulEqualsNeonTier) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  constexpr int64_t kN = 45, kKm = 768;
+  const auto w = random_weights(c, kN, kKm, 15);
+  const auto x = random_floats(70 * kKm, 16);
+  for (int64_t m : {1, 5, 7, 16, 23, 70}) {
+    const auto a = run_matmul(c.type, Isa::kNeon, w, kN, kKm, x, m, 2);
+    const auto b = run_matmul(c.type, tier, w, kN, kKm, x, m, 2);
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+        << isa_name(tier) << " m=" << m;
+  }
+}
+
+#if defined(__aarch64__)
+// Tile output for nrows in {1, 2, 3, 7} (odd counts pair a row with itself), 1..8 tokens (matmul
+// only hands it 4..8), several K: each value bitwise equal to the neon vec_dot, nothing written
+// outside the nrows x ntok outputs.
+void check_i8mm_tile(const FormatCase& c, GemmTileFn tile) {
+  const auto* tk = type_kernels(c.type, Isa::kNeon);
+  constexpr int64_t kN = 7;
+  // 32 blocks of 32 (full groups of 8), one super-block, 25 blocks (a partial group).
+  for (int64_t k : {1024, 256, 800}) {
+    if (k % tensor_type_info(c.type)->block_size != 0) continue;
+    const auto w = random_weights(c, kN, k, 21);
+    const size_t rb = row_bytes(c.type, k);
+    std::vector<std::vector<uint8_t>> q;
+    for (int t = 0; t < kGemmTokens; ++t) q.push_back(quantize_act(*tk, random_floats(k, 30 + t)));
+    const size_t xs = q[0].size();
+    std::vector<uint8_t> xcat;
+    for (const auto& r : q) xcat.insert(xcat.end(), r.begin(), r.end());
+    for (int64_t nrows : {int64_t{1}, int64_t{2}, int64_t{3}, kN}) {
+      for (int ntok = 1; ntok <= kGemmTokens; ++ntok) {
+        constexpr int64_t kYs = kN + 1;  // one spare column per token row
+        std::vector<float> y(kYs * kGemmTokens, -7.0f);
+        tile(k, w.data(), rb, nrows, xcat.data(), xs, nullptr, y.data(), kYs, ntok);
+        for (int t = 0; t < kGemmTokens; ++t) {
+          for (int64_t r = 0; r < kYs; ++r) {
+            const float got = y[t * kYs + r];
+            if (t >= ntok || r >= nrows) {
+              ASSERT_EQ(got, -7.0f) << "wrote outside the tile: token " << t << " row " << r;
+              continue;
+            }
+            float want = 0.0f;
+            tk->vec_dot(k, &want, w.data() + r * rb, q[t].data());
+            ASSERT_EQ(std::bit_cast<uint32_t>(want), std::bit_cast<uint32_t>(got))
+                << "k=" << k << " nrows=" << nrows << " ntok=" << ntok << " token " << t << " row "
+                << r;
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
+// The i8mm GEMM tile called directly (see check_i8mm_tile).
+TEST(KernelI8mm, TileEqualsVecDot) {
+  LLMT_REQUIRE_TIER(Isa::kI8mm);
+#if defined(__aarch64__)
+  // The formats that must have an i8mm tile.
+  const TensorType kTiled[] = {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0,
+                               TensorType::IQ4_NL};
+  for (const FormatCase& c : format_cases()) {
+    if (std::find(std::begin(kTiled), std::end(kTiled), c.type) == std::end(kTiled)) continue;
+    SCOPED_TRACE(tensor_type_name(c.type));
+    const GemmTileFn tile = i8mm_gemm_tile(c.type);
+    ASSERT_NE(tile, nullptr);
+    check_i8mm_tile(c, tile);
+  }
+#else
+  FAIL() << "i8mm reported supported on a non-AArch64 build";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
@@ -380,11 +459,15 @@ INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
                          testing::Combine(testing::ValuesIn(format_cases()),
                                           testing::Values(Isa::kAvx512, Isa::kAmx)),
                          tier_case_name);
+INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperArmTier,
+                         testing::Combine(testing::ValuesIn(format_cases()),
+                                          testing::Values(Isa::kI8mm)),
+                         tier_case_name);
 
 TEST(KernelDispatch, TablesAndIsa) {
   EXPECT_NE(isa_name(detect_isa()), nullptr);
   for (const auto& c : format_cases()) {
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
       const auto* tk = type_kernels(c.type, isa);
       ASSERT_TRUE(tk) << tensor_type_name(c.type);
       EXPECT_EQ(tk->type, c.type);
@@ -399,7 +482,7 @@ TEST(KernelDispatch, TablesAndIsa) {
 TEST(KernelDispatch, IsaEnvironmentCap) {
   const char* old = std::getenv("LLMT_ISA");
   const std::string saved = old ? old : "";
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
     auto p = parse_isa(isa_name(isa));
     ASSERT_TRUE(p.is_ok());
     EXPECT_EQ(p.value(), isa);

@@ -6,7 +6,8 @@
 //
 // CPU tiers, lowest first: x86-64 scalar < avx2 (AVX2+FMA+F16C) < avx512 (AVX-512
 // F+BW+VL+VNNI, on top of avx2) < amx (not built yet: no AMX kernels, never selected);
-// AArch64 scalar < neon (ASIMD + dotprod). A tier's tables are the next lower tier's with its own
+// AArch64 scalar < neon (ASIMD + dotprod) < i8mm (neon + the int8 matrix multiply SMMLA, a GEMM
+// tile bitwise equal to the neon tier). A tier's tables are the next lower tier's with its own
 // entries laid over them.
 //
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
@@ -34,15 +35,15 @@
 
 namespace llmt::kernels {
 
-enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon };
-// "scalar", "avx2", "avx512", "amx", "neon".
+enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon, kI8mm };
+// "scalar", "avx2", "avx512", "amx", "neon", "i8mm".
 const char* isa_name(Isa isa);
 // Whether this build has kernels for tier isa and this CPU can run them.
 bool isa_supported(Isa isa);
 // The best tier isa_supported() accepts (ignores LLMT_ISA).
 Isa best_isa();
 // Every tier of this build's architecture, lowest first (scalar, avx2, avx512, amx on x86-64;
-// scalar, neon on AArch64), whether or not this CPU supports it.
+// scalar, neon, i8mm on AArch64), whether or not this CPU supports it.
 std::span<const Isa> arch_isas();
 // Parses a tier name (as isa_name writes it); an error for other names.
 Result<Isa> parse_isa(std::string_view name);
