@@ -436,8 +436,9 @@ TEST(KernelI8mm, TileEqualsVecDot) {
   LLMT_REQUIRE_TIER(Isa::kI8mm);
 #if defined(__aarch64__)
   // The formats that must have an i8mm tile.
-  const TensorType kTiled[] = {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0,
-                               TensorType::IQ4_NL};
+  const TensorType kTiled[] = {TensorType::Q8_0,   TensorType::Q4_0, TensorType::Q5_0,
+                               TensorType::IQ4_NL, TensorType::Q4_K, TensorType::Q5_K,
+                               TensorType::Q6_K};
   for (const FormatCase& c : format_cases()) {
     if (std::find(std::begin(kTiled), std::end(kTiled), c.type) == std::end(kTiled)) continue;
     SCOPED_TRACE(tensor_type_name(c.type));

@@ -1,5 +1,5 @@
 // AArch64 i8mm GEMM tiles (SMMLA, vmmlaq_s32: a 2x8 int8 matrix times an 8x2 int8 matrix into a
-// 2x2 int32 accumulator) for Q8_0 / Q4_0 / Q5_0 / IQ4_NL (x Q8_0) and Q4_K / Q6_K (x Q8_K)
+// 2x2 int32 accumulator) for Q8_0 / Q4_0 / Q5_0 / IQ4_NL (x Q8_0) and Q4_K / Q5_K / Q6_K (x Q8_K)
 // weights: two weight rows x two tokens per SMMLA, each pair of weight blocks decoded (and
 // interleaved 8 bytes at a time) once for all of the tile's tokens. The only file compiled with
 // +i8mm; matmul calls its tile only for tier kI8mm (isa_supported checks HWCAP2_I8MM).
@@ -10,6 +10,7 @@
 // order r0t0, r0t1, r1t0, r1t1), so every result is bitwise equal to the neon vec_dot.
 // An odd last row or token is paired with itself and its duplicate lanes are dropped.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/neon-util.h"
 
@@ -114,6 +115,127 @@ void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const
   }
 }
 
+// ---------------------------------------------------------------- Q4_K / Q5_K / Q6_K
+
+// Per pair as KQ45 / KQ6 (quants-k-neon.cpp): per super-block i the exact isum_i (and imin_i),
+// then acc = fma(d_i * dx_i, float(isum_i), acc), accm = fma(dmin_i * dx_i, float(imin_i), accm);
+// result acc - accm (Q4_K, Q5_K) or acc (Q6_K). Here one lane per (row, token) pair.
+// A super-block of both rows, decoded once: n_runs runs of 16 elements (SMMLA operands w[run][0..1]
+// for the run's first and last 8 elements), each with its per-lane scale [s0, s0, s1, s1] and the
+// run's offset in the Q8_K row.
+template <int kRuns>
+struct PairBlock {
+  int8x16_t w[kRuns][2];
+  int32x4_t scale[kRuns];
+  float d[2], dmin[2];
+  uint8_t mn[2][8];
+};
+
+template <bool kFive>
+struct TileQ45 {
+  using Block = std::conditional_t<kFive, BlockQ5K, BlockQ4K>;
+  static constexpr int kRuns = 16;  // run r: elements 16 r .. 16 r + 15, sub-block r / 2
+  static constexpr bool kHasMin = true;
+  static void decode(const Block* const b[2], PairBlock<kRuns>* pb) {
+    uint8x16_t c[2][4];
+    uint8_t sc[2][8];
+    for (int r = 0; r < 2; ++r) {
+      k4_scales_mins(b[r]->scales, sc[r], pb->mn[r]);
+      pb->d[r] = fp16_to_fp32(b[r]->d);
+      pb->dmin[r] = fp16_to_fp32(b[r]->dmin);
+    }
+    for (int j = 0; j < 4; ++j) {
+      for (int r = 0; r < 2; ++r) {
+        const uint8_t* qh = nullptr;
+        if constexpr (kFive) qh = b[r]->qh;
+        neon::q45k_codes<kFive>(b[r]->qs, qh, j, c[r]);
+      }
+      for (int e = 0; e < 4; ++e) {  // elements 64j + 16e: run 4j + e, sub-block 2j + e / 2
+        const int run = 4 * j + e, sub = 2 * j + e / 2;
+        zip_rows(vreinterpretq_s8_u8(c[0][e]), vreinterpretq_s8_u8(c[1][e]), &pb->w[run][0],
+                 &pb->w[run][1]);
+        const int32_t s4[4] = {sc[0][sub], sc[0][sub], sc[1][sub], sc[1][sub]};
+        pb->scale[run] = vld1q_s32(s4);
+      }
+    }
+  }
+  static int run_offset(int run) { return 16 * run; }
+};
+
+struct TileQ6 {
+  using Block = BlockQ6K;
+  static constexpr int kRuns = 16;  // run 4 (2h + half) + k: elements 128h + 32k + 16 half ..
+  static constexpr bool kHasMin = false;
+  static int run_offset(int run) {
+    const int hh = run / 4, k = run % 4;
+    return 128 * (hh / 2) + 32 * k + 16 * (hh % 2);
+  }
+  static void decode(const Block* const b[2], PairBlock<kRuns>* pb) {
+    for (int r = 0; r < 2; ++r) pb->d[r] = fp16_to_fp32(b[r]->d);
+    for (int h = 0; h < 2; ++h) {
+      for (int half = 0; half < 2; ++half) {
+        int8x16_t c[2][4];
+        neon::q6k_codes(*b[0], h, half, c[0]);
+        neon::q6k_codes(*b[1], h, half, c[1]);
+        for (int k = 0; k < 4; ++k) {
+          const int run = 4 * (2 * h + half) + k;
+          const int g = run_offset(run) / 16;
+          zip_rows(c[0][k], c[1][k], &pb->w[run][0], &pb->w[run][1]);
+          const int32_t s4[4] = {b[0]->scales[g], b[0]->scales[g], b[1]->scales[g],
+                                 b[1]->scales[g]};
+          pb->scale[run] = vld1q_s32(s4);
+        }
+      }
+    }
+  }
+};
+
+template <class K>
+void gemm_k(int64_t k, const void* w, size_t w_stride, int64_t nrows, const void* x,
+            size_t x_stride, const void* /*aux*/, float* y, int64_t y_stride, int ntok) {
+  using Block = typename K::Block;
+  const int64_t nsb = k / kQKK;
+  const int n_pairs = (ntok + 1) / 2;
+  const BlockQ8K* xb[kGemmTokens];
+  for (int t = 0; t < kGemmTokens; ++t) xb[t] = row_at<BlockQ8K>(x, x_stride, t < ntok ? t : 0);
+  for (int64_t r0 = 0; r0 < nrows; r0 += 2) {
+    const bool two_rows = r0 + 1 < nrows;
+    const Block* w0 = row_at<Block>(w, w_stride, static_cast<int>(r0));
+    const Block* w1 = row_at<Block>(w, w_stride, static_cast<int>(two_rows ? r0 + 1 : r0));
+    float32x4_t acc[kPairs], accm[kPairs];
+    for (int p = 0; p < n_pairs; ++p) acc[p] = accm[p] = vdupq_n_f32(0.0f);
+    for (int64_t i = 0; i < nsb; ++i) {
+      PairBlock<K::kRuns> pb;
+      const Block* const b[2] = {w0 + i, w1 + i};
+      K::decode(b, &pb);
+      for (int p = 0; p < n_pairs; ++p) {
+        const BlockQ8K& x0 = xb[2 * p][i];
+        const BlockQ8K& x1 = xb[2 * p + 1 < ntok ? 2 * p + 1 : 2 * p][i];
+        int32x4_t isum = vdupq_n_s32(0);
+        for (int run = 0; run < K::kRuns; ++run) {
+          const int off = K::run_offset(run);
+          const int32x4_t m =
+              mm16(vdupq_n_s32(0), pb.w[run][0], pb.w[run][1], x0.qs + off, x1.qs + off);
+          isum = vmlaq_s32(isum, m, pb.scale[run]);
+        }
+        const float32x4_t dx = per_token(x0.d, x1.d);
+        acc[p] = vfmaq_f32(acc[p], vmulq_f32(per_row(pb.d[0], pb.d[1]), dx), vcvtq_f32_s32(isum));
+        if constexpr (K::kHasMin) {
+          const int32_t im[4] = {
+              neon::min_dot8(pb.mn[0], x0.bsums), neon::min_dot8(pb.mn[0], x1.bsums),
+              neon::min_dot8(pb.mn[1], x0.bsums), neon::min_dot8(pb.mn[1], x1.bsums)};
+          accm[p] = vfmaq_f32(accm[p], vmulq_f32(per_row(pb.dmin[0], pb.dmin[1]), dx),
+                              vcvtq_f32_s32(vld1q_s32(im)));
+        }
+      }
+    }
+    for (int p = 0; p < n_pairs; ++p) {
+      const float32x4_t v = K::kHasMin ? vsubq_f32(acc[p], accm[p]) : acc[p];
+      store_2x2(v, y, y_stride, r0, two_rows, 2 * p, 2 * p + 1 < ntok);
+    }
+  }
+}
+
 }  // namespace
 
 GemmTileFn i8mm_gemm_tile(TensorType t) {
@@ -126,6 +248,12 @@ GemmTileFn i8mm_gemm_tile(TensorType t) {
       return gemm_blocks<neon::CodesQ5_0>;
     case TensorType::IQ4_NL:
       return gemm_blocks<neon::CodesIq4Nl>;
+    case TensorType::Q4_K:
+      return gemm_k<TileQ45<false>>;
+    case TensorType::Q5_K:
+      return gemm_k<TileQ45<true>>;
+    case TensorType::Q6_K:
+      return gemm_k<TileQ6>;
     default:
       break;
   }

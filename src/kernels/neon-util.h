@@ -74,6 +74,54 @@ struct CodesIq4Nl {
   }
 };
 
+// Codes of elements 64j + [0, 16), [16, 32), [32, 48), [48, 64) of a Q4_K (kFive false) or Q5_K
+// super-block (qh: the Q5_K fifth bits, unused for Q4_K); elements 64j..64j+31 form sub-block 2j,
+// the next 32 sub-block 2j + 1.
+template <bool kFive>
+inline void q45k_codes(const uint8_t* qs, const uint8_t* qh, int j, uint8x16_t c[4]) {
+  const uint8x16_t m4 = vdupq_n_u8(0x0F);
+  const uint8x16_t q0 = vld1q_u8(qs + 32 * j), q1 = vld1q_u8(qs + 32 * j + 16);
+  c[0] = vandq_u8(q0, m4), c[1] = vandq_u8(q1, m4);
+  c[2] = vshrq_n_u8(q0, 4), c[3] = vshrq_n_u8(q1, 4);
+  if constexpr (kFive) {
+    // Bit 2j of qh byte l -> bit 4 of element 64j + l, bit 2j + 1 -> element 64j + 32 + l.
+    const uint8x16_t bit = vdupq_n_u8(0x10);
+    const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
+    const int8x16_t sl = vdupq_n_s8(static_cast<int8_t>(4 - 2 * j));
+    const int8x16_t sh = vdupq_n_s8(static_cast<int8_t>(3 - 2 * j));
+    c[0] = vorrq_u8(c[0], vandq_u8(vshlq_u8(h0, sl), bit));
+    c[1] = vorrq_u8(c[1], vandq_u8(vshlq_u8(h1, sl), bit));
+    c[2] = vorrq_u8(c[2], vandq_u8(vshlq_u8(h0, sh), bit));
+    c[3] = vorrq_u8(c[3], vandq_u8(vshlq_u8(h1, sh), bit));
+  }
+}
+
+// Signed codes (-32..31) of a Q6_K super-block's elements 128h + 32 run + 16 half + [0, 16) for
+// run = 0..3 (group 8h + 2 run + half): low 4 bits from ql[64h + 32 (run & 1) + 16 half + l] (low
+// nibble for runs 0, 1; high for 2, 3), high 2 bits from qh[32h + 16 half + l] >> 2 run.
+inline void q6k_codes(const BlockQ6K& b, int h, int half, int8x16_t c[4]) {
+  const uint8x16_t m4 = vdupq_n_u8(0x0F), m3 = vdupq_n_u8(0x03);
+  const uint8x16_t l0 = vld1q_u8(b.ql + 64 * h + 16 * half);
+  const uint8x16_t l1 = vld1q_u8(b.ql + 64 * h + 32 + 16 * half);
+  const uint8x16_t qh = vld1q_u8(b.qh + 32 * h + 16 * half);
+  const uint8x16_t lows[4] = {vandq_u8(l0, m4), vandq_u8(l1, m4), vshrq_n_u8(l0, 4),
+                              vshrq_n_u8(l1, 4)};
+  const uint8x16_t highs[4] = {vandq_u8(qh, m3), vandq_u8(vshrq_n_u8(qh, 2), m3),
+                               vandq_u8(vshrq_n_u8(qh, 4), m3), vshrq_n_u8(qh, 6)};
+  for (int run = 0; run < 4; ++run) {
+    c[run] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lows[run], vshlq_n_u8(highs[run], 4))),
+                      vdupq_n_s8(32));
+  }
+}
+
+// sum_s mins[s] * (bsums[2s] + bsums[2s + 1]) over the 8 sub-blocks of 32 (exact).
+inline int32_t min_dot8(const uint8_t mn[8], const int16_t* bsums) {
+  const int16x8_t pair = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
+  const int16x8_t m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+  const int32x4_t p = vmull_s16(vget_low_s16(m), vget_low_s16(pair));
+  return vaddvq_s32(vmlal_s16(p, vget_high_s16(m), vget_high_s16(pair)));
+}
+
 template <class T>
 const T* row_at(const void* x, size_t x_stride, int t) {
   return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +

@@ -28,14 +28,6 @@ inline int32x4_t sdot(int32x4_t acc, uint8x16_t codes, const int8_t* y) {
   return vdotq_s32(acc, vreinterpretq_s8_u8(codes), vld1q_s8(y));
 }
 
-// sum_s mins[s] * (bsums[2s] + bsums[2s + 1]) over the 8 sub-blocks of 32 (exact).
-inline int32_t min_dot8(const uint8_t mn[8], const int16_t* bsums) {
-  const int16x8_t pair = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
-  const int16x8_t m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
-  const int32x4_t p = vmull_s16(vget_low_s16(m), vget_low_s16(pair));
-  return vaddvq_s32(vmlal_s16(p, vget_high_s16(m), vget_high_s16(pair)));
-}
-
 // sum_g m16[g] * bsums[g] over the 16 groups of 16 (exact).
 inline int32_t min_dot16(int16x8_t m_lo, int16x8_t m_hi, const int16_t* bsums) {
   const int16x8_t b0 = vld1q_s16(bsums), b1 = vld1q_s16(bsums + 8);
@@ -64,8 +56,6 @@ struct KQ45 {
       xb[t] = row_at<BlockQ8K>(x, xs, t);
       acc[t] = accm[t] = 0.0f;
     }
-    const uint8x16_t m4 = vdupq_n_u8(0x0F);
-    const uint8x16_t bit = vdupq_n_u8(0x10);
     for (int64_t i = 0; i < n / kQKK; ++i) {
       const uint8_t* scales;
       const uint8_t* qs;
@@ -82,25 +72,13 @@ struct KQ45 {
       k4_scales_mins(scales, sc, mn);
       int32x4_t isum[NT];
       for (int t = 0; t < NT; ++t) isum[t] = vdupq_n_s32(0);
-      uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
-      if constexpr (kFive) h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
       for (int j = 0; j < 4; ++j) {
-        const uint8x16_t q0 = vld1q_u8(qs + 32 * j), q1 = vld1q_u8(qs + 32 * j + 16);
-        uint8x16_t lo0 = vandq_u8(q0, m4), lo1 = vandq_u8(q1, m4);
-        uint8x16_t hi0 = vshrq_n_u8(q0, 4), hi1 = vshrq_n_u8(q1, 4);
-        if constexpr (kFive) {
-          // Bit 2j of qh byte l -> bit 4 of element 64j + l, bit 2j + 1 -> element 64j + 32 + l.
-          const int8x16_t sl = vdupq_n_s8(static_cast<int8_t>(4 - 2 * j));
-          const int8x16_t sh = vdupq_n_s8(static_cast<int8_t>(3 - 2 * j));
-          lo0 = vorrq_u8(lo0, vandq_u8(vshlq_u8(h0, sl), bit));
-          lo1 = vorrq_u8(lo1, vandq_u8(vshlq_u8(h1, sl), bit));
-          hi0 = vorrq_u8(hi0, vandq_u8(vshlq_u8(h0, sh), bit));
-          hi1 = vorrq_u8(hi1, vandq_u8(vshlq_u8(h1, sh), bit));
-        }
+        uint8x16_t c[4];  // lo0, lo1, hi0, hi1
+        neon::q45k_codes<kFive>(qs, qh, j, c);
         for (int t = 0; t < NT; ++t) {
           const int8_t* y = xb[t][i].qs + 64 * j;
-          const int32x4_t dl = sdot(sdot(vdupq_n_s32(0), lo0, y), lo1, y + 16);
-          const int32x4_t dh = sdot(sdot(vdupq_n_s32(0), hi0, y + 32), hi1, y + 48);
+          const int32x4_t dl = sdot(sdot(vdupq_n_s32(0), c[0], y), c[1], y + 16);
+          const int32x4_t dh = sdot(sdot(vdupq_n_s32(0), c[2], y + 32), c[3], y + 48);
           isum[t] = vmlaq_n_s32(isum[t], dl, sc[2 * j]);
           isum[t] = vmlaq_n_s32(isum[t], dh, sc[2 * j + 1]);
         }
@@ -108,7 +86,7 @@ struct KQ45 {
       const float fd = h2f(d), fdmin = h2f(dmin);
       for (int t = 0; t < NT; ++t) {
         const float dx = xb[t][i].d;
-        const int32_t imin = min_dot8(mn, xb[t][i].bsums);
+        const int32_t imin = neon::min_dot8(mn, xb[t][i].bsums);
         acc[t] = std::fma(fd * dx, static_cast<float>(vaddvq_s32(isum[t])), acc[t]);
         accm[t] = std::fma(fdmin * dx, static_cast<float>(imin), accm[t]);
       }
@@ -129,29 +107,18 @@ struct KQ6 {
       xb[t] = row_at<BlockQ8K>(x, xs, t);
       acc[t] = 0.0f;
     }
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), m3 = vdupq_n_u8(0x03);
-    const int8x16_t off = vdupq_n_s8(32);
     for (int64_t i = 0; i < n / kQKK; ++i) {
       const BlockQ6K& b = wb[i];
       int32x4_t isum[NT];
       for (int t = 0; t < NT; ++t) isum[t] = vdupq_n_s32(0);
-      // Element 128h + 32 run + l: low 4 bits from ql[64h + 32 (run & 1) + l] (low nibble for
-      // runs 0, 1; high for 2, 3), high 2 bits from qh[32h + l] >> 2 run; group = element / 16.
       for (int h = 0; h < 2; ++h) {
-        for (int half = 0; half < 2; ++half) {  // l in [16 half, 16 half + 16)
-          const uint8x16_t l0 = vld1q_u8(b.ql + 64 * h + 16 * half);
-          const uint8x16_t l1 = vld1q_u8(b.ql + 64 * h + 32 + 16 * half);
-          const uint8x16_t qh = vld1q_u8(b.qh + 32 * h + 16 * half);
-          const uint8x16_t lows[4] = {vandq_u8(l0, m4), vandq_u8(l1, m4), vshrq_n_u8(l0, 4),
-                                      vshrq_n_u8(l1, 4)};
-          const uint8x16_t highs[4] = {vandq_u8(qh, m3), vandq_u8(vshrq_n_u8(qh, 2), m3),
-                                       vandq_u8(vshrq_n_u8(qh, 4), m3), vshrq_n_u8(qh, 6)};
+        for (int half = 0; half < 2; ++half) {
+          int8x16_t code[4];
+          neon::q6k_codes(b, h, half, code);
           for (int run = 0; run < 4; ++run) {
-            const int8x16_t code =
-                vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lows[run], vshlq_n_u8(highs[run], 4))), off);
             const int e = 128 * h + 32 * run + 16 * half;
             for (int t = 0; t < NT; ++t) {
-              const int32x4_t dp = vdotq_s32(vdupq_n_s32(0), code, vld1q_s8(xb[t][i].qs + e));
+              const int32x4_t dp = vdotq_s32(vdupq_n_s32(0), code[run], vld1q_s8(xb[t][i].qs + e));
               isum[t] = vmlaq_n_s32(isum[t], dp, b.scales[e / 16]);
             }
           }
