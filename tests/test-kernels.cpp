@@ -349,9 +349,28 @@ TEST_P(KernelFormat, MatmulBatchInvarianceScalar) {
   check_batch_invariance_all(GetParam(), Isa::kScalar);
 }
 
+// Whether tier i8mm runs exactly the neon tier's code for format t (no i8mm tile, the same table
+// entries): its matmul tests would repeat the neon ones call for call.
+bool i8mm_is_neon(TensorType t) {
+#if defined(__aarch64__)
+  const auto* a = type_kernels(t, Isa::kNeon);
+  const auto* b = type_kernels(t, Isa::kI8mm);
+  return i8mm_gemm_tile(t) == nullptr && a->vec_dot == b->vec_dot &&
+         a->vec_dot_rows == b->vec_dot_rows && a->dequantize_row == b->dequantize_row &&
+         a->quantize_row_vec == b->quantize_row_vec;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 TEST_P(KernelTier, MatmulBatchInvariance) {
   const auto& [c, tier] = GetParam();
   LLMT_REQUIRE_TIER(tier);
+  if (tier == Isa::kI8mm && i8mm_is_neon(c.type)) {
+    GTEST_SKIP() << "i8mm runs the neon tier's code for " << tensor_type_name(c.type)
+                 << " (no i8mm tile): see " << tensor_type_name(c.type) << "_neon";
+  }
   check_batch_invariance_all(c, tier);
 }
 
@@ -378,6 +397,10 @@ class KernelUpperArmTier : public KernelTier {};
 TEST_P(KernelUpperArmTier, MatmulEqualsNeonTier) {
   const auto& [c, tier] = GetParam();
   LLMT_REQUIRE_TIER(tier);
+  if (i8mm_is_neon(c.type)) {
+    GTEST_SKIP() << "i8mm runs the neon tier's code for " << tensor_type_name(c.type)
+                 << " (no i8mm tile)";
+  }
   constexpr int64_t kN = 45, kKm = 768;
   const auto w = random_weights(c, kN, kKm, 15);
   const auto x = random_floats(70 * kKm, 16);
@@ -524,6 +547,23 @@ TEST(KernelDispatch, IsaEnvironmentCap) {
   } else {
     ::unsetenv("LLMT_ISA");
   }
+}
+
+// CPU feature detection against what the runner knows of its CPU: LLMT_TEST_EXPECT_TIER names
+// the tier best_isa() must pick (CI sets it per qemu -cpu model: i8mm on max, neon on
+// neoverse-n1, scalar on cortex-a53), and the tiers above it must be reported unsupported.
+TEST(KernelDispatch, DetectedTierMatchesExpected) {
+  const char* want = std::getenv("LLMT_TEST_EXPECT_TIER");
+  if (!want || !*want) GTEST_SKIP() << "set LLMT_TEST_EXPECT_TIER to the tier this CPU should get";
+  auto parsed = parse_isa(want);
+  ASSERT_TRUE(parsed.is_ok()) << parsed.status().message();
+  EXPECT_EQ(isa_name(best_isa()), std::string(want));
+  bool above = false;
+  for (Isa isa : arch_isas()) {
+    if (above) EXPECT_FALSE(isa_supported(isa)) << isa_name(isa);
+    if (isa == parsed.value()) above = true;
+  }
+  EXPECT_TRUE(above) << want << " is not a tier of this architecture";
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {
