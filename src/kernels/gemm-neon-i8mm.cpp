@@ -120,9 +120,11 @@ void gemm_blocks(int64_t k, const void* w, size_t w_stride, int64_t nrows, const
 // Per pair as KQ45 / KQ6 (quants-k-neon.cpp): per super-block i the exact isum_i (and imin_i),
 // then acc = fma(d_i * dx_i, float(isum_i), acc), accm = fma(dmin_i * dx_i, float(imin_i), accm);
 // result acc - accm (Q4_K, Q5_K) or acc (Q6_K). Here one lane per (row, token) pair.
-// A super-block of both rows, decoded once: n_runs runs of 16 elements (SMMLA operands w[run][0..1]
-// for the run's first and last 8 elements), each with its per-lane scale [s0, s0, s1, s1] and the
-// run's offset in the Q8_K row.
+
+// A super-block of both rows, decoded once for all the tile's tokens: kRuns runs of 16 elements
+// (w[run]: the SMMLA operands of the run's elements 0..7 and 8..15 of both rows, at the format's
+// run_offset(run) in the Q8_K row), each with its per-lane sub-block scale [s0, s0, s1, s1];
+// the fp32 super-block scales and (Q4_K / Q5_K) the 8 mins of each row.
 template <int kRuns>
 struct PairBlock {
   int8x16_t w[kRuns][2];
