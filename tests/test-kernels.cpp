@@ -22,6 +22,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -348,9 +349,28 @@ TEST_P(KernelFormat, MatmulBatchInvarianceScalar) {
   check_batch_invariance_all(GetParam(), Isa::kScalar);
 }
 
+// Whether tier i8mm runs exactly the neon tier's code for format t (no i8mm tile, the same table
+// entries): its matmul tests would repeat the neon ones call for call.
+bool i8mm_is_neon(TensorType t) {
+#if defined(__aarch64__)
+  const auto* a = type_kernels(t, Isa::kNeon);
+  const auto* b = type_kernels(t, Isa::kI8mm);
+  return i8mm_gemm_tile(t) == nullptr && a->vec_dot == b->vec_dot &&
+         a->vec_dot_rows == b->vec_dot_rows && a->dequantize_row == b->dequantize_row &&
+         a->quantize_row_vec == b->quantize_row_vec;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 TEST_P(KernelTier, MatmulBatchInvariance) {
   const auto& [c, tier] = GetParam();
   LLMT_REQUIRE_TIER(tier);
+  if (tier == Isa::kI8mm && i8mm_is_neon(c.type)) {
+    GTEST_SKIP() << "i8mm runs the neon tier's code for " << tensor_type_name(c.type)
+                 << " (no i8mm tile): see " << tensor_type_name(c.type) << "_neon";
+  }
   check_batch_invariance_all(c, tier);
 }
 
@@ -371,6 +391,89 @@ TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
   }
 }
 
+// The i8mm tier's GEMM tile keeps the neon tier's per-pair arithmetic (kernels.h): matmul results
+// of the two are bitwise equal for every M (tiles for M >= 4 and the vec_dot_rows tails).
+class KernelUpperArmTier : public KernelTier {};
+TEST_P(KernelUpperArmTier, MatmulEqualsNeonTier) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  if (i8mm_is_neon(c.type)) {
+    GTEST_SKIP() << "i8mm runs the neon tier's code for " << tensor_type_name(c.type)
+                 << " (no i8mm tile)";
+  }
+  constexpr int64_t kN = 45, kKm = 768;
+  const auto w = random_weights(c, kN, kKm, 15);
+  const auto x = random_floats(70 * kKm, 16);
+  for (int64_t m : {1, 5, 7, 16, 23, 70}) {
+    const auto a = run_matmul(c.type, Isa::kNeon, w, kN, kKm, x, m, 2);
+    const auto b = run_matmul(c.type, tier, w, kN, kKm, x, m, 2);
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+        << isa_name(tier) << " m=" << m;
+  }
+}
+
+#if defined(__aarch64__)
+// Tile output for nrows in {1, 2, 3, 7} (odd counts pair a row with itself), 1..8 tokens (matmul
+// only hands it 4..8), several K: each value bitwise equal to the neon vec_dot, nothing written
+// outside the nrows x ntok outputs.
+void check_i8mm_tile(const FormatCase& c, GemmTileFn tile) {
+  const auto* tk = type_kernels(c.type, Isa::kNeon);
+  constexpr int64_t kN = 7;
+  // 32 blocks of 32 (full groups of 8), one super-block, 25 blocks (a partial group).
+  for (int64_t k : {1024, 256, 800}) {
+    if (k % tensor_type_info(c.type)->block_size != 0) continue;
+    const auto w = random_weights(c, kN, k, 21);
+    const size_t rb = row_bytes(c.type, k);
+    std::vector<std::vector<uint8_t>> q;
+    for (int t = 0; t < kGemmTokens; ++t) q.push_back(quantize_act(*tk, random_floats(k, 30 + t)));
+    const size_t xs = q[0].size();
+    std::vector<uint8_t> xcat;
+    for (const auto& r : q) xcat.insert(xcat.end(), r.begin(), r.end());
+    for (int64_t nrows : {int64_t{1}, int64_t{2}, int64_t{3}, kN}) {
+      for (int ntok = 1; ntok <= kGemmTokens; ++ntok) {
+        constexpr int64_t kYs = kN + 1;  // one spare column per token row
+        std::vector<float> y(kYs * kGemmTokens, -7.0f);
+        tile(k, w.data(), rb, nrows, xcat.data(), xs, nullptr, y.data(), kYs, ntok);
+        for (int t = 0; t < kGemmTokens; ++t) {
+          for (int64_t r = 0; r < kYs; ++r) {
+            const float got = y[t * kYs + r];
+            if (t >= ntok || r >= nrows) {
+              ASSERT_EQ(got, -7.0f) << "wrote outside the tile: token " << t << " row " << r;
+              continue;
+            }
+            float want = 0.0f;
+            tk->vec_dot(k, &want, w.data() + r * rb, q[t].data());
+            ASSERT_EQ(std::bit_cast<uint32_t>(want), std::bit_cast<uint32_t>(got))
+                << "k=" << k << " nrows=" << nrows << " ntok=" << ntok << " token " << t << " row "
+                << r;
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
+// The i8mm GEMM tile called directly (see check_i8mm_tile).
+TEST(KernelI8mm, TileEqualsVecDot) {
+  LLMT_REQUIRE_TIER(Isa::kI8mm);
+#if defined(__aarch64__)
+  // The formats that must have an i8mm tile.
+  const TensorType kTiled[] = {TensorType::Q8_0,   TensorType::Q4_0, TensorType::Q5_0,
+                               TensorType::IQ4_NL, TensorType::Q4_K, TensorType::Q5_K,
+                               TensorType::Q6_K};
+  for (const FormatCase& c : format_cases()) {
+    if (std::find(std::begin(kTiled), std::end(kTiled), c.type) == std::end(kTiled)) continue;
+    SCOPED_TRACE(tensor_type_name(c.type));
+    const GemmTileFn tile = i8mm_gemm_tile(c.type);
+    ASSERT_NE(tile, nullptr);
+    check_i8mm_tile(c, tile);
+  }
+#else
+  FAIL() << "i8mm reported supported on a non-AArch64 build";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, KernelFormat, testing::ValuesIn(format_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
@@ -380,11 +483,15 @@ INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
                          testing::Combine(testing::ValuesIn(format_cases()),
                                           testing::Values(Isa::kAvx512, Isa::kAmx)),
                          tier_case_name);
+INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperArmTier,
+                         testing::Combine(testing::ValuesIn(format_cases()),
+                                          testing::Values(Isa::kI8mm)),
+                         tier_case_name);
 
 TEST(KernelDispatch, TablesAndIsa) {
   EXPECT_NE(isa_name(detect_isa()), nullptr);
   for (const auto& c : format_cases()) {
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
       const auto* tk = type_kernels(c.type, isa);
       ASSERT_TRUE(tk) << tensor_type_name(c.type);
       EXPECT_EQ(tk->type, c.type);
@@ -399,7 +506,7 @@ TEST(KernelDispatch, TablesAndIsa) {
 TEST(KernelDispatch, IsaEnvironmentCap) {
   const char* old = std::getenv("LLMT_ISA");
   const std::string saved = old ? old : "";
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
     auto p = parse_isa(isa_name(isa));
     ASSERT_TRUE(p.is_ok());
     EXPECT_EQ(p.value(), isa);
@@ -440,6 +547,23 @@ TEST(KernelDispatch, IsaEnvironmentCap) {
   } else {
     ::unsetenv("LLMT_ISA");
   }
+}
+
+// CPU feature detection against what the runner knows of its CPU: LLMT_TEST_EXPECT_TIER names
+// the tier best_isa() must pick (CI sets it per qemu -cpu model: i8mm on max, neon on
+// neoverse-n1, scalar on cortex-a53), and the tiers above it must be reported unsupported.
+TEST(KernelDispatch, DetectedTierMatchesExpected) {
+  const char* want = std::getenv("LLMT_TEST_EXPECT_TIER");
+  if (!want || !*want) GTEST_SKIP() << "set LLMT_TEST_EXPECT_TIER to the tier this CPU should get";
+  auto parsed = parse_isa(want);
+  ASSERT_TRUE(parsed.is_ok()) << parsed.status().message();
+  EXPECT_EQ(isa_name(best_isa()), std::string(want));
+  bool above = false;
+  for (Isa isa : arch_isas()) {
+    if (above) EXPECT_FALSE(isa_supported(isa)) << isa_name(isa);
+    if (isa == parsed.value()) above = true;
+  }
+  EXPECT_TRUE(above) << want << " is not a tier of this architecture";
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {

@@ -19,7 +19,7 @@ namespace {
 #if defined(__x86_64__)
 constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx};
 #elif defined(__aarch64__)
-constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kNeon};
+constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kNeon, Isa::kI8mm};
 #else
 constexpr Isa kArchIsas[] = {Isa::kScalar};
 #endif
@@ -65,6 +65,8 @@ const char* isa_name(Isa isa) {
       return "amx";
     case Isa::kNeon:
       return "neon";
+    case Isa::kI8mm:
+      return "i8mm";
   }
   return "unknown";
 }
@@ -86,6 +88,8 @@ bool isa_supported(Isa isa) {
 #if defined(__aarch64__)
     case Isa::kNeon:
       return (getauxval(AT_HWCAP) & HWCAP_ASIMD) && (getauxval(AT_HWCAP) & HWCAP_ASIMDDP);
+    case Isa::kI8mm:
+      return isa_supported(Isa::kNeon) && (getauxval(AT_HWCAP2) & HWCAP2_I8MM);
 #endif
     default:
       break;  // kAmx: no AMX kernels are built; other architectures' tiers
@@ -102,11 +106,11 @@ Isa best_isa() {
 }
 
 Result<Isa> parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
     if (name == isa_name(isa)) return isa;
   }
   return invalid_argument("unknown ISA tier '" + std::string(name) +
-                          "' (expected scalar, avx2, avx512, amx or neon)");
+                          "' (expected scalar, avx2, avx512, amx, neon or i8mm)");
 }
 
 Result<Isa> select_isa() {
@@ -210,7 +214,7 @@ Table build_table(Isa isa) {
     if (isa == Isa::kAvx512 || isa == Isa::kAmx) overlay(k, avx512_entry(kFormats[i]));
 #endif
 #if defined(__aarch64__)
-    if (isa == Isa::kNeon) overlay(k, neon_entry(kFormats[i]));
+    if (isa == Isa::kNeon || isa == Isa::kI8mm) overlay(k, neon_entry(kFormats[i]));
 #endif
     table[i] = k;
   }
@@ -224,7 +228,7 @@ const TypeKernels* type_kernels(TensorType t, Isa isa) {
   if (i < 0) return nullptr;
   static const Table tables[] = {build_table(Isa::kScalar), build_table(Isa::kAvx2),
                                  build_table(Isa::kAvx512), build_table(Isa::kAmx),
-                                 build_table(Isa::kNeon)};
+                                 build_table(Isa::kNeon),   build_table(Isa::kI8mm)};
   const auto tier = static_cast<size_t>(isa);
   return tier < std::size(tables) ? &tables[tier][i] : nullptr;
 }

@@ -6,17 +6,21 @@
 //
 // CPU tiers, lowest first: x86-64 scalar < avx2 (AVX2+FMA+F16C) < avx512 (AVX-512
 // F+BW+VL+VNNI, on top of avx2) < amx (not built yet: no AMX kernels, never selected);
-// AArch64 scalar < neon (ASIMD + dotprod). A tier's tables are the next lower tier's with its own
+// AArch64 scalar < neon (ASIMD + dotprod) < i8mm (neon + the int8 matrix multiply SMMLA, a GEMM
+// tile bitwise equal to the neon tier). A tier's tables are the next lower tier's with its own
 // entries laid over them.
 //
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
 // rows are split over threads. matmul's register-tiled GEMM paths (AVX2 Q2_K..Q6_K, Q8_0,
 // Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens; AVX-512
-// wide tiles: 16 weight rows x up to 64 tokens) evaluate per (row, token) pair exactly the float
+// wide tiles: 16 weight rows x up to 64 tokens; neon vec_dot_rows: 4 tokens per weight-row pass,
+// every format; i8mm SMMLA tiles, Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_K..Q6_K: 2 rows x 2 tokens per
+// instruction, up to 8 tokens per pass) evaluate per (row, token) pair exactly the float
 // operations of that tier's vec_dot for the format, so matmul with any M equals vec_dot
 // bitwise. The avx512 tier keeps the avx2 tier's float operations (only the exact integer block
-// sums are computed differently), so avx2 and avx512 results are bitwise equal too.
+// sums are computed differently), so avx2 and avx512 results are bitwise equal too; likewise
+// i8mm keeps the neon tier's (neon and i8mm bitwise equal).
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
 // tables are immutable. select_isa()/detect_isa() read the environment (call them at start-up,
@@ -34,15 +38,15 @@
 
 namespace llmt::kernels {
 
-enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon };
-// "scalar", "avx2", "avx512", "amx", "neon".
+enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon, kI8mm };
+// "scalar", "avx2", "avx512", "amx", "neon", "i8mm".
 const char* isa_name(Isa isa);
 // Whether this build has kernels for tier isa and this CPU can run them.
 bool isa_supported(Isa isa);
 // The best tier isa_supported() accepts (ignores LLMT_ISA).
 Isa best_isa();
 // Every tier of this build's architecture, lowest first (scalar, avx2, avx512, amx on x86-64;
-// scalar, neon on AArch64), whether or not this CPU supports it.
+// scalar, neon, i8mm on AArch64), whether or not this CPU supports it.
 std::span<const Isa> arch_isas();
 // Parses a tier name (as isa_name writes it); an error for other names.
 Result<Isa> parse_isa(std::string_view name);

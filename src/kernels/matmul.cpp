@@ -73,6 +73,9 @@ bool x86_avx2_tier(Isa isa) {
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
   if (x86_avx2_tier(isa)) return avx2_gemm_tile(t);
+#elif defined(__aarch64__)
+  // The i8mm tile equals the neon tier's vec_dot_rows bitwise (its tails go through those).
+  if (isa == Isa::kI8mm) return i8mm_gemm_tile(t);
 #else
   (void)t, (void)isa;
 #endif

@@ -276,9 +276,16 @@ inline constexpr int kMinWideTokens = 16;
 GemmTileFn avx512_wide_tile(TensorType t);
 // The Q8_0 / Q4_0 / Q5_0 / IQ4_NL part of avx512_wide_tile (gemm-q8-avx512.cpp).
 GemmTileFn avx512_wide_tile_q8(TensorType t);
-// AArch64 NEON+dotprod kernels (*-neon.cpp); only called for tier kNeon, laid over the scalar
-// entries.
+// AArch64 NEON+dotprod kernels (*-neon.cpp); only called for tiers kNeon and kI8mm, laid over
+// the scalar entries. vec_dot_rows decodes the weight row once for its nx tokens.
 Avx2Entry neon_entry(TensorType t);
+// The k-quant part of neon_entry (quants-k-neon.cpp).
+Avx2Entry neon_entry_k(TensorType t);
+// AArch64 i8mm (SMMLA) GEMM tile (gemm-neon-i8mm.cpp, GemmTileFn contract: any nrows >= 1,
+// 1 <= ntok <= kGemmTokens, aux unused): 2 weight rows x 2 tokens per SMMLA, bitwise equal to the
+// neon tier's vec_dot for every pair (exact integer block sums, the same float operations).
+// nullptr for formats without one; only call it for tier kI8mm.
+GemmTileFn i8mm_gemm_tile(TensorType t);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 // Helpers shared by the *-avx2.cpp files (visible only where those flags are on).

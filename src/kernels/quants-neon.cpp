@@ -1,188 +1,163 @@
-// AArch64 NEON + dotprod (sdot) dot products of Q4_K, Q5_K, Q6_K (x Q8_K) and Q8_0, Q4_0 (x Q8_0)
-// weights; only called for tier kNeon. Quantizers and dequantizers stay scalar (the AVX2 ones
-// are byte-identical to them anyway).
+// AArch64 NEON + dotprod (sdot) dot products of the 32-element block formats: Q8_0, Q4_0, Q5_0,
+// IQ4_NL (x Q8_0) and Q4_1, Q5_1 (x Q8_1); the k-quants are in quants-k-neon.cpp. Only called for
+// tiers kNeon and up. Quantizers and dequantizers stay scalar (the AVX2 ones are byte-identical to
+// them anyway).
 //
-// Per-pair arithmetic: the exact integer block sums (sdot, then integer multiply-adds by the
-// block scales: exact in any order) feed the same float operations in the same order as the
-// AVX2 kernels (gemm-k-avx2.cpp, gemm-q8-avx2.cpp), so neon results equal the avx2 tier's
-// bitwise:
-//   k-quants: per super-block acc = fma(d * dx, float(isum), acc) (and accm with dmin and the
-//   min sum for Q4_K/Q5_K); result acc - accm (or acc).
-//   Q8_0/Q4_0: blocks in groups of 8 lanes, lane j: acc_j = fma(dw_j * dx_j, float(isum_j),
-//   acc_j); result ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
-// vec_dot_rows is vec_dot per token (the bitwise contract trivially holds).
-#include <arm_neon.h>
-
+// vec_dot_rows runs up to kMaxDotRows tokens against one weight row per pass (each weight block
+// decoded once for all of them); vec_dot is its one-token instance.
+//
+// Per-pair arithmetic (the batch-invariance contract): the exact integer block sums (sdot: exact
+// in any order) feed the same float operations in the same order as the AVX2 kernels
+// (gemm-q8-avx2.cpp, quants-avx2.cpp), so neon results equal the avx2 tier's bitwise:
+//   Q8_0/Q4_0/Q5_0/IQ4_NL: blocks in groups of 8 lanes, lane j: acc_j = fma(dw_j * dx_j,
+//   float(isum_j), acc_j); result ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+//   Q4_1/Q5_1: per block, lane l (0..7) of the 8 int32 partial sums of elements 4l..4l+3 is
+//   accumulated as acc[i & 1]_l = fma(dw * dx, float(p_l), acc[i & 1]_l) (even / odd blocks);
+//   the min term as accm = fma(m, s, accm); result hsum8(acc[0] + acc[1]) + accm.
 #include <cmath>
-#include <cstring>
 
-#include "kernels/quant-blocks.h"
+#include "kernels/neon-util.h"
 
 namespace llmt::kernels {
 
 namespace {
 
+using neon::fp16x4;
+using neon::hsum4x4;
+using neon::hsum8;
+using neon::row_at;
+
 inline float h2f(uint16_t h) {
   return fp16_to_fp32(h);
 }
 
-// ---------------------------------------------------------------- Q4_K / Q5_K
+// ---------------------------------------------------------------- Q8_0 / Q4_0 / Q5_0 / IQ4_NL
 
-template <bool kFive>
-void dot_q45_k(int64_t n, float* out, const void* w, const void* x) {
-  const auto* xb = static_cast<const BlockQ8K*>(x);
-  const uint8x16_t m4 = vdupq_n_u8(0x0F);
-  const uint8x16_t bit = vdupq_n_u8(0x10);
-  float acc = 0.0f, accm = 0.0f;
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* scales;
-    const uint8_t* qs;
-    const uint8_t* qh = nullptr;
-    uint16_t d, dmin;
-    if constexpr (kFive) {
-      const auto& b = static_cast<const BlockQ5K*>(w)[i];
-      scales = b.scales, qs = b.qs, qh = b.qh, d = b.d, dmin = b.dmin;
-    } else {
-      const auto& b = static_cast<const BlockQ4K*>(w)[i];
-      scales = b.scales, qs = b.qs, d = b.d, dmin = b.dmin;
+// NT tokens x one weight row of P (a neon::Codes* policy) x Q8_0 activations.
+template <class P>
+struct Blocks8 {
+  template <int NT>
+  static void run(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs) {
+    const auto* wb = static_cast<const typename P::Block*>(w);
+    const BlockQ8_0* xb[NT];
+    float32x4_t acc_lo[NT], acc_hi[NT];  // lanes 0..3 and 4..7 of the group accumulator
+    for (int t = 0; t < NT; ++t) {
+      xb[t] = row_at<BlockQ8_0>(x, xs, t);
+      acc_lo[t] = acc_hi[t] = vdupq_n_f32(0.0f);
     }
-    uint8_t sc[8], mn[8];
-    k4_scales_mins(scales, sc, mn);
-    const int8_t* y = xb[i].qs;
-    int32x4_t isum = vdupq_n_s32(0);
-    uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
-    if constexpr (kFive) h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-    for (int j = 0; j < 4; ++j) {
-      const uint8x16_t q0 = vld1q_u8(qs + 32 * j), q1 = vld1q_u8(qs + 32 * j + 16);
-      uint8x16_t lo0 = vandq_u8(q0, m4), lo1 = vandq_u8(q1, m4);
-      uint8x16_t hi0 = vshrq_n_u8(q0, 4), hi1 = vshrq_n_u8(q1, 4);
-      if constexpr (kFive) {
-        // Bit 2j of qh byte l -> bit 4 of element 64j + l, bit 2j + 1 -> element 64j + 32 + l.
-        lo0 =
-            vorrq_u8(lo0, vandq_u8(vshlq_u8(h0, vdupq_n_s8(static_cast<int8_t>(4 - 2 * j))), bit));
-        lo1 =
-            vorrq_u8(lo1, vandq_u8(vshlq_u8(h1, vdupq_n_s8(static_cast<int8_t>(4 - 2 * j))), bit));
-        hi0 =
-            vorrq_u8(hi0, vandq_u8(vshlq_u8(h0, vdupq_n_s8(static_cast<int8_t>(3 - 2 * j))), bit));
-        hi1 =
-            vorrq_u8(hi1, vandq_u8(vshlq_u8(h1, vdupq_n_s8(static_cast<int8_t>(3 - 2 * j))), bit));
-      }
-      int32x4_t dl = vdotq_s32(vdupq_n_s32(0), vreinterpretq_s8_u8(lo0), vld1q_s8(y + 64 * j));
-      dl = vdotq_s32(dl, vreinterpretq_s8_u8(lo1), vld1q_s8(y + 64 * j + 16));
-      int32x4_t dh = vdotq_s32(vdupq_n_s32(0), vreinterpretq_s8_u8(hi0), vld1q_s8(y + 64 * j + 32));
-      dh = vdotq_s32(dh, vreinterpretq_s8_u8(hi1), vld1q_s8(y + 64 * j + 48));
-      isum = vmlaq_n_s32(isum, dl, sc[2 * j]);
-      isum = vmlaq_n_s32(isum, dh, sc[2 * j + 1]);
-    }
-    int32_t imin = 0;
-    for (int s = 0; s < 8; ++s) imin += mn[s] * (xb[i].bsums[2 * s] + xb[i].bsums[2 * s + 1]);
-    const float dx = xb[i].d;
-    acc = std::fma(h2f(d) * dx, static_cast<float>(vaddvq_s32(isum)), acc);
-    accm = std::fma(h2f(dmin) * dx, static_cast<float>(imin), accm);
-  }
-  *out = acc - accm;
-}
-
-// ---------------------------------------------------------------- Q6_K
-
-void dot_q6_k(int64_t n, float* out, const void* w, const void* x) {
-  const auto* wb = static_cast<const BlockQ6K*>(w);
-  const auto* xb = static_cast<const BlockQ8K*>(x);
-  const uint8x16_t m4 = vdupq_n_u8(0x0F), m3 = vdupq_n_u8(0x03);
-  const int8x16_t off = vdupq_n_s8(32);
-  float acc = 0.0f;
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const BlockQ6K& b = wb[i];
-    int32x4_t isum = vdupq_n_s32(0);
-    // Element 128h + 32 run + l: low 4 bits from ql[64h + 32 (run & 1) + l] (low nibble for runs
-    // 0, 1; high for 2, 3), high 2 bits from qh[32h + l] >> 2 run; group (16) = element / 16.
-    for (int h = 0; h < 2; ++h) {
-      for (int half = 0; half < 2; ++half) {  // l in [16 half, 16 half + 16)
-        const uint8x16_t l0 = vld1q_u8(b.ql + 64 * h + 16 * half);
-        const uint8x16_t l1 = vld1q_u8(b.ql + 64 * h + 32 + 16 * half);
-        const uint8x16_t qh = vld1q_u8(b.qh + 32 * h + 16 * half);
-        const uint8x16_t lows[4] = {vandq_u8(l0, m4), vandq_u8(l1, m4), vshrq_n_u8(l0, 4),
-                                    vshrq_n_u8(l1, 4)};
-        const uint8x16_t highs[4] = {vandq_u8(qh, m3), vandq_u8(vshrq_n_u8(qh, 2), m3),
-                                     vandq_u8(vshrq_n_u8(qh, 4), m3), vshrq_n_u8(qh, 6)};
-        for (int run = 0; run < 4; ++run) {
-          const int8x16_t code =
-              vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lows[run], vshlq_n_u8(highs[run], 4))), off);
-          const int e = 128 * h + 32 * run + 16 * half;
-          const int32x4_t dp = vdotq_s32(vdupq_n_s32(0), code, vld1q_s8(xb[i].qs + e));
-          isum = vmlaq_n_s32(isum, dp, b.scales[e / 16]);
+    const int64_t nb = n / kQK;
+    for (int64_t g = 0; g < nb; g += 8) {
+      const int cnt = static_cast<int>(nb - g < 8 ? nb - g : 8);
+      int32x4_t dp[NT][8];
+      uint16_t dw16[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int j = 0; j < 8; ++j) {
+        if (j >= cnt) {
+          for (int t = 0; t < NT; ++t) dp[t][j] = vdupq_n_s32(0);
+          continue;
+        }
+        int8x16_t c0, c1;
+        P::codes(wb[g + j], &c0, &c1);
+        dw16[j] = wb[g + j].d;
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* y = xb[t][g + j].qs;
+          dp[t][j] = vdotq_s32(vdotq_s32(vdupq_n_s32(0), c0, vld1q_s8(y)), c1, vld1q_s8(y + 16));
         }
       }
+      // Padding lanes: dw = 0 and isum = 0, so fma leaves acc unchanged.
+      const float32x4_t dw_lo = fp16x4(dw16[0], dw16[1], dw16[2], dw16[3]);
+      const float32x4_t dw_hi = fp16x4(dw16[4], dw16[5], dw16[6], dw16[7]);
+      for (int t = 0; t < NT; ++t) {
+        uint16_t dx16[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < cnt; ++j) dx16[j] = xb[t][g + j].d;
+        const float32x4_t s_lo = vmulq_f32(dw_lo, fp16x4(dx16[0], dx16[1], dx16[2], dx16[3]));
+        const float32x4_t s_hi = vmulq_f32(dw_hi, fp16x4(dx16[4], dx16[5], dx16[6], dx16[7]));
+        const int32x4_t i_lo = hsum4x4(dp[t][0], dp[t][1], dp[t][2], dp[t][3]);
+        const int32x4_t i_hi = hsum4x4(dp[t][4], dp[t][5], dp[t][6], dp[t][7]);
+        acc_lo[t] = vfmaq_f32(acc_lo[t], s_lo, vcvtq_f32_s32(i_lo));
+        acc_hi[t] = vfmaq_f32(acc_hi[t], s_hi, vcvtq_f32_s32(i_hi));
+      }
     }
-    acc = std::fma(h2f(b.d) * xb[i].d, static_cast<float>(vaddvq_s32(isum)), acc);
-  }
-  *out = acc;
-}
-
-// ---------------------------------------------------------------- Q8_0 / Q4_0
-
-// Signed codes of a block (two 16-byte halves in element order).
-struct Q80 {
-  using Block = BlockQ8_0;
-  static void codes(const Block& b, int8x16_t* c0, int8x16_t* c1) {
-    *c0 = vld1q_s8(b.qs);
-    *c1 = vld1q_s8(b.qs + 16);
+    for (int t = 0; t < NT; ++t) out[t * os] = hsum8(acc_lo[t], acc_hi[t]);
   }
 };
-struct Q40 {
-  using Block = BlockQ4_0;
+
+// ---------------------------------------------------------------- Q4_1 / Q5_1
+
+// Unsigned codes (0..31, as int8) of a Q4_1 / Q5_1 block, element order.
+struct CodesQ4_1 {
+  using Block = BlockQ4_1;
   static void codes(const Block& b, int8x16_t* c0, int8x16_t* c1) {
     const uint8x16_t q = vld1q_u8(b.qs);
-    *c0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
-    *c1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+    *c0 = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
+    *c1 = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+  }
+};
+struct CodesQ5_1 {
+  using Block = BlockQ5_1;
+  static void codes(const Block& b, int8x16_t* c0, int8x16_t* c1) {
+    const uint8x16_t q = vld1q_u8(b.qs);
+    *c0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0F)), neon::bits_to_0x10(b.qh)));
+    *c1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), neon::bits_to_0x10(b.qh + 2)));
   }
 };
 
 template <class P>
-void dot_blocks(int64_t n, float* out, const void* w, const void* x) {
-  const auto* wb = static_cast<const typename P::Block*>(w);
-  const auto* xb = static_cast<const BlockQ8_0*>(x);
-  const int64_t nb = n / kQK;
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t g = 0; g < nb; g += 8) {
-    const int cnt = static_cast<int>(nb - g < 8 ? nb - g : 8);
-    for (int j = 0; j < cnt; ++j) {
-      int8x16_t c0, c1;
-      P::codes(wb[g + j], &c0, &c1);
-      int32x4_t dp = vdotq_s32(vdupq_n_s32(0), c0, vld1q_s8(xb[g + j].qs));
-      dp = vdotq_s32(dp, c1, vld1q_s8(xb[g + j].qs + 16));
-      acc[j] =
-          std::fma(h2f(wb[g + j].d) * h2f(xb[g + j].d), static_cast<float>(vaddvq_s32(dp)), acc[j]);
+struct BlocksMin {
+  template <int NT>
+  static void run(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs) {
+    const auto* wb = static_cast<const typename P::Block*>(w);
+    const BlockQ8_1* xb[NT];
+    float32x4_t acc[NT][2][2];  // [token][block parity][lanes 0..3, 4..7]
+    float accm[NT];
+    for (int t = 0; t < NT; ++t) {
+      xb[t] = row_at<BlockQ8_1>(x, xs, t);
+      acc[t][0][0] = acc[t][0][1] = acc[t][1][0] = acc[t][1][1] = vdupq_n_f32(0.0f);
+      accm[t] = 0.0f;
     }
-    // Padding lanes of a partial group add fma(0, 0, acc) = acc: nothing to do.
+    for (int64_t i = 0; i < n / kQK; ++i) {
+      int8x16_t c0, c1;
+      P::codes(wb[i], &c0, &c1);
+      const float dw = h2f(wb[i].d), mw = h2f(wb[i].m);
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8_1& y = xb[t][i];
+        const int32x4_t p_lo = vdotq_s32(vdupq_n_s32(0), c0, vld1q_s8(y.qs));
+        const int32x4_t p_hi = vdotq_s32(vdupq_n_s32(0), c1, vld1q_s8(y.qs + 16));
+        const float32x4_t s = vdupq_n_f32(dw * h2f(y.d));
+        float32x4_t* a = acc[t][i & 1];
+        a[0] = vfmaq_f32(a[0], s, vcvtq_f32_s32(p_lo));
+        a[1] = vfmaq_f32(a[1], s, vcvtq_f32_s32(p_hi));
+        accm[t] = std::fma(mw, h2f(y.s), accm[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      out[t * os] =
+          hsum8(vaddq_f32(acc[t][0][0], acc[t][1][0]), vaddq_f32(acc[t][0][1], acc[t][1][1])) +
+          accm[t];
+    }
   }
-  *out = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-template <void (*Dot)(int64_t, float*, const void*, const void*)>
-void dot_rows_loop(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs,
-                   int nx) {
-  for (int t = 0; t < nx; ++t) Dot(n, out + t * os, w, static_cast<const uint8_t*>(x) + t * xs);
-}
+};
 
 }  // namespace
 
 Avx2Entry neon_entry(TensorType t) {
+  using neon::entry_of;
   switch (t) {
-    case TensorType::Q4_K:
-      return {nullptr, nullptr, dot_q45_k<false>, dot_rows_loop<dot_q45_k<false>>};
-    case TensorType::Q5_K:
-      return {nullptr, nullptr, dot_q45_k<true>, dot_rows_loop<dot_q45_k<true>>};
-    case TensorType::Q6_K:
-      return {nullptr, nullptr, dot_q6_k, dot_rows_loop<dot_q6_k>};
     case TensorType::Q8_0:
-      return {nullptr, nullptr, dot_blocks<Q80>, dot_rows_loop<dot_blocks<Q80>>};
+      return entry_of<Blocks8<neon::CodesQ8_0>>();
     case TensorType::Q4_0:
-      return {nullptr, nullptr, dot_blocks<Q40>, dot_rows_loop<dot_blocks<Q40>>};
+      return entry_of<Blocks8<neon::CodesQ4_0>>();
+    case TensorType::Q5_0:
+      return entry_of<Blocks8<neon::CodesQ5_0>>();
+    case TensorType::IQ4_NL:
+      return entry_of<Blocks8<neon::CodesIq4Nl>>();
+    case TensorType::Q4_1:
+      return entry_of<BlocksMin<CodesQ4_1>>();
+    case TensorType::Q5_1:
+      return entry_of<BlocksMin<CodesQ5_1>>();
     default:
       break;
   }
-  return {nullptr, nullptr, nullptr, nullptr};
+  return neon_entry_k(t);
 }
 
 }  // namespace llmt::kernels

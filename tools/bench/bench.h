@@ -42,7 +42,8 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
 
 // Peak arithmetic rates of tight register-only loops on all the pool's threads, in 1e9 ops/s
 // (multiply and add counted as 2 ops), with the loops of the kernels' tier: AVX2 loops for the
-// avx2 tier, AVX-512 VNNI loops for avx512/amx. 0 for tiers without peak loops (scalar, neon).
+// avx2 tier, AVX-512 VNNI loops for avx512/amx. 0 for tiers without peak loops (scalar, neon,
+// i8mm).
 struct ComputePeak {
   const char* tier = "scalar";  // whose loops were measured
   double int8_gops = 0.0;       // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
