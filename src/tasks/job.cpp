@@ -672,6 +672,12 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
                               "' does not fit an embed task; use mean (the default)");
     }
     if (spec.grammar) return invalid_argument("an embed task takes no grammar (schema)");
+    if (engine.model().hparams().pooling == Pooling::kRank) {
+      // Its outputs are a head's scores: normalizing and merging them as vectors would be wrong.
+      return unsupported(
+          "the model is a reranker / classifier (pooling_type rank): its outputs are scores, not "
+          "embeddings; embed tasks need an embedding model (serve it and use POST /v1/rerank)");
+    }
     if (spec.embd_normalize < -1) {
       return invalid_argument("embd_normalize must be >= -1, got " +
                               std::to_string(spec.embd_normalize));

@@ -153,7 +153,7 @@ void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens
           static_cast<const uint8_t*>(w.pos_embd.data) + (i - seq_start[i]) * w.pos_embd.row_bytes,
           tmp.data(), n_embd);
       ops::add(xr, tmp.data(), n_embd);
-      ops::layer_norm(xr, w.embd_norm, w.embd_norm_b, xr, n_embd, w.norm_eps);
+      c.ot->layer_norm(xr, w.embd_norm, w.embd_norm_b, xr, n_embd, w.norm_eps);
     }
   });
   const int32_t zero = 0;
@@ -208,7 +208,7 @@ void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens
         float* ar = c.attn_out.data() + i * n_embd;
         ops::add(ar, L.bo, n_embd);
         ops::add(xr, ar, n_embd);
-        ops::layer_norm(xr, L.attn_norm, L.attn_norm_b, xr, n_embd, w.norm_eps);
+        c.ot->layer_norm(xr, L.attn_norm, L.attn_norm_b, xr, n_embd, w.norm_eps);
       }
     });
     c.par(single, [&](int ith, int nth) {
@@ -220,7 +220,7 @@ void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens
       for (int64_t i = b; i < end; ++i) {
         float* ur = c.up.data() + i * n_ff;
         ops::add(ur, L.ffn_up_b, n_ff);
-        ops::gelu(ur, n_ff);
+        c.ot->gelu(ur, n_ff);
       }
     });
     c.par(single, [&](int ith, int nth) {
@@ -234,7 +234,7 @@ void encode_bert(ContextState& c, const int32_t* tokens, const int32_t* seq_lens
         float* fr = c.ffn_out.data() + i * n_embd;
         ops::add(fr, L.ffn_down_b, n_embd);
         ops::add(xr, fr, n_embd);
-        ops::layer_norm(xr, L.ffn_norm, L.ffn_norm_b, xr, n_embd, w.norm_eps);
+        c.ot->layer_norm(xr, L.ffn_norm, L.ffn_norm_b, xr, n_embd, w.norm_eps);
       }
     });
   }
