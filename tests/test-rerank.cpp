@@ -216,18 +216,17 @@ TEST(RerankHeadLoad, EmbedTaskOnARerankerIsRefused) {
   LLMT_REQUIRE_DATA(kBert);
   auto plain = Model::load(test::data_path(kBert));
   ASSERT_TRUE(plain.is_ok());
-  const std::string path =
-      write_with_head(test::data_path(kBert), random_head((*plain)->hparams().n_embd, 1, true),
-                      temp_path("cli"));
+  const std::string path = write_with_head(
+      test::data_path(kBert), random_head((*plain)->hparams().n_embd, 1, true), temp_path("cli"));
   const std::filesystem::path dir = std::filesystem::path(path).replace_extension(".d");
   std::filesystem::create_directories(dir);
   const std::string in = (dir / "in.jsonl").string();
   std::ofstream(in) << "{\"id\": \"a\", \"text\": \"a fox\"}\n";
   std::string cmd = test::shell_quote(test::cli_path());
-  for (const std::string& a : {std::string("run"), std::string("-m"), path, std::string("--task"),
-                               std::string("embed"), std::string("-i"), in, std::string("-o"),
-                               (dir / "out.jsonl").string(), std::string("--progress"),
-                               std::string("none")}) {
+  for (const std::string& a :
+       {std::string("run"), std::string("-m"), path, std::string("--task"), std::string("embed"),
+        std::string("-i"), in, std::string("-o"), (dir / "out.jsonl").string(),
+        std::string("--progress"), std::string("none")}) {
     cmd += " " + test::shell_quote(a);
   }
   const test::CommandResult r = test::run_command(cmd, true);
