@@ -13,12 +13,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -234,6 +236,75 @@ TEST(RerankHeadLoad, EmbedTaskOnARerankerIsRefused) {
   std::filesystem::remove_all(dir);
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("/v1/rerank"), std::string::npos) << r.out;
+}
+
+// `llmthreads run --task classify` on a sequence classifier runs the model's head: each line's
+// probs are the softmax of Context::embed()'s scores for the text (tokenized with the model's
+// special tokens), label their argmax. Labels other than the file's are refused.
+TEST(RerankHeadLoad, ClassifyTaskRunsTheHead) {
+  LLMT_REQUIRE_DATA(kBert);
+  auto plain = Model::load(test::data_path(kBert));
+  ASSERT_TRUE(plain.is_ok());
+  Head head = random_head((*plain)->hparams().n_embd, 3, true);
+  head.labels = {"negative", "neutral", "positive"};
+  const std::string path = write_with_head(test::data_path(kBert), head, temp_path("classify"));
+  const std::filesystem::path dir = std::filesystem::path(path).replace_extension(".d");
+  std::filesystem::create_directories(dir);
+  const std::vector<std::string> texts = {"a fine fox", "the worst dog ever",
+                                          "quick brown foxes jump over lazy dogs at night"};
+  const std::string in = (dir / "in.jsonl").string();
+  {
+    std::ofstream f(in);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      f << json{{"id", "d" + std::to_string(i)}, {"text", texts[i]}}.dump() << "\n";
+    }
+  }
+  auto run = [&](const std::string& labels, const std::string& out) {
+    std::string cmd = test::shell_quote(test::cli_path());
+    for (const std::string& a :
+         {std::string("run"), std::string("-m"), path, std::string("--task"),
+          std::string("classify"), std::string("--labels"), labels, std::string("-i"), in,
+          std::string("-o"), out, std::string("--progress"), std::string("none")}) {
+      cmd += " " + test::shell_quote(a);
+    }
+    return test::run_command(cmd, true);
+  };
+  const std::string out = (dir / "out.jsonl").string();
+  const test::CommandResult r = run("negative,neutral,positive", out);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const test::CommandResult bad = run("positive,neutral,negative", (dir / "bad.jsonl").string());
+  EXPECT_NE(bad.exit_code, 0) << bad.out;
+  EXPECT_NE(bad.out.find("negative,neutral,positive"), std::string::npos) << bad.out;
+
+  auto m = Model::load(path);
+  ASSERT_TRUE(m.is_ok());
+  ContextOptions co;
+  co.n_threads = 1;
+  auto ctx = Context::create(*m, co);
+  ASSERT_TRUE(ctx.is_ok());
+  const std::vector<std::string> lines = test::lines_of(test::read_file(out));
+  ASSERT_EQ(lines.size(), texts.size());
+  for (const std::string& l : lines) {
+    const json line = json::parse(l);
+    const json& j = line["result"];
+    const size_t i = std::stoul(line["id"].get<std::string>().substr(1));
+    SCOPED_TRACE(texts[i]);
+    auto scores = (*ctx)->embed((*m)->tokenizer().encode(texts[i], {}));
+    ASSERT_TRUE(scores.is_ok()) << scores.status().to_string();
+    ASSERT_EQ(scores->size(), 3u);
+    const double mx = *std::max_element(scores->begin(), scores->end());
+    double z = 0.0;
+    for (float v : *scores) z += std::exp(v - mx);
+    size_t best = 0;
+    for (size_t k = 0; k < 3; ++k) {
+      const double p = std::exp((*scores)[k] - mx) / z;
+      EXPECT_NEAR(j["probs"][head.labels[k]].get<double>(), p, 1e-5) << l;
+      if ((*scores)[k] > (*scores)[best]) best = k;
+    }
+    EXPECT_EQ(j["label"], head.labels[best]) << l;
+  }
+  std::filesystem::remove(path);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

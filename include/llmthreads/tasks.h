@@ -12,6 +12,11 @@
 //              the logits, nothing is sampled or parsed. Per piece, the label probabilities are
 //              the softmax over labels of the summed label-token log-probabilities. Merge over
 //              pieces: mean (default), weighted-mean (by piece bytes) or vote.
+//              On a sequence-classifier model (an encoder with a classification head: bert,
+//              pooling_type rank) instead one embedding thread per piece runs the model's own
+//              head: its raw scores are the labels' logits (in logprobs), the probabilities their
+//              softmax. The labels name its outputs in order: exactly the file's
+//              classifier.output_labels when it has them, else n_cls_out names of your own.
 //   extract    with `choices`: scored like classify and the best choice is the answer (no
 //              free-text parsing); without: generation with the spec's stop strings, as
 //              generate. (`qa` is the same task under another name.)

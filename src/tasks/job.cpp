@@ -142,8 +142,11 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   Status chat_fmt_error;
   tasks::SplitSpec split;
   MergeKind merge = MergeKind::kDefault;
-  bool scoring = false;              // classify, extract with choices
-  bool embedding = false;            // embed
+  bool scoring = false;    // classify, extract with choices
+  bool embedding = false;  // embed
+  // classify on a model with a classification head (encoder, pooling rank): one embedding
+  // thread per piece whose scores are the labels' logits (embedding and scoring both set).
+  bool head = false;
   std::vector<std::string> options;  // labels or choices
   std::string reduce_template;
 
@@ -414,9 +417,23 @@ struct Job::Core : std::enable_shared_from_this<Job::Core> {
   bool advance(DocState& d) {
     if (!d.result.ok()) return true;
     DocumentResult& res = d.result;
-    if (embedding) {
+    if (embedding && !head) {
       merge_embeddings(d);
       return true;
+    }
+    if (head) {
+      // The head's raw scores are the labels' logits: the scoring branch's softmax over them is
+      // the classifier's probabilities.
+      d.logprobs.assign(d.vectors.size(), {});
+      for (size_t p = 0; p < d.vectors.size(); ++p) {
+        if (d.vectors[p].size() != options.size()) {
+          fail(d, "internal",
+               "the classification head returned " + std::to_string(d.vectors[p].size()) +
+                   " scores for " + std::to_string(options.size()) + " labels");
+          return true;
+        }
+        d.logprobs[p].assign(d.vectors[p].begin(), d.vectors[p].end());
+      }
     }
     if (scoring) {
       const int32_t n = static_cast<int32_t>(d.pieces.size());
@@ -648,7 +665,33 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
     }
     return Status::ok();
   };
-  if (spec.type == TaskType::kClassify) {
+  const ModelHparams& hp = engine.model().hparams();
+  if (spec.type == TaskType::kClassify && !hp.causal && hp.pooling == Pooling::kRank) {
+    // The model's own classifier: the labels name its outputs in order, so they must be exactly
+    // the file's when it names them (a differing list would silently relabel the outputs).
+    // They are still passed explicitly: the results and the resume identity are keyed by them.
+    const std::vector<std::string>& labels = spec.labels;
+    if (!hp.cls_labels.empty() && labels != hp.cls_labels) {
+      std::string names;
+      for (const auto& l : hp.cls_labels) names += (names.empty() ? "" : ",") + l;
+      return invalid_argument("the model is a classifier whose labels are " + names +
+                                  " (classifier.output_labels, in output order); pass exactly "
+                                  "those",
+                              "labels");
+    }
+    if (static_cast<int32_t>(labels.size()) != hp.n_cls_out) {
+      return invalid_argument("the model's classification head has " +
+                                  std::to_string(hp.n_cls_out) + " outputs, got " +
+                                  std::to_string(labels.size()) + " labels",
+                              "labels");
+    }
+    LLMT_RETURN_IF_ERROR(check_options(labels, "labels"));
+    if (spec.grammar) return invalid_argument("a classify task takes no grammar (schema)");
+    core->scoring = true;
+    core->embedding = true;
+    core->head = true;
+    core->options = labels;
+  } else if (spec.type == TaskType::kClassify) {
     LLMT_RETURN_IF_ERROR(check_options(spec.labels, "labels"));
     core->scoring = true;
     core->options = spec.labels;
@@ -682,9 +725,9 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
       return invalid_argument("embd_normalize must be >= -1, got " +
                               std::to_string(spec.embd_normalize));
     }
-  } else if (!engine.model().hparams().causal) {
-    return invalid_argument("'" + engine.model().hparams().arch +
-                            "' is an encoder model: it runs embed tasks only");
+  } else if (!hp.causal && !core->head) {
+    return invalid_argument("'" + hp.arch + "' is an encoder model: it runs embed tasks only" +
+                            (hp.pooling == Pooling::kRank ? " (and classify with its head)" : ""));
   }
   // Merge kind for the task.
   MergeKind m = spec.merge;
@@ -695,7 +738,7 @@ Result<std::unique_ptr<Job>> Job::create(Engine& engine, TaskSpec spec, ResultCa
   }
   const bool class_merge =
       m == MergeKind::kVote || m == MergeKind::kMean || m == MergeKind::kWeightedMean;
-  if (!core->embedding && core->scoring != class_merge) {
+  if ((!core->embedding || core->head) && core->scoring != class_merge) {
     return invalid_argument(std::string("merge '") + merge_kind_name(m) + "' does not fit a " +
                             (core->scoring ? "scoring (labels / choices)" : "generation") +
                             " task; use " +

@@ -164,7 +164,9 @@ int task_spec_from_flags(const RunFlags& f, TaskSpec* out, std::string* schema_t
   spec.labels = split_list(f.labels_arg);
   spec.choices = split_list(f.choices_arg);
   if (spec.type == TaskType::kClassify && spec.labels.empty()) {
-    return fail("--task classify needs --labels, e.g. --labels positive,negative,neutral");
+    return fail(
+        "--task classify needs --labels, e.g. --labels positive,negative,neutral (for a "
+        "classifier model: its own labels, in output order)");
   }
   spec.chat = f.chat;
   spec.system_prompt = f.system_prompt;
