@@ -139,6 +139,35 @@ void gelu_avx2(float* x, int64_t n);
 void gelu_mul_avx2(float* g, const float* u, int64_t n);
 void layer_norm_avx2(const float* x, const float* w, const float* b, float* y, int64_t n,
                      float eps);
+// The avx512 tier's versions (ops-avx512.cpp): 16 lanes, row tails masked (any n and hd; no
+// scalar fallback); the same contracts, batch invariant within the tier, rounding differently
+// from the avx2 versions.
+float dot_avx512(const float* a, const float* b, int64_t n);
+void axpy_avx512(float alpha, const float* x, float* y, int64_t n);
+void attend_avx512(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                   int32_t hd, float scale, float* scores, float* out);
+void attend_f16_avx512(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                         const int32_t* block_table, size_t block_stride, int32_t block_size,
+                         int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_f16_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                             const int32_t* block_table, size_t block_stride, int32_t block_size,
+                             int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_window_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                          const int32_t* block_table, size_t block_stride, int32_t block_size,
+                          int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                          float* out);
+void attend_window_f16_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                              const int32_t* block_table, size_t block_stride, int32_t block_size,
+                              int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                              float* out);
+void to_f16_avx512(const float* x, uint16_t* y, int64_t n);
+void silu_mul_avx512(float* g, const float* u, int64_t n);
+void gelu_avx512(float* x, int64_t n);
+void gelu_mul_avx512(float* g, const float* u, int64_t n);
+void layer_norm_avx512(const float* x, const float* w, const float* b, float* y, int64_t n,
+                       float eps);
 #endif
 
 }  // namespace llmt::ops
