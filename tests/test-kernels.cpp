@@ -9,6 +9,8 @@
 //      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3},
 //      for every format with or without a GEMM tile (float formats also with K % 16 != 0)
 //      on the scalar path and on every tier, and the avx512 tier bitwise equal to the avx2 tier
+//      for the quantized formats (the float formats have their own avx512 tiles); float vec_dot
+//      at awkward lengths within a rounding bound on every tier
 //  (e) activation quantization round trip, and tier quantize == scalar quantize (bytes)
 //  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16 / attend_window*):
 //      each tier vs scalar within a per-case bound; n_q heads in one call bitwise equal to one
@@ -20,7 +22,8 @@
 //  the same tensor decodes to nearly the same values from every format's file.
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
 // Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
-// (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768).
+// (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768), and
+// attention microseconds per call per tier (interleaved, medians).
 #include <gtest/gtest.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -342,9 +345,13 @@ void check_batch_invariance_all(const FormatCase& c, Isa isa) {
   if (tensor_type_info(c.type)->block_size <= 32) check_batch_invariance(c, isa, 800, 96);
   // Float formats (GEMM tile 2 rows x 3 tokens, K walked in chunks): K = 803 has a partial last
   // chunk and a 3-element scalar tail; K = 13 is the scalar tail alone.
+  // K = 816 and 47: the avx512 float tile's masked last step covering one half (16 elements)
+  // or a half and a part (15 after a full 32-element step).
   if (tensor_type_info(c.type)->block_size == 1) {
     check_batch_invariance(c, isa, 803, 96);
     check_batch_invariance(c, isa, 13, 96);
+    check_batch_invariance(c, isa, 816, 96);
+    check_batch_invariance(c, isa, 47, 96);
   }
 }
 
@@ -358,8 +365,9 @@ TEST_P(KernelTier, MatmulBatchInvariance) {
   check_batch_invariance_all(c, tier);
 }
 
-// The avx512 tier keeps the avx2 tier's float operations (kernels.h): matmul results of the two
-// are bitwise equal for every M (wide tiles, 8-token tiles, gemv).
+// For the quantized formats the avx512 tier keeps the avx2 tier's float operations (kernels.h):
+// matmul results of the two are bitwise equal for every M (wide tiles, 8-token tiles, gemv). The
+// float formats have their own avx512 arithmetic (checked by (b), (d) and FloatVecDot instead).
 class KernelUpperX86Tier : public KernelTier {};
 TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
   const auto& [c, tier] = GetParam();
@@ -380,8 +388,56 @@ INSTANTIATE_TEST_SUITE_P(Tiers, KernelTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
                                           testing::ValuesIn(kTestTiers)),
                          tier_case_name);
+std::vector<FormatCase> quantized_format_cases() {
+  std::vector<FormatCase> v;
+  for (const auto& c : format_cases()) {
+    if (tensor_type_info(c.type)->block_size > 1) v.push_back(c);
+  }
+  return v;
+}
+std::vector<FormatCase> float_format_cases() {
+  std::vector<FormatCase> v;
+  for (const auto& c : format_cases()) {
+    if (tensor_type_info(c.type)->block_size == 1) v.push_back(c);
+  }
+  return v;
+}
+
+// Float weights (F32, F16, BF16) at awkward row lengths (around the 8/16/32-element steps and
+// the tails): each tier's vec_dot and vec_dot_rows (1..4 rows) against the fp64 dot of the
+// decoded weights, within (k + 1) u sum |w_i x_i| (u = 2^-24: the bound of any summation order
+// of k fused or unfused products), and vec_dot_rows bitwise equal to vec_dot.
+class FloatVecDot : public KernelTier {};
+TEST_P(FloatVecDot, AwkwardLengthsWithinRoundingBound) {
+  const auto& [c, tier] = GetParam();
+  LLMT_REQUIRE_TIER(tier);
+  const auto* tk = type_kernels(c.type, tier);
+  const auto* s = type_kernels(c.type, Isa::kScalar);
+  for (const int64_t k : {1, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 63, 100, 803}) {
+    SCOPED_TRACE("k " + std::to_string(k));
+    const auto w = random_weights(c, 1, k, 21);
+    std::vector<float> wf(k);
+    s->dequantize_row(w.data(), wf.data(), k);
+    const auto x = random_floats(4 * k, 22);
+    float rows[4];
+    tk->vec_dot_rows(k, rows, 1, w.data(), x.data(), k * sizeof(float), 4);
+    for (int t = 0; t < 4; ++t) {
+      const std::vector<float> xt(x.begin() + t * k, x.begin() + (t + 1) * k);
+      const auto [ref, mag] = ref_dot(wf, xt, 0);
+      float got = 0.0f;
+      tk->vec_dot(k, &got, w.data(), xt.data());
+      ASSERT_LE(std::abs(got - ref), (k + 1) * 0x1p-24 * mag) << "row " << t;
+      ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(rows[t])) << "row " << t;
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Tiers, FloatVecDot,
+                         testing::Combine(testing::ValuesIn(float_format_cases()),
+                                          testing::ValuesIn(kTestTiers)),
+                         tier_case_name);
+
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
-                         testing::Combine(testing::ValuesIn(format_cases()),
+                         testing::Combine(testing::ValuesIn(quantized_format_cases()),
                                           testing::Values(Isa::kAvx512, Isa::kAmx)),
                          tier_case_name);
 
@@ -1053,6 +1109,49 @@ TEST(KernelPerf, MatmulThroughput) {
       std::printf("%-8s %4ld %10.3f %10.2f %10.2f\n", tensor_type_name(c.type),
                   static_cast<long>(m), per * 1e3, static_cast<double>(w.size()) / per / 1e9,
                   2.0 * m * n * k / per / 1e9);
+    }
+  }
+}
+
+// Attention per call on each x86 tier this machine has, interleaved (tier A, tier B, A, ...),
+// median of 21 timed calls each: the decode shape of the GQA models (3 query heads per KV head,
+// hd 64 and 128) through the paged entry points (block size 16, blocks in shuffled order) over
+// n_kv cached positions, F32 and F16 cache. GB/s counts the K and V bytes read once per call.
+TEST(KernelPerf, AttentionThroughput) {
+  if (!perf_mode()) GTEST_SKIP() << "set LLMT_KERNEL_PERF=1 (or pass --perf) to run";
+  std::vector<Isa> tiers;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (isa != Isa::kScalar && isa_supported(isa)) tiers.push_back(isa);
+  }
+  std::printf("%-6s %4s %6s %4s", "kv", "hd", "n_kv", "n_q");
+  for (Isa isa : tiers)
+    std::printf(" %10s %8s", (std::string(isa_name(isa)) + " us").c_str(), "GB/s");
+  std::printf("\n");
+  for (const bool f16 : {false, true}) {
+    for (const int32_t hd : {64, 128}) {
+      for (const int32_t n_kv : {512, 4096}) {
+        const AttendCase c{3, hd, n_kv, 16, f16, 0.0};
+        const AttendInputs in = attend_inputs(c, 500);
+        std::vector<std::vector<double>> times(tiers.size());
+        for (int rep = 0; rep < 22; ++rep) {
+          for (size_t ti = 0; ti < tiers.size(); ++ti) {
+            const auto t0 = std::chrono::steady_clock::now();
+            const auto out = run_attend(ops::ops_table(tiers[ti]), c, in, 0, c.n_q);
+            const double sec =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (rep > 0) times[ti].push_back(sec);  // the first call warms up
+            ASSERT_TRUE(std::isfinite(out[0]));
+          }
+        }
+        const double bytes = 2.0 * n_kv * hd * (f16 ? 2 : 4);
+        std::printf("%-6s %4d %6d %4d", f16 ? "f16" : "f32", hd, n_kv, c.n_q);
+        for (auto& t : times) {
+          std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+          const double med = t[t.size() / 2];
+          std::printf(" %10.1f %8.2f", med * 1e6, bytes / med / 1e9);
+        }
+        std::printf("\n");
+      }
     }
   }
 }
