@@ -119,7 +119,9 @@ template <int NH, int R, typename T>
 inline void score_step(__m512 (&acc)[NH][R], const float* q, const T* k, int32_t hd, int32_t d,
                        __mmask16 m) {
   for (int r = 0; r < R; ++r) {
-    const __m512 kv = load16(k + static_cast<int64_t>(r) * hd + d, m);
+    // Pinned to a register: otherwise the compiler folds the load into each head's FMA.
+    __m512 kv = load16(k + static_cast<int64_t>(r) * hd + d, m);
+    asm("" : "+v"(kv));
     for (int h = 0; h < NH; ++h) {
       acc[h][r] = _mm512_fmadd_ps(load16(q + static_cast<int64_t>(h) * hd + d, m), kv, acc[h][r]);
     }
