@@ -266,8 +266,10 @@ GemmTileFn avx512_wide_tile(TensorType t) {
   return avx512_wide_tile_q8(t);
 }
 
-Avx2Entry avx512_entry(TensorType /*t*/) {
-  return {nullptr, nullptr, nullptr, nullptr};
+Avx2Entry avx512_entry(TensorType t) {
+  // The quantized formats keep the AVX2 vec_dot (the wide tiles reproduce it); the float formats
+  // have their own.
+  return avx512_entry_float(t);
 }
 
 }  // namespace llmt::kernels

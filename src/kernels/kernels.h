@@ -13,14 +13,18 @@
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
 // rows are split over threads. matmul's register-tiled GEMM paths (AVX2 Q2_K..Q6_K, Q8_0,
-// Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens; AVX-512
-// wide tiles: 16 weight rows x up to 64 tokens; neon vec_dot_rows: 4 tokens per weight-row pass,
-// every format; i8mm SMMLA tiles, Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_K..Q6_K: 2 rows x 2 tokens per
-// instruction, up to 8 tokens per pass) evaluate per (row, token) pair exactly the float
-// operations of that tier's vec_dot for the format, so matmul with any M equals vec_dot
-// bitwise. The avx512 tier keeps the avx2 tier's float operations (only the exact integer block
-// sums are computed differently), so avx2 and avx512 results are bitwise equal too; likewise
-// i8mm keeps the neon tier's (neon and i8mm bitwise equal).
+// Q4_0, Q5_0, IQ4_NL: 8 tokens per weight-row pass; F32, F16, BF16: 2 rows x 3 tokens, on
+// avx512 4 rows x 3 tokens of 16-lane accumulators; AVX-512 wide tiles: 16 weight rows x up to
+// 64 tokens; neon vec_dot_rows: 4 tokens per weight-row pass, every format; i8mm SMMLA tiles,
+// Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_K..Q6_K: 2 rows x 2 tokens per instruction, up to 8 tokens per
+// pass) evaluate per (row, token) pair exactly the float operations of that tier's vec_dot for
+// the format, so matmul with any M equals vec_dot bitwise. The invariance holds within a tier;
+// results of different tiers differ in rounding, with two exceptions: for the quantized formats
+// the avx512 tier keeps the avx2 tier's float operations (only the exact integer block sums are
+// computed differently), so their avx2 and avx512 matmul results are bitwise equal; and i8mm
+// keeps the neon tier's (neon and i8mm bitwise equal). The avx512 tier's float formats
+// (F32/F16/BF16) and its ops (ops.h: attention, elementwise) have their own 16-lane arithmetic
+// and round differently from avx2.
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
 // tables are immutable. select_isa()/detect_isa() read the environment (call them at start-up,

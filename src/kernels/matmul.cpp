@@ -68,10 +68,14 @@ bool x86_avx2_tier(Isa isa) {
   return isa == Isa::kAvx2 || isa == Isa::kAvx512 || isa == Isa::kAmx;
 }
 
-// The avx512 tier's tiles are bitwise equal to the AVX2 ones, so the 8-token AVX2 tile and gemv
-// serve that tier's small token counts.
+// The avx512 tier's wide tiles of the quantized formats are bitwise equal to the AVX2 ones, so
+// the 8-token AVX2 tile and gemv serve that tier's small token counts; its float formats have
+// their own 8-token tile (matching its own float vec_dot).
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
+  if (isa == Isa::kAvx512 || isa == Isa::kAmx) {
+    if (const GemmTileFn f = avx512_gemm_tile_float(t)) return f;
+  }
   if (x86_avx2_tier(isa)) return avx2_gemm_tile(t);
 #elif defined(__aarch64__)
   // The i8mm tile equals the neon tier's vec_dot_rows bitwise (its tails go through those).

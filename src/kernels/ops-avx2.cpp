@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/attend-rows.h"
 #include "kernels/ops.h"
 
 namespace llmt::ops {
@@ -244,88 +245,22 @@ void normalize_scores(int32_t n_q, int32_t n_kv, int32_t hd, float* scores, floa
   }
 }
 
-// Runs of consecutive K/V rows: rows [j, j + n) of the positions lie at k[0..n), v[0..n).
-template <typename T>
-struct RowRun {
-  const T* k;
-  const T* v;
-  int32_t n;
-};
-
-// The contiguous cache: position j at k + j * hd.
-template <typename T>
-struct ContiguousRows {
-  const T* k;
-  const T* v;
-  int32_t hd;
-  // The run starting at position j, ending at j1 at the latest.
-  RowRun<T> run(int32_t j, int32_t j1) const {
-    const int64_t off = static_cast<int64_t>(j) * hd;
-    return {k + off, v + off, j1 - j};
+// The AVX2 passes of attend_impl (attend-rows.h).
+struct Avx2Passes {
+  template <int NH, typename T>
+  static void scores(const float* q, const T* k, const T* v, int32_t n_rows, int32_t hd,
+                     float scale, float* sc, int64_t sc_stride) {
+    group_scores<NH>(q, k, v, n_rows, hd, scale, sc, sc_stride);
+  }
+  static void normalize(int32_t n_q, int32_t n_kv, int32_t hd, float* scores, float* out) {
+    normalize_scores(n_q, n_kv, hd, scores, out);
+  }
+  template <int NH, typename T>
+  static void values(const float* p, int64_t p_stride, const T* v, int32_t n_rows, int32_t hd,
+                     float* o) {
+    group_values<NH>(p, p_stride, v, n_rows, hd, o);
   }
 };
-
-// The paged cache: row j is position p = first + j, in block block_table[p / block_size], row
-// p % block_size (first > 0: a sliding window starting at position first).
-template <typename T>
-struct PagedRows {
-  const uint8_t* k_base;
-  const uint8_t* v_base;
-  const int32_t* block_table;
-  size_t block_stride;
-  int32_t block_size;
-  int32_t hd;
-  int32_t first = 0;
-  RowRun<T> run(int32_t j, int32_t j1) const {
-    const int32_t p = first + j;
-    const int32_t r = p % block_size;
-    const size_t off = static_cast<size_t>(block_table[p / block_size]) * block_stride +
-                       static_cast<size_t>(r) * hd * sizeof(T);
-    return {reinterpret_cast<const T*>(k_base + off), reinterpret_cast<const T*>(v_base + off),
-            std::min(j1 - j, block_size - r)};
-  }
-};
-
-// Calls fn(std::integral_constant<int, NH>{}, h0) for the heads [0, n_q) in groups of NH <= 3
-// heads starting at h0 (groups of 3, then one group of 1 or 2).
-template <typename Fn>
-inline void for_head_groups(int32_t n_q, Fn&& fn) {
-  int32_t h0 = 0;
-  for (; h0 + 3 <= n_q; h0 += 3) fn(std::integral_constant<int, 3>{}, h0);
-  if (n_q - h0 == 2) fn(std::integral_constant<int, 2>{}, h0);
-  if (n_q - h0 == 1) fn(std::integral_constant<int, 1>{}, h0);
-}
-
-// attend_avx2 / attend_f16_avx2 / attend_paged*_avx2 body; hd % 8 == 0. The query heads go in
-// groups of up to 3 that share every K/V row load (and F16 conversion); positions are walked
-// run by run (a run is as long as the layout keeps rows contiguous). Neither the head grouping
-// nor the runs change any result: a score depends on its q and k row alone, and the V sum of
-// an output element is one chain in position order.
-template <typename T, typename Rows>
-void attend_impl(const float* q, int32_t n_q, const Rows& rows, int32_t n_kv, int32_t hd,
-                 float scale, float* scores, float* out) {
-  for_head_groups(n_q, [&](auto nh, int32_t h0) {
-    constexpr int NH = decltype(nh)::value;
-    const float* qh = q + static_cast<int64_t>(h0) * hd;
-    float* sc = scores + static_cast<int64_t>(h0) * n_kv;
-    for (int32_t j = 0; j < n_kv;) {
-      const RowRun<T> run = rows.run(j, n_kv);
-      group_scores<NH>(qh, run.k, run.v, run.n, hd, scale, sc + j, n_kv);
-      j += run.n;
-    }
-  });
-  normalize_scores(n_q, n_kv, hd, scores, out);
-  for_head_groups(n_q, [&](auto nh, int32_t h0) {
-    constexpr int NH = decltype(nh)::value;
-    const float* p = scores + static_cast<int64_t>(h0) * n_kv;
-    float* o = out + static_cast<int64_t>(h0) * hd;
-    for (int32_t j = 0; j < n_kv;) {
-      const RowRun<T> run = rows.run(j, n_kv);
-      group_values<NH>(p + j, n_kv, run.v, run.n, hd, o);
-      j += run.n;
-    }
-  });
-}
 
 }  // namespace
 
@@ -335,7 +270,8 @@ void attend_avx2(const float* q, int32_t n_q, const float* k, const float* v, in
     attend_scalar(q, n_q, k, v, n_kv, hd, scale, scores, out);
     return;
   }
-  attend_impl<float>(q, n_q, ContiguousRows<float>{k, v, hd}, n_kv, hd, scale, scores, out);
+  attend_impl<float, Avx2Passes>(q, n_q, ContiguousRows<float>{k, v, hd}, n_kv, hd, scale, scores,
+                                 out);
 }
 
 void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
@@ -345,7 +281,8 @@ void attend_f16_avx2(const float* q, int32_t n_q, const uint16_t* k, const uint1
     return;
   }
   // Rows are converted (F16C) as they are loaded, once per group of up to 3 heads.
-  attend_impl<uint16_t>(q, n_q, ContiguousRows<uint16_t>{k, v, hd}, n_kv, hd, scale, scores, out);
+  attend_impl<uint16_t, Avx2Passes>(q, n_q, ContiguousRows<uint16_t>{k, v, hd}, n_kv, hd, scale,
+                                    scores, out);
 }
 
 void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
@@ -356,13 +293,9 @@ void attend_paged_avx2(const float* q, int32_t n_q, const void* k_base, const vo
                         scale, scores, out);
     return;
   }
-  const PagedRows<float> rows{static_cast<const uint8_t*>(k_base),
-                              static_cast<const uint8_t*>(v_base),
-                              block_table,
-                              block_stride,
-                              block_size,
-                              hd};
-  attend_impl<float>(q, n_q, rows, n_kv, hd, scale, scores, out);
+  attend_impl<float, Avx2Passes>(
+      q, n_q, paged_rows<float>(k_base, v_base, block_table, block_stride, block_size, hd, 0), n_kv,
+      hd, scale, scores, out);
 }
 
 void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, const void* v_base,
@@ -373,13 +306,9 @@ void attend_paged_f16_avx2(const float* q, int32_t n_q, const void* k_base, cons
                             scale, scores, out);
     return;
   }
-  const PagedRows<uint16_t> rows{static_cast<const uint8_t*>(k_base),
-                                 static_cast<const uint8_t*>(v_base),
-                                 block_table,
-                                 block_stride,
-                                 block_size,
-                                 hd};
-  attend_impl<uint16_t>(q, n_q, rows, n_kv, hd, scale, scores, out);
+  attend_impl<uint16_t, Avx2Passes>(
+      q, n_q, paged_rows<uint16_t>(k_base, v_base, block_table, block_stride, block_size, hd, 0),
+      n_kv, hd, scale, scores, out);
 }
 
 namespace {
@@ -396,14 +325,9 @@ void attend_window_rows_avx2(Scalar scalar, const float* q, int32_t n_q, const v
            out);
     return;
   }
-  const PagedRows<T> rows{static_cast<const uint8_t*>(k_base),
-                          static_cast<const uint8_t*>(v_base),
-                          block_table,
-                          block_stride,
-                          block_size,
-                          hd,
-                          p0};
-  attend_impl<T>(q, n_q, rows, p1 - p0, hd, scale, scores, out);
+  attend_impl<T, Avx2Passes>(
+      q, n_q, paged_rows<T>(k_base, v_base, block_table, block_stride, block_size, hd, p0), p1 - p0,
+      hd, scale, scores, out);
 }
 
 }  // namespace

@@ -246,9 +246,22 @@ const OpsTable& ops_table(kernels::Isa isa) {
                                  .gelu = gelu_avx2,
                                  .gelu_mul = gelu_mul_avx2,
                                  .layer_norm = layer_norm_avx2};
-  // The avx512/amx tiers use the AVX2 elementwise and attention kernels.
-  if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx)
-    return kAvx2;
+  // The amx tier has no ops of its own: it uses the avx512 ones.
+  static const OpsTable kAvx512 = {.dot = dot_avx512,
+                                   .axpy = axpy_avx512,
+                                   .attend = attend_avx512,
+                                   .attend_f16 = attend_f16_avx512,
+                                   .silu_mul = silu_mul_avx512,
+                                   .to_f16 = to_f16_avx512,
+                                   .attend_paged = attend_paged_avx512,
+                                   .attend_paged_f16 = attend_paged_f16_avx512,
+                                   .attend_window = attend_window_avx512,
+                                   .attend_window_f16 = attend_window_f16_avx512,
+                                   .gelu = gelu_avx512,
+                                   .gelu_mul = gelu_mul_avx512,
+                                   .layer_norm = layer_norm_avx512};
+  if (isa == kernels::Isa::kAvx2) return kAvx2;
+  if (isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx) return kAvx512;
 #endif
   return kScalar;
 }

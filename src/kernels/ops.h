@@ -1,6 +1,7 @@
 // Float32 elementwise and attention helpers used by the model's forward pass. Vectors are plain
-// contiguous float arrays; n is their length. Scalar code plus AVX2 variants of the inner
-// products (ops-avx2.cpp), chosen through ops_table().
+// contiguous float arrays; n is their length. Scalar code plus AVX2 (ops-avx2.cpp) and AVX-512
+// (ops-avx512.cpp, the avx512 and amx tiers) variants, chosen through ops_table(). Every entry's
+// results are batch invariant within a tier; tiers differ from each other in rounding.
 //
 // Thread-safety: all functions are pure or write only to their output arguments.
 #pragma once
@@ -46,8 +47,9 @@ struct OpsTable {
   void (*attend_f16)(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
                      int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
   // g[i] = silu(g[i]) * u[i] (see silu_mul; the AVX2 version uses a polynomial e^x with about
-  // 2e-7 relative error). Vector lanes for i < n - n % 8, scalar for the tail: callers that need
-  // batch invariance call it per token row, so a value depends only on its row and index.
+  // 2e-7 relative error). Vector lanes for i < n - n % 8, scalar for the tail (AVX-512: 16 lanes,
+  // the tail masked, the same polynomial): callers that need batch invariance call it per token
+  // row, so a value depends only on its row and index.
   void (*silu_mul)(float* g, const float* u, int64_t n);
   // y[i] = half(x[i]), round to nearest even (the F16 cache store).
   void (*to_f16)(const float* x, uint16_t* y, int64_t n);
@@ -139,6 +141,35 @@ void gelu_avx2(float* x, int64_t n);
 void gelu_mul_avx2(float* g, const float* u, int64_t n);
 void layer_norm_avx2(const float* x, const float* w, const float* b, float* y, int64_t n,
                      float eps);
+// The avx512 tier's versions (ops-avx512.cpp): 16 lanes, row tails masked (any n and hd; no
+// scalar fallback); the same contracts, batch invariant within the tier, rounding differently
+// from the avx2 versions.
+float dot_avx512(const float* a, const float* b, int64_t n);
+void axpy_avx512(float alpha, const float* x, float* y, int64_t n);
+void attend_avx512(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                   int32_t hd, float scale, float* scores, float* out);
+void attend_f16_avx512(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                         const int32_t* block_table, size_t block_stride, int32_t block_size,
+                         int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_f16_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                             const int32_t* block_table, size_t block_stride, int32_t block_size,
+                             int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_window_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                          const int32_t* block_table, size_t block_stride, int32_t block_size,
+                          int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                          float* out);
+void attend_window_f16_avx512(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                              const int32_t* block_table, size_t block_stride, int32_t block_size,
+                              int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                              float* out);
+void to_f16_avx512(const float* x, uint16_t* y, int64_t n);
+void silu_mul_avx512(float* g, const float* u, int64_t n);
+void gelu_avx512(float* x, int64_t n);
+void gelu_mul_avx512(float* g, const float* u, int64_t n);
+void layer_norm_avx512(const float* x, const float* w, const float* b, float* y, int64_t n,
+                       float eps);
 #endif
 
 }  // namespace llmt::ops

@@ -276,6 +276,12 @@ inline constexpr int kMinWideTokens = 16;
 GemmTileFn avx512_wide_tile(TensorType t);
 // The Q8_0 / Q4_0 / Q5_0 / IQ4_NL part of avx512_wide_tile (gemm-q8-avx512.cpp).
 GemmTileFn avx512_wide_tile_q8(TensorType t);
+// F32 / F16 / BF16 (gemm-float-avx512.cpp): the avx512 tier's vec_dot / vec_dot_rows (the other
+// entry fields nullptr) and its GEMM tile (GemmTileFn contract, 1 <= ntok <= kGemmTokens, aux
+// unused, X read as is), both with one per-pair arithmetic of 16-lane accumulators: bitwise equal
+// to each other, not to the avx2 tier (other lane sums, masked tails instead of a scalar one).
+Avx2Entry avx512_entry_float(TensorType t);
+GemmTileFn avx512_gemm_tile_float(TensorType t);
 // AArch64 NEON+dotprod kernels (*-neon.cpp); only called for tiers kNeon and kI8mm, laid over
 // the scalar entries. vec_dot_rows decodes the weight row once for its nx tokens.
 Avx2Entry neon_entry(TensorType t);
