@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "llmthreads/gguf.h"
-
 namespace llmt::test {
 
 class GgufWriter {
@@ -50,10 +48,10 @@ class GgufWriter {
     for (int32_t x : v) raw(&x, 4);
     ++n_kv_;
   }
-  // A copy of a parsed value (any type; arrays element by element), e.g. to rewrite a file.
-  void kv_value(const std::string& key, const GgufValue& v) {
-    header(key, static_cast<uint32_t>(v.type));
-    value(v);
+  // A key whose value is already in GGUF form: type tag `type`, `value` the bytes after it.
+  void kv_raw(const std::string& key, uint32_t type, const std::vector<uint8_t>& value) {
+    header(key, type);
+    raw(value.data(), value.size());
     ++n_kv_;
   }
   // A tensor info: `ggml_type` (0 = F32, 1 = F16, ...) at `offset` in the data section.
@@ -100,43 +98,6 @@ class GgufWriter {
   void tstr(const std::string& s) {
     tu64(s.size());
     append(tensors_, s.data(), s.size());
-  }
-  void value(const GgufValue& v) {
-    switch (v.type) {
-      case GgufType::UINT8:
-      case GgufType::INT8:
-      case GgufType::BOOL:
-        raw(&v.num.u, 1);  // little-endian: the low bytes of the union
-        break;
-      case GgufType::UINT16:
-      case GgufType::INT16:
-        raw(&v.num.u, 2);
-        break;
-      case GgufType::UINT32:
-      case GgufType::INT32:
-        raw(&v.num.u, 4);
-        break;
-      case GgufType::UINT64:
-      case GgufType::INT64:
-        raw(&v.num.u, 8);
-        break;
-      case GgufType::FLOAT32: {
-        const float f = static_cast<float>(v.num.f);
-        raw(&f, 4);
-        break;
-      }
-      case GgufType::FLOAT64:
-        raw(&v.num.f, 8);
-        break;
-      case GgufType::STRING:
-        str(std::string(v.str));
-        break;
-      case GgufType::ARRAY:
-        u32(static_cast<uint32_t>(v.elem_type));
-        u64(v.array.size());
-        for (const GgufValue& e : v.array) value(e);
-        break;
-    }
   }
   void header(const std::string& key, uint32_t type) {
     str(key);

@@ -18,6 +18,54 @@
 
 namespace llmt::test {
 
+// The GGUF bytes of a parsed value after its type tag (arrays element by element).
+inline void append_value(std::vector<uint8_t>& b, const GgufValue& v) {
+  auto raw = [&](const void* p, size_t n) {
+    b.insert(b.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+  };
+  switch (v.type) {
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL:
+      raw(&v.num.u, 1);  // little-endian: the low bytes of the union
+      break;
+    case GgufType::UINT16:
+    case GgufType::INT16:
+      raw(&v.num.u, 2);
+      break;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+      raw(&v.num.u, 4);
+      break;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+      raw(&v.num.u, 8);
+      break;
+    case GgufType::FLOAT32: {
+      const float f = static_cast<float>(v.num.f);
+      raw(&f, 4);
+      break;
+    }
+    case GgufType::FLOAT64:
+      raw(&v.num.f, 8);
+      break;
+    case GgufType::STRING: {
+      const uint64_t n = v.str.size();
+      raw(&n, 8);
+      raw(v.str.data(), v.str.size());
+      break;
+    }
+    case GgufType::ARRAY: {
+      const uint32_t t = static_cast<uint32_t>(v.elem_type);
+      const uint64_t n = v.array.size();
+      raw(&t, 4);
+      raw(&n, 8);
+      for (const GgufValue& e : v.array) append_value(b, e);
+      break;
+    }
+  }
+}
+
 // The head to add: F32 tensors, each present when not empty.
 struct Head {
   std::vector<float> cls;    // [n_embd, n_embd] row-major (row = output feature)
@@ -63,7 +111,9 @@ inline std::string write_with_head(const std::string& src, const Head& head,
   GgufWriter w;
   for (const GgufKV& kv : f.kvs()) {
     if (kv.key == "bert.pooling_type") continue;
-    w.kv_value(std::string(kv.key), kv.value);
+    std::vector<uint8_t> value;
+    append_value(value, kv.value);
+    w.kv_raw(std::string(kv.key), static_cast<uint32_t>(kv.value.type), value);
   }
   w.kv_u32("bert.pooling_type", static_cast<uint32_t>(head.pooling));
   if (!head.labels.empty()) w.kv_strings("bert.classifier.output_labels", head.labels);
