@@ -296,15 +296,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Pairwise sums of u8 x s8 products widened to 8 int32 (needs u*s pair sums below 2^15).
-inline __m256i dot_u8_s8(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-// Same for s8 x s8 via the sign trick.
-inline __m256i dot_s8_s8(__m256i a, __m256i b) {
-  return dot_u8_s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
-
 // 32 nibbles: low nibbles of qs[0..15] then high nibbles of qs[0..15].
 inline __m256i nibbles_32(const uint8_t* qs) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
