@@ -246,6 +246,7 @@ const OpsTable& ops_table(kernels::Isa isa) {
                                  .gelu = gelu_avx2,
                                  .gelu_mul = gelu_mul_avx2,
                                  .layer_norm = layer_norm_avx2};
+  if (isa == kernels::Isa::kAvxVnni) return kAvx2;  // no integer ops: the avx2 ones
   // The avx512/amx tiers use the AVX2 elementwise and attention kernels.
   if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx)
     return kAvx2;
