@@ -26,6 +26,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -1082,6 +1083,64 @@ TEST(KernelPerf, MatmulThroughput) {
       std::printf("%-8s %4ld %10.3f %10.2f %10.2f\n", tensor_type_name(c.type),
                   static_cast<long>(m), per * 1e3, static_cast<double>(w.size()) / per / 1e9,
                   2.0 * m * n * k / per / 1e9);
+    }
+  }
+}
+
+// The EVEX twin of the avxvnni kernels against the avx2 tier (both 256-bit, one thread), the
+// avxvnni speed-up as far as this machine shows it: per format and M, kRounds interleaved rounds
+// (avx2, then twin), each the best of repeated runs over >= 0.1 s; prints the median of each and
+// the ratio. Formats: LLMT_KERNEL_PERF_TYPES=q4_K,q6_K,... (default q4_K, q6_K, q8_0), matrix as
+// MatmulThroughput (LLMT_KERNEL_PERF_NK).
+TEST(KernelPerf, VnniTwinVsAvx2) {
+  if (!perf_mode()) GTEST_SKIP() << "set LLMT_KERNEL_PERF=1 (or pass --perf) to run";
+  LLMT_REQUIRE_VNNI_TWIN();
+  int64_t n = 2048, k = 768;
+  if (const char* nk = std::getenv("LLMT_KERNEL_PERF_NK")) std::sscanf(nk, "%ldx%ld", &n, &k);
+  std::string types = "q4_K,q6_K,q8_0";
+  if (const char* t = std::getenv("LLMT_KERNEL_PERF_TYPES")) types = t;
+  constexpr int kRounds = 5;
+  std::printf(
+      "matmul %ldx%ld, avx2 vs vnni-twin (EVEX-256 vpdpbusd/vpdpwssd), 1 thread, median "
+      "of %d interleaved rounds\n",
+      static_cast<long>(n), static_cast<long>(k), kRounds);
+  std::printf("%-8s %4s %12s %12s %8s\n", "format", "M", "avx2 ms", "twin ms", "speedup");
+  for (const auto& c : format_cases()) {
+    const std::string name = tensor_type_name(c.type);
+    if (("," + types + ",").find("," + name + ",") == std::string::npos) continue;
+    const TwinKernels twin(c.type);
+    const MatmulKernels avx2 = matmul_kernels(c.type, Isa::kAvx2);
+    const auto w = random_weights(c, n, k, 9);
+    for (int64_t m : {1, 16, 64}) {
+      const auto x = random_floats(m * k, 10);
+      std::vector<float> y(m * n);
+      std::vector<uint8_t> work(matmul_work_bytes(c.type, m, k) + 64);
+      MatmulArgs a{c.type, w.data(), n, k, x.data(), m, y.data(), work.data(), Isa::kAvx2};
+      auto best_of = [&](const MatmulKernels& kern) {
+        matmul_prepare(a, 0, 1);
+        matmul_compute_with(a, kern, 0, 1);  // warm up
+        double per = 1e30, total = 0.0;
+        do {
+          const auto t0 = std::chrono::steady_clock::now();
+          matmul_prepare(a, 0, 1);
+          matmul_compute_with(a, kern, 0, 1);
+          const double sec =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          per = std::min(per, sec);
+          total += sec;
+        } while (total < 0.1);
+        return per;
+      };
+      std::vector<double> ta, tt;
+      for (int r = 0; r < kRounds; ++r) {
+        ta.push_back(best_of(avx2));
+        tt.push_back(best_of(twin.kernels()));
+      }
+      std::sort(ta.begin(), ta.end());
+      std::sort(tt.begin(), tt.end());
+      const double ma = ta[kRounds / 2], mt = tt[kRounds / 2];
+      std::printf("%-8s %4ld %12.4f %12.4f %8.3f\n", name.c_str(), static_cast<long>(m), ma * 1e3,
+                  mt * 1e3, ma / mt);
     }
   }
 }
