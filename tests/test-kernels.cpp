@@ -20,7 +20,8 @@
 //  the same tensor decodes to nearly the same values from every format's file.
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
 // Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
-// (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768).
+// (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768), and
+// where the EVEX twin runs, its time against avx2 (KernelPerf.VnniTwinVsAvx2).
 #include <gtest/gtest.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -657,6 +658,20 @@ TEST(KernelDispatch, IsaEnvironmentCap) {
   } else {
     ::unsetenv("LLMT_ISA");
   }
+}
+
+// avxvnni is detected from CPUID directly (dispatch.cpp); GCC's runtime CPU model (which also
+// checks the OS's ymm state) is an independent reading of the same bit. avxvnni needs avx2.
+TEST(KernelDispatch, AvxVnniDetection) {
+  if (isa_supported(Isa::kAvxVnni)) EXPECT_TRUE(isa_supported(Isa::kAvx2));
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+  __builtin_cpu_init();
+  EXPECT_EQ(isa_supported(Isa::kAvxVnni),
+            isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avxvnni") != 0);
+#endif
+#if !defined(__x86_64__)
+  EXPECT_FALSE(isa_supported(Isa::kAvxVnni));
+#endif
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {
