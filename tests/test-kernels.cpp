@@ -1,6 +1,6 @@
 // Tests of the weight-format kernels (src/kernels): table-driven over every format x every CPU
-// tier (avx2, avx512, amx, neon). A tier this CPU or build cannot run is reported as skipped with
-// its name; the scalar reference runs everywhere.
+// tier (avx2, avxvnni, avx512, amx, neon). A tier this CPU or build cannot run is reported as
+// skipped with its name; the scalar reference runs everywhere.
 //  (a) tier dequantize == scalar dequantize (bit-exact)
 //  (b) tier vec_dot vs scalar vec_dot within tol_isa * sum |w_i x_i| (1e-5 for every format)
 //  (c) vec_dot vs an fp64 dot of the dequantized weights and quantized-then-dequantized
@@ -8,9 +8,17 @@
 //  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
 //      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3},
 //      for every format with or without a GEMM tile (float formats also with K % 16 != 0)
+<<<<<<< HEAD
 //      on the scalar path and on every tier, and the avx512 tier bitwise equal to the avx2 tier
 //      for the quantized formats (the float formats have their own avx512 tiles); float vec_dot
 //      at awkward lengths within a rounding bound on every tier
+=======
+//      on the scalar path and on every tier, and the avxvnni and avx512 tiers bitwise equal to the
+//      avx2 tier
+//  (g) the EVEX twin of the avxvnni kernels (vnni-twin.h; runs where AVX-512 VNNI+VL does): vec_dot
+//      vs scalar and fp64, bitwise equal to avx2 (random and extreme codes), vec_dot_rows equal
+//      to vec_dot, and (d) through matmul's walk, bitwise equal to avx2 for every M
+>>>>>>> avxvnni
 //  (e) activation quantization round trip, and tier quantize == scalar quantize (bytes)
 //  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16 / attend_window*):
 //      each tier vs scalar within a per-case bound; n_q heads in one call bitwise equal to one
@@ -23,7 +31,11 @@
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
 // Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
 // (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768), and
+<<<<<<< HEAD
 // attention microseconds per call per tier (interleaved, medians).
+=======
+// where the EVEX twin runs, its time against avx2 (KernelPerf.VnniTwinVsAvx2).
+>>>>>>> avxvnni
 #include <gtest/gtest.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -47,6 +59,9 @@
 #include "llmthreads/gguf.h"
 #include "test-util.h"
 #include "tier-util.h"
+#if defined(LLMT_HAVE_VNNI_TWIN)
+#include "vnni-twin.h"
+#endif
 
 namespace llmt::kernels {
 namespace {
@@ -281,31 +296,42 @@ TEST_P(KernelTier, VecDotAgainstReferenceAndScalar) {
   }
 }
 
-// Runs the two matmul phases for nth simulated threads (sequentially, phase by phase).
+// Runs the two matmul phases for nth simulated threads (sequentially, phase by phase); with
+// kernels, the compute phase runs them (matmul_compute_with) instead of isa's.
 std::vector<float> run_matmul(TensorType t, Isa isa, const std::vector<uint8_t>& w, int64_t n,
-                              int64_t k, const std::vector<float>& x, int64_t m, int nth) {
+                              int64_t k, const std::vector<float>& x, int64_t m, int nth,
+                              const MatmulKernels* kernels = nullptr) {
   std::vector<float> y(static_cast<size_t>(m * n), std::nanf(""));
   const size_t wb = matmul_work_bytes(t, m, k);
   std::vector<uint8_t> storage(wb + 64);
   void* work = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
   MatmulArgs a{t, w.data(), n, k, x.data(), m, y.data(), work, isa};
   for (int i = 0; i < nth; ++i) matmul_prepare(a, i, nth);
-  for (int i = 0; i < nth; ++i) matmul_compute(a, i, nth);
+  for (int i = 0; i < nth; ++i) {
+    if (kernels) {
+      matmul_compute_with(a, *kernels, i, nth);
+    } else {
+      matmul_compute(a, i, nth);
+    }
+  }
   return y;
 }
 
-// Batch invariance for rows of kKm elements and up to kMaxM (>= 82) tokens.
-void check_batch_invariance(const FormatCase& c, Isa isa, int64_t kKm, int64_t kMaxM) {
+// Batch invariance for rows of kKm elements and up to kMaxM (>= 82) tokens, on tier isa or (with
+// kernels) on those kernels over isa's activation quantization, named label in messages.
+void check_batch_invariance(const FormatCase& c, Isa isa, int64_t kKm, int64_t kMaxM,
+                            const MatmulKernels* kernels = nullptr) {
+  const std::string label = kernels ? "vnni-twin" : isa_name(isa);
   constexpr int64_t kN = 37;  // not a multiple of the tile
   const auto w = random_weights(c, kN, kKm, 5);
   const auto x = random_floats(kMaxM * kKm, 6);
   {
-    const auto* tk = type_kernels(c.type, isa);
+    const auto* tk = kernels ? kernels->tk : type_kernels(c.type, isa);
     // Per-token reference: M = 1 on each row separately, checked against vec_dot.
     std::vector<float> ref(kMaxM * kN);
     for (int64_t t = 0; t < kMaxM; ++t) {
       std::vector<float> xt(x.begin() + t * kKm, x.begin() + (t + 1) * kKm);
-      const auto y1 = run_matmul(c.type, isa, w, kN, kKm, xt, 1, 1);
+      const auto y1 = run_matmul(c.type, isa, w, kN, kKm, xt, 1, 1, kernels);
       std::copy(y1.begin(), y1.end(), ref.begin() + t * kN);
       const auto q = quantize_act(*tk, xt);
       for (int64_t r = 0; r < kN; ++r) {
@@ -318,11 +344,10 @@ void check_batch_invariance(const FormatCase& c, Isa isa, int64_t kKm, int64_t k
     for (int64_t m : {1, 3, 4, 5, 8, 9, 16, 33, 70, 512}) {
       if (m > kMaxM) continue;
       for (int nth : {1, 2, 3}) {
-        const auto y = run_matmul(c.type, isa, w, kN, kKm, x, m, nth);
+        const auto y = run_matmul(c.type, isa, w, kN, kKm, x, m, nth, kernels);
         for (int64_t i = 0; i < m * kN; ++i) {
           ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(ref[i]))
-              << isa_name(isa) << " m=" << m << " nth=" << nth << " token " << i / kN << " row "
-              << i % kN;
+              << label << " m=" << m << " nth=" << nth << " token " << i / kN << " row " << i % kN;
         }
       }
     }
@@ -330,29 +355,35 @@ void check_batch_invariance(const FormatCase& c, Isa isa, int64_t kKm, int64_t k
     for (int64_t first : {3, 61}) {
       constexpr int64_t kWin = 21;
       const std::vector<float> xw(x.begin() + first * kKm, x.begin() + (first + kWin) * kKm);
-      const auto y = run_matmul(c.type, isa, w, kN, kKm, xw, kWin, 2);
+      const auto y = run_matmul(c.type, isa, w, kN, kKm, xw, kWin, 2, kernels);
       for (int64_t i = 0; i < kWin * kN; ++i) {
         ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(ref[first * kN + i]))
-            << isa_name(isa) << " window at " << first << " token " << i / kN << " row " << i % kN;
+            << label << " window at " << first << " token " << i / kN << " row " << i % kN;
       }
     }
   }
 }
 
-void check_batch_invariance_all(const FormatCase& c, Isa isa) {
+void check_batch_invariance_all(const FormatCase& c, Isa isa,
+                                const MatmulKernels* kernels = nullptr) {
   // 512 tokens cross matmul's 64-token block many times.
-  check_batch_invariance(c, isa, 512, 512);
+  check_batch_invariance(c, isa, 512, 512, kernels);
   // 25 blocks of 32: a partial group of 8 blocks in the 32-element formats' GEMM tiles.
-  if (tensor_type_info(c.type)->block_size <= 32) check_batch_invariance(c, isa, 800, 96);
+  if (tensor_type_info(c.type)->block_size <= 32) check_batch_invariance(c, isa, 800, 96, kernels);
   // Float formats (GEMM tile 2 rows x 3 tokens, K walked in chunks): K = 803 has a partial last
   // chunk and a 3-element scalar tail; K = 13 is the scalar tail alone.
   // K = 816 and 47: the avx512 float tile's masked last step covering one half (16 elements)
   // or a half and a part (15 after a full 32-element step).
   if (tensor_type_info(c.type)->block_size == 1) {
+<<<<<<< HEAD
     check_batch_invariance(c, isa, 803, 96);
     check_batch_invariance(c, isa, 13, 96);
     check_batch_invariance(c, isa, 816, 96);
     check_batch_invariance(c, isa, 47, 96);
+=======
+    check_batch_invariance(c, isa, 803, 96, kernels);
+    check_batch_invariance(c, isa, 13, 96, kernels);
+>>>>>>> avxvnni
   }
 }
 
@@ -385,9 +416,14 @@ TEST_P(KernelTier, MatmulBatchInvariance) {
   check_batch_invariance_all(c, tier);
 }
 
+<<<<<<< HEAD
 // For the quantized formats the avx512 tier keeps the avx2 tier's float operations (kernels.h):
 // matmul results of the two are bitwise equal for every M (wide tiles, 8-token tiles, gemv). The
 // float formats have their own avx512 arithmetic (checked by (b), (d) and FloatVecDot instead).
+=======
+// The avxvnni and avx512 tiers keep the avx2 tier's float operations (kernels.h): matmul results
+// of each and avx2 are bitwise equal for every M (wide tiles, 8-token tiles, gemv).
+>>>>>>> avxvnni
 class KernelUpperX86Tier : public KernelTier {};
 TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
   const auto& [c, tier] = GetParam();
@@ -540,18 +576,225 @@ INSTANTIATE_TEST_SUITE_P(Tiers, FloatVecDot,
                          tier_case_name);
 
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
+<<<<<<< HEAD
                          testing::Combine(testing::ValuesIn(quantized_format_cases()),
                                           testing::Values(Isa::kAvx512, Isa::kAmx)),
+=======
+                         testing::Combine(testing::ValuesIn(format_cases()),
+                                          testing::Values(Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx)),
+>>>>>>> avxvnni
                          tier_case_name);
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperArmTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
                                           testing::Values(Isa::kI8mm)),
                          tier_case_name);
 
+// ---- (g) the EVEX twin of the avxvnni kernels ----
+
+// The avxvnni tier's kernels as the twin gives them, assembled as dispatch and matmul assemble
+// the tier's: the avx2 TypeKernels with the twin's vec_dot / vec_dot_rows laid over them, and
+// the twin's tile and gemv (no wide tile). Not copyable (kernels.tk points into it).
+class TwinKernels {
+ public:
+  explicit TwinKernels(TensorType t) : tk_(*type_kernels(t, Isa::kAvx2)) {
+#if defined(LLMT_HAVE_VNNI_TWIN)
+    const Avx2Entry e = twin::vnni_twin_entry(t);
+    integer_ = e.vec_dot && e.vec_dot_rows;
+    if (integer_) {
+      tk_.vec_dot = e.vec_dot;
+      tk_.vec_dot_rows = e.vec_dot_rows;
+    }
+    kernels_ = {&tk_, twin::vnni_twin_gemm_tile(t), twin::vnni_twin_gemv(t), nullptr};
+#endif
+  }
+  TwinKernels(const TwinKernels&) = delete;
+  TwinKernels& operator=(const TwinKernels&) = delete;
+  const TypeKernels& tk() const {
+    return tk_;
+  }
+  const MatmulKernels& kernels() const {
+    return kernels_;
+  }
+  // Whether the twin has its own dots for the format (every integer format).
+  bool integer() const {
+    return integer_;
+  }
+
+ private:
+  TypeKernels tk_;
+  MatmulKernels kernels_;
+  bool integer_ = false;
+};
+
+bool float_format(TensorType t) {
+  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+}
+
+// The twin runs the AVX-512 VNNI + VL instructions (it is compiled with the avx512 tier's
+// flags): the avx512 tier's features, named in the skip.
+#if defined(LLMT_HAVE_VNNI_TWIN)
+#define LLMT_REQUIRE_VNNI_TWIN() LLMT_REQUIRE_TIER(Isa::kAvx512)
+#else
+#define LLMT_REQUIRE_VNNI_TWIN() GTEST_SKIP() << "the EVEX twin of avxvnni is built on x86-64 only"
+#endif
+
+class KernelVnniTwin : public testing::TestWithParam<FormatCase> {};
+
+TEST_P(KernelVnniTwin, VecDotMatchesScalarAndAvx2Bitwise) {
+  const FormatCase& c = GetParam();
+  LLMT_REQUIRE_VNNI_TWIN();
+  const TwinKernels twin(c.type);
+  // Every integer format has twin dots, and a tile where avx2 has one (a nullptr would test avx2
+  // against itself).
+  ASSERT_EQ(twin.integer(), !float_format(c.type)) << tensor_type_name(c.type);
+  ASSERT_EQ(twin.kernels().tile != nullptr, matmul_kernels(c.type, Isa::kAvx2).tile != nullptr);
+  ASSERT_EQ(twin.kernels().gemv != nullptr, matmul_kernels(c.type, Isa::kAvx2).gemv != nullptr);
+  const auto* s = type_kernels(c.type, Isa::kScalar);
+  const auto* a2 = type_kernels(c.type, Isa::kAvx2);
+  const auto w = random_weights(c, kRows, kK, 23);
+  std::vector<float> wf(kRows * kK);
+  s->dequantize_row(w.data(), wf.data(), kRows * kK);
+  const size_t rb = row_bytes(c.type, kK);
+  for (uint32_t seed = 30; seed < 34; ++seed) {
+    // kMaxDotRows activation rows, one after another (for vec_dot_rows).
+    std::vector<uint8_t> xs;
+    std::vector<std::vector<float>> xds;
+    for (int t = 0; t < kMaxDotRows; ++t) {
+      const auto x = random_floats(kK, seed * 8 + t);
+      const auto q = quantize_act(twin.tk(), x);
+      ASSERT_EQ(q, quantize_act(*s, x)) << "activation quantization";
+      xs.insert(xs.end(), q.begin(), q.end());
+      xds.push_back(dequant_act(s->vec_dot_type, q, kK));
+    }
+    const size_t xrb = xs.size() / kMaxDotRows;
+    for (int64_t r = 0; r < kRows; ++r) {
+      const uint8_t* wr = w.data() + r * rb;
+      for (int t = 0; t < kMaxDotRows; ++t) {
+        const auto [ref, mag] = ref_dot(wf, xds[t], r * kK);
+        float got_s = 0.0f, got_a = 0.0f, got_t = 0.0f;
+        s->vec_dot(kK, &got_s, wr, xs.data() + t * xrb);
+        a2->vec_dot(kK, &got_a, wr, xs.data() + t * xrb);
+        twin.tk().vec_dot(kK, &got_t, wr, xs.data() + t * xrb);
+        EXPECT_LE(std::fabs(got_t - got_s), c.tol_isa * mag) << "twin row " << r;
+        EXPECT_LE(std::fabs(got_t - ref), c.tol_ref * mag) << "twin row " << r << " ref " << ref;
+        ASSERT_EQ(std::bit_cast<uint32_t>(got_t), std::bit_cast<uint32_t>(got_a))
+            << "twin vs avx2, row " << r << " token " << t;
+      }
+      for (int nx = 1; nx <= kMaxDotRows; ++nx) {
+        std::vector<float> out(static_cast<size_t>(2 * nx), std::nanf(""));
+        twin.tk().vec_dot_rows(kK, out.data(), 2, wr, xs.data(), xrb, nx);
+        for (int t = 0; t < nx; ++t) {
+          float one = 0.0f;
+          twin.tk().vec_dot(kK, &one, wr, xs.data() + t * xrb);
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[2 * t]), std::bit_cast<uint32_t>(one))
+              << "vec_dot_rows nx=" << nx << " token " << t;
+        }
+      }
+    }
+  }
+}
+
+// Extreme codes: every weight byte 0x00, 0x80 or 0xFF (the largest unsigned codes and scales of
+// every format; Q8_0 -128 or -1; IQ4_NL -127), activations of equal magnitude (all 127 or -127
+// after quantization, or alternating). The largest vpmaddubsw pair sums of the AVX2 path occur
+// here: avx2 must still equal the exact integer sums, i.e. the twin (vpdpbusd never saturates)
+// bitwise, and scalar within the usual bound.
+class KernelVnniTwinInteger : public KernelVnniTwin {};
+TEST_P(KernelVnniTwinInteger, ExtremeCodesEqualAvx2) {
+  const FormatCase& c = GetParam();
+  LLMT_REQUIRE_VNNI_TWIN();
+  ASSERT_FALSE(float_format(c.type));
+  const TwinKernels twin(c.type);
+  const auto* s = type_kernels(c.type, Isa::kScalar);
+  const auto* a2 = type_kernels(c.type, Isa::kAvx2);
+  constexpr int64_t kN = 5, kKm = 512, kM = 8;
+  const size_t rb = row_bytes(c.type, kKm);
+  const auto info = *tensor_type_info(c.type);
+  for (uint8_t fill : {0x00, 0x80, 0xFF}) {
+    std::vector<uint8_t> w(rb * kN, fill);
+    for (size_t blk = 0; blk < w.size() / info.block_bytes; ++blk) {
+      for (int off : c.fp16_fields) {
+        const uint16_t h = fp32_to_fp16(0.01f);
+        std::memcpy(&w[blk * info.block_bytes + off], &h, 2);
+      }
+    }
+    std::vector<float> wf(kN * kKm);
+    s->dequantize_row(w.data(), wf.data(), kN * kKm);
+    std::vector<float> x(kM * kKm);
+    for (int64_t t = 0; t < kM; ++t) {
+      for (int64_t i = 0; i < kKm; ++i) {
+        const float v = t % 3 == 0 ? 1.0f : (t % 3 == 1 ? -1.0f : (i % 2 ? 1.0f : -1.0f));
+        x[t * kKm + i] = v;
+      }
+    }
+    // The 8-token tiles and the M = 1 path, twin against avx2.
+    for (int64_t m : {int64_t{1}, kM}) {
+      const auto ya = run_matmul(c.type, Isa::kAvx2, w, kN, kKm, x, m, 1);
+      const auto yt = run_matmul(c.type, Isa::kAvx2, w, kN, kKm, x, m, 1, &twin.kernels());
+      ASSERT_EQ(0, std::memcmp(ya.data(), yt.data(), ya.size() * sizeof(float)))
+          << "fill " << int{fill} << " m=" << m;
+    }
+    for (int64_t t = 0; t < kM; ++t) {
+      const std::vector<float> xt(x.begin() + t * kKm, x.begin() + (t + 1) * kKm);
+      const auto q = quantize_act(*s, xt);
+      const auto xd = dequant_act(s->vec_dot_type, q, kKm);
+      for (int64_t r = 0; r < kN; ++r) {
+        const auto [ref, mag] = ref_dot(wf, xd, r * kKm);
+        float got_s = 0.0f, got_a = 0.0f, got_t = 0.0f;
+        s->vec_dot(kKm, &got_s, w.data() + r * rb, q.data());
+        a2->vec_dot(kKm, &got_a, w.data() + r * rb, q.data());
+        twin.tk().vec_dot(kKm, &got_t, w.data() + r * rb, q.data());
+        EXPECT_LE(std::fabs(got_a - got_s), c.tol_isa * mag + 1e-6)
+            << "avx2, fill " << int{fill} << " token " << t << " row " << r;
+        EXPECT_LE(std::fabs(got_t - got_s), c.tol_isa * mag + 1e-6)
+            << "twin, fill " << int{fill} << " token " << t << " row " << r;
+        ASSERT_EQ(std::bit_cast<uint32_t>(got_t), std::bit_cast<uint32_t>(got_a))
+            << "fill " << int{fill} << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
+// (d) for the twin through matmul's walk: every M and thread split bitwise equal to the twin's
+// M = 1 results and to its vec_dot; and bitwise equal to the avx2 tier.
+TEST_P(KernelVnniTwin, MatmulBatchInvarianceAndEqualsAvx2) {
+  const FormatCase& c = GetParam();
+  LLMT_REQUIRE_VNNI_TWIN();
+  const TwinKernels twin(c.type);
+  check_batch_invariance_all(c, Isa::kAvx2, &twin.kernels());
+  constexpr int64_t kN = 45, kKm = 768;
+  const auto w = random_weights(c, kN, kKm, 25);
+  const auto x = random_floats(200 * kKm, 26);
+  for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 16, 23, 64, 200}) {
+    for (int nth : {1, 2}) {
+      const auto a = run_matmul(c.type, Isa::kAvx2, w, kN, kKm, x, m, nth);
+      const auto b = run_matmul(c.type, Isa::kAvx2, w, kN, kKm, x, m, nth, &twin.kernels());
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+          << "m=" << m << " nth=" << nth;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, KernelVnniTwin, testing::ValuesIn(format_cases()), case_name);
+// The integer formats (codes to push to their extremes).
+std::vector<FormatCase> integer_format_cases() {
+  std::vector<FormatCase> v;
+  for (const auto& c : format_cases()) {
+    if (!float_format(c.type)) v.push_back(c);
+  }
+  return v;
+}
+INSTANTIATE_TEST_SUITE_P(Formats, KernelVnniTwinInteger, testing::ValuesIn(integer_format_cases()),
+                         case_name);
+
 TEST(KernelDispatch, TablesAndIsa) {
   EXPECT_NE(isa_name(detect_isa()), nullptr);
   for (const auto& c : format_cases()) {
+<<<<<<< HEAD
     for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
+=======
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+>>>>>>> avxvnni
       const auto* tk = type_kernels(c.type, isa);
       ASSERT_TRUE(tk) << tensor_type_name(c.type);
       EXPECT_EQ(tk->type, c.type);
@@ -566,7 +809,11 @@ TEST(KernelDispatch, TablesAndIsa) {
 TEST(KernelDispatch, IsaEnvironmentCap) {
   const char* old = std::getenv("LLMT_ISA");
   const std::string saved = old ? old : "";
+<<<<<<< HEAD
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
+=======
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
+>>>>>>> avxvnni
     auto p = parse_isa(isa_name(isa));
     ASSERT_TRUE(p.is_ok());
     EXPECT_EQ(p.value(), isa);
@@ -609,6 +856,7 @@ TEST(KernelDispatch, IsaEnvironmentCap) {
   }
 }
 
+<<<<<<< HEAD
 // CPU feature detection against what the runner knows of its CPU: LLMT_TEST_EXPECT_TIER names
 // the tier best_isa() must pick (CI sets it per qemu -cpu model: i8mm on max, neon on
 // neoverse-n1, scalar on cortex-a53), and the tiers above it must be reported unsupported.
@@ -624,6 +872,20 @@ TEST(KernelDispatch, DetectedTierMatchesExpected) {
     if (isa == parsed.value()) above = true;
   }
   EXPECT_TRUE(above) << want << " is not a tier of this architecture";
+=======
+// avxvnni is detected from CPUID directly (dispatch.cpp); GCC's runtime CPU model (which also
+// checks the OS's ymm state) is an independent reading of the same bit. avxvnni needs avx2.
+TEST(KernelDispatch, AvxVnniDetection) {
+  if (isa_supported(Isa::kAvxVnni)) EXPECT_TRUE(isa_supported(Isa::kAvx2));
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+  __builtin_cpu_init();
+  EXPECT_EQ(isa_supported(Isa::kAvxVnni),
+            isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avxvnni") != 0);
+#endif
+#if !defined(__x86_64__)
+  EXPECT_FALSE(isa_supported(Isa::kAvxVnni));
+#endif
+  >>>>>>> avxvnni
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {
@@ -1237,6 +1499,7 @@ TEST(KernelPerf, MatmulThroughput) {
   }
 }
 
+<<<<<<< HEAD
 // Attention per call on each x86 tier this machine has, interleaved (tier A, tier B, A, ...),
 // median of 21 timed calls each: the decode shape of the GQA models (3 query heads per KV head,
 // hd 64 and 128) through the paged entry points (block size 16, blocks in shuffled order) over
@@ -1276,6 +1539,62 @@ TEST(KernelPerf, AttentionThroughput) {
         }
         std::printf("\n");
       }
+=======
+// The EVEX twin of the avxvnni kernels against the avx2 tier (both 256-bit, one thread), the
+// avxvnni speed-up as far as this machine shows it: per format and M, kRounds interleaved rounds
+// (avx2, then twin), each the best of repeated runs over >= 0.1 s; prints the median of each and
+// the ratio. Formats: LLMT_KERNEL_PERF_TYPES=q4_K,q6_K,... (default q4_K, q6_K, q8_0), matrix as
+// MatmulThroughput (LLMT_KERNEL_PERF_NK).
+TEST(KernelPerf, VnniTwinVsAvx2) {
+  if (!perf_mode()) GTEST_SKIP() << "set LLMT_KERNEL_PERF=1 (or pass --perf) to run";
+  LLMT_REQUIRE_VNNI_TWIN();
+  int64_t n = 2048, k = 768;
+  if (const char* nk = std::getenv("LLMT_KERNEL_PERF_NK")) std::sscanf(nk, "%ldx%ld", &n, &k);
+  std::string types = "q4_K,q6_K,q8_0";
+  if (const char* t = std::getenv("LLMT_KERNEL_PERF_TYPES")) types = t;
+  constexpr int kRounds = 5;
+  std::printf(
+      "matmul %ldx%ld, avx2 vs vnni-twin (EVEX-256 vpdpbusd/vpdpwssd), 1 thread, median "
+      "of %d interleaved rounds\n",
+      static_cast<long>(n), static_cast<long>(k), kRounds);
+  std::printf("%-8s %4s %12s %12s %8s\n", "format", "M", "avx2 ms", "twin ms", "speedup");
+  for (const auto& c : format_cases()) {
+    const std::string name = tensor_type_name(c.type);
+    if (("," + types + ",").find("," + name + ",") == std::string::npos) continue;
+    const TwinKernels twin(c.type);
+    const MatmulKernels avx2 = matmul_kernels(c.type, Isa::kAvx2);
+    const auto w = random_weights(c, n, k, 9);
+    for (int64_t m : {1, 16, 64}) {
+      const auto x = random_floats(m * k, 10);
+      std::vector<float> y(m * n);
+      std::vector<uint8_t> work(matmul_work_bytes(c.type, m, k) + 64);
+      MatmulArgs a{c.type, w.data(), n, k, x.data(), m, y.data(), work.data(), Isa::kAvx2};
+      auto best_of = [&](const MatmulKernels& kern) {
+        matmul_prepare(a, 0, 1);
+        matmul_compute_with(a, kern, 0, 1);  // warm up
+        double per = 1e30, total = 0.0;
+        do {
+          const auto t0 = std::chrono::steady_clock::now();
+          matmul_prepare(a, 0, 1);
+          matmul_compute_with(a, kern, 0, 1);
+          const double sec =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          per = std::min(per, sec);
+          total += sec;
+        } while (total < 0.1);
+        return per;
+      };
+      std::vector<double> ta, tt;
+      for (int r = 0; r < kRounds; ++r) {
+        ta.push_back(best_of(avx2));
+        tt.push_back(best_of(twin.kernels()));
+      }
+      std::sort(ta.begin(), ta.end());
+      std::sort(tt.begin(), tt.end());
+      const double ma = ta[kRounds / 2], mt = tt[kRounds / 2];
+      std::printf("%-8s %4ld %12.4f %12.4f %8.3f\n", name.c_str(), static_cast<long>(m), ma * 1e3,
+                  mt * 1e3, ma / mt);
+>>>>>>> avxvnni
     }
   }
 }

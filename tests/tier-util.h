@@ -15,9 +15,9 @@
 namespace llmt::test {
 
 // Every non-scalar tier of every architecture (a tier of another architecture is skipped).
-inline constexpr kernels::Isa kTestTiers[] = {kernels::Isa::kAvx2, kernels::Isa::kAvx512,
-                                              kernels::Isa::kAmx, kernels::Isa::kNeon,
-                                              kernels::Isa::kI8mm};
+inline constexpr kernels::Isa kTestTiers[] = {kernels::Isa::kAvx2,   kernels::Isa::kAvxVnni,
+                                              kernels::Isa::kAvx512, kernels::Isa::kAmx,
+                                              kernels::Isa::kNeon,   kernels::Isa::kI8mm};
 
 // Sets LLMT_ISA=<tier> for the scope, restoring the previous value after.
 class ScopedTier {

@@ -17,7 +17,7 @@ namespace llmt::kernels {
 namespace {
 
 #if defined(__x86_64__)
-constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx};
+constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx};
 #elif defined(__aarch64__)
 constexpr Isa kArchIsas[] = {Isa::kScalar, Isa::kNeon, Isa::kI8mm};
 #else
@@ -43,6 +43,25 @@ bool cpu_has_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
+// AVX-VNNI (VEX-encoded vpdpbusd / vpdpwssd on ymm): CPUID.(EAX=7,ECX=1):EAX bit 4, read
+// directly (not every compiler's __builtin_cpu_supports knows "avxvnni"); sub-leaf 1 exists when
+// CPUID.(7,0):EAX >= 1. The ymm state: XCR0 bits 1 (SSE) and 2 (AVX) set, OSXSAVE
+// (CPUID.1:ECX bit 27) for xgetbv; cpu_has_avx2 checks them too, stated here for the contract.
+bool cpu_has_avxvnni() {
+  if (!cpu_has_avx2()) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+  if (((c >> 27) & 1u) == 0) return false;
+  unsigned xlo = 0, xhi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+  if ((xlo & 0x6u) != 0x6u) return false;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+  if (a < 7) return false;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+  if (a < 1) return false;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(1));
+  return ((a >> 4) & 1u) != 0;
+}
 // __builtin_cpu_supports also checks that the OS saves the zmm state (XCR0).
 bool cpu_has_avx512() {
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
@@ -59,6 +78,8 @@ const char* isa_name(Isa isa) {
       return "scalar";
     case Isa::kAvx2:
       return "avx2";
+    case Isa::kAvxVnni:
+      return "avxvnni";
     case Isa::kAvx512:
       return "avx512";
     case Isa::kAmx:
@@ -82,6 +103,8 @@ bool isa_supported(Isa isa) {
 #if defined(__x86_64__)
     case Isa::kAvx2:
       return cpu_has_avx2();
+    case Isa::kAvxVnni:
+      return cpu_has_avxvnni();
     case Isa::kAvx512:
       return cpu_has_avx512();
 #endif
@@ -106,11 +129,12 @@ Isa best_isa() {
 }
 
 Result<Isa> parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
+  for (Isa isa :
+       {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
     if (name == isa_name(isa)) return isa;
   }
   return invalid_argument("unknown ISA tier '" + std::string(name) +
-                          "' (expected scalar, avx2, avx512, amx, neon or i8mm)");
+                          "' (expected scalar, avx2, avxvnni, avx512, amx, neon or i8mm)");
 }
 
 Result<Isa> select_isa() {
@@ -209,8 +233,10 @@ Table build_table(Isa isa) {
   for (int i = 0; i < kNumFormats; ++i) {
     TypeKernels k = scalar_kernels(kFormats[i]);
 #if defined(__x86_64__)
-    if (isa == Isa::kAvx2 || isa == Isa::kAvx512 || isa == Isa::kAmx)
+    if (isa == Isa::kAvx2 || isa == Isa::kAvxVnni || isa == Isa::kAvx512 || isa == Isa::kAmx)
       overlay(k, avx2_entry(kFormats[i]));
+    // avx512 lays over avx2, not avxvnni: an AVX-512 CPU need not have AVX-VNNI's VEX encoding.
+    if (isa == Isa::kAvxVnni) overlay(k, avxvnni_entry(kFormats[i]));
     if (isa == Isa::kAvx512 || isa == Isa::kAmx) overlay(k, avx512_entry(kFormats[i]));
 #endif
 #if defined(__aarch64__)
@@ -226,9 +252,11 @@ Table build_table(Isa isa) {
 const TypeKernels* type_kernels(TensorType t, Isa isa) {
   const int i = format_index(t);
   if (i < 0) return nullptr;
-  static const Table tables[] = {build_table(Isa::kScalar), build_table(Isa::kAvx2),
-                                 build_table(Isa::kAvx512), build_table(Isa::kAmx),
-                                 build_table(Isa::kNeon),   build_table(Isa::kI8mm)};
+  // Indexed by the Isa value (enum order).
+  static const Table tables[] = {build_table(Isa::kScalar),  build_table(Isa::kAvx2),
+                                 build_table(Isa::kAvxVnni), build_table(Isa::kAvx512),
+                                 build_table(Isa::kAmx),     build_table(Isa::kNeon),
+                                 build_table(Isa::kI8mm)};
   const auto tier = static_cast<size_t>(isa);
   return tier < std::size(tables) ? &tables[tier][i] : nullptr;
 }

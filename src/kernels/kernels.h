@@ -1,14 +1,16 @@
 // Compute kernels for weight formats: dequantize, activation quantization, dot products and the
 // batched matmul used by the model. One scalar reference implementation per format plus ISA
-// variants in files named by their tier (*-avx2.cpp, *-avx512.cpp, *-neon.cpp: the only files
-// compiled with ISA flags). The tier is chosen once at run time by CPU feature detection
+// variants in files named by their tier (*-avx2.cpp, *-avxvnni.cpp, *-avx512.cpp, *-neon.cpp: the
+// only files compiled with ISA flags). The tier is chosen once at run time by CPU feature detection
 // (select_isa()); callers hold the returned const tables.
 //
-// CPU tiers, lowest first: x86-64 scalar < avx2 (AVX2+FMA+F16C) < avx512 (AVX-512
+// CPU tiers, lowest first: x86-64 scalar < avx2 (AVX2+FMA+F16C) < avxvnni (avx2 + AVX-VNNI, the
+// 256-bit VEX vpdpbusd of Alder Lake .. Arrow Lake, Sierra Forest) < avx512 (AVX-512
 // F+BW+VL+VNNI, on top of avx2) < amx (not built yet: no AMX kernels, never selected);
 // AArch64 scalar < neon (ASIMD + dotprod) < i8mm (neon + the int8 matrix multiply SMMLA, a GEMM
 // tile bitwise equal to the neon tier). A tier's tables are the next lower tier's with its own
-// entries laid over them.
+// entries laid over them, except that avx512 lays over avx2 (an AVX-512 CPU need not have
+// AVX-VNNI: Zen 4 has not; LLMT_ISA=avxvnni then gives avx2).
 //
 // Reduction order contract (batch invariance): the result for one (weight row, activation row)
 // pair never depends on how many activation rows are in the call, on the other rows, or on how
@@ -21,7 +23,8 @@
 // the format, so matmul with any M equals vec_dot bitwise. The invariance holds within a tier;
 // results of different tiers differ in rounding, with two exceptions: for the quantized formats
 // the avx512 tier keeps the avx2 tier's float operations (only the exact integer block sums are
-// computed differently), so their avx2 and avx512 matmul results are bitwise equal; and i8mm
+// computed differently), so their avx2 and avx512 matmul results are bitwise equal (as are
+// avxvnni's: the avx2 kernel source with vpdpbusd / vpdpwssd for the integer steps); and i8mm
 // keeps the neon tier's (neon and i8mm bitwise equal). The avx512 tier's float formats
 // (F32/F16/BF16) and its ops (ops.h: attention, elementwise) have their own 16-lane arithmetic
 // and round differently from avx2.
@@ -42,15 +45,15 @@
 
 namespace llmt::kernels {
 
-enum class Isa { kScalar, kAvx2, kAvx512, kAmx, kNeon, kI8mm };
-// "scalar", "avx2", "avx512", "amx", "neon", "i8mm".
+enum class Isa { kScalar, kAvx2, kAvxVnni, kAvx512, kAmx, kNeon, kI8mm };
+// "scalar", "avx2", "avxvnni", "avx512", "amx", "neon", "i8mm".
 const char* isa_name(Isa isa);
 // Whether this build has kernels for tier isa and this CPU can run them.
 bool isa_supported(Isa isa);
 // The best tier isa_supported() accepts (ignores LLMT_ISA).
 Isa best_isa();
-// Every tier of this build's architecture, lowest first (scalar, avx2, avx512, amx on x86-64;
-// scalar, neon, i8mm on AArch64), whether or not this CPU supports it.
+// Every tier of this build's architecture, lowest first (scalar, avx2, avxvnni, avx512, amx on
+// x86-64; scalar, neon, i8mm on AArch64), whether or not this CPU supports it.
 std::span<const Isa> arch_isas();
 // Parses a tier name (as isa_name writes it); an error for other names.
 Result<Isa> parse_isa(std::string_view name);

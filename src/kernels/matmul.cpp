@@ -65,14 +65,16 @@ void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64
 }
 
 bool x86_avx2_tier(Isa isa) {
-  return isa == Isa::kAvx2 || isa == Isa::kAvx512 || isa == Isa::kAmx;
+  return isa == Isa::kAvx2 || isa == Isa::kAvxVnni || isa == Isa::kAvx512 || isa == Isa::kAmx;
 }
 
 // The avx512 tier's wide tiles of the quantized formats are bitwise equal to the AVX2 ones, so
 // the 8-token AVX2 tile and gemv serve that tier's small token counts; its float formats have
-// their own 8-token tile (matching its own float vec_dot).
+// their own 8-token tile (matching its own float vec_dot). avxvnni has its own tiles (bitwise
+// equal to avx2's).
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
+  if (isa == Isa::kAvxVnni) return avxvnni_gemm_tile(t);
   if (isa == Isa::kAvx512 || isa == Isa::kAmx) {
     if (const GemmTileFn f = avx512_gemm_tile_float(t)) return f;
   }
@@ -88,6 +90,7 @@ GemmTileFn gemm_tile(TensorType t, Isa isa) {
 
 GemmTileFn gemv(TensorType t, Isa isa) {
 #if defined(__x86_64__)
+  if (isa == Isa::kAvxVnni) return avxvnni_gemv(t);
   if (x86_avx2_tier(isa)) return avx2_gemv(t);
 #else
   (void)t, (void)isa;
@@ -166,8 +169,23 @@ void matmul_prepare(const MatmulArgs& a, int ith, int nth) {
     build_group_headers(work, row_bytes, a.m, a.k, g, hdr + g * nsb);
 }
 
+MatmulKernels matmul_kernels(TensorType t, Isa isa) {
+  MatmulKernels k;
+  k.tk = type_kernels(t, isa);
+  k.tile = gemm_tile(t, isa);
+  if (k.tile) {
+    k.gemv = gemv(t, isa);
+    k.wide = wide_tile(t, isa);
+  }
+  return k;
+}
+
 void matmul_compute(const MatmulArgs& a, int ith, int nth) {
-  const TypeKernels* tk = type_kernels(a.wtype, a.isa);
+  matmul_compute_with(a, matmul_kernels(a.wtype, a.isa), ith, nth);
+}
+
+void matmul_compute_with(const MatmulArgs& a, const MatmulKernels& kernels, int ith, int nth) {
+  const TypeKernels* tk = kernels.tk;
   if (!valid(a, tk)) return;
   const bool f32_act = tk->vec_dot_type == TensorType::F32;
   const size_t x_stride =
@@ -179,9 +197,9 @@ void matmul_compute(const MatmulArgs& a, int ith, int nth) {
 
   const int64_t n0 = a.n * ith / nth;
   const int64_t n1 = a.n * (ith + 1) / nth;
-  if (const GemmTileFn tile_fn = gemm_tile(a.wtype, a.isa)) {
-    const GemmTileFn gemv_fn = gemv(a.wtype, a.isa);
-    const GemmTileFn wide_fn = wide_tile(a.wtype, a.isa);
+  if (const GemmTileFn tile_fn = kernels.tile) {
+    const GemmTileFn gemv_fn = kernels.gemv;
+    const GemmTileFn wide_fn = kernels.wide;
     // Float activations (F32/F16/BF16 tiles) are X itself: no tables follow them.
     const uint8_t* aux = f32_act ? nullptr : xq + header_offset(x_stride, a.m);
     const bool q8k = tk->vec_dot_type == TensorType::Q8_K;

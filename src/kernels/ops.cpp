@@ -260,7 +260,8 @@ const OpsTable& ops_table(kernels::Isa isa) {
                                    .gelu = gelu_avx512,
                                    .gelu_mul = gelu_mul_avx512,
                                    .layer_norm = layer_norm_avx512};
-  if (isa == kernels::Isa::kAvx2) return kAvx2;
+  // avxvnni has no float ops of its own: the avx2 ones.
+  if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvxVnni) return kAvx2;
   if (isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx) return kAvx512;
 #endif
   return kScalar;

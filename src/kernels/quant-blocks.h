@@ -262,8 +262,18 @@ GemmTileFn avx2_gemm_tile_q8(TensorType t);
 // 2 weight rows x 3 tokens per pass with FloatDot's per-pair arithmetic.
 GemmTileFn avx2_gemm_tile_float(TensorType t);
 
+// AVX-VNNI kernels (quants-avxvnni.cpp: the avx2 kernel source with VEX vpdpbusd / vpdpwssd);
+// only called for tier kAvxVnni, laid over the AVX2 entries (vec_dot / vec_dot_rows of the
+// integer formats; nullptr fields keep the AVX2 entry). Bitwise equal to the avx2 tier.
+Avx2Entry avxvnni_entry(TensorType t);
+// The tier's 8-token GEMM tile (GemmTileFn contract; the AVX2 float tiles for F32/F16/BF16) and
+// few-token gemv (avx2_gemv's contract: Q4_K, Q6_K; nullptr otherwise).
+GemmTileFn avxvnni_gemm_tile(TensorType t);
+GemmTileFn avxvnni_gemv(TensorType t);
+
 // AVX-512 (F+BW+VL+VNNI) kernels (*-avx512.cpp); only called for tiers kAvx512 / kAmx, laid
-// over the AVX2 entries (fields nullptr where the AVX2 entry stays).
+// over the AVX2 entries (fields nullptr where the AVX2 entry stays). Not over avxvnni's: an
+// AVX-512 CPU need not have the VEX AVX-VNNI encoding (Zen 4 has not).
 Avx2Entry avx512_entry(TensorType t);
 // Wide GEMM tile (GemmTileFn signature) for M >= kMinWideTokens: nrows <= 16 weight rows (one
 // per int32 lane) x 1 <= ntok <= kWideTokens tokens; aux = the Q8KGroup headers of the
@@ -293,9 +303,27 @@ Avx2Entry neon_entry_k(TensorType t);
 // nullptr for formats without one; only call it for tier kI8mm.
 GemmTileFn i8mm_gemm_tile(TensorType t);
 
+// The kernels matmul_compute runs for one weight format on one tier (matmul_kernels), and
+// matmul_compute over explicitly given ones: tests run kernel variants that are no tier of
+// this CPU (the EVEX twin of the avxvnni kernels) through matmul's own walk. tk is the format's
+// TypeKernels (vec_dot_type, vec_dot, vec_dot_rows); tile / gemv / wide may be nullptr (see
+// matmul.cpp for when each is used). matmul_compute_with's results obey matmul_compute's
+// contract when the kernels obey their GemmTileFn contracts.
+struct MatmulKernels {
+  const TypeKernels* tk = nullptr;
+  GemmTileFn tile = nullptr;  // 8-token tile (kGemmTokens), for token runs >= 4
+  GemmTileFn gemv = nullptr;  // token tails below 4
+  GemmTileFn wide = nullptr;  // avx512 wide tile, for token blocks >= kMinWideTokens
+};
+MatmulKernels matmul_kernels(TensorType t, Isa isa);
+void matmul_compute_with(const MatmulArgs& a, const MatmulKernels& kernels, int ith, int nth);
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-// Helpers shared by the *-avx2.cpp files (visible only where those flags are on).
+// Helpers shared by the *-avx2.cpp files (visible only where those flags are on). Internal
+// linkage: files of several tiers include them with their own ISA flags, and an out-of-line copy
+// compiled with AVX-512 flags must never be the one an AVX2 file calls.
 namespace avx2 {
+namespace {
 
 inline float fp16(uint16_t h) {
   return _cvtsh_ss(h);
@@ -307,15 +335,6 @@ inline float hsum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-
-// Pairwise sums of u8 x s8 products widened to 8 int32 (needs u*s pair sums below 2^15).
-inline __m256i dot_u8_s8(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-// Same for s8 x s8 via the sign trick.
-inline __m256i dot_s8_s8(__m256i a, __m256i b) {
-  return dot_u8_s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
 
 // 32 nibbles: low nibbles of qs[0..15] then high nibbles of qs[0..15].
@@ -388,6 +407,7 @@ inline __m256i reduce8(const __m256i v[8]) {
                           _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
+}  // namespace
 }  // namespace avx2
 #endif
 

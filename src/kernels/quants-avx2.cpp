@@ -12,14 +12,21 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/int-dot-x86.h"
 #include "kernels/quant-blocks.h"
+
+namespace llmt::kernels {
+namespace {
+using IntDot = MaddubsDot;  // the integer dot step of block32-x86.h in this file
+}  // namespace
+}  // namespace llmt::kernels
+
+#include "kernels/block32-x86.h"
 
 namespace llmt::kernels {
 
 namespace {
 
-using avx2::dot_s8_s8;
-using avx2::dot_u8_s8;
 using avx2::fp16;
 using avx2::hsum;
 
@@ -221,91 +228,14 @@ void dequant_bf16(const void* src, float* dst, int64_t n) {
 }
 
 // ---------------------------------------------------------------- 32-element block formats
+// (code policies and the Q4_1 / Q5_1 dot: block32-x86.h)
 
-// Policies: Block type, activation block type, whether codes are signed, whether the format has
-// an additive min (Q4_1/Q5_1), and codes(): the 32 codes in element order.
-struct PolicyQ8_0 {
-  using Block = BlockQ8_0;
-  using Act = BlockQ8_0;
-  static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-  }
-};
-struct PolicyQ4_0 {
-  using Block = BlockQ4_0;
-  using Act = BlockQ8_0;
-  static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) {
-    return _mm256_sub_epi8(avx2::nibbles_32(b.qs), _mm256_set1_epi8(8));
-  }
-};
-struct PolicyQ4_1 {
-  using Block = BlockQ4_1;
-  using Act = BlockQ8_1;
-  static constexpr bool kSigned = false, kHasMin = true;
-  static __m256i codes(const Block& b) { return avx2::nibbles_32(b.qs); }
-};
-struct PolicyQ5_0 {
-  using Block = BlockQ5_0;
-  using Act = BlockQ8_0;
-  static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) {
-    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
-    return _mm256_sub_epi8(_mm256_or_si256(avx2::nibbles_32(b.qs), hi), _mm256_set1_epi8(16));
-  }
-};
-struct PolicyQ5_1 {
-  using Block = BlockQ5_1;
-  using Act = BlockQ8_1;
-  static constexpr bool kSigned = false, kHasMin = true;
-  static __m256i codes(const Block& b) {
-    const __m256i hi = _mm256_and_si256(avx2::bits_to_bytes_32(b.qh), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(avx2::nibbles_32(b.qs), hi);
-  }
-};
-struct PolicyIq4Nl {
-  using Block = BlockIq4Nl;
-  using Act = BlockQ8_0;
-  static constexpr bool kSigned = true, kHasMin = false;
-  static __m256i codes(const Block& b) {
-    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues));
-    return _mm256_shuffle_epi8(_mm256_set_m128i(table, table), avx2::nibbles_32(b.qs));
-  }
-};
-
-// Weight blocks x Q8_0/Q8_1 blocks: per block an exact int32x8 dot, scaled by d_w * d_x into
-// one of two float accumulators (even / odd blocks); the min term of Q4_1/Q5_1 accumulates in
-// a scalar via fma.
-template <class P>
-struct Block32Dot {
-  template <int NX>
-  static void run(int64_t n, float* out, int64_t os, const void* w, const void* x, size_t xs) {
-    using Act = typename P::Act;
-    const auto* wb = static_cast<const typename P::Block*>(w);
-    const Act* xb[NX];
-    __m256 acc[NX][2];
-    float accm[NX];
-    for (int t = 0; t < NX; ++t) {
-      xb[t] = row_at<Act>(x, xs, t);
-      acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-      accm[t] = 0.0f;
-    }
-    const int64_t nb = n / kQK;
-    for (int64_t i = 0; i < nb; ++i) {
-      const __m256i q = P::codes(wb[i]);
-      const float dw = fp16(wb[i].d);
-      for (int t = 0; t < NX; ++t) {
-        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][i].qs));
-        const __m256i p = P::kSigned ? dot_s8_s8(q, y) : dot_u8_s8(q, y);
-        __m256& a = acc[t][i & 1];
-        a = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16(xb[t][i].d)), _mm256_cvtepi32_ps(p), a);
-        if constexpr (P::kHasMin) accm[t] = std::fma(fp16(wb[i].m), fp16(xb[t][i].s), accm[t]);
-      }
-    }
-    for (int t = 0; t < NX; ++t) out[t * os] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + accm[t];
-  }
-};
+using block32::PolicyIq4Nl;
+using block32::PolicyQ4_0;
+using block32::PolicyQ4_1;
+using block32::PolicyQ5_0;
+using block32::PolicyQ5_1;
+using block32::PolicyQ8_0;
 
 // Dequantize: codes to floats, times d (then + m), in the scalar kernels' operation order.
 template <class P>
@@ -404,13 +334,13 @@ Avx2Entry avx2_entry(TensorType t) {
       return {dequant_block32<PolicyQ4_0>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
     }
     case TensorType::Q4_1:
-      return entry_of<Block32Dot<PolicyQ4_1>>(dequant_block32<PolicyQ4_1>, quantize_q8_1);
+      return entry_of<block32::Dot<PolicyQ4_1>>(dequant_block32<PolicyQ4_1>, quantize_q8_1);
     case TensorType::Q5_0: {
       const Avx2Entry g = avx2_entry_gemm_q8(t);
       return {dequant_block32<PolicyQ5_0>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};
     }
     case TensorType::Q5_1:
-      return entry_of<Block32Dot<PolicyQ5_1>>(dequant_block32<PolicyQ5_1>, quantize_q8_1);
+      return entry_of<block32::Dot<PolicyQ5_1>>(dequant_block32<PolicyQ5_1>, quantize_q8_1);
     case TensorType::IQ4_NL: {
       const Avx2Entry g = avx2_entry_gemm_q8(t);
       return {dequant_block32<PolicyIq4Nl>, quantize_q8_0, g.vec_dot, g.vec_dot_rows};

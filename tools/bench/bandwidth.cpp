@@ -21,7 +21,8 @@ double seconds_since(Clock::time_point t0) {
 bool use_avx2() {
 #if defined(__x86_64__) || defined(_M_X64)
   const kernels::Isa isa = kernels::detect_isa();
-  return isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx;
+  return isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvxVnni ||
+         isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx;
 #else
   return false;
 #endif
@@ -104,7 +105,8 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa 
   ComputePeak peak;
 #if defined(__x86_64__) || defined(_M_X64)
   const bool avx512 = tier == kernels::Isa::kAvx512 || tier == kernels::Isa::kAmx;
-  if (!avx512 && tier != kernels::Isa::kAvx2) return peak;
+  // avxvnni is measured with the AVX2 loops (no VEX vpdpbusd peak loop yet).
+  if (!avx512 && tier != kernels::Isa::kAvx2 && tier != kernels::Isa::kAvxVnni) return peak;
   peak.tier = kernels::isa_name(tier);
   const int nth = pool.n_threads();
   std::vector<double> ops(static_cast<size_t>(nth));

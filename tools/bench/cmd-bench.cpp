@@ -406,7 +406,9 @@ Status bench_kernels(const Options& o, std::vector<TensorType> kernel_types,
        "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
        "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
        "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
-       "FMA (16 ops); 0 without AVX2. For tier avx512/amx the AVX-512 loops instead: int8 = "
+       "FMA (16 ops); 0 without AVX2. Tier avxvnni is measured with these AVX2 loops too (no "
+       "VEX vpdpbusd loop yet: its fractions are against the AVX2 ceiling). For tier avx512/amx "
+       "the AVX-512 loops instead: int8 = "
        "vpdpbusd "
        "zmm (128 ops per 64 int8 products), int8_scaled = 8 vpdpbusd + vpmulld + vpaddd per 512 "
        "products (the wide k-quant tiles' inner step), f32 = 512-bit FMA (32 ops)"}};
