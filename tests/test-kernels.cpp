@@ -8,17 +8,12 @@
 //  (d) matmul batch invariance: rows bitwise equal for M in {1,3,4,5,8,9,16,33,70,512} (tile
 //      edges of the 4-token dot path and the 8-token GEMM tiles, a full prompt) and nth in {1,2,3},
 //      for every format with or without a GEMM tile (float formats also with K % 16 != 0)
-<<<<<<< HEAD
-//      on the scalar path and on every tier, and the avx512 tier bitwise equal to the avx2 tier
-//      for the quantized formats (the float formats have their own avx512 tiles); float vec_dot
-//      at awkward lengths within a rounding bound on every tier
-=======
 //      on the scalar path and on every tier, and the avxvnni and avx512 tiers bitwise equal to the
-//      avx2 tier
+//      avx2 tier for the quantized formats (the float formats have their own avx512 tiles); float
+//      vec_dot at awkward lengths within a rounding bound on every tier
 //  (g) the EVEX twin of the avxvnni kernels (vnni-twin.h; runs where AVX-512 VNNI+VL does): vec_dot
 //      vs scalar and fp64, bitwise equal to avx2 (random and extreme codes), vec_dot_rows equal
 //      to vec_dot, and (d) through matmul's walk, bitwise equal to avx2 for every M
->>>>>>> avxvnni
 //  (e) activation quantization round trip, and tier quantize == scalar quantize (bytes)
 //  (f) attention (ops attend / attend_f16 / attend_paged / attend_paged_f16 / attend_window*):
 //      each tier vs scalar within a per-case bound; n_q heads in one call bitwise equal to one
@@ -31,11 +26,8 @@
 // Relative bounds are against sum_i |w_i * x_i| (the scale of the rounding in any summation).
 // Perf mode: LLMT_KERNEL_PERF=1 (or --perf) prints matmul GB/s and GOP/s per format and M
 // (1, 16, 64, 512; one thread; LLMT_KERNEL_PERF_NK=NxK sets the matrix, default 2048x768), and
-<<<<<<< HEAD
-// attention microseconds per call per tier (interleaved, medians).
-=======
-// where the EVEX twin runs, its time against avx2 (KernelPerf.VnniTwinVsAvx2).
->>>>>>> avxvnni
+// attention microseconds per call per tier (interleaved, medians); where the EVEX twin runs, its
+// time against avx2 (KernelPerf.VnniTwinVsAvx2).
 #include <gtest/gtest.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -375,15 +367,10 @@ void check_batch_invariance_all(const FormatCase& c, Isa isa,
   // K = 816 and 47: the avx512 float tile's masked last step covering one half (16 elements)
   // or a half and a part (15 after a full 32-element step).
   if (tensor_type_info(c.type)->block_size == 1) {
-<<<<<<< HEAD
-    check_batch_invariance(c, isa, 803, 96);
-    check_batch_invariance(c, isa, 13, 96);
-    check_batch_invariance(c, isa, 816, 96);
-    check_batch_invariance(c, isa, 47, 96);
-=======
     check_batch_invariance(c, isa, 803, 96, kernels);
     check_batch_invariance(c, isa, 13, 96, kernels);
->>>>>>> avxvnni
+    check_batch_invariance(c, isa, 816, 96, kernels);
+    check_batch_invariance(c, isa, 47, 96, kernels);
   }
 }
 
@@ -416,14 +403,10 @@ TEST_P(KernelTier, MatmulBatchInvariance) {
   check_batch_invariance_all(c, tier);
 }
 
-<<<<<<< HEAD
-// For the quantized formats the avx512 tier keeps the avx2 tier's float operations (kernels.h):
-// matmul results of the two are bitwise equal for every M (wide tiles, 8-token tiles, gemv). The
-// float formats have their own avx512 arithmetic (checked by (b), (d) and FloatVecDot instead).
-=======
-// The avxvnni and avx512 tiers keep the avx2 tier's float operations (kernels.h): matmul results
-// of each and avx2 are bitwise equal for every M (wide tiles, 8-token tiles, gemv).
->>>>>>> avxvnni
+// For the quantized formats the avxvnni and avx512 tiers keep the avx2 tier's float operations
+// (kernels.h): matmul results of each and avx2 are bitwise equal for every M (wide tiles, 8-token
+// tiles, gemv). The float formats have their own avx512 arithmetic (checked by (b), (d) and
+// FloatVecDot instead; avxvnni's are avx2's).
 class KernelUpperX86Tier : public KernelTier {};
 TEST_P(KernelUpperX86Tier, MatmulEqualsAvx2Tier) {
   const auto& [c, tier] = GetParam();
@@ -576,13 +559,8 @@ INSTANTIATE_TEST_SUITE_P(Tiers, FloatVecDot,
                          tier_case_name);
 
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperX86Tier,
-<<<<<<< HEAD
                          testing::Combine(testing::ValuesIn(quantized_format_cases()),
-                                          testing::Values(Isa::kAvx512, Isa::kAmx)),
-=======
-                         testing::Combine(testing::ValuesIn(format_cases()),
                                           testing::Values(Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx)),
->>>>>>> avxvnni
                          tier_case_name);
 INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperArmTier,
                          testing::Combine(testing::ValuesIn(format_cases()),
@@ -790,11 +768,8 @@ INSTANTIATE_TEST_SUITE_P(Formats, KernelVnniTwinInteger, testing::ValuesIn(integ
 TEST(KernelDispatch, TablesAndIsa) {
   EXPECT_NE(isa_name(detect_isa()), nullptr);
   for (const auto& c : format_cases()) {
-<<<<<<< HEAD
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
-=======
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
->>>>>>> avxvnni
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon,
+                    Isa::kI8mm}) {
       const auto* tk = type_kernels(c.type, isa);
       ASSERT_TRUE(tk) << tensor_type_name(c.type);
       EXPECT_EQ(tk->type, c.type);
@@ -809,11 +784,8 @@ TEST(KernelDispatch, TablesAndIsa) {
 TEST(KernelDispatch, IsaEnvironmentCap) {
   const char* old = std::getenv("LLMT_ISA");
   const std::string saved = old ? old : "";
-<<<<<<< HEAD
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
-=======
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon}) {
->>>>>>> avxvnni
+  for (Isa isa :
+       {Isa::kScalar, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAmx, Isa::kNeon, Isa::kI8mm}) {
     auto p = parse_isa(isa_name(isa));
     ASSERT_TRUE(p.is_ok());
     EXPECT_EQ(p.value(), isa);
@@ -856,7 +828,6 @@ TEST(KernelDispatch, IsaEnvironmentCap) {
   }
 }
 
-<<<<<<< HEAD
 // CPU feature detection against what the runner knows of its CPU: LLMT_TEST_EXPECT_TIER names
 // the tier best_isa() must pick (CI sets it per qemu -cpu model: i8mm on max, neon on
 // neoverse-n1, scalar on cortex-a53), and the tiers above it must be reported unsupported.
@@ -872,7 +843,8 @@ TEST(KernelDispatch, DetectedTierMatchesExpected) {
     if (isa == parsed.value()) above = true;
   }
   EXPECT_TRUE(above) << want << " is not a tier of this architecture";
-=======
+}
+
 // avxvnni is detected from CPUID directly (dispatch.cpp); GCC's runtime CPU model (which also
 // checks the OS's ymm state) is an independent reading of the same bit. avxvnni needs avx2.
 TEST(KernelDispatch, AvxVnniDetection) {
@@ -885,7 +857,6 @@ TEST(KernelDispatch, AvxVnniDetection) {
 #if !defined(__x86_64__)
   EXPECT_FALSE(isa_supported(Isa::kAvxVnni));
 #endif
-  >>>>>>> avxvnni
 }
 
 TEST(KernelDispatch, InvalidShapesDoNotCrash) {
@@ -1499,7 +1470,6 @@ TEST(KernelPerf, MatmulThroughput) {
   }
 }
 
-<<<<<<< HEAD
 // Attention per call on each x86 tier this machine has, interleaved (tier A, tier B, A, ...),
 // median of 21 timed calls each: the decode shape of the GQA models (3 query heads per KV head,
 // hd 64 and 128) through the paged entry points (block size 16, blocks in shuffled order) over
@@ -1539,7 +1509,10 @@ TEST(KernelPerf, AttentionThroughput) {
         }
         std::printf("\n");
       }
-=======
+    }
+  }
+}
+
 // The EVEX twin of the avxvnni kernels against the avx2 tier (both 256-bit, one thread), the
 // avxvnni speed-up as far as this machine shows it: per format and M, kRounds interleaved rounds
 // (avx2, then twin), each the best of repeated runs over >= 0.1 s; prints the median of each and
@@ -1594,7 +1567,6 @@ TEST(KernelPerf, VnniTwinVsAvx2) {
       const double ma = ta[kRounds / 2], mt = tt[kRounds / 2];
       std::printf("%-8s %4ld %12.4f %12.4f %8.3f\n", name.c_str(), static_cast<long>(m), ma * 1e3,
                   mt * 1e3, ma / mt);
->>>>>>> avxvnni
     }
   }
 }
