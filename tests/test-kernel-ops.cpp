@@ -30,8 +30,8 @@
 namespace llmt::kernels {
 namespace {
 
-using test::perf_mode;
 using test::kTestTiers;
+using test::perf_mode;
 using test::random_floats;
 
 // ---- attention ops ----
