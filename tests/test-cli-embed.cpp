@@ -41,11 +41,7 @@ std::vector<json> output_lines(const std::string& path) {
   return out;
 }
 
-test::CommandResult run_cli(const std::vector<std::string>& args) {
-  std::string s = test::shell_quote(test::cli_path());
-  for (const auto& a : args) s += " " + test::shell_quote(a);
-  return test::run_command(s, true);
-}
+using test::run_cli;
 
 double norm2(const std::vector<float>& v) {
   double s = 0.0;

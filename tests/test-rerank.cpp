@@ -224,14 +224,8 @@ TEST(RerankHeadLoad, EmbedTaskOnARerankerIsRefused) {
   std::filesystem::create_directories(dir);
   const std::string in = (dir / "in.jsonl").string();
   std::ofstream(in) << "{\"id\": \"a\", \"text\": \"a fox\"}\n";
-  std::string cmd = test::shell_quote(test::cli_path());
-  for (const std::string& a :
-       {std::string("run"), std::string("-m"), path, std::string("--task"), std::string("embed"),
-        std::string("-i"), in, std::string("-o"), (dir / "out.jsonl").string(),
-        std::string("--progress"), std::string("none")}) {
-    cmd += " " + test::shell_quote(a);
-  }
-  const test::CommandResult r = test::run_command(cmd, true);
+  const test::CommandResult r = test::run_cli({"run", "-m", path, "--task", "embed", "-i", in, "-o",
+                                               (dir / "out.jsonl").string(), "--progress", "none"});
   std::filesystem::remove(path);
   std::filesystem::remove_all(dir);
   EXPECT_NE(r.exit_code, 0) << r.out;
@@ -260,14 +254,8 @@ TEST(RerankHeadLoad, ClassifyTaskRunsTheHead) {
     }
   }
   auto run = [&](const std::string& labels, const std::string& out) {
-    std::string cmd = test::shell_quote(test::cli_path());
-    for (const std::string& a :
-         {std::string("run"), std::string("-m"), path, std::string("--task"),
-          std::string("classify"), std::string("--labels"), labels, std::string("-i"), in,
-          std::string("-o"), out, std::string("--progress"), std::string("none")}) {
-      cmd += " " + test::shell_quote(a);
-    }
-    return test::run_command(cmd, true);
+    return test::run_cli({"run", "-m", path, "--task", "classify", "--labels", labels, "-i", in,
+                          "-o", out, "--progress", "none"});
   };
   const std::string out = (dir / "out.jsonl").string();
   const test::CommandResult r = run("negative,neutral,positive", out);

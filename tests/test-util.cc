@@ -89,4 +89,10 @@ std::string shell_quote(const std::string& arg) {
   return q + "'";
 }
 
+CommandResult run_cli(const std::vector<std::string>& args) {
+  std::string s = shell_quote(cli_path());
+  for (const auto& a : args) s += " " + shell_quote(a);
+  return run_command(s, true);
+}
+
 }  // namespace llmt::test

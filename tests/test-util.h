@@ -46,6 +46,8 @@ std::string make_reviews(const std::filesystem::path& dir, size_t n);
 inline std::string cli_path() {
   return LLMT_CLI;
 }
+// Runs the CLI with `args` (each shell-quoted), stderr merged into the output.
+CommandResult run_cli(const std::vector<std::string>& args);
 
 }  // namespace llmt::test
 

@@ -8,6 +8,18 @@
 
 namespace llmt::server {
 
+namespace {
+
+// A request's "model" field ("" when absent) against the served model's name.
+Status check_model_name(const std::string& requested, const std::string& served) {
+  if (requested.empty() || requested == served) return Status::ok();
+  return invalid_argument(
+      "unknown model '" + requested + "'; this server serves '" + served + "' (see GET /v1/models)",
+      "model");
+}
+
+}  // namespace
+
 bool Server::Impl::run_embedding_threads(const httplib::Request& req, httplib::Response& res,
                                          Engine* eng, std::vector<std::vector<int32_t>> inputs,
                                          int32_t priority, const char* input_field,
@@ -110,10 +122,8 @@ void Server::Impl::handle_rerank(const httplib::Request& req, httplib::Response&
     send_error(res, s);
     return;
   }
-  if (!rreq.model.empty() && rreq.model != tr.model_name) {
-    send_error(res, invalid_argument("unknown model '" + rreq.model + "'; this server serves '" +
-                                         tr.model_name + "' (see GET /v1/models)",
-                                     "model"));
+  if (Status s = check_model_name(rreq.model, tr.model_name); !s.is_ok()) {
+    send_error(res, s);
     return;
   }
   std::vector<std::vector<int32_t>> inputs;
@@ -146,10 +156,8 @@ void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Respo
     send_error(res, s);
     return;
   }
-  if (!ereq.model.empty() && ereq.model != tr.model_name) {
-    send_error(res, invalid_argument("unknown model '" + ereq.model + "'; this server serves '" +
-                                         tr.model_name + "' (see GET /v1/models)",
-                                     "model"));
+  if (Status s = check_model_name(ereq.model, tr.model_name); !s.is_ok()) {
+    send_error(res, s);
     return;
   }
   if (tr.model->hparams().pooling == Pooling::kRank) {
