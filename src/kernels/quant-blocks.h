@@ -207,8 +207,9 @@ void dot_q5_k(int64_t n, float* out, const void* w, const void* x);
 void dot_q6_k(int64_t n, float* out, const void* w, const void* x);
 }  // namespace scalar
 
-// AVX2 kernels (quants-avx2*.cpp); only called when detect_isa() reported kAvx2. Each format's
-// table entry fields are nullptr where there is no AVX2 variant (dispatch falls back to scalar).
+// AVX2 kernels (quants-avx2*.cpp); called for the avx2 tier and the tiers laid over it (avxvnni,
+// avx512, amx), so only on CPUs with AVX2+FMA+F16C. Each format's table entry fields are nullptr
+// where there is no AVX2 variant (dispatch falls back to scalar).
 struct Avx2Entry {
   void (*dequantize_row)(const void* src, float* dst, int64_t n);
   void (*quantize_row_vec)(const float* src, void* dst, int64_t n);
