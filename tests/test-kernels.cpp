@@ -525,6 +525,9 @@ TEST_P(FloatVecDot, AwkwardLengthsWithinRoundingBound) {
   LLMT_REQUIRE_TIER(tier);
   const auto* tk = type_kernels(c.type, tier);
   const auto* s = type_kernels(c.type, Isa::kScalar);
+  // Every SIMD tier has its own float kernels (the scalar tier has no vec_dot_rows).
+  ASSERT_NE(tk->vec_dot_rows, nullptr) << isa_name(tier);
+  ASSERT_NE(tk->vec_dot, s->vec_dot) << isa_name(tier) << " runs the scalar float vec_dot";
   for (const int64_t k : {1, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 63, 100, 803}) {
     SCOPED_TRACE("k " + std::to_string(k));
     const auto w = random_weights(c, 1, k, 21);
@@ -829,7 +832,9 @@ TEST(KernelDispatch, DetectedTierMatchesExpected) {
   EXPECT_EQ(isa_name(best_isa()), std::string(want));
   bool above = false;
   for (Isa isa : arch_isas()) {
-    if (above) EXPECT_FALSE(isa_supported(isa)) << isa_name(isa);
+    if (above) {
+      EXPECT_FALSE(isa_supported(isa)) << isa_name(isa);
+    }
     if (isa == parsed.value()) above = true;
   }
   EXPECT_TRUE(above) << want << " is not a tier of this architecture";
@@ -838,7 +843,9 @@ TEST(KernelDispatch, DetectedTierMatchesExpected) {
 // avxvnni is detected from CPUID directly (dispatch.cpp); GCC's runtime CPU model (which also
 // checks the OS's ymm state) is an independent reading of the same bit. avxvnni needs avx2.
 TEST(KernelDispatch, AvxVnniDetection) {
-  if (isa_supported(Isa::kAvxVnni)) EXPECT_TRUE(isa_supported(Isa::kAvx2));
+  if (isa_supported(Isa::kAvxVnni)) {
+    EXPECT_TRUE(isa_supported(Isa::kAvx2));
+  }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
   __builtin_cpu_init();
   EXPECT_EQ(isa_supported(Isa::kAvxVnni),

@@ -64,9 +64,11 @@ void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64
   }
 }
 
+#if defined(__x86_64__)
 bool x86_avx2_tier(Isa isa) {
   return isa == Isa::kAvx2 || isa == Isa::kAvxVnni || isa == Isa::kAvx512 || isa == Isa::kAmx;
 }
+#endif
 
 // The avx512 tier's wide tiles of the quantized formats are bitwise equal to the AVX2 ones, so
 // the 8-token AVX2 tile and gemv serve that tier's small token counts; its float formats have

@@ -10,6 +10,9 @@
 #include "kernels/quant-blocks.h"
 
 namespace llmt::kernels::neon {
+// Internal linkage: the neon and i8mm files include these with different -march flags, and an
+// out-of-line copy compiled for i8mm must never be the one a neon-tier file calls.
+namespace {
 
 // fp32 values of 4 fp16 scale fields (exact, as fp16_to_fp32).
 inline float32x4_t fp16x4(uint16_t a, uint16_t b, uint16_t c, uint16_t d) {
@@ -159,4 +162,5 @@ Avx2Entry entry_of() {
   return {nullptr, nullptr, dot_one<K>, dot_rows<K>};
 }
 
+}  // namespace
 }  // namespace llmt::kernels::neon

@@ -298,6 +298,9 @@ GemmTileFn avx512_gemm_tile_float(TensorType t);
 Avx2Entry neon_entry(TensorType t);
 // The k-quant part of neon_entry (quants-k-neon.cpp).
 Avx2Entry neon_entry_k(TensorType t);
+// The F32 / F16 / BF16 part of neon_entry (float-neon.cpp): vec_dot, vec_dot_rows and the F16 /
+// BF16 dequantizers.
+Avx2Entry neon_entry_float(TensorType t);
 // AArch64 i8mm (SMMLA) GEMM tile (gemm-neon-i8mm.cpp, GemmTileFn contract: any nrows >= 1,
 // 1 <= ntok <= kGemmTokens, aux unused): 2 weight rows x 2 tokens per SMMLA, bitwise equal to the
 // neon tier's vec_dot for every pair (exact integer block sums, the same float operations).

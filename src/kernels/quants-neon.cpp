@@ -154,6 +154,10 @@ Avx2Entry neon_entry(TensorType t) {
       return entry_of<BlocksMin<CodesQ4_1>>();
     case TensorType::Q5_1:
       return entry_of<BlocksMin<CodesQ5_1>>();
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+      return neon_entry_float(t);
     default:
       break;
   }
