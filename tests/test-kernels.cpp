@@ -11,9 +11,10 @@
 //      on the scalar path and on every tier, and the avxvnni and avx512 tiers bitwise equal to the
 //      avx2 tier for the quantized formats (the float formats have their own avx512 tiles); float
 //      vec_dot at awkward lengths within a rounding bound on every tier
-//  (g) the EVEX twin of the avxvnni kernels (vnni-twin.h; runs where AVX-512 VNNI+VL does): vec_dot
-//      vs scalar and fp64, bitwise equal to avx2 (random and extreme codes), vec_dot_rows equal
-//      to vec_dot, and (d) through matmul's walk, bitwise equal to avx2 for every M
+//  (g) the EVEX twin of the avxvnni kernels (vnni256-avx512.cpp, the avx512 tier's kernels below
+//      the wide tiles; runs where AVX-512 VNNI+VL does): vec_dot vs scalar and fp64, bitwise
+//      equal to avx2 (random and extreme codes), vec_dot_rows equal to vec_dot, and (d) through
+//      matmul's walk, bitwise equal to avx2 for every M; the avx512 tier's tables use them
 //  (e) activation quantization round trip, and tier quantize == scalar quantize (bytes)
 // The attention and elementwise ops are tested in test-kernel-ops.cpp.
 //  plus fp16/bf16 conversions and, when real GGUF files are present, a cross-format check that
@@ -47,9 +48,6 @@
 #include "kernel-test-util.h"
 #include "test-util.h"
 #include "tier-util.h"
-#if defined(LLMT_HAVE_VNNI_TWIN)
-#include "vnni-twin.h"
-#endif
 
 namespace llmt::kernels {
 namespace {
@@ -562,20 +560,21 @@ INSTANTIATE_TEST_SUITE_P(Tiers, KernelUpperArmTier,
 
 // ---- (g) the EVEX twin of the avxvnni kernels ----
 
-// The avxvnni tier's kernels as the twin gives them, assembled as dispatch and matmul assemble
-// the tier's: the avx2 TypeKernels with the twin's vec_dot / vec_dot_rows laid over them, and
-// the twin's tile and gemv (no wide tile). Not copyable (kernels.tk points into it).
+// The avxvnni tier's kernel source compiled with EVEX vpdpbusd (avx512_vnni256_*, the avx512
+// tier's kernels below its wide tiles), assembled as dispatch and matmul assemble the avxvnni
+// tier's: the avx2 TypeKernels with the twin's vec_dot / vec_dot_rows laid over them, and the
+// twin's tile and gemv (no wide tile). Not copyable (kernels.tk points into it).
 class TwinKernels {
  public:
   explicit TwinKernels(TensorType t) : tk_(*type_kernels(t, Isa::kAvx2)) {
-#if defined(LLMT_HAVE_VNNI_TWIN)
-    const Avx2Entry e = twin::vnni_twin_entry(t);
+#if defined(__x86_64__)
+    const Avx2Entry e = avx512_vnni256_entry(t);
     integer_ = e.vec_dot && e.vec_dot_rows;
     if (integer_) {
       tk_.vec_dot = e.vec_dot;
       tk_.vec_dot_rows = e.vec_dot_rows;
     }
-    kernels_ = {&tk_, twin::vnni_twin_gemm_tile(t), twin::vnni_twin_gemv(t), nullptr};
+    kernels_ = {&tk_, avx512_vnni256_tile(t), avx512_vnni256_gemv(t), nullptr};
 #endif
   }
   TwinKernels(const TwinKernels&) = delete;
@@ -601,9 +600,9 @@ bool float_format(TensorType t) {
   return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
 }
 
-// The twin runs the AVX-512 VNNI + VL instructions (it is compiled with the avx512 tier's
-// flags): the avx512 tier's features, named in the skip.
-#if defined(LLMT_HAVE_VNNI_TWIN)
+// The twin runs the AVX-512 VNNI + VL instructions (it is the avx512 tier's code): the avx512
+// tier's features, named in the skip.
+#if defined(__x86_64__)
 #define LLMT_REQUIRE_VNNI_TWIN() LLMT_REQUIRE_TIER(Isa::kAvx512)
 #else
 #define LLMT_REQUIRE_VNNI_TWIN() GTEST_SKIP() << "the EVEX twin of avxvnni is built on x86-64 only"
@@ -620,6 +619,14 @@ TEST_P(KernelVnniTwin, VecDotMatchesScalarAndAvx2Bitwise) {
   ASSERT_EQ(twin.integer(), !float_format(c.type)) << tensor_type_name(c.type);
   ASSERT_EQ(twin.kernels().tile != nullptr, matmul_kernels(c.type, Isa::kAvx2).tile != nullptr);
   ASSERT_EQ(twin.kernels().gemv != nullptr, matmul_kernels(c.type, Isa::kAvx2).gemv != nullptr);
+  // The avx512 tier runs them for the integer formats (its vec_dot, tile and gemv).
+  if (twin.integer()) {
+    const MatmulKernels a5 = matmul_kernels(c.type, Isa::kAvx512);
+    EXPECT_EQ(type_kernels(c.type, Isa::kAvx512)->vec_dot, twin.tk().vec_dot);
+    EXPECT_EQ(type_kernels(c.type, Isa::kAvx512)->vec_dot_rows, twin.tk().vec_dot_rows);
+    EXPECT_EQ(a5.tile, twin.kernels().tile);
+    EXPECT_EQ(a5.gemv, twin.kernels().gemv);
+  }
   const auto* s = type_kernels(c.type, Isa::kScalar);
   const auto* a2 = type_kernels(c.type, Isa::kAvx2);
   const auto w = random_weights(c, kRows, kK, 23);
@@ -1057,7 +1064,7 @@ TEST(KernelPerf, VnniTwinVsAvx2) {
     const TwinKernels twin(c.type);
     const MatmulKernels avx2 = matmul_kernels(c.type, Isa::kAvx2);
     const auto w = random_weights(c, n, k, 9);
-    for (int64_t m : {1, 16, 64}) {
+    for (int64_t m : {1, 4, 8, 15, 64}) {
       const auto x = random_floats(m * k, 10);
       std::vector<float> y(m * n);
       std::vector<uint8_t> work(matmul_work_bytes(c.type, m, k) + 64);

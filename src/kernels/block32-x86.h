@@ -1,8 +1,9 @@
 // The 32-element block formats as 256-bit x86 source compiled once per tier: code policies (the
 // 32 codes of a block in element order, shared with the AVX2 dequantizers) and the dot of
 // Q4_1 / Q5_1 weights with Q8_1 activations. Included by quants-avx2.cpp and the avxvnni tier's
-// file (and the tests' EVEX twin), each of which first defines `IntDot` (int-dot-x86.h) in
-// llmt::kernels' anonymous namespace. Internal linkage (namespace block32).
+// file (and vnni256-avx512.cpp, the EVEX build of the avxvnni kernels), each of which first defines
+// `IntDot` (int-dot-x86.h) in llmt::kernels' anonymous namespace. Internal linkage (namespace
+// block32).
 //
 // The dot is a template over NX (activation rows sharing one pass over the weight row); the
 // per-pair arithmetic (accumulator layout, order, explicit fma) is the same for every NX and every

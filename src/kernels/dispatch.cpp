@@ -237,7 +237,10 @@ Table build_table(Isa isa) {
       overlay(k, avx2_entry(kFormats[i]));
     // avx512 lays over avx2, not avxvnni: an AVX-512 CPU need not have AVX-VNNI's VEX encoding.
     if (isa == Isa::kAvxVnni) overlay(k, avxvnni_entry(kFormats[i]));
-    if (isa == Isa::kAvx512 || isa == Isa::kAmx) overlay(k, avx512_entry(kFormats[i]));
+    if (isa == Isa::kAvx512 || isa == Isa::kAmx) {
+      overlay(k, avx512_vnni256_entry(kFormats[i]));  // integer formats
+      overlay(k, avx512_entry(kFormats[i]));          // float formats
+    }
 #endif
 #if defined(__aarch64__)
     if (isa == Isa::kNeon || isa == Isa::kI8mm) overlay(k, neon_entry(kFormats[i]));

@@ -1,10 +1,11 @@
 // Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weight x Q8_K activation kernels for matmul, as 256-bit x86
 // source compiled once per tier: the single-row dot (vec_dot) and the register-tiled GEMM tile
 // (one weight row x 8 tokens per pass, weights decoded once per 8 tokens, 8 int32x8 accumulators
-// in registers). Included by gemm-k-avx2.cpp and gemm-k-avxvnni.cpp (and the tests' EVEX twin),
-// each of which first defines `IntDot` (int-dot-x86.h) in llmt::kernels' anonymous namespace:
-// the integer dot step of its tier. Everything here has internal linkage (per-file copies, in
-// namespace gemm_k so one file can include the other *-x86.h bodies too).
+// in registers). Included by gemm-k-avx2.cpp and gemm-k-avxvnni.cpp (and vnni256-avx512.cpp, the
+// EVEX build of the avxvnni kernels), each of which first defines `IntDot` (int-dot-x86.h) in
+// llmt::kernels' anonymous namespace: the integer dot step of its tier. Everything here has
+// internal linkage (per-file copies, in namespace gemm_k so one file can include the other *-x86.h
+// bodies too).
 //
 // Per-pair arithmetic (the batch-invariance contract, shared by vec_dot and every tile):
 // for each super-block i, the exact integer dot isum_i (and for Q4_K the exact min term

@@ -1,9 +1,10 @@
 // Q8_0 / Q4_0 / Q5_0 / IQ4_NL weight x Q8_0 activation kernels for matmul, as 256-bit x86 source
 // compiled once per tier: the single-row dot (vec_dot) and the GEMM tile (one weight row x 8
 // tokens per pass; each group of 8 weight blocks is decoded once and serves the 8 tokens).
-// Included by gemm-q8-avx2.cpp and the avxvnni tier's file (and the tests' EVEX twin), each of
-// which first defines `IntDot` (int-dot-x86.h) in llmt::kernels' anonymous namespace: the
-// integer dot step of its tier. Everything here has internal linkage (namespace gemm_q8).
+// Included by gemm-q8-avx2.cpp and the avxvnni tier's file (and vnni256-avx512.cpp, the EVEX build
+// of the avxvnni kernels), each of which first defines `IntDot` (int-dot-x86.h) in llmt::kernels'
+// anonymous namespace: the integer dot step of its tier. Everything here has internal linkage
+// (namespace gemm_q8).
 //
 // Per-pair arithmetic (the batch-invariance contract, shared by vec_dot and the tile): blocks
 // are taken in groups of 8 (the last group padded with zero blocks); for group g the exact

@@ -3,9 +3,9 @@
 // its file's step (the including file names it `IntDot`):
 //   MaddubsDot  AVX2: vpmaddubsw + vpmaddwd + vpaddd            (*-avx2.cpp)
 //   VexVnniDot  AVX-VNNI, VEX-encoded vpdpbusd / vpdpwssd       (*-avxvnni.cpp)
-//   EvexVnniDot AVX-512 VNNI + VL, EVEX-encoded at 256 bits     (the tests' twin of the avxvnni
-//               kernels: the same operations as VexVnniDot, so a machine with AVX-512 VNNI but
-//               without AVX-VNNI exercises the avxvnni kernel logic)
+//   EvexVnniDot AVX-512 VNNI + VL, EVEX-encoded at 256 bits     (vnni256-avx512.cpp: the avx512
+//               tier's kernels below its wide tiles; the same operations as VexVnniDot, so a
+//               machine with AVX-512 VNNI but without AVX-VNNI exercises the avxvnni logic)
 //
 // Contract of every step (int32 lanes l = 0..7 of the 256-bit vectors):
 //   dpbusd(acc, u, s)[l] = acc[l] + sum_{i<4} u8(u[4l+i]) * s8(s[4l+i])

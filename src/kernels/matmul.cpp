@@ -64,23 +64,19 @@ void build_group_headers(const uint8_t* rows, size_t row_bytes, int64_t m, int64
   }
 }
 
-#if defined(__x86_64__)
-bool x86_avx2_tier(Isa isa) {
-  return isa == Isa::kAvx2 || isa == Isa::kAvxVnni || isa == Isa::kAvx512 || isa == Isa::kAmx;
-}
-#endif
-
 // The avx512 tier's wide tiles of the quantized formats are bitwise equal to the AVX2 ones, so
-// the 8-token AVX2 tile and gemv serve that tier's small token counts; its float formats have
-// their own 8-token tile (matching its own float vec_dot). avxvnni has its own tiles (bitwise
-// equal to avx2's).
+// the avxvnni kernel source, compiled with EVEX vpdpbusd (vnni256-avx512.cpp, also bitwise equal
+// to avx2), serves that tier's small token counts: its 8-token tile and gemv; its float formats
+// have their own 8-token tile (matching its own float vec_dot). avxvnni has its own tiles (the
+// same source with the VEX encoding).
 GemmTileFn gemm_tile(TensorType t, Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::kAvxVnni) return avxvnni_gemm_tile(t);
   if (isa == Isa::kAvx512 || isa == Isa::kAmx) {
     if (const GemmTileFn f = avx512_gemm_tile_float(t)) return f;
+    return avx512_vnni256_tile(t);
   }
-  if (x86_avx2_tier(isa)) return avx2_gemm_tile(t);
+  if (isa == Isa::kAvx2) return avx2_gemm_tile(t);
 #elif defined(__aarch64__)
   // The i8mm tile equals the neon tier's vec_dot_rows bitwise (its tails go through those).
   if (isa == Isa::kI8mm) return i8mm_gemm_tile(t);
@@ -93,7 +89,8 @@ GemmTileFn gemm_tile(TensorType t, Isa isa) {
 GemmTileFn gemv(TensorType t, Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::kAvxVnni) return avxvnni_gemv(t);
-  if (x86_avx2_tier(isa)) return avx2_gemv(t);
+  if (isa == Isa::kAvx512 || isa == Isa::kAmx) return avx512_vnni256_gemv(t);
+  if (isa == Isa::kAvx2) return avx2_gemv(t);
 #else
   (void)t, (void)isa;
 #endif

@@ -276,6 +276,13 @@ GemmTileFn avxvnni_gemv(TensorType t);
 // over the AVX2 entries (fields nullptr where the AVX2 entry stays). Not over avxvnni's: an
 // AVX-512 CPU need not have the VEX AVX-VNNI encoding (Zen 4 has not).
 Avx2Entry avx512_entry(TensorType t);
+// The avxvnni kernels with the EVEX encoding (vnni256-avx512.cpp): the avx512 tier's vec_dot /
+// vec_dot_rows of the integer formats (laid over the AVX2 entries, under avx512_entry), its
+// 8-token tile and gemv (the contracts of avxvnni_entry / avxvnni_gemm_tile / avxvnni_gemv).
+// Bitwise equal to the avx2 tier.
+Avx2Entry avx512_vnni256_entry(TensorType t);
+GemmTileFn avx512_vnni256_tile(TensorType t);
+GemmTileFn avx512_vnni256_gemv(TensorType t);
 // Wide GEMM tile (GemmTileFn signature) for M >= kMinWideTokens: nrows <= 16 weight rows (one
 // per int32 lane) x 1 <= ntok <= kWideTokens tokens; aux = the Q8KGroup headers of the
 // ceil(ntok / 8) consecutive token groups (group g's at aux + g * (k / 256)), or for Q8_0
@@ -309,10 +316,10 @@ GemmTileFn i8mm_gemm_tile(TensorType t);
 
 // The kernels matmul_compute runs for one weight format on one tier (matmul_kernels), and
 // matmul_compute over explicitly given ones: tests run kernel variants that are no tier of
-// this CPU (the EVEX twin of the avxvnni kernels) through matmul's own walk. tk is the format's
-// TypeKernels (vec_dot_type, vec_dot, vec_dot_rows); tile / gemv / wide may be nullptr (see
-// matmul.cpp for when each is used). matmul_compute_with's results obey matmul_compute's
-// contract when the kernels obey their GemmTileFn contracts.
+// this CPU (the avxvnni kernels as the avx512 tier's EVEX build gives them) through matmul's own
+// walk. tk is the format's TypeKernels (vec_dot_type, vec_dot, vec_dot_rows); tile / gemv / wide
+// may be nullptr (see matmul.cpp for when each is used). matmul_compute_with's results obey
+// matmul_compute's contract when the kernels obey their GemmTileFn contracts.
 struct MatmulKernels {
   const TypeKernels* tk = nullptr;
   GemmTileFn tile = nullptr;  // 8-token tile (kGemmTokens), for token runs >= 4

@@ -1,4 +1,4 @@
-// The integer kernels of a 256-bit VNNI tier (avxvnni; and the tests' EVEX twin of it): the
+// The integer kernels of a 256-bit VNNI tier (avxvnni; and the avx512 tier's EVEX twin of it): the
 // *-x86.h kernel bodies compiled with the including file's `IntDot` (VexVnniDot or EvexVnniDot,
 // defined in llmt::kernels' anonymous namespace before the include), assembled into that tier's
 // entries. Internal linkage (namespace vnni256); the including file exports them under its own
