@@ -103,10 +103,17 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
 
 ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa tier) {
   ComputePeak peak;
+  using kernels::Isa;
 #if defined(__x86_64__) || defined(_M_X64)
-  const bool avx512 = tier == kernels::Isa::kAvx512 || tier == kernels::Isa::kAmx;
-  // avxvnni is measured with the AVX2 loops (no VEX vpdpbusd peak loop yet).
-  if (!avx512 && tier != kernels::Isa::kAvx2 && tier != kernels::Isa::kAvxVnni) return peak;
+  const bool x86 =
+      tier == Isa::kAvx2 || tier == Isa::kAvxVnni || tier == Isa::kAvx512 || tier == Isa::kAmx;
+  if (!x86) return peak;
+#elif defined(__aarch64__)
+  if (tier != Isa::kNeon && tier != Isa::kI8mm) return peak;
+#else
+  (void)pool, (void)passes;
+  return peak;
+#endif
   peak.tier = kernels::isa_name(tier);
   const int nth = pool.n_threads();
   std::vector<double> ops(static_cast<size_t>(nth));
@@ -114,11 +121,11 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa 
   std::vector<float> fsink(static_cast<size_t>(nth) * 16);
   // About 10-20 ms per pass on a ~3 GHz core.
   constexpr int64_t kIter = 1 << 22;
-  auto best = [&](auto&& body) {
+  auto best = [&](auto&& loop) {
     double top = 0.0;
     for (int32_t p = 0; p <= passes; ++p) {  // pass 0 is the warm-up
       const auto t0 = Clock::now();
-      pool.run(body);
+      pool.run([&](int ith, int) { ops[ith] = loop(static_cast<size_t>(ith) * 16); });
       const double sec = seconds_since(t0);
       double total = 0.0;
       for (double o : ops) total += o;
@@ -126,29 +133,31 @@ ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa 
     }
     return top;
   };
-  if (avx512) {
-    peak.int8_gops = best([&](int ith, int) {
-      ops[ith] = int8_dot_loop_avx512(kIter, &isink[static_cast<size_t>(ith) * 16]);
-    });
-    peak.int8_scaled_gops = best([&](int ith, int) {
-      ops[ith] = int8_scaled_dot_loop_avx512(kIter / 4, &isink[static_cast<size_t>(ith) * 16]);
-    });
-    peak.f32_gops = best([&](int ith, int) {
-      ops[ith] = fma_loop_avx512(kIter, &fsink[static_cast<size_t>(ith) * 16]);
-    });
-    return peak;
+  auto int8 = [&](double (*f)(int64_t, int32_t*), int64_t n_iter) {
+    return best([&, f, n_iter](size_t slot) { return f(n_iter, &isink[slot]); });
+  };
+  auto f32 = [&](double (*f)(int64_t, float*)) {
+    return best([&, f](size_t slot) { return f(kIter, &fsink[slot]); });
+  };
+#if defined(__x86_64__) || defined(_M_X64)
+  if (tier == Isa::kAvx512 || tier == Isa::kAmx) {
+    peak.int8_gops = int8(int8_dot_loop_avx512, kIter);
+    peak.int8_scaled_gops = int8(int8_scaled_dot_loop_avx512, kIter / 4);
+    peak.f32_gops = f32(fma_loop_avx512);
+  } else if (tier == Isa::kAvxVnni) {
+    peak.int8_gops = int8(int8_dot_loop_avxvnni, kIter);
+    peak.int8_scaled_gops = int8(int8_scaled_dot_loop_avxvnni, kIter);
+    peak.f32_gops = f32(fma_loop_avx2);
+  } else {
+    peak.int8_gops = int8(int8_dot_loop_avx2, kIter);
+    peak.int8_scaled_gops = int8(int8_scaled_dot_loop_avx2, kIter);
+    peak.f32_gops = f32(fma_loop_avx2);
   }
-  peak.int8_gops = best([&](int ith, int) {
-    ops[ith] = int8_dot_loop_avx2(kIter, &isink[static_cast<size_t>(ith) * 16]);
-  });
-  peak.int8_scaled_gops = best([&](int ith, int) {
-    ops[ith] = int8_scaled_dot_loop_avx2(kIter, &isink[static_cast<size_t>(ith) * 16]);
-  });
-  peak.f32_gops = best([&](int ith, int) {
-    ops[ith] = fma_loop_avx2(kIter, &fsink[static_cast<size_t>(ith) * 16]);
-  });
-#else
-  (void)pool, (void)passes, (void)tier;
+#elif defined(__aarch64__)
+  peak.int8_gops =
+      tier == Isa::kI8mm ? int8(int8_dot_loop_i8mm, kIter) : int8(int8_dot_loop_neon, kIter);
+  peak.int8_scaled_gops = int8(int8_scaled_dot_loop_neon, kIter);
+  peak.f32_gops = f32(fma_loop_neon);
 #endif
   return peak;
 }

@@ -41,33 +41,50 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t bytes, int32_t p
                                        std::string* error);
 
 // Peak arithmetic rates of tight register-only loops on all the pool's threads, in 1e9 ops/s
-// (multiply and add counted as 2 ops), with the loops of the kernels' tier: AVX2 loops for the
-// avx2 tier, AVX-512 VNNI loops for avx512/amx. 0 for tiers without peak loops (scalar, neon,
-// i8mm).
+// (multiply and add counted as 2 ops), with the loops of the kernels' tier. 0 for the scalar
+// tier (no peak loops; tier stays "scalar").
 struct ComputePeak {
   const char* tier = "scalar";  // whose loops were measured
-  double int8_gops = 0.0;       // vpmaddubsw (32 int8 products, 64 ops) + vpaddw: the int8 ceiling
-  // vpmaddubsw + vpmaddwd (scale multiply, i32 widening) + vpaddd, 64 ops per 32 int8 products:
-  // the ceiling of a k-quant dot product, whose every 32 products take two multiply-port ops.
+  // The int8 ceiling: the tier's plain int8 dot instruction, its products counted.
+  double int8_gops = 0.0;
+  // The ceiling of a k-quant dot product: the tier's int8 dot plus the per-sub-block scale
+  // multiply every k-quant kernel needs.
   double int8_scaled_gops = 0.0;
-  double f32_gops = 0.0;  // 256-bit FMA
-  // avx512 tier: int8 = vpdpbusd zmm (64 products, 128 ops); int8_scaled = 8 vpdpbusd + vpmulld +
-  // vpaddd per 512 products (the wide k-quant tiles' inner step); f32 = 512-bit FMA.
+  double f32_gops = 0.0;  // the tier's widest FMA
+  // Per tier (int8 / int8_scaled / f32):
+  //   avx2     vpmaddubsw + vpaddw (64 ops per 32 products) / vpmaddubsw + vpmaddwd + vpaddd /
+  //            256-bit FMA
+  //   avxvnni  {vex} vpdpbusd ymm (64 ops per 32 products) / vpmaddubsw + {vex} vpdpwssd (the
+  //            avxvnni k-quant step) / 256-bit FMA
+  //   avx512, amx  vpdpbusd zmm (128 ops per 64 products) / 8 vpdpbusd + vpmulld + vpaddd per
+  //            512 products (the wide k-quant tiles' inner step) / 512-bit FMA
+  //   neon     sdot (32 ops per 16 products) / 2 sdot + 2 mla-by-scalar per 32 products (the
+  //            neon k-quant step) / fmla (8 ops)
+  //   i8mm     smmla (64 ops per 32 products) / as neon / as neon
 };
 ComputePeak measure_compute_peak(ThreadPool& pool, int32_t passes, kernels::Isa tier);
 
 // The AVX2 loops (bandwidth-avx2.cpp; only built on x86-64, only called when detect_isa() says
 // AVX2). sum_floats_avx2: sum of p[0..n), n a multiple of 64, p 32-byte aligned.
-// int8_dot_loop_avx2 / int8_scaled_dot_loop_avx2 / fma_loop_avx2: run n_iter iterations and
-// return the ops performed; the returned checksum in *sink only keeps the work observable.
+// The peak loops (int8_dot_loop_*, int8_scaled_dot_loop_*, fma_loop_*) run n_iter iterations and
+// return the ops performed; the checksum written to *sink only keeps the work observable. Each
+// is built only on its architecture and called only when its tier is in use.
 float sum_floats_avx2(const float* p, size_t n);
 double int8_dot_loop_avx2(int64_t n_iter, int32_t* sink);
 double int8_scaled_dot_loop_avx2(int64_t n_iter, int32_t* sink);
 double fma_loop_avx2(int64_t n_iter, float* sink);
-// The same three loops for the avx512 tier (peak-avx512.cpp; x86-64 only).
+// avxvnni (peak-avxvnni.cpp; its f32 figure is fma_loop_avx2's).
+double int8_dot_loop_avxvnni(int64_t n_iter, int32_t* sink);
+double int8_scaled_dot_loop_avxvnni(int64_t n_iter, int32_t* sink);
+// avx512 and amx (peak-avx512.cpp).
 double int8_dot_loop_avx512(int64_t n_iter, int32_t* sink);
 double int8_scaled_dot_loop_avx512(int64_t n_iter, int32_t* sink);
 double fma_loop_avx512(int64_t n_iter, float* sink);
+// neon (peak-neon.cpp) and i8mm (peak-neon-i8mm.cpp: its int8 figure; the others are neon's).
+double int8_dot_loop_neon(int64_t n_iter, int32_t* sink);
+double int8_scaled_dot_loop_neon(int64_t n_iter, int32_t* sink);
+double fma_loop_neon(int64_t n_iter, float* sink);
+double int8_dot_loop_i8mm(int64_t n_iter, int32_t* sink);
 
 // ---- matmul kernel micro-benchmarks (kernel-bench.cpp) ----
 

@@ -401,17 +401,14 @@ Status bench_kernels(const Options& o, std::vector<TensorType> kernel_types,
       {"int8_scaled_gops", peak.int8_scaled_gops},
       {"f32_gops", peak.f32_gops},
       {"definition",
-       "best of 10 passes of register-only AVX2 loops on all threads: int8 = vpmaddubsw+vpaddw (64 "
-       "ops "
-       "per 32 int8 products; the ceiling of any int8 dot kernel on AVX2), int8_scaled = "
-       "vpmaddubsw+vpmaddwd+vpaddd (the same 64 ops per 32 int8 products, plus the per-sub-block "
-       "scale multiply every k-quant dot needs: the ceiling of a k-quant kernel), f32 = 256-bit "
-       "FMA (16 ops); 0 without AVX2. Tier avxvnni is measured with these AVX2 loops too (no "
-       "VEX vpdpbusd loop yet: its fractions are against the AVX2 ceiling). For tier avx512/amx "
-       "the AVX-512 loops instead: int8 = "
-       "vpdpbusd "
-       "zmm (128 ops per 64 int8 products), int8_scaled = 8 vpdpbusd + vpmulld + vpaddd per 512 "
-       "products (the wide k-quant tiles' inner step), f32 = 512-bit FMA (32 ops)"}};
+       "best of 10 passes of register-only loops of the tier on all threads (multiply and add "
+       "counted as 2 ops): int8 = the tier's int8 dot instruction (avx2 vpmaddubsw+vpaddw, "
+       "avxvnni {vex} vpdpbusd ymm, avx512/amx vpdpbusd zmm, neon sdot, i8mm smmla); "
+       "int8_scaled = that plus the per-sub-block scale multiply every k-quant dot needs (avx2 "
+       "vpmaddubsw+vpmaddwd+vpaddd, avxvnni vpmaddubsw+{vex} vpdpwssd, avx512/amx 8 vpdpbusd + "
+       "vpmulld + vpaddd per 512 products, neon/i8mm 2 sdot + 2 mla per 32 products): the "
+       "ceiling of a k-quant kernel; f32 = the widest FMA (256-bit on avx2/avxvnni, 512-bit on "
+       "avx512/amx, 128-bit fmla on neon/i8mm). All 0 on the scalar tier"}};
   out["kernels_definition"] =
       "Y[M,N] = X[M,K]*W[N,K]^T with random weights (valid fp16 scales) through "
       "matmul_prepare+matmul_compute on the thread pool; gbs = weight bytes / time, gops = "
@@ -515,7 +512,7 @@ int cmd_bench(int argc, char** argv) {
       "steps from an empty context feeding fixed random tokens, no sampling; as llama-bench tg), "
       "batched (npl sequences: S_PP = npl*npp / prefill time of one decode() of all prompts, "
       "S_TG = npl*ntg / time of ntg decode() steps of npl tokens; as llama-batched-bench), read "
-      "bandwidth (AVX2 sum of a touched buffer on all compute threads) and matmul kernels. Every "
+      "bandwidth (a SIMD sum of a touched buffer on all compute threads) and matmul kernels. Every "
       "figure "
       "is the median/min/max of R repetitions after one warm-up. JSON on stdout, a table on "
       "stderr. With no selection flag: pp, tg, bandwidth and the kernels of the model's weight "
