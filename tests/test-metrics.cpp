@@ -481,6 +481,9 @@ TEST(ServerMetrics, EngineStatsAndRequests) {
   s.kv_blocks_cached = 150;
   s.kv_blocks_free = 250;
   s.kv_blocks_used_peak = 700;
+  s.kv_window_slots = 40;
+  s.kv_window_slots_used = 12;
+  s.kv_window_slots_used_peak = 17;
   s.preempt_ram = 5;
   s.preempt_disk = 2;
   s.preempt_recompute = 9;
@@ -513,6 +516,9 @@ TEST(ServerMetrics, EngineStatsAndRequests) {
            "llmthreads_kv_blocks{state=\"free\"} 250",
            "llmthreads_kv_blocks_capacity 1000",
            "llmthreads_kv_blocks_used_peak 700",
+           "llmthreads_kv_window_slots 40",
+           "llmthreads_kv_window_slots_used 12",
+           "llmthreads_kv_window_slots_used_peak 17",
            "llmthreads_prefix_cache_hit_ratio 0.25",
            "llmthreads_prefix_cache_hit_tokens_total 4000",
            "# TYPE llmthreads_prompt_tokens_total counter",

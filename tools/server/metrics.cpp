@@ -483,6 +483,15 @@ Status ServerMetrics::init() {
   LLMT_ASSIGN_OR_RETURN(
       kv_used_peak_,
       r.add_gauge(p + "kv_blocks_used_peak", "Most KV-cache blocks in use at once since start."));
+  LLMT_ASSIGN_OR_RETURN(kv_win_slots_,
+                        r.add_gauge(p + "kv_window_slots",
+                                    "Slots of the sliding-window KV pool (models with "
+                                    "sliding-window layers; 0 without one)."));
+  LLMT_ASSIGN_OR_RETURN(kv_win_used_, r.add_gauge(p + "kv_window_slots_used",
+                                                  "Window slots holding a thread's window now."));
+  LLMT_ASSIGN_OR_RETURN(kv_win_used_peak_,
+                        r.add_gauge(p + "kv_window_slots_used_peak",
+                                    "Most window slots in use at once since start."));
   LLMT_ASSIGN_OR_RETURN(prefix_hit_ratio_,
                         r.add_gauge(p + "prefix_cache_hit_ratio",
                                     "Prompt tokens served from the prefix cache / prompt tokens "
@@ -563,6 +572,9 @@ void ServerMetrics::update_engine(const EngineStats& s) {
   kv_free_->set(d(s.kv_blocks_free));
   kv_capacity_->set(d(s.kv_blocks_total));
   kv_used_peak_->set(d(s.kv_blocks_used_peak));
+  kv_win_slots_->set(d(s.kv_window_slots));
+  kv_win_used_->set(d(s.kv_window_slots_used));
+  kv_win_used_peak_->set(d(s.kv_window_slots_used_peak));
   prefix_hit_ratio_->set(s.prompt_tokens > 0 ? d(s.prefix_hit_tokens) / d(s.prompt_tokens) : 0.0);
   prefix_hit_tokens_->advance_to(d(s.prefix_hit_tokens));
   prompt_tokens_->advance_to(d(s.prompt_tokens));

@@ -194,6 +194,9 @@ std::vector<double> latency_buckets_seconds();
 //   kv_blocks{state="used|cached|free"}       gauge    disjoint; they sum to kv_blocks_capacity
 //   kv_blocks_capacity                        gauge    kv_blocks_total
 //   kv_blocks_used_peak                       gauge
+//   kv_window_slots                           gauge    sliding-window slot pool (0: none)
+//   kv_window_slots_used                      gauge
+//   kv_window_slots_used_peak                 gauge
 //   prefix_cache_hit_ratio                    gauge    prefix_hit_tokens / prompt_tokens, or 0
 //   prefix_cache_hit_tokens_total             counter
 //   prompt_tokens_total                       counter  prompt tokens of submitted threads
@@ -249,6 +252,9 @@ class ServerMetrics {
   Gauge* kv_free_ = nullptr;
   Gauge* kv_capacity_ = nullptr;
   Gauge* kv_used_peak_ = nullptr;
+  Gauge* kv_win_slots_ = nullptr;
+  Gauge* kv_win_used_ = nullptr;
+  Gauge* kv_win_used_peak_ = nullptr;
   Gauge* prefix_hit_ratio_ = nullptr;
   Counter* prefix_hit_tokens_ = nullptr;
   Counter* prompt_tokens_ = nullptr;
