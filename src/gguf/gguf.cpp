@@ -339,27 +339,145 @@ Result<std::unique_ptr<GgufFile>> GgufFile::from_memory(std::span<const uint8_t>
   return f;
 }
 
-Status GgufFile::parse(const GgufOpenOptions& opt) {
-  Cursor c(base_, size_, path_);
+namespace {
+
+// Reads and checks the magic and the version (2 or 3) at the start of a GGUF file.
+Status read_magic_and_version(Cursor& c, const std::string& path, uint64_t size,
+                              uint32_t& version) {
   uint32_t magic = 0;
-  if (size_ < 4)
-    return corrupt(path_ + ": not a GGUF file (only " + std::to_string(size_) + " bytes)");
+  if (size < 4)
+    return corrupt(path + ": not a GGUF file (only " + std::to_string(size) + " bytes)");
   LLMT_RETURN_IF_ERROR(c.read(magic, "magic"));
   if (magic != kMagic) {
-    return corrupt(path_ + ": not a GGUF file (bad magic; expected \"GGUF\")");
+    return corrupt(path + ": not a GGUF file (bad magic; expected \"GGUF\")");
   }
-  LLMT_RETURN_IF_ERROR(c.read(version_, "version"));
-  if (version_ == 1) {
-    return unsupported(path_ + ": GGUF version 1 is obsolete; convert the model again");
+  LLMT_RETURN_IF_ERROR(c.read(version, "version"));
+  if (version == 1) {
+    return unsupported(path + ": GGUF version 1 is obsolete; convert the model again");
   }
-  if (version_ != 2 && version_ != 3) {
+  if (version != 2 && version != 3) {
     // A big-endian file stores 3 as 0x03000000.
-    if (version_ == 0x02000000u || version_ == 0x03000000u) {
-      return unsupported(path_ + ": big-endian GGUF files are not supported");
+    if (version == 0x02000000u || version == 0x03000000u) {
+      return unsupported(path + ": big-endian GGUF files are not supported");
     }
-    return unsupported(path_ + ": unknown GGUF version " + std::to_string(version_) +
+    return unsupported(path + ": unknown GGUF version " + std::to_string(version) +
                        " (supported: 2, 3)");
   }
+  return Status::ok();
+}
+
+// Reads the n_kv metadata key/value pairs into kvs.
+Status read_kvs(Cursor& c, uint64_t n_kv, const GgufOpenOptions& opt, std::vector<GgufKV>& kvs) {
+  kvs.resize(n_kv);
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    GgufKV& kv = kvs[i];
+    LLMT_RETURN_IF_ERROR(c.read_string(kv.key, "metadata key"));
+    uint32_t type = 0;
+    LLMT_RETURN_IF_ERROR(c.read(type, "metadata type"));
+    if (!valid_type(type)) {
+      return c.fail("key '" + std::string(kv.key) + "': bad value type " + std::to_string(type));
+    }
+    LLMT_RETURN_IF_ERROR(
+        read_value(c, static_cast<GgufType>(type), kv.value, opt, 0, std::string(kv.key)));
+  }
+  return Status::ok();
+}
+
+// Checks the general.alignment value a (a u32 power of two) and stores it in alignment.
+Status read_alignment(const GgufValue& a, const std::string& path, uint64_t& alignment) {
+  if (a.type != GgufType::UINT32) {
+    return corrupt(path + ": general.alignment has type " + gguf_type_name(a.type) +
+                   ", expected u32");
+  }
+  uint64_t al = a.num.u;
+  if (al == 0 || (al & (al - 1)) != 0) {
+    return corrupt(path + ": general.alignment " + std::to_string(al) + " is not a power of two");
+  }
+  alignment = al;
+  return Status::ok();
+}
+
+// Reads one tensor's info (name, shape, type, offset) into t and checks it against its type's
+// block size and the data alignment.
+Status read_tensor_info(Cursor& c, uint64_t alignment, GgufTensor& t) {
+  LLMT_RETURN_IF_ERROR(c.read_string(t.name, "tensor name"));
+  const std::string tname = "tensor '" + std::string(t.name) + "'";
+  uint32_t n_dims = 0;
+  LLMT_RETURN_IF_ERROR(c.read(n_dims, "tensor dimension count"));
+  if (n_dims == 0 || n_dims > kMaxDims) {
+    return c.fail(tname + ": " + std::to_string(n_dims) + " dimensions (allowed 1.." +
+                  std::to_string(kMaxDims) + ")");
+  }
+  t.shape.resize(n_dims);
+  uint64_t n_el = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    uint64_t ne = 0;
+    LLMT_RETURN_IF_ERROR(c.read(ne, "tensor dimension"));
+    if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return c.fail(tname + ": dimension " + std::to_string(d) + " is negative");
+    }
+    if (!checked_mul(n_el, ne, n_el) ||
+        n_el > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return c.fail(tname + ": element count overflows");
+    }
+    t.shape[d] = static_cast<int64_t>(ne);
+  }
+  uint32_t type = 0;
+  LLMT_RETURN_IF_ERROR(c.read(type, "tensor type"));
+  auto info = tensor_type_info(type);
+  if (!info) return c.fail(tname + ": unknown tensor type id " + std::to_string(type));
+  t.type = static_cast<TensorType>(type);
+  LLMT_RETURN_IF_ERROR(c.read(t.offset, "tensor offset"));
+  if (t.shape[0] % info->block_size != 0) {
+    return c.fail(tname + ": row length " + std::to_string(t.shape[0]) +
+                  " is not a multiple of the " + info->name + " block size " +
+                  std::to_string(info->block_size));
+  }
+  t.n_elements = n_el;
+  if (!checked_mul(n_el / info->block_size, info->block_bytes, t.n_bytes)) {
+    return c.fail(tname + ": byte size overflows");
+  }
+  if (t.offset % alignment != 0) {
+    return c.fail(tname + ": data offset " + std::to_string(t.offset) +
+                  " is not a multiple of the alignment " + std::to_string(alignment));
+  }
+  return Status::ok();
+}
+
+// Points each tensor at its bytes in the data section (data, data_size bytes), checking that
+// they lie inside it and do not overlap.
+Status place_tensors(std::vector<GgufTensor>& tensors, const uint8_t* data, uint64_t data_size,
+                     const std::string& path) {
+  std::vector<size_t> by_offset(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) by_offset[i] = i;
+  std::sort(by_offset.begin(), by_offset.end(),
+            [&](size_t a, size_t b) { return tensors[a].offset < tensors[b].offset; });
+  uint64_t prev_end = 0;
+  const GgufTensor* prev = nullptr;
+  for (size_t idx : by_offset) {
+    GgufTensor& t = tensors[idx];
+    if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
+      return corrupt(path + ": truncated file: tensor '" + std::string(t.name) + "' data (offset " +
+                     std::to_string(t.offset) + ", " + std::to_string(t.n_bytes) +
+                     " bytes) runs past the end of the file (data section is " +
+                     std::to_string(data_size) + " bytes)");
+    }
+    if (prev != nullptr && t.offset < prev_end) {
+      return corrupt(path + ": tensors '" + std::string(prev->name) + "' and '" +
+                     std::string(t.name) + "' overlap");
+    }
+    t.data = data + t.offset;
+    prev_end = t.offset + t.n_bytes;
+    prev = &t;
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status GgufFile::parse(const GgufOpenOptions& opt) {
+  Cursor c(base_, size_, path_);
+  LLMT_RETURN_IF_ERROR(read_magic_and_version(c, path_, size_, version_));
   uint64_t n_tensors = 0, n_kv = 0;
   LLMT_RETURN_IF_ERROR(c.read(n_tensors, "tensor count"));
   LLMT_RETURN_IF_ERROR(c.read(n_kv, "metadata count"));
@@ -374,18 +492,7 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
                   std::to_string(n_tensors) + ") run past the end of the file");
   }
 
-  kvs_.resize(n_kv);
-  for (uint64_t i = 0; i < n_kv; ++i) {
-    GgufKV& kv = kvs_[i];
-    LLMT_RETURN_IF_ERROR(c.read_string(kv.key, "metadata key"));
-    uint32_t type = 0;
-    LLMT_RETURN_IF_ERROR(c.read(type, "metadata type"));
-    if (!valid_type(type)) {
-      return c.fail("key '" + std::string(kv.key) + "': bad value type " + std::to_string(type));
-    }
-    LLMT_RETURN_IF_ERROR(
-        read_value(c, static_cast<GgufType>(type), kv.value, opt, 0, std::string(kv.key)));
-  }
+  LLMT_RETURN_IF_ERROR(read_kvs(c, n_kv, opt, kvs_));
   kv_index_.resize(n_kv);
   for (size_t i = 0; i < n_kv; ++i) kv_index_[i] = i;
   std::sort(kv_index_.begin(), kv_index_.end(),
@@ -398,62 +505,12 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
   }
 
   if (const GgufValue* a = find("general.alignment")) {
-    if (a->type != GgufType::UINT32) {
-      return corrupt(path_ + ": general.alignment has type " + gguf_type_name(a->type) +
-                     ", expected u32");
-    }
-    uint64_t al = a->num.u;
-    if (al == 0 || (al & (al - 1)) != 0) {
-      return corrupt(path_ + ": general.alignment " + std::to_string(al) +
-                     " is not a power of two");
-    }
-    alignment_ = al;
+    LLMT_RETURN_IF_ERROR(read_alignment(*a, path_, alignment_));
   }
 
   tensors_.resize(n_tensors);
   for (uint64_t i = 0; i < n_tensors; ++i) {
-    GgufTensor& t = tensors_[i];
-    LLMT_RETURN_IF_ERROR(c.read_string(t.name, "tensor name"));
-    const std::string tname = "tensor '" + std::string(t.name) + "'";
-    uint32_t n_dims = 0;
-    LLMT_RETURN_IF_ERROR(c.read(n_dims, "tensor dimension count"));
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      return c.fail(tname + ": " + std::to_string(n_dims) + " dimensions (allowed 1.." +
-                    std::to_string(kMaxDims) + ")");
-    }
-    t.shape.resize(n_dims);
-    uint64_t n_el = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      uint64_t ne = 0;
-      LLMT_RETURN_IF_ERROR(c.read(ne, "tensor dimension"));
-      if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return c.fail(tname + ": dimension " + std::to_string(d) + " is negative");
-      }
-      if (!checked_mul(n_el, ne, n_el) ||
-          n_el > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return c.fail(tname + ": element count overflows");
-      }
-      t.shape[d] = static_cast<int64_t>(ne);
-    }
-    uint32_t type = 0;
-    LLMT_RETURN_IF_ERROR(c.read(type, "tensor type"));
-    auto info = tensor_type_info(type);
-    if (!info) return c.fail(tname + ": unknown tensor type id " + std::to_string(type));
-    t.type = static_cast<TensorType>(type);
-    LLMT_RETURN_IF_ERROR(c.read(t.offset, "tensor offset"));
-    if (t.shape[0] % info->block_size != 0) {
-      return c.fail(tname + ": row length " + std::to_string(t.shape[0]) +
-                    " is not a multiple of the " + info->name + " block size " +
-                    std::to_string(info->block_size));
-    }
-    t.n_elements = n_el;
-    if (!checked_mul(n_el / info->block_size, info->block_bytes, t.n_bytes)) {
-      return c.fail(tname + ": byte size overflows");
-    }
-    if (t.offset % alignment_ != 0) {
-      return c.fail(tname + ": data offset " + std::to_string(t.offset) +
-                    " is not a multiple of the alignment " + std::to_string(alignment_));
-    }
+    LLMT_RETURN_IF_ERROR(read_tensor_info(c, alignment_, tensors_[i]));
   }
   tensor_index_.resize(n_tensors);
   for (size_t i = 0; i < n_tensors; ++i) tensor_index_[i] = i;
@@ -476,30 +533,7 @@ Status GgufFile::parse(const GgufOpenOptions& opt) {
   const uint64_t data_size = size_ - data_offset_;
 
   // Tensor data must lie inside the file and must not overlap.
-  std::vector<size_t> by_offset(n_tensors);
-  for (size_t i = 0; i < n_tensors; ++i) by_offset[i] = i;
-  std::sort(by_offset.begin(), by_offset.end(),
-            [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
-  uint64_t prev_end = 0;
-  const GgufTensor* prev = nullptr;
-  for (size_t idx : by_offset) {
-    GgufTensor& t = tensors_[idx];
-    if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
-      return corrupt(path_ + ": truncated file: tensor '" + std::string(t.name) +
-                     "' data (offset " + std::to_string(t.offset) + ", " +
-                     std::to_string(t.n_bytes) +
-                     " bytes) runs past the end of the file (data section is " +
-                     std::to_string(data_size) + " bytes)");
-    }
-    if (prev != nullptr && t.offset < prev_end) {
-      return corrupt(path_ + ": tensors '" + std::string(prev->name) + "' and '" +
-                     std::string(t.name) + "' overlap");
-    }
-    t.data = base_ + data_offset_ + t.offset;
-    prev_end = t.offset + t.n_bytes;
-    prev = &t;
-  }
-  return Status::ok();
+  return place_tensors(tensors_, base_ + data_offset_, data_size, path_);
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {

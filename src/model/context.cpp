@@ -88,9 +88,10 @@ int32_t ContextState::collect_out_rows(const BatchEntry* e, int32_t n) {
 Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Context::~Context() = default;
 
-Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> model,
-                                                 const ContextOptions& options) {
-  if (!model) return invalid_argument("Context::create: model is null");
+namespace {
+
+// Checks the options of Context::create() against each other and the model.
+Status check_context_options(const Model& model, const ContextOptions& options) {
   if (options.n_ctx < 0) {
     return invalid_argument("n_ctx must be >= 0 (0 = default), got " +
                             std::to_string(options.n_ctx));
@@ -118,38 +119,23 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   if (options.n_batch < 1) {
     return invalid_argument("n_batch must be >= 1, got " + std::to_string(options.n_batch));
   }
-  if (options.kv_type == KvType::kF16 && model->hparams().head_dim > 1024 &&
-      model->arch_spec().forward == forward_decoder) {
+  if (options.kv_type == KvType::kF16 && model.hparams().head_dim > 1024 &&
+      model.arch_spec().forward == forward_decoder) {
     return invalid_argument("an F16 KV cache supports head_dim <= 1024 for '" +
-                            model->hparams().arch + "' (head_dim " +
-                            std::to_string(model->hparams().head_dim) + ")");
+                            model.hparams().arch + "' (head_dim " +
+                            std::to_string(model.hparams().head_dim) + ")");
   }
-  auto impl = std::make_unique<Impl>();
-  Impl& c = *impl;
-  const ModelHparams& h = model->hparams();
-  c.hp = &h;
-  const ModelWeights& mw = model->weights();
-  c.w = &mw;
-  c.paged = paged;
-  c.n_seq_max = paged ? 0 : options.n_seq_max;
-  c.kv_type = options.kv_type;
-  c.kv_elem_bytes = c.kv_type == KvType::kF16 ? sizeof(uint16_t) : sizeof(float);
-  if (options.n_ctx > 0) {
-    c.n_ctx = options.n_ctx;
-  } else {
-    c.n_ctx = std::min<int32_t>(h.n_ctx_train, 4096);
-    if (c.n_seq_max > 1) c.n_ctx = std::min(c.n_ctx, std::max(256, 16384 / c.n_seq_max));
-  }
-  // A fixed-slot context never runs more than n_ctx tokens at once; a paged one can (many
-  // sequences in one pass).
-  c.n_batch = paged ? options.n_batch : std::min(options.n_batch, c.n_ctx);
-  c.all_logits = options.all_logits;
-  c.isa = static_cast<kernels::Isa>(model->isa());
-  c.ot = &ops::ops_table(c.isa);
+  return Status::ok();
+}
 
+// Lays out and maps the KV pool (and the window-slot pool) of c, whose hp, w, paged, n_seq_max,
+// kv_elem_bytes and n_ctx are set.
+Status map_kv_pool(ContextState& c, const ContextOptions& options) {
+  const ModelHparams& h = *c.hp;
+  const ModelWeights& mw = *c.w;
+  const bool paged = c.paged;
   c.block_size = paged ? options.kv_block_size : c.n_ctx;
   c.n_blocks = paged ? options.n_kv_blocks : c.n_seq_max;
-  const size_t nb = static_cast<size_t>(c.n_batch);
   // Refuse absurd requests before allocating (K and V). Sizes are computed in double first, so
   // they cannot overflow.
   const double block_bytes_d = 2.0 * h.n_layer * h.kv_dim() * static_cast<double>(c.block_size) *
@@ -197,6 +183,15 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     return Status(StatusCode::kOutOfMemory,
                   "cannot map the KV cache (" + std::to_string(pool_bytes + win_bytes) + " bytes)");
   }
+  return Status::ok();
+}
+
+// Allocates the slot tables and the batch scratch buffers of c (n_batch rows) and its RoPE
+// frequencies.
+Status allocate_buffers(ContextState& c) {
+  const ModelHparams& h = *c.hp;
+  const ModelWeights& mw = *c.w;
+  const size_t nb = static_cast<size_t>(c.n_batch);
   try {
     c.slot_blocks.resize(c.n_seq_max);
     c.slot_tables.resize(c.n_seq_max);
@@ -246,14 +241,21 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
     return Status(StatusCode::kOutOfMemory,
                   "cannot allocate the context buffers for n_ctx " + std::to_string(c.n_ctx));
   }
+  return Status::ok();
+}
 
+// Sizes the matmul work area and macs_per_token from the model's matrices, starts the thread
+// pool and allocates each thread's scratch.
+Status start_threads(ContextState& c, const Model& model, const ContextOptions& options) {
+  const ModelHparams& h = *c.hp;
+  const size_t nb = static_cast<size_t>(c.n_batch);
   // One work size fits every matmul of the model at n_batch rows.
   size_t work = 0;
   auto consider = [&](const WeightMatrix& w) {
     work = std::max(work, kernels::matmul_work_bytes(w.type, c.n_batch, w.row_len));
   };
   c.macs_per_token = 0.0;
-  for (const WeightMatrix* w : model->matrices()) {
+  for (const WeightMatrix* w : model.matrices()) {
     consider(*w);
     c.macs_per_token += static_cast<double>(w->n_rows) * w->row_len;
   }
@@ -272,6 +274,42 @@ Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> mo
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kOutOfMemory, "cannot allocate per-thread scratch buffers");
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Context>> Context::create(std::shared_ptr<const Model> model,
+                                                 const ContextOptions& options) {
+  if (!model) return invalid_argument("Context::create: model is null");
+  LLMT_RETURN_IF_ERROR(check_context_options(*model, options));
+  const bool paged = options.n_kv_blocks > 0;
+  auto impl = std::make_unique<Impl>();
+  Impl& c = *impl;
+  const ModelHparams& h = model->hparams();
+  c.hp = &h;
+  const ModelWeights& mw = model->weights();
+  c.w = &mw;
+  c.paged = paged;
+  c.n_seq_max = paged ? 0 : options.n_seq_max;
+  c.kv_type = options.kv_type;
+  c.kv_elem_bytes = c.kv_type == KvType::kF16 ? sizeof(uint16_t) : sizeof(float);
+  if (options.n_ctx > 0) {
+    c.n_ctx = options.n_ctx;
+  } else {
+    c.n_ctx = std::min<int32_t>(h.n_ctx_train, 4096);
+    if (c.n_seq_max > 1) c.n_ctx = std::min(c.n_ctx, std::max(256, 16384 / c.n_seq_max));
+  }
+  // A fixed-slot context never runs more than n_ctx tokens at once; a paged one can (many
+  // sequences in one pass).
+  c.n_batch = paged ? options.n_batch : std::min(options.n_batch, c.n_ctx);
+  c.all_logits = options.all_logits;
+  c.isa = static_cast<kernels::Isa>(model->isa());
+  c.ot = &ops::ops_table(c.isa);
+
+  LLMT_RETURN_IF_ERROR(map_kv_pool(c, options));
+  LLMT_RETURN_IF_ERROR(allocate_buffers(c));
+  LLMT_RETURN_IF_ERROR(start_threads(c, *model, options));
   c.model = std::move(model);
   return std::unique_ptr<Context>(new Context(std::move(impl)));
 }

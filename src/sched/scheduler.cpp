@@ -324,7 +324,17 @@ struct Scheduler::Impl {
 
   // ---- schedule ----
 
-  void schedule(double now_s) {
+  // What is left of one step while schedule() walks the order.
+  struct StepBudget {
+    int32_t budget = 0;         // tokens left in the step
+    int32_t n_taken = 0;        // chunks taken so far
+    double floor = kNoFloor;    // kPriority latency rule
+    bool admit_closed = false;  // a waiting / swapped thread found no blocks: admit no more
+  };
+
+  // Starts a step: resets the plan, builds the order and marks the threads prefilling since the
+  // previous step.
+  void begin_step(double now_s) {
     plan = StepPlan{};
     ++st.n_steps;
     const uint64_t step = st.n_steps;
@@ -337,162 +347,190 @@ struct Scheduler::Impl {
       if (t->active_prefill) ++n_active_prefill;
     }
     victim_back = order.empty() ? 0 : order.size() - 1;
+  }
 
-    int32_t budget = opt.step_tokens;
-    int32_t n_taken = 0;
-    double floor = kNoFloor;    // kPriority latency rule
-    bool admit_closed = false;  // a waiting / swapped thread found no blocks: admit no more
+  // Sizes and grows the KV of the running thread at order index i, evicting later threads if
+  // needed; returns the tokens it computes this step (0: not taken).
+  int32_t take_running(size_t i, Thread* t, const StepBudget& sb) {
+    const int32_t n = chunk_size(i, *t, t->remaining(), sb.budget, sb.n_taken, sb.floor);
+    if (n == 0) return 0;
+    const int32_t target = t->n_computed + n;
+    if (kv->blocks_needed(t->id, target) > kv->n_available()) {
+      if (!would_fit(i, kv->blocks_needed(t->id, target), {})) {
+        // Cannot grow even with every later thread gone: evicted. Cannot grow because the
+        // later threads are protected by the margin: idle this step, keeping its KV.
+        if (!would_fit(i, kv->blocks_needed(t->id, target), {}, false)) evict(t);
+        return 0;
+      }
+      while (kv->blocks_needed(t->id, target) > kv->n_available()) {
+        Thread* v = next_victim(i, *t);
+        if (v == nullptr) break;
+        evict(v);
+      }
+    }
+    if (!kv->allocate(t->id, target, t->tokens)) {
+      evict(t);  // not reached: would_fit() said it fits
+      return 0;
+    }
+    return n;
+  }
+
+  // Admits the waiting thread at order index i: matches its prefix, opens its KV (evicting later
+  // threads if needed) and makes it running; returns the tokens it computes this step (0: not
+  // taken, sb.admit_closed set when it found no blocks).
+  int32_t take_waiting(size_t i, Thread* t, StepBudget& sb) {
+    kv::PrefixMatch match = kv->match_prefix(match_span(*t));
+    if (match.n_pending > 0 && n_active_prefill > 0) return 0;  // wait for the other thread
+    int32_t n = 0, n_hit = 0, need = 0;
+    auto size_up = [&]() {
+      n_hit = static_cast<int32_t>(match.blocks.size()) * bs + match.n_partial;
+      n = chunk_size(i, *t, static_cast<int32_t>(t->tokens.size()) - n_hit, sb.budget, sb.n_taken,
+                     sb.floor);
+      need = ceil_div(n_hit + n, bs) - static_cast<int32_t>(match.blocks.size());
+    };
+    auto need_total = [&]() {
+      int32_t k = need;
+      for (int32_t b : match.blocks) k += kv->ref_count(b) == 0 ? 1 : 0;
+      // The partial block's source is pinned while its copy's target is taken.
+      if (match.partial_block >= 0 && kv->ref_count(match.partial_block) == 0) ++k;
+      return k;
+    };
+    size_up();
+    if (n == 0) return 0;
+    if (need_total() > kv->n_available()) {
+      if (!would_fit(i, need, match.blocks)) {
+        sb.admit_closed = true;
+        return 0;
+      }
+      while (need_total() > kv->n_available()) {
+        Thread* v = next_victim(i, *t);
+        if (v == nullptr) break;
+        evict(v);
+      }
+      // Evictions only release blocks (computed ones stay matchable); match again so that
+      // open() gets a match with no other KvManager call in between.
+      match = kv->match_prefix(match_span(*t));
+      size_up();
+      if (n == 0 || need_total() > kv->n_available()) {
+        sb.admit_closed = true;
+        return 0;
+      }
+    }
+    if (match.partial_block >= 0) {
+      auto copy = kv->open_partial(t->id, match.blocks, match.partial_block, match.n_partial,
+                                   static_cast<int64_t>(t->tokens.size()));
+      if (!copy.is_ok()) return 0;  // not reached: need_total() counted the blocks
+      plan.copies.push_back(*copy);
+    } else if (!kv->open(t->id, match.blocks, static_cast<int64_t>(t->tokens.size())).is_ok()) {
+      return 0;  // not reached: the thread is not open while waiting
+    }
+    if (!kv->allocate(t->id, n_hit + n, t->tokens)) {
+      kv->free(t->id);  // not reached: checked above
+      sb.admit_closed = true;
+      return 0;
+    }
+    t->n_computed = n_hit;
+    t->phase = Phase::kRunning;
+    st.prefix_hit_tokens += static_cast<uint64_t>(n_hit);
+    return n;
+  }
+
+  // Restores the swapped thread at order index i: opens its KV (evicting later threads if
+  // needed), plans its swap-in and makes it running; returns the tokens it computes this step (0:
+  // not taken, sb.admit_closed set when it found no blocks).
+  int32_t take_swapped(size_t i, Thread* t, StepBudget& sb) {
+    const int32_t n = chunk_size(i, *t, t->remaining(), sb.budget, sb.n_taken, sb.floor);
+    if (n == 0) return 0;
+    const int32_t target =
+        std::max(t->n_computed + n, (std::max(t->n_swap_blocks, 1) - 1) * bs + 1);
+    const int32_t need = ceil_div(target, bs);
+    // Window slots only for the blocks the restored thread's window reaches.
+    const int32_t need_slots = need - kv->first_window_block(t->n_computed);
+    auto short_of = [&] {
+      return need > kv->n_available_blocks() || need_slots > kv->n_available_slots();
+    };
+    if (short_of()) {
+      if (!would_fit(i, need, {})) {
+        sb.admit_closed = true;
+        return 0;
+      }
+      while (short_of()) {
+        Thread* v = next_victim(i, *t);
+        if (v == nullptr) break;
+        evict(v);
+      }
+      if (short_of()) {
+        sb.admit_closed = true;
+        return 0;
+      }
+    }
+    if (!kv->open(t->id, {}).is_ok()) return 0;  // not reached
+    if (!kv->set_restored(t->id, t->n_computed).is_ok() ||
+        !kv->allocate(t->id, target, t->tokens)) {
+      kv->free(t->id);  // not reached
+      sb.admit_closed = true;
+      return 0;
+    }
+    std::span<const int32_t> table = kv->table(t->id);
+    SwapIn si;
+    si.id = t->id;
+    si.blocks.assign(
+        table.begin(),
+        table.begin() + std::min<size_t>(table.size(), static_cast<size_t>(t->n_swap_blocks)));
+    si.window_slots = window_slots_of(si.blocks, t->n_computed);
+    plan.swap_in.push_back(std::move(si));
+    if (t->swap_method == Eviction::kSwapRam)
+      swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
+    t->swap_bytes = 0;
+    t->phase = Phase::kRunning;
+    ++st.n_swap_in;
+    return n;
+  }
+
+  // Adds t's chunk of n tokens to the plan and charges it to the step.
+  void take_chunk(Thread* t, int32_t n, StepBudget& sb) {
+    Chunk c;
+    c.id = t->id;
+    c.pos0 = t->n_computed;
+    c.n_tokens = n;
+    c.sample = c.pos0 + n == static_cast<int32_t>(t->tokens.size());
+    plan.chunks.push_back(c);
+    plan.n_tokens += n;
+    sb.budget -= n;
+    ++sb.n_taken;
+    const bool prefill = !(n == 1 && c.sample && c.pos0 >= t->n_prompt);
+    if (prefill) {
+      if (opt.policy == Policy::kPriority)
+        sb.floor = std::max(sb.floor, static_cast<double>(t->priority));
+      if (!t->active_prefill) {
+        t->active_prefill = true;
+        ++n_active_prefill;
+      }
+    }
+  }
+
+  void schedule(double now_s) {
+    begin_step(now_s);
+    StepBudget sb;
+    sb.budget = opt.step_tokens;
 
     for (size_t i = 0; i < order.size(); ++i) {
-      if (n_taken >= opt.max_running || budget <= 0) break;
+      if (sb.n_taken >= opt.max_running || sb.budget <= 0) break;
       Thread* t = order[i];
       if (t->done() || t->evicted) continue;
-      if (opt.policy == Policy::kPriority && t->effective < floor) continue;
-      if (t->phase != Phase::kRunning && admit_closed) continue;
+      if (opt.policy == Policy::kPriority && t->effective < sb.floor) continue;
+      if (t->phase != Phase::kRunning && sb.admit_closed) continue;
 
       int32_t n = 0;
       if (t->phase == Phase::kRunning) {
-        n = chunk_size(i, *t, t->remaining(), budget, n_taken, floor);
-        if (n == 0) continue;
-        const int32_t target = t->n_computed + n;
-        if (kv->blocks_needed(t->id, target) > kv->n_available()) {
-          if (!would_fit(i, kv->blocks_needed(t->id, target), {})) {
-            // Cannot grow even with every later thread gone: evicted. Cannot grow because the
-            // later threads are protected by the margin: idle this step, keeping its KV.
-            if (!would_fit(i, kv->blocks_needed(t->id, target), {}, false)) evict(t);
-            continue;
-          }
-          while (kv->blocks_needed(t->id, target) > kv->n_available()) {
-            Thread* v = next_victim(i, *t);
-            if (v == nullptr) break;
-            evict(v);
-          }
-        }
-        if (!kv->allocate(t->id, target, t->tokens)) {
-          evict(t);  // not reached: would_fit() said it fits
-          continue;
-        }
+        n = take_running(i, t, sb);
       } else if (t->phase == Phase::kWaiting) {
-        kv::PrefixMatch match = kv->match_prefix(match_span(*t));
-        if (match.n_pending > 0 && n_active_prefill > 0) continue;  // wait for the other thread
-        int32_t n_hit = 0, need = 0;
-        auto size_up = [&]() {
-          n_hit = static_cast<int32_t>(match.blocks.size()) * bs + match.n_partial;
-          n = chunk_size(i, *t, static_cast<int32_t>(t->tokens.size()) - n_hit, budget, n_taken,
-                         floor);
-          need = ceil_div(n_hit + n, bs) - static_cast<int32_t>(match.blocks.size());
-        };
-        auto need_total = [&]() {
-          int32_t k = need;
-          for (int32_t b : match.blocks) k += kv->ref_count(b) == 0 ? 1 : 0;
-          // The partial block's source is pinned while its copy's target is taken.
-          if (match.partial_block >= 0 && kv->ref_count(match.partial_block) == 0) ++k;
-          return k;
-        };
-        size_up();
-        if (n == 0) continue;
-        if (need_total() > kv->n_available()) {
-          if (!would_fit(i, need, match.blocks)) {
-            admit_closed = true;
-            continue;
-          }
-          while (need_total() > kv->n_available()) {
-            Thread* v = next_victim(i, *t);
-            if (v == nullptr) break;
-            evict(v);
-          }
-          // Evictions only release blocks (computed ones stay matchable); match again so that
-          // open() gets a match with no other KvManager call in between.
-          match = kv->match_prefix(match_span(*t));
-          size_up();
-          if (n == 0 || need_total() > kv->n_available()) {
-            admit_closed = true;
-            continue;
-          }
-        }
-        if (match.partial_block >= 0) {
-          auto copy = kv->open_partial(t->id, match.blocks, match.partial_block, match.n_partial,
-                                       static_cast<int64_t>(t->tokens.size()));
-          if (!copy.is_ok()) continue;  // not reached: need_total() counted the blocks
-          plan.copies.push_back(*copy);
-        } else if (!kv->open(t->id, match.blocks, static_cast<int64_t>(t->tokens.size())).is_ok()) {
-          continue;  // not reached: the thread is not open while waiting
-        }
-        if (!kv->allocate(t->id, n_hit + n, t->tokens)) {
-          kv->free(t->id);  // not reached: checked above
-          admit_closed = true;
-          continue;
-        }
-        t->n_computed = n_hit;
-        t->phase = Phase::kRunning;
-        st.prefix_hit_tokens += static_cast<uint64_t>(n_hit);
+        n = take_waiting(i, t, sb);
       } else {  // kSwapped
-        n = chunk_size(i, *t, t->remaining(), budget, n_taken, floor);
-        if (n == 0) continue;
-        const int32_t target =
-            std::max(t->n_computed + n, (std::max(t->n_swap_blocks, 1) - 1) * bs + 1);
-        const int32_t need = ceil_div(target, bs);
-        // Window slots only for the blocks the restored thread's window reaches.
-        const int32_t need_slots = need - kv->first_window_block(t->n_computed);
-        auto short_of = [&] {
-          return need > kv->n_available_blocks() || need_slots > kv->n_available_slots();
-        };
-        if (short_of()) {
-          if (!would_fit(i, need, {})) {
-            admit_closed = true;
-            continue;
-          }
-          while (short_of()) {
-            Thread* v = next_victim(i, *t);
-            if (v == nullptr) break;
-            evict(v);
-          }
-          if (short_of()) {
-            admit_closed = true;
-            continue;
-          }
-        }
-        if (!kv->open(t->id, {}).is_ok()) continue;  // not reached
-        if (!kv->set_restored(t->id, t->n_computed).is_ok() ||
-            !kv->allocate(t->id, target, t->tokens)) {
-          kv->free(t->id);  // not reached
-          admit_closed = true;
-          continue;
-        }
-        std::span<const int32_t> table = kv->table(t->id);
-        SwapIn si;
-        si.id = t->id;
-        si.blocks.assign(
-            table.begin(),
-            table.begin() + std::min<size_t>(table.size(), static_cast<size_t>(t->n_swap_blocks)));
-        si.window_slots = window_slots_of(si.blocks, t->n_computed);
-        plan.swap_in.push_back(std::move(si));
-        if (t->swap_method == Eviction::kSwapRam)
-          swap_ram_bytes -= std::min(swap_ram_bytes, t->swap_bytes);
-        t->swap_bytes = 0;
-        t->phase = Phase::kRunning;
-        ++st.n_swap_in;
+        n = take_swapped(i, t, sb);
       }
-
-      // Taken: one chunk.
-      Chunk c;
-      c.id = t->id;
-      c.pos0 = t->n_computed;
-      c.n_tokens = n;
-      c.sample = c.pos0 + n == static_cast<int32_t>(t->tokens.size());
-      plan.chunks.push_back(c);
-      plan.n_tokens += n;
-      budget -= n;
-      ++n_taken;
-      const bool prefill = !(n == 1 && c.sample && c.pos0 >= t->n_prompt);
-      if (prefill) {
-        if (opt.policy == Policy::kPriority)
-          floor = std::max(floor, static_cast<double>(t->priority));
-        if (!t->active_prefill) {
-          t->active_prefill = true;
-          ++n_active_prefill;
-        }
-      }
+      if (n == 0) continue;
+      take_chunk(t, n, sb);  // taken: one chunk
     }
   }
 

@@ -407,161 +407,175 @@ Value make_globals_range(Args& a) {
   return Value(std::move(l));
 }
 
-bool call_method(Interp& in, const Value& obj, const std::string& name, Args& a, Value* out) {
+namespace {
+
+// The str methods of call_method(): false when s has no method called name.
+bool call_string_method(Interp& in, const std::string& s, const std::string& name, Args& a,
+                        Value* out) {
   static const Value kNone = Value::none();
-  if (obj.is_string()) {
-    const std::string& s = obj.str();
-    if (name == "strip" || name == "lstrip" || name == "rstrip") {
-      *out = Value(strip_chars(s, a.get(0, "chars", kNone), name != "rstrip", name != "lstrip"));
-    } else if (name == "split") {
-      const Value& mx = a.get(1, "maxsplit", Value(-1));
-      *out = Value(split(s, a.get(0, "sep", kNone), mx.as_int()));
-    } else if (name == "startswith" || name == "endswith") {
-      const Value& p = a.get(0, "prefix", kNone);
-      List cands = p.is_list() ? p.list() : List{p};
-      bool r = false;
-      for (const Value& c : cands) {
-        if (!c.is_string()) type_error(name + " first arg must be str or a tuple of str");
-        const std::string& t = c.str();
-        r = r || (t.size() <= s.size() &&
-                  (name == "startswith" ? s.compare(0, t.size(), t) == 0
-                                        : s.compare(s.size() - t.size(), t.size(), t) == 0));
-      }
-      *out = Value(r);
-    } else if (name == "upper") {
-      *out = Value(ascii_map(s, [](int c) { return std::toupper(c); }));
-    } else if (name == "lower") {
-      *out = Value(ascii_map(s, [](int c) { return std::tolower(c); }));
-    } else if (name == "title") {
-      *out = Value(title_case(s));
-    } else if (name == "capitalize") {
-      std::string r = ascii_map(s, [](int c) { return std::tolower(c); });
-      if (!r.empty()) r[0] = static_cast<char>(std::toupper(r[0]));
-      *out = Value(std::move(r));
-    } else if (name == "replace") {
-      const Value& from = a.get(0, "old", kNone);
-      const Value& to = a.get(1, "new", kNone);
-      if (!from.is_string() || !to.is_string()) type_error("replace() arguments must be str");
-      int64_t count = a.get(2, "count", Value(-1)).as_int();
-      std::string r;
-      size_t pos = 0;
-      if (from.str().empty()) {
-        r = s;
-      } else {
-        while (count != 0) {
-          const size_t f = s.find(from.str(), pos);
-          if (f == std::string::npos) break;
-          r.append(s, pos, f - pos);
-          r += to.str();
-          in.check_size(r.size());
-          pos = f + from.str().size();
-          --count;
-        }
-        r.append(s, pos, std::string::npos);
-      }
-      *out = Value(std::move(r));
-    } else if (name == "find" || name == "count" || name == "index" || name == "rfind") {
-      const Value& t = a.get(0, "sub", kNone);
-      if (!t.is_string()) type_error("must be str, not " + std::string(t.type_name()));
-      if (name == "count") {
-        int64_t c = 0;
-        if (!t.str().empty()) {
-          for (size_t p = s.find(t.str()); p != std::string::npos;
-               p = s.find(t.str(), p + t.str().size()))
-            ++c;
-        } else {
-          c = static_cast<int64_t>(cp_length(s)) + 1;
-        }
-        *out = Value(c);
-      } else {
-        const size_t f = name == "rfind" ? s.rfind(t.str()) : s.find(t.str());
-        if (f == std::string::npos && name == "index")
-          throw Error("ValueError: substring not found");
-        *out = Value(f == std::string::npos ? int64_t{-1}
-                                            : static_cast<int64_t>(cp_length(s.substr(0, f))));
-      }
-    } else if (name == "join") {
-      std::string r;
-      bool first = true;
-      for (const Value& v : iterate(a.get(0, "iterable", kNone))) {
-        if (!v.is_string())
-          type_error("sequence item: expected str instance, " + std::string(v.type_name()) +
-                     " found");
-        if (!first) r += s;
-        first = false;
-        r += v.str();
+  if (name == "strip" || name == "lstrip" || name == "rstrip") {
+    *out = Value(strip_chars(s, a.get(0, "chars", kNone), name != "rstrip", name != "lstrip"));
+  } else if (name == "split") {
+    const Value& mx = a.get(1, "maxsplit", Value(-1));
+    *out = Value(split(s, a.get(0, "sep", kNone), mx.as_int()));
+  } else if (name == "startswith" || name == "endswith") {
+    const Value& p = a.get(0, "prefix", kNone);
+    List cands = p.is_list() ? p.list() : List{p};
+    bool r = false;
+    for (const Value& c : cands) {
+      if (!c.is_string()) type_error(name + " first arg must be str or a tuple of str");
+      const std::string& t = c.str();
+      r = r || (t.size() <= s.size() &&
+                (name == "startswith" ? s.compare(0, t.size(), t) == 0
+                                      : s.compare(s.size() - t.size(), t.size(), t) == 0));
+    }
+    *out = Value(r);
+  } else if (name == "upper") {
+    *out = Value(ascii_map(s, [](int c) { return std::toupper(c); }));
+  } else if (name == "lower") {
+    *out = Value(ascii_map(s, [](int c) { return std::tolower(c); }));
+  } else if (name == "title") {
+    *out = Value(title_case(s));
+  } else if (name == "capitalize") {
+    std::string r = ascii_map(s, [](int c) { return std::tolower(c); });
+    if (!r.empty()) r[0] = static_cast<char>(std::toupper(r[0]));
+    *out = Value(std::move(r));
+  } else if (name == "replace") {
+    const Value& from = a.get(0, "old", kNone);
+    const Value& to = a.get(1, "new", kNone);
+    if (!from.is_string() || !to.is_string()) type_error("replace() arguments must be str");
+    int64_t count = a.get(2, "count", Value(-1)).as_int();
+    std::string r;
+    size_t pos = 0;
+    if (from.str().empty()) {
+      r = s;
+    } else {
+      while (count != 0) {
+        const size_t f = s.find(from.str(), pos);
+        if (f == std::string::npos) break;
+        r.append(s, pos, f - pos);
+        r += to.str();
         in.check_size(r.size());
+        pos = f + from.str().size();
+        --count;
       }
-      *out = Value(std::move(r));
-    } else if (name == "splitlines") {
-      List l;
-      size_t pos = 0;
-      while (pos < s.size()) {
-        size_t f = s.find('\n', pos);
-        if (f == std::string::npos) f = s.size();
-        l.push_back(Value(s.substr(pos, f - pos)));
-        pos = f + 1;
-      }
-      *out = Value(std::move(l));
-    } else if (name == "isdigit" || name == "isalpha" || name == "isspace" || name == "isalnum" ||
-               name == "islower" || name == "isupper") {
-      bool r = !s.empty();
-      for (unsigned char c : s) {
-        const bool ok = name == "isdigit"   ? std::isdigit(c) != 0
-                        : name == "isalpha" ? std::isalpha(c) != 0
-                        : name == "isspace" ? std::isspace(c) != 0
-                        : name == "isalnum" ? std::isalnum(c) != 0
-                        : name == "islower" ? !std::isupper(c)
-                                            : !std::islower(c);
-        r = r && ok;
-      }
-      *out = Value(r);
-    } else {
-      return false;
+      r.append(s, pos, std::string::npos);
     }
-    return true;
-  }
-  if (obj.type() == Value::Type::kDict) {
-    const Dict& d = obj.dict();
-    if (name == "items") {
-      List l;
-      for (const auto& kv : d.items) l.push_back(Value::tuple(List{Value(kv.first), kv.second}));
-      *out = Value(std::move(l));
-    } else if (name == "keys") {
-      List l;
-      for (const auto& kv : d.items) l.push_back(Value(kv.first));
-      *out = Value(std::move(l));
-    } else if (name == "values") {
-      List l;
-      for (const auto& kv : d.items) l.push_back(kv.second);
-      *out = Value(std::move(l));
-    } else if (name == "get") {
-      const Value& k = a.get(0, "key", kNone);
-      const Value* v = k.is_string() ? d.find(k.str()) : nullptr;
-      *out = v ? *v : a.get(1, "default", kNone);
-    } else {
-      return false;
-    }
-    return true;
-  }
-  if (obj.is_list()) {
-    if (name == "index") {
-      const Value& x = a.get(0, "value", kNone);
-      for (size_t i = 0; i < obj.list().size(); ++i) {
-        if (equals(obj.list()[i], x)) {
-          *out = Value(static_cast<int64_t>(i));
-          return true;
-        }
-      }
-      throw Error("ValueError: value is not in list");
-    }
+    *out = Value(std::move(r));
+  } else if (name == "find" || name == "count" || name == "index" || name == "rfind") {
+    const Value& t = a.get(0, "sub", kNone);
+    if (!t.is_string()) type_error("must be str, not " + std::string(t.type_name()));
     if (name == "count") {
       int64_t c = 0;
-      for (const Value& v : obj.list()) c += equals(v, a.get(0, "value", kNone));
+      if (!t.str().empty()) {
+        for (size_t p = s.find(t.str()); p != std::string::npos;
+             p = s.find(t.str(), p + t.str().size()))
+          ++c;
+      } else {
+        c = static_cast<int64_t>(cp_length(s)) + 1;
+      }
       *out = Value(c);
-      return true;
+    } else {
+      const size_t f = name == "rfind" ? s.rfind(t.str()) : s.find(t.str());
+      if (f == std::string::npos && name == "index") throw Error("ValueError: substring not found");
+      *out = Value(f == std::string::npos ? int64_t{-1}
+                                          : static_cast<int64_t>(cp_length(s.substr(0, f))));
     }
+  } else if (name == "join") {
+    std::string r;
+    bool first = true;
+    for (const Value& v : iterate(a.get(0, "iterable", kNone))) {
+      if (!v.is_string())
+        type_error("sequence item: expected str instance, " + std::string(v.type_name()) +
+                   " found");
+      if (!first) r += s;
+      first = false;
+      r += v.str();
+      in.check_size(r.size());
+    }
+    *out = Value(std::move(r));
+  } else if (name == "splitlines") {
+    List l;
+    size_t pos = 0;
+    while (pos < s.size()) {
+      size_t f = s.find('\n', pos);
+      if (f == std::string::npos) f = s.size();
+      l.push_back(Value(s.substr(pos, f - pos)));
+      pos = f + 1;
+    }
+    *out = Value(std::move(l));
+  } else if (name == "isdigit" || name == "isalpha" || name == "isspace" || name == "isalnum" ||
+             name == "islower" || name == "isupper") {
+    bool r = !s.empty();
+    for (unsigned char c : s) {
+      const bool ok = name == "isdigit"   ? std::isdigit(c) != 0
+                      : name == "isalpha" ? std::isalpha(c) != 0
+                      : name == "isspace" ? std::isspace(c) != 0
+                      : name == "isalnum" ? std::isalnum(c) != 0
+                      : name == "islower" ? !std::isupper(c)
+                                          : !std::islower(c);
+      r = r && ok;
+    }
+    *out = Value(r);
+  } else {
+    return false;
   }
+  return true;
+}
+
+// The dict methods of call_method(): false when d has no method called name.
+bool call_dict_method(const Dict& d, const std::string& name, Args& a, Value* out) {
+  static const Value kNone = Value::none();
+  if (name == "items") {
+    List l;
+    for (const auto& kv : d.items) l.push_back(Value::tuple(List{Value(kv.first), kv.second}));
+    *out = Value(std::move(l));
+  } else if (name == "keys") {
+    List l;
+    for (const auto& kv : d.items) l.push_back(Value(kv.first));
+    *out = Value(std::move(l));
+  } else if (name == "values") {
+    List l;
+    for (const auto& kv : d.items) l.push_back(kv.second);
+    *out = Value(std::move(l));
+  } else if (name == "get") {
+    const Value& k = a.get(0, "key", kNone);
+    const Value* v = k.is_string() ? d.find(k.str()) : nullptr;
+    *out = v ? *v : a.get(1, "default", kNone);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The list methods of call_method(): false when l has no method called name.
+bool call_list_method(const List& l, const std::string& name, Args& a, Value* out) {
+  static const Value kNone = Value::none();
+  if (name == "index") {
+    const Value& x = a.get(0, "value", kNone);
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (equals(l[i], x)) {
+        *out = Value(static_cast<int64_t>(i));
+        return true;
+      }
+    }
+    throw Error("ValueError: value is not in list");
+  }
+  if (name == "count") {
+    int64_t c = 0;
+    for (const Value& v : l) c += equals(v, a.get(0, "value", kNone));
+    *out = Value(c);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool call_method(Interp& in, const Value& obj, const std::string& name, Args& a, Value* out) {
+  if (obj.is_string()) return call_string_method(in, obj.str(), name, a, out);
+  if (obj.type() == Value::Type::kDict) return call_dict_method(obj.dict(), name, a, out);
+  if (obj.is_list()) return call_list_method(obj.list(), name, a, out);
   return false;
 }
 

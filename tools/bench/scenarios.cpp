@@ -413,20 +413,24 @@ std::vector<std::string> classify_documents(int32_t n) {
   return out;
 }
 
-Result<json> scenario_classify_job(const ScenarioOptions& o) {
-  const int32_t n_docs = o.n_threads_sim > 0 ? o.n_threads_sim : 1000;
-  const int32_t n_naive = std::min(n_docs, o.n_naive > 0 ? o.n_naive : 200);
-  const std::vector<std::string> docs = classify_documents(n_docs);
-  const std::vector<std::string> labels = {"positive", "negative", "neutral"};
-  const std::string suffix = "\n\nSentiment:";
-
-  // (a) The job path: one classify job, every document's label threads scored, the instruction
-  // shared through the prefix cache.
-  double job_s = 0.0;
-  int64_t job_prefill = 0, job_hits = 0, job_steps = 0;
-  std::vector<int32_t> label_counts(labels.size(), 0);
+// What the job path of classify-job measured.
+struct ClassifyJobRun {
+  double wall_s = 0.0;
+  int64_t prefill = 0, hits = 0, steps = 0;
+  std::vector<int32_t> label_counts;
   int64_t n_failed = 0;
-  {
+};
+
+// classify-job (a): one classify job, every document's label threads scored, the instruction
+// shared through the prefix cache.
+Result<ClassifyJobRun> run_classify_job(const ScenarioOptions& o,
+                                        const std::vector<std::string>& docs,
+                                        const std::vector<std::string>& labels,
+                                        const std::string& suffix) {
+  const int32_t n_docs = static_cast<int32_t>(docs.size());
+  ClassifyJobRun out;
+  out.label_counts.assign(labels.size(), 0);
+  {  // the job goes before out is returned, as its callback writes out
     EngineConfig cfg = base_config(o);
     LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
     TaskSpec spec;
@@ -438,9 +442,9 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
         auto job, Job::create(*engine, spec, [&](DocumentResult r) {
           std::lock_guard<std::mutex> lock(mu);
           if (!r.ok()) {
-            ++n_failed;
+            ++out.n_failed;
           } else if (r.label >= 0 && r.label < static_cast<int32_t>(labels.size())) {
-            ++label_counts[r.label];
+            ++out.label_counts[r.label];
           }
         }));
     const auto t0 = Clock::now();
@@ -451,95 +455,143 @@ Result<json> scenario_classify_job(const ScenarioOptions& o) {
       LLMT_RETURN_IF_ERROR(job->add(std::move(d)));
     }
     job->wait_idle();
-    job_s = seconds_since(t0);
-    job_prefill = engine->stats().prefill_tokens;
-    job_hits = engine->stats().prefix_hit_tokens;
-    job_steps = engine->stats().n_steps;
+    out.wall_s = seconds_since(t0);
+    out.prefill = engine->stats().prefill_tokens;
+    out.hits = engine->stats().prefix_hit_tokens;
+    out.steps = engine->stats().n_steps;
   }
+  return out;
+}
+
+// What the naive path of classify-job measured.
+struct ClassifyNaiveRun {
+  double wall_s = 0.0;
+  int64_t prefill = 0, unparsed = 0;
+};
+
+// classify-job (b): the first n_naive documents, each an independent generation request with its
+// full prompt (no prefix cache), 8 in flight, 8 tokens generated greedily, the label read from
+// the text.
+Result<ClassifyNaiveRun> run_classify_naive(const ScenarioOptions& o,
+                                            const std::vector<std::string>& docs, int32_t n_naive,
+                                            const std::vector<std::string>& labels,
+                                            const std::string& suffix) {
+  ClassifyNaiveRun out;
+  EngineConfig cfg = base_config(o);
+  cfg.kv.prefix_caching = false;
+  cfg.sched.max_running = 8;
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  std::atomic<int32_t> next{0};
+  std::atomic<int64_t> unparsed{0};
+  std::atomic<bool> failed{false};
+  const auto t0 = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      for (;;) {
+        const int32_t i = next.fetch_add(1);
+        if (i >= n_naive) return;
+        ThreadRequest r;
+        r.prompt = std::string(kClassifyInstruction) + docs[i] + suffix;
+        r.max_tokens = 8;
+        r.ignore_eos = true;
+        r.sampling.temperature = 0.0f;
+        auto h = engine->submit(std::move(r));
+        if (!h.is_ok()) {
+          failed = true;
+          return;
+        }
+        const std::string& text = h->wait().text;
+        bool found = false;
+        for (const auto& lab : labels) found = found || text.find(lab) != std::string::npos;
+        if (!found) ++unparsed;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  if (failed) return Status(StatusCode::kInternal, "classify-job: a naive request failed");
+  out.wall_s = seconds_since(t0);
+  out.prefill = engine->stats().prefill_tokens;
+  out.unparsed = unparsed.load();
+  return out;
+}
+
+// The merge cost measured by classify-job.
+struct MergeCost {
+  double doc_ms = 0.0;    // one 20-piece document classified end to end
+  double merge_us = 0.0;  // the mean merge of its 20 pieces alone
+};
+
+// classify-job's merge cost: one 20-piece document (sentence split) classified end to end, and
+// the mean merge of its 20 pieces' probabilities timed alone.
+Result<MergeCost> measure_merge_cost(const ScenarioOptions& o, const std::vector<std::string>& docs,
+                                     const std::vector<std::string>& labels,
+                                     const std::string& suffix) {
+  MergeCost out;
+  EngineConfig cfg = base_config(o);
+  LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
+  TaskSpec spec;
+  spec.type = TaskType::kClassify;
+  spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
+  spec.labels = labels;
+  spec.split = "sentence";
+  int32_t n_pieces = 0;
+  LLMT_ASSIGN_OR_RETURN(
+      auto job, Job::create(*engine, spec, [&](DocumentResult r) { n_pieces = r.n_pieces; }));
+  std::string text;
+  // Each document is two sentences ("... tomorrow. Service was quick"): 10 make 20 pieces.
+  for (int32_t i = 0; i < 10; ++i) text += docs[static_cast<size_t>(i) % docs.size()] + ". ";
+  Document d;
+  d.text = text;
+  const auto t0 = Clock::now();
+  LLMT_RETURN_IF_ERROR(job->add(std::move(d)));
+  job->wait_idle();
+  out.doc_ms = seconds_since(t0) * 1e3;
+  if (n_pieces != 20) {
+    return Status(StatusCode::kInternal,
+                  "classify-job: expected 20 pieces, got " + std::to_string(n_pieces));
+  }
+  std::vector<tasks::ClassResult> pieces(20);
+  for (int32_t i = 0; i < 20; ++i) {
+    pieces[i].index = 19 - i;  // completion order differs from document order
+    pieces[i].probs = {0.2 + 0.01 * i, 0.5, 0.3 - 0.01 * i};
+  }
+  constexpr int kReps = 2000;
+  const auto t1 = Clock::now();
+  double sink = 0.0;
+  for (int r = 0; r < kReps; ++r) {
+    auto m = tasks::merge_mean(pieces, 20, 3);
+    if (m.is_ok()) sink += m->probs[0];
+  }
+  out.merge_us = seconds_since(t1) * 1e6 / kReps + (sink < 0 ? 1 : 0);
+  return out;
+}
+
+Result<json> scenario_classify_job(const ScenarioOptions& o) {
+  const int32_t n_docs = o.n_threads_sim > 0 ? o.n_threads_sim : 1000;
+  const int32_t n_naive = std::min(n_docs, o.n_naive > 0 ? o.n_naive : 200);
+  const std::vector<std::string> docs = classify_documents(n_docs);
+  const std::vector<std::string> labels = {"positive", "negative", "neutral"};
+  const std::string suffix = "\n\nSentiment:";
+
+  // (a) The job path: one classify job, every document's label threads scored, the instruction
+  // shared through the prefix cache.
+  LLMT_ASSIGN_OR_RETURN(const ClassifyJobRun job, run_classify_job(o, docs, labels, suffix));
+  const double job_s = job.wall_s;
+  const int64_t job_prefill = job.prefill, job_hits = job.hits, job_steps = job.steps;
+  const std::vector<int32_t>& label_counts = job.label_counts;
+  const int64_t n_failed = job.n_failed;
 
   // (b) The naive path: every document an independent generation request with its full prompt
   // (no prefix cache), 8 in flight, 8 tokens generated greedily, the label read from the text.
-  double naive_s = 0.0;
-  int64_t naive_prefill = 0, naive_unparsed = 0;
-  {
-    EngineConfig cfg = base_config(o);
-    cfg.kv.prefix_caching = false;
-    cfg.sched.max_running = 8;
-    LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
-    std::atomic<int32_t> next{0};
-    std::atomic<int64_t> unparsed{0};
-    std::atomic<bool> failed{false};
-    const auto t0 = Clock::now();
-    std::vector<std::thread> clients;
-    for (int c = 0; c < 8; ++c) {
-      clients.emplace_back([&] {
-        for (;;) {
-          const int32_t i = next.fetch_add(1);
-          if (i >= n_naive) return;
-          ThreadRequest r;
-          r.prompt = std::string(kClassifyInstruction) + docs[i] + suffix;
-          r.max_tokens = 8;
-          r.ignore_eos = true;
-          r.sampling.temperature = 0.0f;
-          auto h = engine->submit(std::move(r));
-          if (!h.is_ok()) {
-            failed = true;
-            return;
-          }
-          const std::string& text = h->wait().text;
-          bool found = false;
-          for (const auto& lab : labels) found = found || text.find(lab) != std::string::npos;
-          if (!found) ++unparsed;
-        }
-      });
-    }
-    for (auto& t : clients) t.join();
-    if (failed) return Status(StatusCode::kInternal, "classify-job: a naive request failed");
-    naive_s = seconds_since(t0);
-    naive_prefill = engine->stats().prefill_tokens;
-    naive_unparsed = unparsed.load();
-  }
+  LLMT_ASSIGN_OR_RETURN(const ClassifyNaiveRun naive,
+                        run_classify_naive(o, docs, n_naive, labels, suffix));
+  const double naive_s = naive.wall_s;
+  const int64_t naive_prefill = naive.prefill, naive_unparsed = naive.unparsed;
   // Merge cost: one 20-piece document (sentence split) classified end to end, and the mean merge
   // of its 20 pieces' probabilities timed alone (the callback's share of the document's time).
-  double doc20_ms = 0.0, merge20_us = 0.0;
-  {
-    EngineConfig cfg = base_config(o);
-    LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
-    TaskSpec spec;
-    spec.type = TaskType::kClassify;
-    spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
-    spec.labels = labels;
-    spec.split = "sentence";
-    int32_t n_pieces = 0;
-    LLMT_ASSIGN_OR_RETURN(
-        auto job, Job::create(*engine, spec, [&](DocumentResult r) { n_pieces = r.n_pieces; }));
-    std::string text;
-    // Each document is two sentences ("... tomorrow. Service was quick"): 10 make 20 pieces.
-    for (int32_t i = 0; i < 10; ++i) text += docs[static_cast<size_t>(i) % docs.size()] + ". ";
-    Document d;
-    d.text = text;
-    const auto t0 = Clock::now();
-    LLMT_RETURN_IF_ERROR(job->add(std::move(d)));
-    job->wait_idle();
-    doc20_ms = seconds_since(t0) * 1e3;
-    if (n_pieces != 20) {
-      return Status(StatusCode::kInternal,
-                    "classify-job: expected 20 pieces, got " + std::to_string(n_pieces));
-    }
-    std::vector<tasks::ClassResult> pieces(20);
-    for (int32_t i = 0; i < 20; ++i) {
-      pieces[i].index = 19 - i;  // completion order differs from document order
-      pieces[i].probs = {0.2 + 0.01 * i, 0.5, 0.3 - 0.01 * i};
-    }
-    constexpr int kReps = 2000;
-    const auto t1 = Clock::now();
-    double sink = 0.0;
-    for (int r = 0; r < kReps; ++r) {
-      auto m = tasks::merge_mean(pieces, 20, 3);
-      if (m.is_ok()) sink += m->probs[0];
-    }
-    merge20_us = seconds_since(t1) * 1e6 / kReps + (sink < 0 ? 1 : 0);
-  }
+  LLMT_ASSIGN_OR_RETURN(const MergeCost merge, measure_merge_cost(o, docs, labels, suffix));
+  const double doc20_ms = merge.doc_ms, merge20_us = merge.merge_us;
   const double job_docs_s = n_docs / job_s;
   const double naive_docs_s = n_naive / naive_s;
   constexpr double kLlamaServerReqS = 10.7;  // ../shared/reference/baseline-llamacpp.md, sec. 6

@@ -39,51 +39,166 @@ void write_out(const std::string& s) {
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int cmd_generate(int argc, char** argv) {
-  CLI::App app{"Generate text from a prompt", "generate"};
+// The command line of generate.
+struct GenerateOptions {
   std::string model_arg, prompt, prompt_file, system_prompt, template_name;
   int32_t n_predict = 64;
   int32_t n_threads = 0;
   int32_t n_ctx = 0;
   bool chat = false, no_bos = false, ignore_eos = false, json_out = false;
   SamplingParams sp;
-  sp.seed = SamplingParams::kDefaultSeed;
-  app.add_option("-m,--model", model_arg, "GGUF model (default: $LLMT_MODEL or stories260K.gguf)");
-  app.add_option("-p,--prompt", prompt, "prompt text (default: empty, i.e. only BOS)");
-  app.add_option("-f,--file", prompt_file, "read the prompt from a file");
-  app.add_option("-n,--n-predict", n_predict, "tokens to generate (default 64)")
+};
+
+// Declares generate's options on app, parsed into o.
+void add_generate_options(CLI::App& app, GenerateOptions& o) {
+  app.add_option("-m,--model", o.model_arg,
+                 "GGUF model (default: $LLMT_MODEL or stories260K.gguf)");
+  app.add_option("-p,--prompt", o.prompt, "prompt text (default: empty, i.e. only BOS)");
+  app.add_option("-f,--file", o.prompt_file, "read the prompt from a file");
+  app.add_option("-n,--n-predict", o.n_predict, "tokens to generate (default 64)")
       ->check(CLI::Range(0, 1 << 24));
-  add_sampling_options(app, &sp, "0.8");
-  app.add_option("-t,--threads", n_threads, "compute threads (default: physical cores)")
+  add_sampling_options(app, &o.sp, "0.8");
+  app.add_option("-t,--threads", o.n_threads, "compute threads (default: physical cores)")
       ->check(CLI::Range(0, 1024));
-  app.add_option("-c,--ctx-size", n_ctx, "context length (default: min(model, 4096))")
+  app.add_option("-c,--ctx-size", o.n_ctx, "context length (default: min(model, 4096))")
       ->check(CLI::Range(0, 1 << 24));
-  app.add_flag("--chat", chat, "wrap the prompt as one user turn with the model's chat template");
-  app.add_option("--system", system_prompt, "system message for --chat");
-  app.add_option("--chat-template", template_name,
+  app.add_flag("--chat", o.chat, "wrap the prompt as one user turn with the model's chat template");
+  app.add_option("--system", o.system_prompt, "system message for --chat");
+  app.add_option("--chat-template", o.template_name,
                  "for --chat: a built-in format name (" + chat_format_names() +
                      ") or a Jinja file, instead of the model's tokenizer.chat_template");
-  app.add_flag("--no-bos", no_bos, "do not add BOS/EOS tokens to the prompt");
-  app.add_flag("--ignore-eos", ignore_eos, "keep generating after end-of-generation tokens");
-  app.add_flag("--json", json_out, "print one JSON object (ids, text, timings) instead of text");
+  app.add_flag("--no-bos", o.no_bos, "do not add BOS/EOS tokens to the prompt");
+  app.add_flag("--ignore-eos", o.ignore_eos, "keep generating after end-of-generation tokens");
+  app.add_flag("--json", o.json_out, "print one JSON object (ids, text, timings) instead of text");
+}
+
+// Tokenizes the prompt (wrapped in the chat template with --chat) into ids; 0, or the exit code
+// after printing the error.
+int tokenize_prompt(const GenerateOptions& o, const Model& model, std::vector<int32_t>& ids) {
+  const Tokenizer& tok = model.tokenizer();
+  if (o.chat) {
+    // The GGUF's Jinja template by default; --chat-template NAME|FILE overrides it.
+    Result<ChatTemplate> tmpl = ChatTemplate::select(o.template_name, model.chat_template(), &tok);
+    if (!tmpl.is_ok()) return fail(tmpl.status().message());
+    std::vector<ChatMessage> msgs;
+    if (!o.system_prompt.empty()) msgs.push_back({"system", o.system_prompt});
+    msgs.push_back({"user", o.prompt});
+    Result<std::string> text =
+        tmpl->render_prompt(msgs, /*add_generation_prompt=*/true,
+                            /*tokenizer_adds_bos=*/!o.no_bos && tok.add_bos());
+    if (!text.is_ok()) return fail(text.status().message());
+    ids = tok.encode(*text, {.add_special = !o.no_bos, .parse_special = true});
+  } else {
+    if (!o.system_prompt.empty() || !o.template_name.empty()) {
+      return fail("--system and --chat-template need --chat");
+    }
+    ids = tok.encode(o.prompt, {.add_special = !o.no_bos, .parse_special = false});
+  }
+  if (ids.empty()) return fail("the prompt is empty (no tokens to start from)");
+  return 0;
+}
+
+// What the generation loop produced.
+struct Generation {
+  std::vector<int32_t> out_ids;
+  std::string text;  // --json: the decoded text (else it went to stdout)
+  std::string stop_reason = "length";
+  double gen_ms = 0.0;
+};
+
+// Samples up to o.n_predict tokens after the evaluated prompt, streaming their text to stdout
+// (into g.text with --json); 0, or the exit code after printing the error.
+int generate_tokens(const GenerateOptions& o, const Tokenizer& tok, Context& ctx, Sampler& sampler,
+                    Generation& g) {
+  g.out_ids.reserve(static_cast<size_t>(o.n_predict));
+  StreamDecoder decoder(tok);
+  const auto t_gen = Clock::now();
+  for (int32_t i = 0; i < o.n_predict; ++i) {
+    const int32_t id = sampler.sample(ctx.logits());
+    if (id < 0) return fail("sampling produced no token");
+    sampler.accept(id);
+    if (!o.ignore_eos && tok.is_eog(id)) {
+      g.stop_reason = "eog";
+      break;
+    }
+    g.out_ids.push_back(id);
+    std::string piece = decoder.push(id);
+    if (o.json_out) {
+      g.text += piece;
+    } else {
+      write_out(piece);
+    }
+    if (i + 1 == o.n_predict) break;
+    if (ctx.n_past() >= ctx.n_ctx()) {
+      g.stop_reason = "context_full";
+      break;
+    }
+    if (Status st = ctx.eval(std::span<const int32_t>(&id, 1)); !st.is_ok()) {
+      return fail(st.to_string());
+    }
+  }
+  g.gen_ms = ms_since(t_gen);
+  const std::string rest = decoder.flush();
+  if (o.json_out) {
+    g.text += rest;
+  } else {
+    write_out(rest);
+  }
+  return 0;
+}
+
+// Prints the result: the JSON object with --json, else the closing newline on stdout and the
+// timings on stderr.
+void print_generation(const GenerateOptions& o, const std::vector<int32_t>& prompt_ids,
+                      const Generation& g, double load_ms, double prompt_ms, int32_t n_threads) {
+  const double n_gen = static_cast<double>(g.out_ids.size());
+  const double prompt_tok_s = prompt_ms > 0 ? prompt_ids.size() * 1000.0 / prompt_ms : 0.0;
+  const double gen_tok_s = g.gen_ms > 0 ? n_gen * 1000.0 / g.gen_ms : 0.0;
+  if (o.json_out) {
+    nlohmann::json j;
+    j["prompt_token_ids"] = prompt_ids;
+    j["token_ids"] = g.out_ids;
+    j["text"] = g.text;
+    j["stop_reason"] = g.stop_reason;
+    j["timings"] = {{"load_ms", load_ms},           {"prompt_ms", prompt_ms},
+                    {"prompt_tok_s", prompt_tok_s}, {"gen_ms", g.gen_ms},
+                    {"gen_tok_s", gen_tok_s},       {"n_prompt", prompt_ids.size()},
+                    {"n_gen", g.out_ids.size()},    {"threads", n_threads}};
+    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("%s\n", s.c_str());
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr,
+                 "load %.1f ms | prompt %zu tok %.1f ms (%.1f tok/s) | gen %zu tok %.1f ms "
+                 "(%.1f tok/s) | threads %d | stop: %s\n",
+                 load_ms, prompt_ids.size(), prompt_ms, prompt_tok_s, g.out_ids.size(), g.gen_ms,
+                 gen_tok_s, n_threads, g.stop_reason.c_str());
+  }
+}
+
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  CLI::App app{"Generate text from a prompt", "generate"};
+  GenerateOptions o;
+  o.sp.seed = SamplingParams::kDefaultSeed;
+  add_generate_options(app, o);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (Status st = sp.validate(); !st.is_ok()) return fail(st.message());
-  if (!prompt_file.empty()) {
-    if (!prompt.empty()) return fail("pass either -p or -f, not both");
-    std::ifstream in(prompt_file, std::ios::binary);
-    if (!in) return fail("cannot read prompt file '" + prompt_file + "'");
+  if (Status st = o.sp.validate(); !st.is_ok()) return fail(st.message());
+  if (!o.prompt_file.empty()) {
+    if (!o.prompt.empty()) return fail("pass either -p or -f, not both");
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) return fail("cannot read prompt file '" + o.prompt_file + "'");
     std::ostringstream ss;
     ss << in.rdbuf();
-    prompt = ss.str();
+    o.prompt = ss.str();
   }
 
-  const std::string path = resolve_model_path(model_arg, "stories260K.gguf");
+  const std::string path = resolve_model_path(o.model_arg, "stories260K.gguf");
   if (path.empty()) return 1;
 
   const auto t_load = Clock::now();
@@ -94,28 +209,11 @@ int cmd_generate(int argc, char** argv) {
 
   // Prompt tokens.
   std::vector<int32_t> prompt_ids;
-  if (chat) {
-    // The GGUF's Jinja template by default; --chat-template NAME|FILE overrides it.
-    Result<ChatTemplate> tmpl = ChatTemplate::select(template_name, model->chat_template(), &tok);
-    if (!tmpl.is_ok()) return fail(tmpl.status().message());
-    std::vector<ChatMessage> msgs;
-    if (!system_prompt.empty()) msgs.push_back({"system", system_prompt});
-    msgs.push_back({"user", prompt});
-    Result<std::string> text = tmpl->render_prompt(msgs, /*add_generation_prompt=*/true,
-                                                   /*tokenizer_adds_bos=*/!no_bos && tok.add_bos());
-    if (!text.is_ok()) return fail(text.status().message());
-    prompt_ids = tok.encode(*text, {.add_special = !no_bos, .parse_special = true});
-  } else {
-    if (!system_prompt.empty() || !template_name.empty()) {
-      return fail("--system and --chat-template need --chat");
-    }
-    prompt_ids = tok.encode(prompt, {.add_special = !no_bos, .parse_special = false});
-  }
-  if (prompt_ids.empty()) return fail("the prompt is empty (no tokens to start from)");
+  if (int rc = tokenize_prompt(o, *model, prompt_ids); rc != 0) return rc;
 
   ContextOptions copt;
-  copt.n_ctx = n_ctx;
-  copt.n_threads = n_threads;
+  copt.n_ctx = o.n_ctx;
+  copt.n_threads = o.n_threads;
   auto ctx_r = Context::create(model, copt);
   if (!ctx_r.is_ok()) return fail(ctx_r.status().to_string());
   Context& ctx = **ctx_r;
@@ -124,7 +222,7 @@ int cmd_generate(int argc, char** argv) {
                 " tokens, which does not fit the context of " + std::to_string(ctx.n_ctx()) +
                 " (use -c to raise it)");
   }
-  auto sampler_r = Sampler::create(sp, model->hparams().n_vocab);
+  auto sampler_r = Sampler::create(o.sp, model->hparams().n_vocab);
   if (!sampler_r.is_ok()) return fail(sampler_r.status().message());
   Sampler& sampler = *sampler_r;
   const double load_ms = ms_since(t_load);
@@ -136,64 +234,9 @@ int cmd_generate(int argc, char** argv) {
   for (int32_t id : prompt_ids) sampler.accept(id);
 
   // Generation.
-  std::vector<int32_t> out_ids;
-  out_ids.reserve(static_cast<size_t>(n_predict));
-  StreamDecoder decoder(tok);
-  std::string text;
-  std::string stop_reason = "length";
-  const auto t_gen = Clock::now();
-  for (int32_t i = 0; i < n_predict; ++i) {
-    const int32_t id = sampler.sample(ctx.logits());
-    if (id < 0) return fail("sampling produced no token");
-    sampler.accept(id);
-    if (!ignore_eos && tok.is_eog(id)) {
-      stop_reason = "eog";
-      break;
-    }
-    out_ids.push_back(id);
-    std::string piece = decoder.push(id);
-    if (json_out) {
-      text += piece;
-    } else {
-      write_out(piece);
-    }
-    if (i + 1 == n_predict) break;
-    if (ctx.n_past() >= ctx.n_ctx()) {
-      stop_reason = "context_full";
-      break;
-    }
-    if (Status st = ctx.eval(std::span<const int32_t>(&id, 1)); !st.is_ok()) {
-      return fail(st.to_string());
-    }
-  }
-  const double gen_ms = ms_since(t_gen);
-  const std::string rest = decoder.flush();
-
-  const double n_gen = static_cast<double>(out_ids.size());
-  const double prompt_tok_s = prompt_ms > 0 ? prompt_ids.size() * 1000.0 / prompt_ms : 0.0;
-  const double gen_tok_s = gen_ms > 0 ? n_gen * 1000.0 / gen_ms : 0.0;
-  if (json_out) {
-    text += rest;
-    nlohmann::json j;
-    j["prompt_token_ids"] = prompt_ids;
-    j["token_ids"] = out_ids;
-    j["text"] = text;
-    j["stop_reason"] = stop_reason;
-    j["timings"] = {{"load_ms", load_ms},           {"prompt_ms", prompt_ms},
-                    {"prompt_tok_s", prompt_tok_s}, {"gen_ms", gen_ms},
-                    {"gen_tok_s", gen_tok_s},       {"n_prompt", prompt_ids.size()},
-                    {"n_gen", out_ids.size()},      {"threads", ctx.n_threads()}};
-    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    std::printf("%s\n", s.c_str());
-  } else {
-    write_out(rest);
-    std::printf("\n");
-    std::fprintf(stderr,
-                 "load %.1f ms | prompt %zu tok %.1f ms (%.1f tok/s) | gen %zu tok %.1f ms "
-                 "(%.1f tok/s) | threads %d | stop: %s\n",
-                 load_ms, prompt_ids.size(), prompt_ms, prompt_tok_s, out_ids.size(), gen_ms,
-                 gen_tok_s, ctx.n_threads(), stop_reason.c_str());
-  }
+  Generation g;
+  if (int rc = generate_tokens(o, tok, ctx, sampler, g); rc != 0) return rc;
+  print_generation(o, prompt_ids, g, load_ms, prompt_ms, ctx.n_threads());
   return 0;
 }
 

@@ -17,6 +17,8 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -469,160 +471,302 @@ void stop_ranks(Comm& comm, std::vector<RankInfo>& ranks) {
   comm.drain_sends();
 }
 
-int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<int>& n_signals,
-              std::atomic<int>& last_signal) {
-  std::vector<RankInfo> ranks(static_cast<size_t>(n_ranks));
-  ranks[0].host = host_name();
-  auto early_exit = [&](int code) {
-    stop_ranks(comm, ranks);
-    return code;
-  };
-  const TaskSpec& spec = opt.spec;
-  Result<std::unique_ptr<tasks::InputReader>> reader_r = tasks::InputReader::open(opt.input_path);
-  if (!reader_r.is_ok()) return early_exit(fail(reader_r.status().to_string()));
-  tasks::InputReader& reader = **reader_r;
-  if (reader.format() == tasks::InputFormat::kOpenAiBatch && spec.type != TaskType::kGenerate) {
-    return early_exit(
-        fail("OpenAI batch input runs as generations: use --task generate (the default)"));
-  }
-  Result<uint64_t> n_total_r = tasks::count_input_records(opt.input_path);
-  if (!n_total_r.is_ok()) return early_exit(fail(n_total_r.status().to_string()));
-  const uint64_t n_total = *n_total_r;
-  Result<tasks::JobIdentity> ident = tasks::make_job_identity(opt.input_path, opt.fingerprint);
-  if (!ident.is_ok()) return early_exit(fail(ident.status().to_string()));
-  ident->param_options = opt.param_options;
-  tasks::OutputWriterOptions wopt;
-  wopt.overwrite = opt.overwrite;
-  Result<std::unique_ptr<tasks::OutputWriter>> writer_r =
-      tasks::OutputWriter::open(opt.output_path, *ident, wopt);
-  if (!writer_r.is_ok()) return early_exit(fail(writer_r.status().message()));
-  tasks::OutputWriter& writer = **writer_r;
-  const uint64_t n_done_at_open = writer.n_done_at_open();
-  if (writer.complete_at_open()) {
-    std::fprintf(stderr,
-                 "%s is already complete (%llu records); nothing to do (--overwrite to redo)\n",
-                 opt.output_path.c_str(), static_cast<unsigned long long>(n_done_at_open));
-    return early_exit(kExitOk);
-  }
-  if (n_done_at_open > 0) {
-    std::fprintf(stderr, "resuming: %llu of %llu records already in %s\n",
-                 static_cast<unsigned long long>(n_done_at_open),
-                 static_cast<unsigned long long>(n_total), opt.output_path.c_str());
-    Result<uint64_t> skipped = reader.skip(n_done_at_open);
-    if (!skipped.is_ok()) return early_exit(fail(skipped.status().to_string()));
-  }
+// Rank 0 of a batch run: opens the input and the output, hands chunks of records to every rank
+// (itself included, through a local Worker), writes their results in order and reports.
+class Coordinator {
+ public:
+  Coordinator(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<int>& n_signals,
+              std::atomic<int>& last_signal)
+      : opt_(opt),
+        n_ranks_(n_ranks),
+        comm_(comm),
+        n_signals_(n_signals),
+        last_signal_(last_signal),
+        ranks_(static_cast<size_t>(n_ranks)) {}
 
-  Result<std::unique_ptr<Engine>> engine_r = Engine::create(opt.engine);
-  if (!engine_r.is_ok()) return early_exit(fail(engine_r.status().to_string()));
-  Engine& engine = **engine_r;
-  Worker local(engine, opt);
-  if (Status s = local.start(); !s.is_ok()) return early_exit(fail(s.message()));
-  ranks[0].hello = true;
-  ranks[0].threads = static_cast<uint64_t>(std::max(0, engine.config().compute.n_threads));
-  ranks[0].window = local.window();
-  ranks[0].chunk = local.chunk();
+  // Runs the job to its end; the process exit code.
+  int run();
+
+ private:
+  // Opens the input, the output and the local worker; an exit code when the run ends here.
+  std::optional<int> open_job();
+  // Records one output line of rank `rank`.
+  void put(size_t rank, Line l);
+  // Ranks still running.
+  size_t n_alive() const;
+  // Tokens generated so far, all ranks together.
+  uint64_t total_tokens() const;
+  // Cancels the work of every rank (once).
+  void cancel_all();
+  // Stops the job on rank r's fatal error m (the first one is reported).
+  void rank_fatal(size_t r, const std::string& m);
+  // Sends rank r its next chunk (none at the end: it ended); false when it has to wait.
+  bool serve(size_t r);
+  // Handles one message from rank src.
+  void handle_message(int src, const std::string& msg);
+  // Reacts to the signals seen by rank 0 or forwarded: makes the output durable and finishes
+  // the documents in flight, and cancels on a second signal, after the grace or on a write
+  // error.
+  void handle_signals();
+  // The coordination loop, until every rank is done; the coordinator's CPU seconds.
+  double coordinate();
+  // Flushes the output and reports the run; the exit code.
+  int report(double coord_cpu_s);
+
+  const BatchRunOptions& opt_;
+  const int n_ranks_;
+  Comm& comm_;
+  std::atomic<int>& n_signals_;
+  std::atomic<int>& last_signal_;
+  std::vector<RankInfo> ranks_;
+
+  std::unique_ptr<tasks::InputReader> reader_;
+  uint64_t n_total_ = 0;
+  std::unique_ptr<tasks::OutputWriter> writer_;
+  uint64_t n_done_at_open_ = 0;
+  std::unique_ptr<Engine> engine_;
+  std::optional<Worker> local_;
 
   // Output: lines in order, durable in batches; counts.
-  uint64_t n_done = n_done_at_open, n_failed = 0;
-  Status write_error;
-  auto put = [&](size_t rank, Line l) {
-    if (l.failed) ++n_failed;
-    ++n_done;
-    ++ranks[rank].n_lines;
-    Status s = writer.submit_result(l.index, std::move(l.line));
-    if (!s.is_ok() && write_error.is_ok()) write_error = s;
-  };
+  uint64_t n_done_ = 0, n_failed_ = 0;
+  Status write_error_;
 
-  tasks::ProgressMeterOptions popt;
-  popt.tty = opt.progress == "bar" || (opt.progress == "auto" && isatty(STDERR_FILENO));
-  popt.plain_interval_s = opt.progress_interval_s;
-  popt.n_total = n_total;
-  popt.n_done_at_start = n_done_at_open;
-  tasks::ProgressMeter meter(popt);
-  const bool progress_on = opt.progress != "none";
-  auto n_alive = [&] {
-    size_t n = 0;
-    for (const RankInfo& r : ranks) n += r.done ? 0 : 1;
-    return n;
-  };
-  auto total_tokens = [&] {
-    uint64_t t = local.tokens();
-    for (size_t r = 1; r < ranks.size(); ++r) t += ranks[r].tokens;
-    return t;
-  };
+  std::optional<tasks::ProgressMeter> meter_;
+  bool progress_on_ = false;
 
-  std::string fatal;  // the first fatal error (names the rank)
-  bool input_end = false, stopping = false, cancelled = false;
-  int signals_seen = 0, forwarded_signals = 0, forwarded_last = 0;
-  Clock::time_point signal_at{};
-  auto cancel_all = [&] {
-    if (cancelled) return;
-    cancelled = true;
-    local.cancel();
-    for (size_t r = 1; r < ranks.size(); ++r)
-      if (!ranks[r].done) comm.send(static_cast<int>(r), Writer(Msg::kCancel).take());
-  };
-  auto rank_fatal = [&](size_t r, const std::string& m) {
-    if (fatal.empty()) fatal = "rank " + std::to_string(r) + " (" + ranks[r].host + "): " + m;
-    stopping = true;
+  std::string fatal_;  // the first fatal error (names the rank)
+  bool input_end_ = false, stopping_ = false, cancelled_ = false;
+  int signals_seen_ = 0, forwarded_signals_ = 0, forwarded_last_ = 0;
+  Clock::time_point signal_at_{};
+  // The writer's reorder distance bound: the window and chunk of every rank that said hello,
+  // twice.
+  uint64_t max_ahead_ = 0;
+};
+
+std::optional<int> Coordinator::open_job() {
+  const TaskSpec& spec = opt_.spec;
+  Result<std::unique_ptr<tasks::InputReader>> reader_r = tasks::InputReader::open(opt_.input_path);
+  if (!reader_r.is_ok()) return fail(reader_r.status().to_string());
+  reader_ = std::move(*reader_r);
+  tasks::InputReader& reader = *reader_;
+  if (reader.format() == tasks::InputFormat::kOpenAiBatch && spec.type != TaskType::kGenerate) {
+    return fail("OpenAI batch input runs as generations: use --task generate (the default)");
+  }
+  Result<uint64_t> n_total_r = tasks::count_input_records(opt_.input_path);
+  if (!n_total_r.is_ok()) return fail(n_total_r.status().to_string());
+  n_total_ = *n_total_r;
+  Result<tasks::JobIdentity> ident = tasks::make_job_identity(opt_.input_path, opt_.fingerprint);
+  if (!ident.is_ok()) return fail(ident.status().to_string());
+  ident->param_options = opt_.param_options;
+  tasks::OutputWriterOptions wopt;
+  wopt.overwrite = opt_.overwrite;
+  Result<std::unique_ptr<tasks::OutputWriter>> writer_r =
+      tasks::OutputWriter::open(opt_.output_path, *ident, wopt);
+  if (!writer_r.is_ok()) return fail(writer_r.status().message());
+  writer_ = std::move(*writer_r);
+  n_done_at_open_ = writer_->n_done_at_open();
+  if (writer_->complete_at_open()) {
+    std::fprintf(stderr,
+                 "%s is already complete (%llu records); nothing to do (--overwrite to redo)\n",
+                 opt_.output_path.c_str(), static_cast<unsigned long long>(n_done_at_open_));
+    return kExitOk;
+  }
+  if (n_done_at_open_ > 0) {
+    std::fprintf(stderr, "resuming: %llu of %llu records already in %s\n",
+                 static_cast<unsigned long long>(n_done_at_open_),
+                 static_cast<unsigned long long>(n_total_), opt_.output_path.c_str());
+    Result<uint64_t> skipped = reader.skip(n_done_at_open_);
+    if (!skipped.is_ok()) return fail(skipped.status().to_string());
+  }
+
+  Result<std::unique_ptr<Engine>> engine_r = Engine::create(opt_.engine);
+  if (!engine_r.is_ok()) return fail(engine_r.status().to_string());
+  engine_ = std::move(*engine_r);
+  Engine& engine = *engine_;
+  Worker& local = local_.emplace(engine, opt_);
+  if (Status s = local.start(); !s.is_ok()) return fail(s.message());
+  ranks_[0].hello = true;
+  ranks_[0].threads = static_cast<uint64_t>(std::max(0, engine.config().compute.n_threads));
+  ranks_[0].window = local.window();
+  ranks_[0].chunk = local.chunk();
+  return std::nullopt;
+}
+
+void Coordinator::put(size_t rank, Line l) {
+  if (l.failed) ++n_failed_;
+  ++n_done_;
+  ++ranks_[rank].n_lines;
+  Status s = writer_->submit_result(l.index, std::move(l.line));
+  if (!s.is_ok() && write_error_.is_ok()) write_error_ = s;
+}
+
+size_t Coordinator::n_alive() const {
+  size_t n = 0;
+  for (const RankInfo& r : ranks_) n += r.done ? 0 : 1;
+  return n;
+}
+
+uint64_t Coordinator::total_tokens() const {
+  uint64_t t = local_->tokens();
+  for (size_t r = 1; r < ranks_.size(); ++r) t += ranks_[r].tokens;
+  return t;
+}
+
+void Coordinator::cancel_all() {
+  if (cancelled_) return;
+  cancelled_ = true;
+  local_->cancel();
+  for (size_t r = 1; r < ranks_.size(); ++r)
+    if (!ranks_[r].done) comm_.send(static_cast<int>(r), Writer(Msg::kCancel).take());
+}
+
+void Coordinator::rank_fatal(size_t r, const std::string& m) {
+  if (fatal_.empty()) fatal_ = "rank " + std::to_string(r) + " (" + ranks_[r].host + "): " + m;
+  stopping_ = true;
+  cancel_all();
+}
+
+// A chunk for rank r: at most its chunk size and the unassigned rest / 2K, and only while the
+// writer's reorder distance stays bounded (max_ahead_).
+bool Coordinator::serve(size_t r) {
+  tasks::InputReader& reader = *reader_;
+  if (!input_end_ && !stopping_) {
+    if (reader.n_records_read() >= writer_->next_index() + max_ahead_) return false;
+  }
+  std::vector<RawRecord> recs;
+  if (!input_end_ && !stopping_) {
+    const uint64_t rest =
+        n_total_ > reader.n_records_read() ? n_total_ - reader.n_records_read() : 0;
+    const uint64_t n = std::max<uint64_t>(
+        1, std::min<uint64_t>(ranks_[r].chunk, rest / (2 * static_cast<uint64_t>(n_ranks_))));
+    size_t bytes = 0;
+    while (recs.size() < n && bytes < kMaxMessageBytes) {
+      RawRecord raw;
+      Result<bool> got = reader.next_raw(&raw);
+      if (!got.is_ok()) {
+        if (fatal_.empty()) fatal_ = "reading " + opt_.input_path + ": " + got.status().to_string();
+        stopping_ = true;
+        cancel_all();
+        break;
+      }
+      if (!*got) {
+        input_end_ = true;
+        break;
+      }
+      bytes += raw.line.size() + 40;
+      recs.push_back(std::move(raw));
+    }
+  }
+  if (!recs.empty() || input_end_ || stopping_) {
+    if (recs.empty()) ranks_[r].ended = true;
+    if (r == 0) {
+      local_->give(reader.format(), reader.max_line_bytes(), std::move(recs));
+    } else {
+      Writer w(Msg::kChunk);
+      w.u64(static_cast<uint64_t>(reader.format()));
+      w.u64(reader.max_line_bytes());
+      w.u64(recs.size());
+      for (const RawRecord& rec : recs) {
+        w.u64(rec.index);
+        w.u64(rec.line_number);
+        w.u64(rec.byte_offset);
+        w.u64(rec.too_long ? 1 : 0);
+        w.str(rec.line);
+      }
+      comm_.send(static_cast<int>(r), w.take());
+    }
+    return true;
+  }
+  return false;
+}
+
+void Coordinator::handle_message(int src, const std::string& msg) {
+  const size_t r = static_cast<size_t>(src);
+  RankInfo& ri = ranks_[r];
+  Reader rd(msg);
+  switch (static_cast<Msg>(msg[0])) {
+    case Msg::kHello: {
+      std::string fp;
+      if (!rd.str(&fp) || !rd.str(&ri.host) || !rd.u64(&ri.threads) || !rd.u64(&ri.window)) {
+        rank_fatal(r, "malformed hello message");
+        break;
+      }
+      ri.hello = true;
+      ri.chunk = std::max<uint64_t>(1, ri.window / 2);
+      if (fp != opt_.fingerprint) {
+        rank_fatal(r,
+                   "its job parameters differ from rank 0's (task, prompt, labels, model, "
+                   "sampling...): every rank must run the same job");
+      }
+      max_ahead_ += 2 * (ri.window + ri.chunk);
+      break;
+    }
+    case Msg::kRequest:
+      ri.requested = true;
+      break;
+    case Msg::kResults: {
+      uint64_t n = 0;
+      bool ok = rd.u64(&ri.tokens) && rd.u64(&n);
+      for (uint64_t i = 0; ok && i < n; ++i) {
+        Line l;
+        uint64_t failed = 0;
+        ok = rd.u64(&l.index) && rd.u64(&failed) && rd.str(&l.line);
+        l.failed = failed != 0;
+        if (ok) put(r, std::move(l));
+      }
+      if (!ok) rank_fatal(r, "malformed results message");
+      break;
+    }
+    case Msg::kSignal: {
+      uint64_t ns = 0, sig = 0;
+      if (rd.u64(&ns) && rd.u64(&sig) && static_cast<int>(ns) > forwarded_signals_) {
+        forwarded_signals_ = static_cast<int>(ns);
+        forwarded_last_ = static_cast<int>(sig);
+      }
+      break;
+    }
+    case Msg::kError: {
+      std::string m;
+      if (!rd.str(&m)) m = "malformed error message";
+      ri.done = true;
+      rank_fatal(r, m);
+      break;
+    }
+    case Msg::kDone:
+      ri.done = true;
+      break;
+    default:
+      rank_fatal(r, "unknown message type " + std::to_string(static_cast<int>(msg[0])));
+  }
+}
+
+void Coordinator::handle_signals() {
+  // Signals: rank 0's own or forwarded (mpirun signals every rank: the larger count counts).
+  const int ns = std::max(n_signals_.load(), forwarded_signals_);
+  if (ns > signals_seen_) {
+    if (signals_seen_ == 0) {
+      signal_at_ = Clock::now();
+      const int sig = n_signals_.load() > 0 ? last_signal_.load() : forwarded_last_;
+      if (last_signal_.load() == 0) last_signal_.store(sig);
+      (void)writer_->flush_durable();  // at once: a launcher may SIGKILL soon
+      std::fprintf(stderr,
+                   "\n%s: output made durable; finishing the documents in flight on %zu ranks "
+                   "(up to %.0f s; signal again to stop now). A launcher that stops the job "
+                   "because a rank failed names that rank and host.\n",
+                   sig == SIGINT ? "interrupted" : "terminated", n_alive(), opt_.grace_s);
+      stopping_ = true;
+    }
+    signals_seen_ = ns;
+  }
+  if (!cancelled_ &&
+      (!write_error_.is_ok() || ns > 1 ||
+       (ns == 1 && Clock::now() - signal_at_ > std::chrono::duration<double>(opt_.grace_s)))) {
     cancel_all();
-  };
+  }
+}
 
-  // A chunk for rank r: at most its chunk size and the unassigned rest / 2K, and only while the
-  // writer's reorder distance stays bounded (the window and chunk of every rank that said hello,
-  // twice).
-  uint64_t max_ahead = 2 * (ranks[0].window + ranks[0].chunk);
-  auto serve = [&](size_t r) -> bool {
-    if (!input_end && !stopping) {
-      if (reader.n_records_read() >= writer.next_index() + max_ahead) return false;
-    }
-    std::vector<RawRecord> recs;
-    if (!input_end && !stopping) {
-      const uint64_t rest =
-          n_total > reader.n_records_read() ? n_total - reader.n_records_read() : 0;
-      const uint64_t n = std::max<uint64_t>(
-          1, std::min<uint64_t>(ranks[r].chunk, rest / (2 * static_cast<uint64_t>(n_ranks))));
-      size_t bytes = 0;
-      while (recs.size() < n && bytes < kMaxMessageBytes) {
-        RawRecord raw;
-        Result<bool> got = reader.next_raw(&raw);
-        if (!got.is_ok()) {
-          if (fatal.empty()) fatal = "reading " + opt.input_path + ": " + got.status().to_string();
-          stopping = true;
-          cancel_all();
-          break;
-        }
-        if (!*got) {
-          input_end = true;
-          break;
-        }
-        bytes += raw.line.size() + 40;
-        recs.push_back(std::move(raw));
-      }
-    }
-    if (!recs.empty() || input_end || stopping) {
-      if (recs.empty()) ranks[r].ended = true;
-      if (r == 0) {
-        local.give(reader.format(), reader.max_line_bytes(), std::move(recs));
-      } else {
-        Writer w(Msg::kChunk);
-        w.u64(static_cast<uint64_t>(reader.format()));
-        w.u64(reader.max_line_bytes());
-        w.u64(recs.size());
-        for (const RawRecord& rec : recs) {
-          w.u64(rec.index);
-          w.u64(rec.line_number);
-          w.u64(rec.byte_offset);
-          w.u64(rec.too_long ? 1 : 0);
-          w.str(rec.line);
-        }
-        comm.send(static_cast<int>(r), w.take());
-      }
-      return true;
-    }
-    return false;
-  };
-
+double Coordinator::coordinate() {
+  Worker& local = *local_;
   // The coordinator's own cost: CPU time of this (main) thread in the loop, per document.
   const double cpu0 = thread_cpu_seconds();
   IdleBackoff backoff;
@@ -631,150 +775,103 @@ int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<i
     // Messages.
     int src = 0;
     std::string msg;
-    while (comm.poll(&src, &msg)) {
+    while (comm_.poll(&src, &msg)) {
       busy = true;
-      const size_t r = static_cast<size_t>(src);
-      RankInfo& ri = ranks[r];
-      Reader rd(msg);
-      switch (static_cast<Msg>(msg[0])) {
-        case Msg::kHello: {
-          std::string fp;
-          if (!rd.str(&fp) || !rd.str(&ri.host) || !rd.u64(&ri.threads) || !rd.u64(&ri.window)) {
-            rank_fatal(r, "malformed hello message");
-            break;
-          }
-          ri.hello = true;
-          ri.chunk = std::max<uint64_t>(1, ri.window / 2);
-          if (fp != opt.fingerprint) {
-            rank_fatal(r,
-                       "its job parameters differ from rank 0's (task, prompt, labels, model, "
-                       "sampling...): every rank must run the same job");
-          }
-          max_ahead += 2 * (ri.window + ri.chunk);
-          break;
-        }
-        case Msg::kRequest:
-          ri.requested = true;
-          break;
-        case Msg::kResults: {
-          uint64_t n = 0;
-          bool ok = rd.u64(&ri.tokens) && rd.u64(&n);
-          for (uint64_t i = 0; ok && i < n; ++i) {
-            Line l;
-            uint64_t failed = 0;
-            ok = rd.u64(&l.index) && rd.u64(&failed) && rd.str(&l.line);
-            l.failed = failed != 0;
-            if (ok) put(r, std::move(l));
-          }
-          if (!ok) rank_fatal(r, "malformed results message");
-          break;
-        }
-        case Msg::kSignal: {
-          uint64_t ns = 0, sig = 0;
-          if (rd.u64(&ns) && rd.u64(&sig) && static_cast<int>(ns) > forwarded_signals) {
-            forwarded_signals = static_cast<int>(ns);
-            forwarded_last = static_cast<int>(sig);
-          }
-          break;
-        }
-        case Msg::kError: {
-          std::string m;
-          if (!rd.str(&m)) m = "malformed error message";
-          ri.done = true;
-          rank_fatal(r, m);
-          break;
-        }
-        case Msg::kDone:
-          ri.done = true;
-          break;
-        default:
-          rank_fatal(r, "unknown message type " + std::to_string(static_cast<int>(msg[0])));
-      }
+      handle_message(src, msg);
     }
     // Rank 0's own results.
     for (Line& l : local.take_lines()) {
       busy = true;
       put(0, std::move(l));
     }
-    // Signals: rank 0's own or forwarded (mpirun signals every rank: the larger count counts).
-    const int ns = std::max(n_signals.load(), forwarded_signals);
-    if (ns > signals_seen) {
-      if (signals_seen == 0) {
-        signal_at = Clock::now();
-        const int sig = n_signals.load() > 0 ? last_signal.load() : forwarded_last;
-        if (last_signal.load() == 0) last_signal.store(sig);
-        (void)writer.flush_durable();  // at once: a launcher may SIGKILL soon
-        std::fprintf(stderr,
-                     "\n%s: output made durable; finishing the documents in flight on %zu ranks "
-                     "(up to %.0f s; signal again to stop now). A launcher that stops the job "
-                     "because a rank failed names that rank and host.\n",
-                     sig == SIGINT ? "interrupted" : "terminated", n_alive(), opt.grace_s);
-        stopping = true;
-      }
-      signals_seen = ns;
-    }
-    if (!cancelled &&
-        (!write_error.is_ok() || ns > 1 ||
-         (ns == 1 && Clock::now() - signal_at > std::chrono::duration<double>(opt.grace_s)))) {
-      cancel_all();
-    }
+    handle_signals();
     // Requests (rank 0's own queue counts as one).
-    if (!ranks[0].ended && local.wants_more()) ranks[0].requested = true;
-    for (size_t r = 0; r < ranks.size(); ++r) {
-      if (ranks[r].requested && !ranks[r].done && serve(r)) {
-        ranks[r].requested = false;
+    if (!ranks_[0].ended && local.wants_more()) ranks_[0].requested = true;
+    for (size_t r = 0; r < ranks_.size(); ++r) {
+      if (ranks_[r].requested && !ranks_[r].done && serve(r)) {
+        ranks_[r].requested = false;
         busy = true;
       }
     }
-    (void)writer.tick();
-    if (progress_on) {
+    (void)writer_->tick();
+    if (progress_on_) {
       const std::string s =
-          (meter.set_ranks(n_alive(), ranks.size()), meter.update(n_done, total_tokens()));
+          (meter_->set_ranks(n_alive(), ranks_.size()), meter_->update(n_done_, total_tokens()));
       if (!s.empty()) std::fputs(s.c_str(), stderr);
     }
-    if (!ranks[0].done && local.finished()) {
+    if (!ranks_[0].done && local.finished()) {
       for (Line& l : local.take_lines()) put(0, std::move(l));
       if (Status s = local.feed_status(); !s.is_ok() && s.code() != StatusCode::kCancelled)
         rank_fatal(0, s.to_string());
-      ranks[0].done = true;
+      ranks_[0].done = true;
     }
     if (n_alive() == 0) break;
     backoff.pause(busy);
   }
-  comm.drain_sends();
-  const double coord_cpu_s = thread_cpu_seconds() - cpu0;
+  comm_.drain_sends();
+  return thread_cpu_seconds() - cpu0;
+}
 
+int Coordinator::report(double coord_cpu_s) {
+  tasks::OutputWriter& writer = *writer_;
   Status flushed = writer.flush_durable();
-  if (progress_on)
-    std::fputs((meter.set_ranks(0, ranks.size()), meter.finish(n_done, total_tokens())).c_str(),
-               stderr);
+  if (progress_on_)
+    std::fputs(
+        (meter_->set_ranks(0, ranks_.size()), meter_->finish(n_done_, total_tokens())).c_str(),
+        stderr);
   std::string per_rank = "ranks:";
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    per_rank += " " + std::to_string(r) + "@" + ranks[r].host + " " +
-                std::to_string(ranks[r].n_lines) + " docs" + (r + 1 < ranks.size() ? "," : "");
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    per_rank += " " + std::to_string(r) + "@" + ranks_[r].host + " " +
+                std::to_string(ranks_[r].n_lines) + " docs" + (r + 1 < ranks_.size() ? "," : "");
   }
-  const uint64_t n_run = n_done - n_done_at_open;
+  const uint64_t n_run = n_done_ - n_done_at_open_;
   std::fprintf(stderr, "%s; rank 0 coordination %.1f us CPU per document\n", per_rank.c_str(),
                n_run > 0 ? 1e6 * coord_cpu_s / static_cast<double>(n_run) : 0.0);
-  if (!fatal.empty()) return fail(fatal);
-  if (!write_error.is_ok())
-    return fail("writing " + opt.output_path + ": " + write_error.to_string());
-  if (!flushed.is_ok()) return fail("writing " + opt.output_path + ": " + flushed.to_string());
+  if (!fatal_.empty()) return fail(fatal_);
+  if (!write_error_.is_ok())
+    return fail("writing " + opt_.output_path + ": " + write_error_.to_string());
+  if (!flushed.is_ok()) return fail("writing " + opt_.output_path + ": " + flushed.to_string());
   const uint64_t n_durable = writer.n_durable();
-  if (signals_seen > 0 || n_durable < n_total) {
+  if (signals_seen_ > 0 || n_durable < n_total_) {
     std::fprintf(stderr,
                  "stopped: %llu of %llu records are in %s; run the same command again to resume\n",
                  static_cast<unsigned long long>(n_durable),
-                 static_cast<unsigned long long>(n_total), opt.output_path.c_str());
-    const int sig = last_signal.load();
+                 static_cast<unsigned long long>(n_total_), opt_.output_path.c_str());
+    const int sig = last_signal_.load();
     return sig > 0 ? 128 + sig : kExitFatal;
   }
-  if (Status s = writer.mark_complete(n_total); !s.is_ok()) return fail(s.to_string());
+  if (Status s = writer.mark_complete(n_total_); !s.is_ok()) return fail(s.to_string());
   std::fprintf(stderr, "done: %llu records (%llu this run, %llu failed) on %d ranks -> %s\n",
-               static_cast<unsigned long long>(n_total),
-               static_cast<unsigned long long>(n_total - n_done_at_open),
-               static_cast<unsigned long long>(n_failed), n_ranks, opt.output_path.c_str());
-  return n_failed > 0 ? kExitSomeFailed : kExitOk;
+               static_cast<unsigned long long>(n_total_),
+               static_cast<unsigned long long>(n_total_ - n_done_at_open_),
+               static_cast<unsigned long long>(n_failed_), n_ranks_, opt_.output_path.c_str());
+  return n_failed_ > 0 ? kExitSomeFailed : kExitOk;
+}
+
+int Coordinator::run() {
+  ranks_[0].host = host_name();
+  if (std::optional<int> code = open_job()) {
+    stop_ranks(comm_, ranks_);
+    return *code;
+  }
+  n_done_ = n_done_at_open_;
+
+  tasks::ProgressMeterOptions popt;
+  popt.tty = opt_.progress == "bar" || (opt_.progress == "auto" && isatty(STDERR_FILENO));
+  popt.plain_interval_s = opt_.progress_interval_s;
+  popt.n_total = n_total_;
+  popt.n_done_at_start = n_done_at_open_;
+  meter_.emplace(popt);
+  progress_on_ = opt_.progress != "none";
+  max_ahead_ = 2 * (ranks_[0].window + ranks_[0].chunk);
+
+  const double coord_cpu_s = coordinate();
+  return report(coord_cpu_s);
+}
+
+int run_rank0(const BatchRunOptions& opt, int n_ranks, Comm& comm, std::atomic<int>& n_signals,
+              std::atomic<int>& last_signal) {
+  return Coordinator(opt, n_ranks, comm, n_signals, last_signal).run();
 }
 
 }  // namespace

@@ -508,6 +508,9 @@ struct Server::Impl {
     bool reasoning_open = false;  // the prompt ends in "<think>"
     uint64_t seed = 0;  // every chunk carries "seed" (the request's; choice i used seed + i)
   };
+  // One stream's state and the writer of its chunks (server-streaming.cpp).
+  struct StreamState;
+  class StreamWriter;
   // Streams the choices of a submitted request (threads `ids`, events through `fan`) as SSE.
   void stream_response(httplib::Response& res, Endpoint ep, std::shared_ptr<Ticket> ticket,
                        std::shared_ptr<Fanin> fan, std::vector<ThreadId> ids, Engine* engine,

@@ -3,25 +3,188 @@
 
 namespace llmt::server {
 
+// Per request; touched by the content provider and then the release callback, which run one
+// after the other on the connection's thread.
+struct Server::Impl::StreamState {
+  std::shared_ptr<Ticket> ticket;
+  std::shared_ptr<Fanin> fan;
+  std::vector<ThreadId> ids;
+  Engine* engine = nullptr;
+  std::vector<std::shared_ptr<const ThreadResult>> results;  // per choice, once finished
+  // Inter-token latency, per choice.
+  std::vector<std::optional<Clock::time_point>> last_token;
+  // Logprobs of tokens whose text was not sent yet, and where the next one starts (per choice).
+  std::vector<std::vector<TokenLogprobs>> pending;
+  std::vector<int64_t> offsets;
+  // Chat answers with tools or reasoning: what each choice's text adds to the message so far.
+  std::vector<std::optional<AssistantStreamParser>> parsers;
+  // The chunks' endpoint, response id, creation time and options.
+  Endpoint ep = Endpoint::kCompletions;
+  std::string id;
+  int64_t created = 0;
+  StreamOptions so;
+};
+
+// One call of a stream's content provider: writes the choices' events to the sink as they come
+// until every choice finished.
+class Server::Impl::StreamWriter {
+ public:
+  StreamWriter(Impl& server, StreamState& st, httplib::DataSink& sink)
+      : server_(server), st_(st), sink_(sink) {}
+
+  // Streams the whole response; false when the client went away (its threads are cancelled).
+  bool run();
+
+ private:
+  // Writes s to the sink; false when the client went away.
+  bool write(const std::string& s) { return sink_.write(s.data(), s.size()); }
+  // A chunk (not an error event) with the request's seed, as the non-streaming body has.
+  std::string chunk(json c) const {
+    c["seed"] = st_.so.seed;
+    return sse_event(c);
+  }
+  // Cancels the request's threads and counts the client as gone; returns false.
+  bool client_gone();
+  // The logprobs of choice i's pending tokens (null when not requested or none).
+  json take_logprobs(size_t i);
+  // Writes the text of a token event; false when the client went away.
+  bool on_token(Fanin::Item& it);
+  // Records a choice's result and writes its last chunks; false when the client went away.
+  bool on_finished(Fanin::Item& it, size_t& n_done);
+  // After every choice finished: the usage chunk (when asked for) and [DONE].
+  bool finish();
+
+  Impl& server_;
+  StreamState& st_;
+  httplib::DataSink& sink_;
+  bool failed_ = false;  // a choice failed: its error event was sent, the others cancelled
+};
+
+bool Server::Impl::StreamWriter::client_gone() {
+  for (ThreadId tid : st_.ids) st_.engine->cancel(tid);
+  std::lock_guard<std::mutex> lk(server_.mu);
+  ++server_.counters.n_client_cancelled;
+  return false;
+}
+
+json Server::Impl::StreamWriter::take_logprobs(size_t i) {
+  const Tokenizer* logprobs_tok = st_.so.logprobs_tok;
+  if (!logprobs_tok || st_.pending[i].empty()) return nullptr;
+  json lp = logprobs_json(st_.ep, *logprobs_tok, st_.pending[i], &st_.offsets[i]);
+  st_.pending[i].clear();
+  return lp;
+}
+
+bool Server::Impl::StreamWriter::on_token(Fanin::Item& it) {
+  const Endpoint ep = st_.ep;
+  const std::string& id = st_.id;
+  const std::string& model = st_.so.model;
+  const int64_t created = st_.created;
+  const size_t i = static_cast<size_t>(it.index);
+  const int32_t index = it.index;
+  ThreadEvent& ev = it.event;
+  st_.ticket->on_token();
+  server_.observe_token(&st_.last_token[i]);
+  if (st_.so.logprobs_tok && ev.logprob) st_.pending[i].push_back(std::move(*ev.logprob));
+  if (ev.text.empty() || failed_) return true;
+  if (st_.parsers[i]) {
+    const AssistantDelta d = st_.parsers[i]->feed(ev.text);
+    if (d.empty()) return true;  // held back: the logprobs wait with the text
+    return write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(d), nullptr, index,
+                                        take_logprobs(i))));
+  }
+  return write(
+      chunk(chunk_body(ep, id, model, created, ev.text, nullptr, false, index, take_logprobs(i))));
+}
+
+bool Server::Impl::StreamWriter::on_finished(Fanin::Item& it, size_t& n_done) {
+  const Endpoint ep = st_.ep;
+  const std::string& id = st_.id;
+  const std::string& model = st_.so.model;
+  const int64_t created = st_.created;
+  const size_t i = static_cast<size_t>(it.index);
+  const int32_t index = it.index;
+  ThreadEvent& ev = it.event;
+  if (st_.results[i]) return true;
+  st_.results[i] = ev.result;
+  ++n_done;
+  const ThreadResult& r = *ev.result;
+  if (failed_) return true;
+  bool ok = true;
+  if (r.finish_reason == FinishReason::kError) {
+    failed_ = true;
+    for (ThreadId tid : st_.ids) st_.engine->cancel(tid);
+    ok = write(
+        sse_event(error_body("generation failed: " + r.error, "server_error", "engine_error")));
+  } else if (st_.parsers[i]) {
+    // What was held back, the tool calls, then the finish.
+    AssistantStreamParser::Final f = st_.parsers[i]->finish();
+    const char* finish = openai_finish_reason(r.finish_reason);
+    if (!f.rest.empty()) {
+      ok = write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest), nullptr,
+                                        index, take_logprobs(i))));
+    }
+    if (ok && !f.tool_calls.empty()) {
+      ok = write(chunk(chat_delta_chunk(id, model, created, tool_calls_delta_json(f.tool_calls),
+                                        nullptr, index, take_logprobs(i))));
+      if (r.finish_reason != FinishReason::kLength) finish = "tool_calls";
+    }
+    if (ok) {
+      ok = write(chunk(
+          chat_delta_chunk(id, model, created, json::object(), finish, index, take_logprobs(i))));
+    }
+  } else {
+    ok = write(chunk(chunk_body(ep, id, model, created, "", openai_finish_reason(r.finish_reason),
+                                false, index, take_logprobs(i))));
+  }
+  return ok;
+}
+
+bool Server::Impl::StreamWriter::finish() {
+  server_.observe_finished(st_.results);
+  bool ok = true;
+  if (!failed_ && st_.so.include_usage) {
+    std::vector<Usage> usages;
+    for (const auto& r : st_.results) usages.push_back(r->usage);
+    ok = write(
+        chunk(usage_chunk_body(st_.ep, st_.id, st_.so.model, st_.created, merge_usage(usages))));
+  }
+  if (ok) ok = write(std::string(kSseDone));
+  if (!ok) return false;
+  sink_.done();
+  return true;
+}
+
+bool Server::Impl::StreamWriter::run() {
+  const size_t n_choices = st_.ids.size();
+  if (st_.ep == Endpoint::kChatCompletions) {
+    for (size_t i = 0; i < n_choices; ++i) {
+      if (!write(chunk(chunk_body(st_.ep, st_.id, st_.so.model, st_.created, "", nullptr, true,
+                                  static_cast<int32_t>(i))))) {
+        return client_gone();
+      }
+    }
+  }
+  size_t n_done = 0;
+  std::vector<Fanin::Item> items;
+  while (n_done < n_choices) {
+    items.clear();
+    if (!st_.fan->take(&items, std::chrono::milliseconds(100))) {
+      if (!sink_.is_writable()) return client_gone();
+      continue;
+    }
+    for (Fanin::Item& it : items) {
+      const bool ok =
+          it.event.kind == ThreadEvent::Kind::kToken ? on_token(it) : on_finished(it, n_done);
+      if (!ok) return client_gone();
+    }
+  }
+  return finish();
+}
+
 void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
                                    std::shared_ptr<Ticket> ticket, std::shared_ptr<Fanin> fan,
                                    std::vector<ThreadId> ids, Engine* eng, StreamOptions so) {
-  // Per request; touched by the content provider and then the release callback, which run one
-  // after the other on the connection's thread.
-  struct StreamState {
-    std::shared_ptr<Ticket> ticket;
-    std::shared_ptr<Fanin> fan;
-    std::vector<ThreadId> ids;
-    Engine* engine = nullptr;
-    std::vector<std::shared_ptr<const ThreadResult>> results;  // per choice, once finished
-    // Inter-token latency, per choice.
-    std::vector<std::optional<Clock::time_point>> last_token;
-    // Logprobs of tokens whose text was not sent yet, and where the next one starts (per choice).
-    std::vector<std::vector<TokenLogprobs>> pending;
-    std::vector<int64_t> offsets;
-    // Chat answers with tools or reasoning: what each choice's text adds to the message so far.
-    std::vector<std::optional<AssistantStreamParser>> parsers;
-  };
   auto st = std::make_shared<StreamState>();
   const size_t n = ids.size();
   st->ticket = std::move(ticket);
@@ -37,125 +200,15 @@ void Server::Impl::stream_response(httplib::Response& res, Endpoint ep,
       (so.tool_family != ToolCallFamily::kNone || so.parse_reasoning)) {
     for (auto& p : st->parsers) p.emplace(so.tool_family, so.parse_reasoning, so.reasoning_open);
   }
-  const std::string id = new_id(ep);
-  const int64_t created = unix_now();
+  st->ep = ep;
+  st->id = new_id(ep);
+  st->created = unix_now();
+  st->so = std::move(so);
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st, ep, id, created, so](size_t, httplib::DataSink& sink) {
-        const std::string& model = so.model;
-        const Tokenizer* logprobs_tok = so.logprobs_tok;
-        auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-        // A chunk (not an error event) with the request's seed, as the non-streaming body has.
-        auto chunk = [&](json c) {
-          c["seed"] = so.seed;
-          return sse_event(c);
-        };
-        auto client_gone = [&] {
-          for (ThreadId tid : st->ids) st->engine->cancel(tid);
-          std::lock_guard<std::mutex> lk(mu);
-          ++counters.n_client_cancelled;
-          return false;
-        };
-        // The logprobs of choice i's pending tokens (null when not requested or none).
-        auto take_logprobs = [&](size_t i) -> json {
-          if (!logprobs_tok || st->pending[i].empty()) return nullptr;
-          json lp = logprobs_json(ep, *logprobs_tok, st->pending[i], &st->offsets[i]);
-          st->pending[i].clear();
-          return lp;
-        };
-        const size_t n_choices = st->ids.size();
-        if (ep == Endpoint::kChatCompletions) {
-          for (size_t i = 0; i < n_choices; ++i) {
-            if (!write(chunk(chunk_body(ep, id, model, created, "", nullptr, true,
-                                        static_cast<int32_t>(i))))) {
-              return client_gone();
-            }
-          }
-        }
-        size_t n_done = 0;
-        bool failed = false;  // a choice failed: its error event was sent, the others cancelled
-        std::vector<Fanin::Item> items;
-        while (n_done < n_choices) {
-          items.clear();
-          if (!st->fan->take(&items, std::chrono::milliseconds(100))) {
-            if (!sink.is_writable()) return client_gone();
-            continue;
-          }
-          for (Fanin::Item& it : items) {
-            const size_t i = static_cast<size_t>(it.index);
-            const int32_t index = it.index;
-            ThreadEvent& ev = it.event;
-            if (ev.kind == ThreadEvent::Kind::kToken) {
-              st->ticket->on_token();
-              observe_token(&st->last_token[i]);
-              if (logprobs_tok && ev.logprob) st->pending[i].push_back(std::move(*ev.logprob));
-              if (ev.text.empty() || failed) continue;
-              if (st->parsers[i]) {
-                const AssistantDelta d = st->parsers[i]->feed(ev.text);
-                if (d.empty()) continue;  // held back: the logprobs wait with the text
-                if (!write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(d),
-                                                  nullptr, index, take_logprobs(i))))) {
-                  return client_gone();
-                }
-                continue;
-              }
-              if (!write(chunk(chunk_body(ep, id, model, created, ev.text, nullptr, false, index,
-                                          take_logprobs(i))))) {
-                return client_gone();
-              }
-              continue;
-            }
-            if (st->results[i]) continue;
-            st->results[i] = ev.result;
-            ++n_done;
-            const ThreadResult& r = *ev.result;
-            if (failed) continue;
-            bool ok = true;
-            if (r.finish_reason == FinishReason::kError) {
-              failed = true;
-              for (ThreadId tid : st->ids) st->engine->cancel(tid);
-              ok = write(sse_event(
-                  error_body("generation failed: " + r.error, "server_error", "engine_error")));
-            } else if (st->parsers[i]) {
-              // What was held back, the tool calls, then the finish.
-              AssistantStreamParser::Final f = st->parsers[i]->finish();
-              const char* finish = openai_finish_reason(r.finish_reason);
-              if (!f.rest.empty()) {
-                ok = write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest),
-                                                  nullptr, index, take_logprobs(i))));
-              }
-              if (ok && !f.tool_calls.empty()) {
-                ok = write(
-                    chunk(chat_delta_chunk(id, model, created, tool_calls_delta_json(f.tool_calls),
-                                           nullptr, index, take_logprobs(i))));
-                if (r.finish_reason != FinishReason::kLength) finish = "tool_calls";
-              }
-              if (ok) {
-                ok = write(chunk(chat_delta_chunk(id, model, created, json::object(), finish, index,
-                                                  take_logprobs(i))));
-              }
-            } else {
-              ok = write(chunk(chunk_body(ep, id, model, created, "",
-                                          openai_finish_reason(r.finish_reason), false, index,
-                                          take_logprobs(i))));
-            }
-            if (!ok) return client_gone();
-          }
-        }
-        observe_finished(st->results);
-        bool ok = true;
-        if (!failed && so.include_usage) {
-          std::vector<Usage> usages;
-          for (const auto& r : st->results) usages.push_back(r->usage);
-          ok = write(chunk(usage_chunk_body(ep, id, model, created, merge_usage(usages))));
-        }
-        if (ok) ok = write(std::string(kSseDone));
-        if (!ok) return false;
-        sink.done();
-        return true;
-      },
+      [this, st](size_t, httplib::DataSink& sink) { return StreamWriter(*this, *st, sink).run(); },
       [st](bool) {
         // The response is gone (sent, or the connection failed between provider calls): cancel
         // what still runs.
