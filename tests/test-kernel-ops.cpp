@@ -7,6 +7,7 @@
 //  (b) elementwise ops (silu_mul, gelu, gelu_mul, layer_norm, dot, axpy, to_f16): each tier vs a
 //      double or scalar reference within a stated bound, and each row's bits independent of its
 //      placement and neighbours
+//  (c) every SIMD tier's table has none of the scalar entries (no silent fallback)
 // Perf mode (LLMT_KERNEL_PERF=1 or --perf): attention microseconds per call per tier
 // (interleaved, medians).
 #include <gtest/gtest.h>
@@ -442,7 +443,9 @@ TEST_P(KernelOps, RowResultsIndependentOfPlacementAndNeighbours) {
       std::vector<uint16_t> h(len, 0x7E00);
       ot.to_f16(xb.data() + off, h.data() + off, n);
       for (int64_t i = 0; i < len; ++i) {
-        if (i < off || i >= off + n) EXPECT_EQ(h[i], 0x7E00) << "to_f16 wrote " << i;
+        if (i < off || i >= off + n) {
+          EXPECT_EQ(h[i], 0x7E00) << "to_f16 wrote " << i;
+        }
       }
       for (int64_t i = 0; i < n; ++i) out.push_back(h[off + i]);
       return out;
@@ -454,6 +457,39 @@ TEST_P(KernelOps, RowResultsIndependentOfPlacementAndNeighbours) {
           << "n " << n << " offset " << off;
     }
   }
+}
+
+// Every SIMD tier has its own ops: no entry of its table is the scalar one (so a tier's tests
+// cannot pass by falling back to scalar; the neon and i8mm tiers use ops-neon.cpp, avxvnni the
+// avx2 ops, amx the avx512 ones).
+TEST_P(KernelOps, SimdTierHasNoScalarEntry) {
+  const Isa isa = GetParam();
+  if (isa == Isa::kScalar) GTEST_SKIP() << "the scalar tier is the reference";
+  LLMT_REQUIRE_TIER(isa);
+  const ops::OpsTable& s = ops::ops_table(Isa::kScalar);
+  const ops::OpsTable& t = ops::ops_table(isa);
+  EXPECT_NE(&t, &s);
+  EXPECT_NE(t.dot, s.dot);
+  EXPECT_NE(t.axpy, s.axpy);
+  EXPECT_NE(t.attend, s.attend);
+  EXPECT_NE(t.attend_f16, s.attend_f16);
+  EXPECT_NE(t.silu_mul, s.silu_mul);
+  EXPECT_NE(t.to_f16, s.to_f16);
+  EXPECT_NE(t.attend_paged, s.attend_paged);
+  EXPECT_NE(t.attend_paged_f16, s.attend_paged_f16);
+  EXPECT_NE(t.attend_window, s.attend_window);
+  EXPECT_NE(t.attend_window_f16, s.attend_window_f16);
+  EXPECT_NE(t.gelu, s.gelu);
+  EXPECT_NE(t.gelu_mul, s.gelu_mul);
+  EXPECT_NE(t.layer_norm, s.layer_norm);
+  // The neon tier's entries are ops-neon.cpp's, and i8mm shares them.
+#if defined(__aarch64__)
+  if (isa == Isa::kNeon || isa == Isa::kI8mm) {
+    EXPECT_EQ(t.attend, &ops::attend_neon);
+    EXPECT_EQ(t.dot, &ops::dot_neon);
+    EXPECT_EQ(t.layer_norm, &ops::layer_norm_neon);
+  }
+#endif
 }
 
 std::string isa_case_name(const testing::TestParamInfo<Isa>& info) {

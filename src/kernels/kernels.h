@@ -26,9 +26,9 @@
 // computed differently), so their avx2 and avx512 matmul results are bitwise equal (as are
 // avxvnni's: the avx2 kernel source with vpdpbusd / vpdpwssd for the integer steps); and i8mm
 // keeps the neon tier's (neon and i8mm bitwise equal); neon's kernels (float formats included)
-// keep avx2's float operations, so matmul on neon equals avx2 bitwise. The avx512 tier's float
-// formats (F32/F16/BF16) and its ops (ops.h: attention, elementwise) have their own 16-lane
-// arithmetic and round differently from avx2.
+// and its ops (ops.h: attention, elementwise; ops-neon.cpp, shared by i8mm) keep avx2's float
+// operations, so matmul and the ops on neon equal avx2 bitwise. The avx512 tier's float formats
+// (F32/F16/BF16) and its ops have their own 16-lane arithmetic and round differently from avx2.
 //
 // Thread-safety: all functions are pure or write only to caller-provided disjoint outputs; the
 // tables are immutable. select_isa()/detect_isa() read the environment (call them at start-up,

@@ -264,6 +264,23 @@ const OpsTable& ops_table(kernels::Isa isa) {
   if (isa == kernels::Isa::kAvx2 || isa == kernels::Isa::kAvxVnni) return kAvx2;
   if (isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kAmx) return kAvx512;
 #endif
+#if defined(__aarch64__)
+  // i8mm has no float ops of its own: the neon ones (bitwise equal to avx2's).
+  static const OpsTable kNeon = {.dot = dot_neon,
+                                 .axpy = axpy_neon,
+                                 .attend = attend_neon,
+                                 .attend_f16 = attend_f16_neon,
+                                 .silu_mul = silu_mul_neon,
+                                 .to_f16 = to_f16_neon,
+                                 .attend_paged = attend_paged_neon,
+                                 .attend_paged_f16 = attend_paged_f16_neon,
+                                 .attend_window = attend_window_neon,
+                                 .attend_window_f16 = attend_window_f16_neon,
+                                 .gelu = gelu_neon,
+                                 .gelu_mul = gelu_mul_neon,
+                                 .layer_norm = layer_norm_neon};
+  if (isa == kernels::Isa::kNeon || isa == kernels::Isa::kI8mm) return kNeon;
+#endif
   return kScalar;
 }
 

@@ -1,7 +1,12 @@
 // Float32 elementwise and attention helpers used by the model's forward pass. Vectors are plain
-// contiguous float arrays; n is their length. Scalar code plus AVX2 (ops-avx2.cpp) and AVX-512
-// (ops-avx512.cpp, the avx512 and amx tiers) variants, chosen through ops_table(). Every entry's
-// results are batch invariant within a tier; tiers differ from each other in rounding.
+// contiguous float arrays; n is their length. Scalar code plus AVX2 (ops-avx2.cpp, the avx2 and
+// avxvnni tiers), AVX-512 (ops-avx512.cpp, the avx512 and amx tiers) and NEON (ops-neon.cpp, the
+// neon and i8mm tiers) variants, chosen through ops_table(). Every entry's results are batch
+// invariant within a tier; tiers differ from each other in rounding, except that the neon
+// versions compute the avx2 versions' float operations in the same order, so neon / i8mm and
+// avx2 / avxvnni results are bitwise equal (the ops files are built with -ffp-contract=off, so
+// only the written fused multiply-adds are fused; the one libm call of the tails, std::exp,
+// rounds alike on both with glibc: checked by hand, not testable in one binary).
 //
 // Thread-safety: all functions are pure or write only to their output arguments.
 #pragma once
@@ -46,10 +51,10 @@ struct OpsTable {
   // result equals attend's on the f32 values of the half rows.
   void (*attend_f16)(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
                      int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
-  // g[i] = silu(g[i]) * u[i] (see silu_mul; the AVX2 version uses a polynomial e^x with about
-  // 2e-7 relative error). Vector lanes for i < n - n % 8, scalar for the tail (AVX-512: 16 lanes,
-  // the tail masked, the same polynomial): callers that need batch invariance call it per token
-  // row, so a value depends only on its row and index.
+  // g[i] = silu(g[i]) * u[i] (see silu_mul; the AVX2 / NEON version uses a polynomial e^x with
+  // about 2e-7 relative error). Vector lanes for i < n - n % 8, scalar for the tail (AVX-512: 16
+  // lanes, the tail masked, the same polynomial): callers that need batch invariance call it per
+  // token row, so a value depends only on its row and index.
   void (*silu_mul)(float* g, const float* u, int64_t n);
   // y[i] = half(x[i]), round to nearest even (the F16 cache store).
   void (*to_f16)(const float* x, uint16_t* y, int64_t n);
@@ -81,13 +86,15 @@ struct OpsTable {
                             int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
                             float* out);
   // x[i] = gelu(x[i]) and g[i] = gelu(g[i]) * u[i], GELU's tanh approximation (see ops::gelu).
-  // The AVX2 versions compute it as v / (1 + e^(-2 sqrt(2/pi) (v + 0.044715 v^3))) (the same
-  // function; about 3e-7 relative error) in vector lanes for i < n - n % 8 and with the scalar
-  // code for the tail: like silu_mul, call them per token row for batch invariance.
+  // The AVX2 and NEON versions compute it as v / (1 + e^(-2 sqrt(2/pi) (v + 0.044715 v^3))) with
+  // the polynomial e^x (the same function; about 3e-7 relative error) in vector lanes for
+  // i < n - n % 8 and with the scalar code for the tail: like silu_mul, call them per token row
+  // for batch invariance.
   void (*gelu)(float* x, int64_t n);
   void (*gelu_mul)(float* g, const float* u, int64_t n);
-  // ops::layer_norm (mean and variance accumulated in double; the AVX2 version sums in vector
-  // lanes, a fixed order for each n, and normalizes with the scalar code's float operations).
+  // ops::layer_norm (mean and variance accumulated in double; the AVX2 / NEON version sums in
+  // vector lanes, a fixed order for each n, and normalizes with the scalar code's float
+  // operations).
   void (*layer_norm)(const float* x, const float* w, const float* b, float* y, int64_t n,
                      float eps);
 };
@@ -171,6 +178,36 @@ void gelu_mul_avx512(float* g, const float* u, int64_t n);
 void layer_norm_avx512(const float* x, const float* w, const float* b, float* y, int64_t n,
                        float eps);
 #endif
+#if defined(__aarch64__)
+// The neon and i8mm tiers' versions (ops-neon.cpp): avx2's float operations in the same order
+// (8-lane steps as two 4-lane halves, the same scalar tails and hd % 8 != 0 fallbacks), so every
+// entry's result is bitwise equal to the avx2 version's.
+float dot_neon(const float* a, const float* b, int64_t n);
+void axpy_neon(float alpha, const float* x, float* y, int64_t n);
+void attend_neon(const float* q, int32_t n_q, const float* k, const float* v, int32_t n_kv,
+                 int32_t hd, float scale, float* scores, float* out);
+void attend_f16_neon(const float* q, int32_t n_q, const uint16_t* k, const uint16_t* v,
+                     int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_neon(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                       const int32_t* block_table, size_t block_stride, int32_t block_size,
+                       int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_paged_f16_neon(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                           const int32_t* block_table, size_t block_stride, int32_t block_size,
+                           int32_t n_kv, int32_t hd, float scale, float* scores, float* out);
+void attend_window_neon(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                        const int32_t* block_table, size_t block_stride, int32_t block_size,
+                        int32_t p0, int32_t p1, int32_t hd, float scale, float* scores, float* out);
+void attend_window_f16_neon(const float* q, int32_t n_q, const void* k_base, const void* v_base,
+                            const int32_t* block_table, size_t block_stride, int32_t block_size,
+                            int32_t p0, int32_t p1, int32_t hd, float scale, float* scores,
+                            float* out);
+void to_f16_neon(const float* x, uint16_t* y, int64_t n);
+void silu_mul_neon(float* g, const float* u, int64_t n);
+void gelu_neon(float* x, int64_t n);
+void gelu_mul_neon(float* g, const float* u, int64_t n);
+void layer_norm_neon(const float* x, const float* w, const float* b, float* y, int64_t n,
+                     float eps);
+#endif
 
 }  // namespace llmt::ops
 
@@ -182,7 +219,9 @@ namespace llmt::ops {
 // Mean and variance accumulated in double. x and y may alias.
 void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);
 
-// x[i] = gelu(x[i]), the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// x[i] = gelu(x[i]), the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+// computed as x / (1 + e^(-2 sqrt(2/pi) x (1 + 0.044715 x^2))) with std::exp (the same bits on
+// x86-64 and AArch64 with glibc, unlike std::tanh).
 void gelu(float* x, int64_t n);
 
 // g[i] = gelu(g[i]) * u[i] (GELU-tanh GLU, Gemma).
