@@ -4,7 +4,7 @@
 // neon and i8mm tiers) variants, chosen through ops_table(). Every entry's results are batch
 // invariant within a tier; tiers differ from each other in rounding, except that the neon
 // versions compute the avx2 versions' float operations in the same order, so neon / i8mm and
-// avx2 / avxvnni results are bitwise equal (the ops files are built with -ffp-contract=off, so
+// avx2 / avxvnni results are bitwise equal (everything is built with -ffp-contract=off, so
 // only the written fused multiply-adds are fused; the one libm call of the tails, std::exp,
 // rounds alike on both with glibc: checked by hand, not testable in one binary).
 //
