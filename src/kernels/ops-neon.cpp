@@ -6,8 +6,8 @@
 // x86 / Arm cluster gives identical outputs). Each 8-lane __m256 is a pair of 4-lane registers
 // (lo = lanes 0..3, hi = lanes 4..7, type V8); a fused vfmaq_f32 / vfmsq_f32 stands exactly
 // where avx2 has _mm256_fmadd_ps / _mm256_fnmadd_ps and separate multiply / add where avx2 has
-// separate ones (this file and ops-avx2.cpp are built with -ffp-contract=off, see
-// CMakeLists.txt, so the compiler fuses nothing on its own); every horizontal sum keeps avx2's
+// separate ones (the project is built with -ffp-contract=off, see CMakeLists.txt, so the
+// compiler fuses nothing on its own); every horizontal sum keeps avx2's
 // order; min / max keep x86's (a > b ? a : b) semantics, NaN and signed zeros included; the e^x
 // polynomial, its clamp and the 2^n bit construction are avx2's constant by constant; divisions
 // and square roots are IEEE correctly rounded on both; F16 conversions round to nearest even
