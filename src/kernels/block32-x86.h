@@ -30,12 +30,6 @@ namespace block32 {
 using avx2::fp16;
 using avx2::hsum;
 
-template <class T>
-const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(t) * x_stride);
-}
-
 // Policies: Block type, activation block type, whether codes are signed, whether the format has
 // an additive min (Q4_1/Q5_1), and codes(): the 32 codes in element order.
 struct PolicyQ8_0 {

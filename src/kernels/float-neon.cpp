@@ -21,7 +21,6 @@ namespace llmt::kernels {
 namespace {
 
 using neon::hsum8;
-using neon::row_at;
 
 struct LoadF32 {
   static float32x4_t load4(const void* w, int64_t i) {

@@ -65,12 +65,6 @@ struct LoadBF16 {
   }
 };
 
-template <class T>
-const T* row_at(const void* x, size_t x_stride, int64_t t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(t) * x_stride);
-}
-
 // The masked last step(s) of one pair over elements [k32, k) and the final reduction.
 template <class L>
 inline float finish_pair(const void* w, const float* x, int64_t k32, int64_t k, __m512 a0,

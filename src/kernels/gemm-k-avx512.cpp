@@ -31,7 +31,6 @@ namespace llmt::kernels {
 namespace {
 
 using avx512::kLanes;
-using avx512::row_at;
 using avx512::transpose16;
 
 // Loads 64 bytes at byte offset `off` of each of the 16 rows' super-block i (rows past nrows

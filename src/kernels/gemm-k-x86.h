@@ -45,12 +45,6 @@ using avx2::fp16;
 using avx2::load256;
 using avx2::reduce8;
 
-template <class T>
-const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(t) * x_stride);
-}
-
 // Exact integer horizontal sum of 8 int32 lanes.
 inline int32_t hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

@@ -18,8 +18,6 @@ namespace llmt::kernels {
 
 namespace {
 
-using neon::row_at;
-
 // [a bytes 0..7, b bytes 0..7] and [a bytes 8..15, b bytes 8..15]: the SMMLA operand layout of
 // two rows' 16 elements.
 inline void zip_rows(int8x16_t a, int8x16_t b, int8x16_t* lo, int8x16_t* hi) {

@@ -23,7 +23,6 @@ namespace llmt::kernels {
 namespace {
 
 using avx512::kLanes;
-using avx512::row_at;
 using avx512::transpose16;
 
 inline __m256i load256(const void* p) {

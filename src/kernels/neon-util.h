@@ -125,12 +125,6 @@ inline int32_t min_dot8(const uint8_t mn[8], const int16_t* bsums) {
   return vaddvq_s32(vmlal_s16(p, vget_high_s16(m), vget_high_s16(pair)));
 }
 
-template <class T>
-const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(t) * x_stride);
-}
-
 // Adapters from a kernel K with `template <int NT> static void run(n, out, out_stride, w, x,
 // x_stride)` (NT tokens against one weight row, the row decoded once) to the table's function
 // types. Every NT instantiation runs the same per-pair arithmetic, so vec_dot and vec_dot_rows

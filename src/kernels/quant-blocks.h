@@ -166,6 +166,16 @@ using VecDotRowsFn = void (*)(int64_t n, float* out, int64_t out_stride, const v
                               const void* x, size_t x_stride, int nx);
 inline constexpr int kMaxDotRows = 4;
 
+// Row t of rows x_stride bytes apart from x (activation rows, weight rows, outputs). Internal
+// linkage, like every helper here that files of several ISA tiers include.
+namespace {
+template <class T>
+const T* row_at(const void* x, size_t x_stride, int64_t t) {
+  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
+                                    static_cast<size_t>(t) * x_stride);
+}
+}  // namespace
+
 // Scalar reference kernels (quants-scalar*.cpp). Names: dequant_<fmt>, quantize_<fmt>,
 // dot_<wfmt> (weights x the format's vec_dot_type).
 namespace scalar {

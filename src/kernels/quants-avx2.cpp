@@ -30,12 +30,6 @@ namespace {
 using avx2::fp16;
 using avx2::hsum;
 
-template <class T>
-const T* row_at(const void* x, size_t x_stride, int t) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(t) * x_stride);
-}
-
 // ---------------------------------------------------------------- float formats
 
 struct LoadF32 {

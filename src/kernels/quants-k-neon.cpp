@@ -18,8 +18,6 @@ namespace llmt::kernels {
 
 namespace {
 
-using neon::row_at;
-
 inline float h2f(uint16_t h) {
   return fp16_to_fp32(h);
 }

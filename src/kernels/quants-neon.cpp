@@ -25,7 +25,6 @@ namespace {
 using neon::fp16x4;
 using neon::hsum4x4;
 using neon::hsum8;
-using neon::row_at;
 
 inline float h2f(uint16_t h) {
   return fp16_to_fp32(h);

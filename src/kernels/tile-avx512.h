@@ -11,13 +11,6 @@ namespace llmt::kernels::avx512 {
 
 constexpr int kLanes = 16;  // weight rows per tile (one per 32-bit lane)
 
-// Row i of a row-major buffer with `stride` bytes per row.
-template <class T>
-const T* row_at(const void* x, size_t stride, int64_t i) {
-  return reinterpret_cast<const T*>(static_cast<const uint8_t*>(x) +
-                                    static_cast<size_t>(i) * stride);
-}
-
 // In-register transpose of a 16 x 16 matrix of 32-bit values: on return c[j] lane i = r[i] lane j.
 inline void transpose16(const __m512i r[16], __m512i c[16]) {
   __m512i t[16], u[16];
