@@ -162,19 +162,7 @@ void attention_block(const LayerPass& p, int32_t il, Pending& pending) {
         std::memcpy(kr, f + q_dim, kv_dim * sizeof(float));
         std::memcpy(vr, f + q_dim + kv_dim, kv_dim * sizeof(float));
       }
-      if (L.bq) ops::add(qr, L.bq, q_dim);
-      if (L.bk) ops::add(kr, L.bk, kv_dim);
-      if (L.bv) ops::add(vr, L.bv, kv_dim);
-      if (L.q_norm) {
-        for (int32_t hh = 0; hh < h.n_head; ++hh) {
-          ops::rms_norm(qr + hh * hd, L.q_norm, qr + hh * hd, hd, h.rms_eps);
-        }
-      }
-      if (L.k_norm) {
-        for (int32_t g = 0; g < h.n_head_kv; ++g) {
-          ops::rms_norm(kr + g * hd, L.k_norm, kr + g * hd, hd, h.rms_eps);
-        }
-      }
+      qkv_bias_and_norm(L, h, qr, kr, vr);
       if (n_rot > 0) {
         const float* cs = cs_layer + i * n_rot;
         ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
@@ -324,6 +312,23 @@ void ffn_block(const LayerPass& p, int32_t il, Pending& pending) {
 }
 
 }  // namespace
+
+void qkv_bias_and_norm(const LayerWeights& L, const ModelHparams& h, float* q, float* k, float* v) {
+  const int32_t hd = h.head_dim;
+  if (L.bq) ops::add(q, L.bq, h.q_dim());
+  if (L.bk) ops::add(k, L.bk, h.kv_dim());
+  if (L.bv) ops::add(v, L.bv, h.kv_dim());
+  if (L.q_norm) {
+    for (int32_t hh = 0; hh < h.n_head; ++hh) {
+      ops::rms_norm(q + hh * hd, L.q_norm, q + hh * hd, hd, h.rms_eps);
+    }
+  }
+  if (L.k_norm) {
+    for (int32_t g = 0; g < h.n_head_kv; ++g) {
+      ops::rms_norm(k + g * hd, L.k_norm, k + g * hd, hd, h.rms_eps);
+    }
+  }
+}
 
 void forward_decoder(ContextState& c, const Context::BatchEntry* e, int32_t n,
                      const std::span<const int32_t>* tables, float* logits_out) {

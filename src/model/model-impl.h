@@ -156,6 +156,10 @@ Status bind_bert(Binder& b, ModelHparams& hp, ModelWeights& w);
 // cls.output.bias; <arch>.classifier.output_labels): sets hp.n_cls_out / cls_labels. An error
 // for a partial head, a label count that differs from the outputs, or rank pooling without one.
 Status bind_cls_head(Binder& b, ModelHparams& hp, ModelWeights& w);
+// One token's rows after the Q/K/V projections, in place: adds the biases the layer has (bq, bk,
+// bv) and applies its per-head q/k RMSNorms (Qwen3, Gemma 3). q [n_head, head_dim], k and v
+// [n_head_kv, head_dim]. Shared by forward_llama and forward_decoder (decoder.cpp).
+void qkv_bias_and_norm(const LayerWeights& L, const ModelHparams& h, float* q, float* k, float* v);
 // The llama family's fused forward pass (llama, mistral, qwen2, qwen3).
 void forward_llama(ContextState& c, const Context::BatchEntry* e, int32_t n,
                    const std::span<const int32_t>* tables, float* logits_out);

@@ -171,19 +171,7 @@ void llama_rope_cache(const LlamaPass& p, int32_t il, const LayerWeights& L, con
       float* qr = q.data() + i * q_dim;
       float* kr = k.data() + i * kv_dim;
       float* vr = v.data() + i * kv_dim;
-      if (L.bq) ops::add(qr, L.bq, q_dim);
-      if (L.bk) ops::add(kr, L.bk, kv_dim);
-      if (L.bv) ops::add(vr, L.bv, kv_dim);
-      if (L.q_norm) {
-        for (int32_t hh = 0; hh < h.n_head; ++hh) {
-          ops::rms_norm(qr + hh * hd, L.q_norm, qr + hh * hd, hd, h.rms_eps);
-        }
-      }
-      if (L.k_norm) {
-        for (int32_t g = 0; g < h.n_head_kv; ++g) {
-          ops::rms_norm(kr + g * hd, L.k_norm, kr + g * hd, hd, h.rms_eps);
-        }
-      }
+      qkv_bias_and_norm(L, h, qr, kr, vr);
       const float* cs = rope_cs.data() + i * n_rot;
       ops::rope(qr, h.n_head, hd, n_rot, cs, neox);
       ops::rope(kr, h.n_head_kv, hd, n_rot, cs, neox);
