@@ -47,6 +47,16 @@ class Server::Impl::StreamWriter {
   bool client_gone();
   // The logprobs of choice i's pending tokens (null when not requested or none).
   json take_logprobs(size_t i);
+  // Choice i's next chunk, with the logprobs of its pending tokens: a chat delta (chat answers
+  // parsed for tools or reasoning) or a text chunk (finish: the finish reason, or nullptr).
+  std::string delta_chunk(size_t i, json delta, const char* finish) {
+    return chunk(chat_delta_chunk(st_.id, st_.so.model, st_.created, std::move(delta), finish,
+                                  static_cast<int32_t>(i), take_logprobs(i)));
+  }
+  std::string text_chunk(size_t i, std::string_view text, const char* finish) {
+    return chunk(chunk_body(st_.ep, st_.id, st_.so.model, st_.created, text, finish, false,
+                            static_cast<int32_t>(i), take_logprobs(i)));
+  }
   // Writes the text of a token event; false when the client went away.
   bool on_token(Fanin::Item& it);
   // Records a choice's result and writes its last chunks; false when the client went away.
@@ -76,12 +86,7 @@ json Server::Impl::StreamWriter::take_logprobs(size_t i) {
 }
 
 bool Server::Impl::StreamWriter::on_token(Fanin::Item& it) {
-  const Endpoint ep = st_.ep;
-  const std::string& id = st_.id;
-  const std::string& model = st_.so.model;
-  const int64_t created = st_.created;
   const size_t i = static_cast<size_t>(it.index);
-  const int32_t index = it.index;
   ThreadEvent& ev = it.event;
   st_.ticket->on_token();
   server_.observe_token(&st_.last_token[i]);
@@ -90,20 +95,13 @@ bool Server::Impl::StreamWriter::on_token(Fanin::Item& it) {
   if (st_.parsers[i]) {
     const AssistantDelta d = st_.parsers[i]->feed(ev.text);
     if (d.empty()) return true;  // held back: the logprobs wait with the text
-    return write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(d), nullptr, index,
-                                        take_logprobs(i))));
+    return write(delta_chunk(i, assistant_delta_json(d), nullptr));
   }
-  return write(
-      chunk(chunk_body(ep, id, model, created, ev.text, nullptr, false, index, take_logprobs(i))));
+  return write(text_chunk(i, ev.text, nullptr));
 }
 
 bool Server::Impl::StreamWriter::on_finished(Fanin::Item& it, size_t& n_done) {
-  const Endpoint ep = st_.ep;
-  const std::string& id = st_.id;
-  const std::string& model = st_.so.model;
-  const int64_t created = st_.created;
   const size_t i = static_cast<size_t>(it.index);
-  const int32_t index = it.index;
   ThreadEvent& ev = it.event;
   if (st_.results[i]) return true;
   st_.results[i] = ev.result;
@@ -121,21 +119,17 @@ bool Server::Impl::StreamWriter::on_finished(Fanin::Item& it, size_t& n_done) {
     AssistantStreamParser::Final f = st_.parsers[i]->finish();
     const char* finish = openai_finish_reason(r.finish_reason);
     if (!f.rest.empty()) {
-      ok = write(chunk(chat_delta_chunk(id, model, created, assistant_delta_json(f.rest), nullptr,
-                                        index, take_logprobs(i))));
+      ok = write(delta_chunk(i, assistant_delta_json(f.rest), nullptr));
     }
     if (ok && !f.tool_calls.empty()) {
-      ok = write(chunk(chat_delta_chunk(id, model, created, tool_calls_delta_json(f.tool_calls),
-                                        nullptr, index, take_logprobs(i))));
+      ok = write(delta_chunk(i, tool_calls_delta_json(f.tool_calls), nullptr));
       if (r.finish_reason != FinishReason::kLength) finish = "tool_calls";
     }
     if (ok) {
-      ok = write(chunk(
-          chat_delta_chunk(id, model, created, json::object(), finish, index, take_logprobs(i))));
+      ok = write(delta_chunk(i, json::object(), finish));
     }
   } else {
-    ok = write(chunk(chunk_body(ep, id, model, created, "", openai_finish_reason(r.finish_reason),
-                                false, index, take_logprobs(i))));
+    ok = write(text_chunk(i, "", openai_finish_reason(r.finish_reason)));
   }
   return ok;
 }
