@@ -385,6 +385,15 @@ constexpr const char* kClassifyInstruction =
     "the length of the review and the spelling mistakes in it. Do not explain your answer.\n\n"
     "Review:\n";
 
+// The classify task of the scenario: the shared instruction, the document, then suffix.
+TaskSpec classify_spec(const std::vector<std::string>& labels, const std::string& suffix) {
+  TaskSpec spec;
+  spec.type = TaskType::kClassify;
+  spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
+  spec.labels = labels;
+  return spec;
+}
+
 // Short synthetic reviews (deterministic): an order number + subject + verdict + detail.
 std::vector<std::string> classify_documents(int32_t n) {
   const char* subjects[] = {"The pasta place on Main Street",
@@ -433,10 +442,7 @@ Result<ClassifyJobRun> run_classify_job(const ScenarioOptions& o,
   {  // the job goes before out is returned, as its callback writes out
     EngineConfig cfg = base_config(o);
     LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
-    TaskSpec spec;
-    spec.type = TaskType::kClassify;
-    spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
-    spec.labels = labels;
+    TaskSpec spec = classify_spec(labels, suffix);
     std::mutex mu;
     LLMT_ASSIGN_OR_RETURN(
         auto job, Job::create(*engine, spec, [&](DocumentResult r) {
@@ -530,10 +536,7 @@ Result<MergeCost> measure_merge_cost(const ScenarioOptions& o, const std::vector
   MergeCost out;
   EngineConfig cfg = base_config(o);
   LLMT_ASSIGN_OR_RETURN(auto engine, Engine::create(cfg));
-  TaskSpec spec;
-  spec.type = TaskType::kClassify;
-  spec.prompt_template = std::string(kClassifyInstruction) + "{text}" + suffix;
-  spec.labels = labels;
+  TaskSpec spec = classify_spec(labels, suffix);
   spec.split = "sentence";
   int32_t n_pieces = 0;
   LLMT_ASSIGN_OR_RETURN(
