@@ -4,29 +4,15 @@
 #include <arm_neon.h>
 
 #include "bench.h"
+#include "peak-neon.h"
 
 namespace llmt::bench {
 
-namespace {
-constexpr int kChains = 12;  // independent accumulators: latency 3-4 x up to 4 per cycle
-}  // namespace
-
 double int8_dot_loop_neon(int64_t n_iter, int32_t* sink) {
   // sdot: 16 s8 x s8 products (32 ops) into 4 int32 lanes.
-  int8x16_t a = vdupq_n_s8(3);
-  int8x16_t b[4];
-  int32x4_t acc[kChains];
-  for (int j = 0; j < 4; ++j) b[j] = vdupq_n_s8(static_cast<int8_t>(j + 1));
-  for (int j = 0; j < kChains; ++j) acc[j] = vdupq_n_s32(0);
-  for (int64_t i = 0; i < n_iter; ++i) {
-    // The empty asm makes `a` opaque, so the products cannot be hoisted out of the loop.
-    __asm__ volatile("" : "+w"(a));
-    for (int j = 0; j < kChains; ++j) acc[j] = vdotq_s32(acc[j], a, b[j % 4]);
-  }
-  int32x4_t s = acc[0];
-  for (int j = 1; j < kChains; ++j) s = vaddq_s32(s, acc[j]);
-  *sink = vgetq_lane_s32(s, 0);
-  return static_cast<double>(n_iter) * kChains * 16.0 * 2.0;
+  return int8_chain_loop(n_iter, sink, 16.0, [](int32x4_t acc, int8x16_t a, int8x16_t b) {
+    return vdotq_s32(acc, a, b);
+  });
 }
 
 double int8_scaled_dot_loop_neon(int64_t n_iter, int32_t* sink) {
