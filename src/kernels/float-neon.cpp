@@ -33,8 +33,7 @@ struct LoadF16 {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(static_cast<const uint16_t*>(w) + i)));
   }
   static float at(const void* w, int64_t i) {
-    const float16x4_t h = vreinterpret_f16_u16(vdup_n_u16(static_cast<const uint16_t*>(w)[i]));
-    return vgetq_lane_f32(vcvt_f32_f16(h), 0);
+    return fp16_to_fp32(static_cast<const uint16_t*>(w)[i]);
   }
 };
 struct LoadBF16 {
